@@ -1,0 +1,1 @@
+"""Concord: expert–algorithm collaboration studies on microscopy images."""

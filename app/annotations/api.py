@@ -1,0 +1,208 @@
+"""JSON routes of the current expert's annotations, their event log, visits and done images."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header, Query, Response
+
+from app.annotations import repository, service
+from app.annotations.schemas import (
+    AnnotationCreate,
+    AnnotationOut,
+    AnnotationUpdate,
+    ClientTime,
+    EventOut,
+    StateChange,
+    VisitOut,
+)
+from app.deps import CurrentUser, SessionDep, SettingsDep
+from app.models import EventKind, Mode
+from app.studies import service as studies
+
+router = APIRouter(tags=["annotations"])
+
+ModeQuery = Annotated[Mode, Query(description="training, unaided or aided")]
+IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=8, max_length=100)]
+MAX_BULK = 5000
+
+
+@router.get("/images/{image_id}/annotations")
+async def list_annotations(
+    image_id: int, mode: ModeQuery, session: SessionDep, user: CurrentUser, include_deleted: bool = False
+) -> list[AnnotationOut]:
+    """The current expert's objects on an image in a mode."""
+    workspace = await service.open_workspace(session, user, image_id, mode)
+    return await service.list_annotations(session, workspace, include_deleted)
+
+
+@router.post("/images/{image_id}/annotations", status_code=201)
+async def create_annotation(
+    image_id: int,
+    mode: ModeQuery,
+    data: AnnotationCreate,
+    session: SessionDep,
+    user: CurrentUser,
+    response: Response,
+    idempotency_key: IdempotencyHeader = None,
+) -> AnnotationOut:
+    """Create one object; a retry with the same idempotency key returns it unchanged (200)."""
+    workspace = await service.open_workspace(session, user, image_id, mode)
+    if data.idempotency_key is None and idempotency_key is not None:
+        data = data.model_copy(update={"idempotency_key": idempotency_key})
+    created, is_new = await service.create_annotation(session, workspace, data)
+    if not is_new:
+        response.status_code = 200
+    return created
+
+
+@router.post("/images/{image_id}/annotations/bulk", status_code=201)
+async def upload_annotations(
+    image_id: int,
+    mode: ModeQuery,
+    items: Annotated[list[AnnotationCreate], Body(max_length=MAX_BULK)],
+    session: SessionDep,
+    user: CurrentUser,
+) -> list[AnnotationOut]:
+    """Upload a JSON list of objects; all are checked first, then each is created with its own event."""
+    workspace = await service.open_workspace(session, user, image_id, mode)
+    return await service.create_many(session, workspace, items)
+
+
+@router.patch("/annotations/{annotation_id}")
+async def update_annotation(
+    annotation_id: int,
+    data: AnnotationUpdate,
+    session: SessionDep,
+    user: CurrentUser,
+    idempotency_key: IdempotencyHeader = None,
+) -> AnnotationOut:
+    """Move, resize or relabel an own object; the version must be the current one (else 409)."""
+    workspace, annotation = await service.workspace_of_annotation(session, user, annotation_id)
+    if data.idempotency_key is None and idempotency_key is not None:
+        data = data.model_copy(update={"idempotency_key": idempotency_key})
+    return await service.update_annotation(session, workspace, annotation, data)
+
+
+async def _change(
+    annotation_id: int,
+    data: StateChange,
+    session: SessionDep,
+    user: CurrentUser,
+    kind: EventKind,
+    key: str | None,
+) -> AnnotationOut:
+    workspace, annotation = await service.workspace_of_annotation(session, user, annotation_id)
+    if data.idempotency_key is None and key is not None:
+        data = data.model_copy(update={"idempotency_key": key})
+    return await service.change_state(session, workspace, annotation, data, kind)
+
+
+@router.post("/annotations/{annotation_id}/delete")
+async def delete_annotation(
+    annotation_id: int,
+    data: StateChange,
+    session: SessionDep,
+    user: CurrentUser,
+    idempotency_key: IdempotencyHeader = None,
+) -> AnnotationOut:
+    """Delete an own object (soft delete: it can be restored)."""
+    return await _change(annotation_id, data, session, user, EventKind.delete, idempotency_key)
+
+
+@router.post("/annotations/{annotation_id}/restore")
+async def restore_annotation(
+    annotation_id: int,
+    data: StateChange,
+    session: SessionDep,
+    user: CurrentUser,
+    idempotency_key: IdempotencyHeader = None,
+) -> AnnotationOut:
+    """Restore an own deleted object."""
+    return await _change(annotation_id, data, session, user, EventKind.restore, idempotency_key)
+
+
+@router.post("/annotations/{annotation_id}/accept")
+async def accept_suggestion(
+    annotation_id: int,
+    data: StateChange,
+    session: SessionDep,
+    user: CurrentUser,
+    idempotency_key: IdempotencyHeader = None,
+) -> AnnotationOut:
+    """Accept a suggestion unchanged (recorded as an event)."""
+    return await _change(annotation_id, data, session, user, EventKind.accept, idempotency_key)
+
+
+@router.get("/images/{image_id}/events")
+async def list_events(
+    image_id: int, mode: ModeQuery, session: SessionDep, user: CurrentUser
+) -> list[EventOut]:
+    """The current expert's append-only edit log of an image in a mode."""
+    workspace = await service.open_workspace(session, user, image_id, mode)
+    return [
+        EventOut(
+            id=event.id,
+            annotation_id=event.annotation_id,
+            kind=event.kind,
+            before=event.before,
+            after=event.after,
+            client_ts=event.client_ts,
+            server_ts=event.server_ts,
+            idempotency_key=event.idempotency_key,
+        )
+        for event in await service.events(session, workspace)
+    ]
+
+
+@router.post("/images/{image_id}/visits", status_code=201)
+async def open_visit(image_id: int, mode: ModeQuery, session: SessionDep, user: CurrentUser) -> VisitOut:
+    """Record that the expert opened an image."""
+    workspace = await service.open_workspace(session, user, image_id, mode)
+    return VisitOut.model_validate(await service.open_visit(session, workspace))
+
+
+@router.get("/images/{image_id}/visits")
+async def list_visits(
+    image_id: int, mode: ModeQuery, session: SessionDep, user: CurrentUser
+) -> list[VisitOut]:
+    """The current expert's visits of an image in a mode, with active seconds."""
+    workspace = await service.open_workspace(session, user, image_id, mode)
+    visits = await repository.visits_of(session, image_id, user.id, workspace.assignment.mode)
+    return [VisitOut.model_validate(visit) for visit in visits]
+
+
+@router.post("/visits/{visit_id}/heartbeat")
+async def heartbeat(
+    visit_id: int,
+    session: SessionDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+    data: ClientTime | None = None,
+) -> VisitOut:
+    """The page is visible and the expert active; idle gaps beyond the limit do not count."""
+    visit = await service.get_visit(session, user, visit_id)
+    service.record_presence(
+        visit, settings.heartbeat_idle_seconds, (data or ClientTime()).active, close=False
+    )
+    return VisitOut.model_validate(visit)
+
+
+@router.post("/visits/{visit_id}/close")
+async def close_visit(
+    visit_id: int,
+    session: SessionDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+    data: ClientTime | None = None,
+) -> VisitOut:
+    """The expert left the image."""
+    visit = await service.get_visit(session, user, visit_id)
+    service.record_presence(visit, settings.heartbeat_idle_seconds, (data or ClientTime()).active, close=True)
+    return VisitOut.model_validate(visit)
+
+
+@router.post("/images/{image_id}/done")
+async def mark_done(image_id: int, mode: ModeQuery, session: SessionDep, user: CurrentUser) -> dict[str, int]:
+    """Mark an image of the own assignment as done."""
+    image = await studies.get_image(session, user, image_id)
+    assignment = await studies.mark_image_done(session, user, image, mode)
+    return {"assignment_id": assignment.id, "image_id": image.id}

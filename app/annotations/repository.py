@@ -1,0 +1,93 @@
+"""Queries of annotations, their events, visits and image views."""
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Annotation, AnnotationEvent, ImageView, ImageVisit, Suggestion
+
+
+async def annotations_of(
+    session: AsyncSession,
+    image_id: int,
+    expert_id: int,
+    mode: str,
+    include_deleted: bool,
+) -> Sequence[Annotation]:
+    query = select(Annotation).where(
+        Annotation.image_id == image_id,
+        Annotation.expert_id == expert_id,
+        Annotation.mode == mode,
+    )
+    if not include_deleted:
+        query = query.where(Annotation.deleted.is_(False))
+    return (await session.scalars(query.order_by(Annotation.position, Annotation.id))).all()
+
+
+async def next_position(session: AsyncSession, image_id: int, expert_id: int, mode: str) -> int:
+    query = select(func.max(Annotation.position)).where(
+        Annotation.image_id == image_id,
+        Annotation.expert_id == expert_id,
+        Annotation.mode == mode,
+    )
+    current = await session.scalar(query)
+    return 0 if current is None else current + 1
+
+
+async def event_by_key(session: AsyncSession, expert_id: int, key: str) -> AnnotationEvent | None:
+    query = select(AnnotationEvent).where(
+        AnnotationEvent.expert_id == expert_id, AnnotationEvent.idempotency_key == key
+    )
+    return await session.scalar(query)
+
+
+async def events_of(
+    session: AsyncSession, image_id: int, expert_id: int, mode: str
+) -> Sequence[AnnotationEvent]:
+    query = (
+        select(AnnotationEvent)
+        .where(
+            AnnotationEvent.image_id == image_id,
+            AnnotationEvent.expert_id == expert_id,
+            AnnotationEvent.mode == mode,
+        )
+        .order_by(AnnotationEvent.id)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def visits_of(session: AsyncSession, image_id: int, expert_id: int, mode: str) -> Sequence[ImageVisit]:
+    query = (
+        select(ImageVisit)
+        .where(
+            ImageVisit.image_id == image_id,
+            ImageVisit.expert_id == expert_id,
+            ImageVisit.mode == mode,
+        )
+        .order_by(ImageVisit.id)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def image_view(session: AsyncSession, image_id: int, expert_id: int, mode: str) -> ImageView | None:
+    query = select(ImageView).where(
+        ImageView.image_id == image_id,
+        ImageView.expert_id == expert_id,
+        ImageView.mode == mode,
+    )
+    return await session.scalar(query)
+
+
+async def suggestions_of(
+    session: AsyncSession, suggestion_set_id: int, image_id: int
+) -> Sequence[Suggestion]:
+    query = (
+        select(Suggestion)
+        .where(
+            Suggestion.suggestion_set_id == suggestion_set_id,
+            Suggestion.image_id == image_id,
+        )
+        .order_by(Suggestion.position, Suggestion.id)
+    )
+    return (await session.scalars(query)).all()

@@ -1,0 +1,435 @@
+"""Editing rules: one transaction and one appended event per edit, idempotent retries, stale versions."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.annotations import repository
+from app.annotations.schemas import (
+    AnnotationCreate,
+    AnnotationOut,
+    AnnotationUpdate,
+    StateChange,
+)
+from app.errors import Conflict, Invalid, NotFound
+from app.models import (
+    Annotation,
+    AnnotationEvent,
+    Assignment,
+    EventKind,
+    Image,
+    ImageView,
+    ImageVisit,
+    Label,
+    Mode,
+    Origin,
+    Task,
+    User,
+)
+from app.models.base import utcnow
+from app.studies import service as studies
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What every edit needs: who edits which image of which task in which mode, and the labels."""
+
+    user: User
+    image: Image
+    task: Task
+    assignment: Assignment
+    labels_by_name: dict[str, Label]
+
+    @property
+    def labels_by_id(self) -> dict[int, Label]:
+        return {label.id: label for label in self.labels_by_name.values()}
+
+
+async def open_workspace(session: AsyncSession, user: User, image_id: int, mode: str) -> Workspace:
+    image = await studies.get_image(session, user, image_id)
+    task = await studies.get_task(session, user, image.task_id)
+    assignment = await studies.require_working_assignment(session, user, task, mode)
+    labels = await studies.label_map(session, task.id)
+    workspace = Workspace(user=user, image=image, task=task, assignment=assignment, labels_by_name=labels)
+    await _first_open(session, workspace)
+    return workspace
+
+
+async def workspace_of_annotation(
+    session: AsyncSession, user: User, annotation_id: int
+) -> tuple[Workspace, Annotation]:
+    annotation = await session.get(Annotation, annotation_id)
+    if annotation is None or annotation.expert_id != user.id:
+        raise NotFound(f"no annotation {annotation_id}")
+    workspace = await open_workspace(session, user, annotation.image_id, annotation.mode)
+    return workspace, annotation
+
+
+async def _first_open(session: AsyncSession, workspace: Workspace) -> None:
+    """Record the first sight of the image; in aided mode the suggestions become the expert's objects."""
+    user, image, mode = workspace.user, workspace.image, workspace.assignment.mode
+    if await repository.image_view(session, image.id, user.id, mode):
+        return
+    try:
+        async with session.begin_nested():
+            session.add(ImageView(image_id=image.id, expert_id=user.id, mode=mode))
+            await session.flush()
+            if mode == Mode.aided and workspace.assignment.suggestion_set_id is not None:
+                await _seed_suggestions(session, workspace, workspace.assignment.suggestion_set_id)
+    except IntegrityError:
+        pass  # a concurrent request recorded the first open and seeded the suggestions
+
+
+async def _seed_suggestions(session: AsyncSession, workspace: Workspace, suggestion_set_id: int) -> None:
+    suggestions = await repository.suggestions_of(session, suggestion_set_id, workspace.image.id)
+    for position, suggestion in enumerate(suggestions):
+        session.add(
+            Annotation(
+                image_id=workspace.image.id,
+                expert_id=workspace.user.id,
+                mode=workspace.assignment.mode,
+                label_id=suggestion.label_id,
+                x1=suggestion.x1,
+                y1=suggestion.y1,
+                x2=suggestion.x2,
+                y2=suggestion.y2,
+                origin=Origin.suggestion,
+                suggestion_id=suggestion.id,
+                position=position,
+            )
+        )
+    await session.flush()
+
+
+def check_box(image: Image, x1: float, y1: float, x2: float, y2: float) -> None:
+    if not (0 <= x1 < x2 <= image.width and 0 <= y1 < y2 <= image.height):
+        raise Invalid(
+            f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is not a box inside the image "
+            f"(0 ≤ x1 < x2 ≤ {image.width}, 0 ≤ y1 < y2 ≤ {image.height})"
+        )
+
+
+def resolve_label(workspace: Workspace, name: str) -> Label:
+    label = workspace.labels_by_name.get(name)
+    if label is None:
+        known = ", ".join(workspace.labels_by_name)
+        raise Invalid(f"unknown label {name!r}; this task's labels are: {known}")
+    return label
+
+
+def state_of(annotation: Annotation, labels_by_id: dict[int, Label]) -> dict[str, Any]:
+    return {
+        "x1": annotation.x1,
+        "y1": annotation.y1,
+        "x2": annotation.x2,
+        "y2": annotation.y2,
+        "label": labels_by_id[annotation.label_id].name,
+        "deleted": annotation.deleted,
+        "origin": annotation.origin,
+    }
+
+
+def to_out(annotation: Annotation, labels_by_id: dict[int, Label]) -> AnnotationOut:
+    return AnnotationOut(
+        id=annotation.id,
+        image_id=annotation.image_id,
+        mode=annotation.mode,
+        label=labels_by_id[annotation.label_id].name,
+        x1=annotation.x1,
+        y1=annotation.y1,
+        x2=annotation.x2,
+        y2=annotation.y2,
+        origin=annotation.origin,
+        deleted=annotation.deleted,
+        version=annotation.version,
+        created_at=annotation.created_at,
+        updated_at=annotation.updated_at,
+    )
+
+
+async def _replayed(session: AsyncSession, workspace: Workspace, key: str | None) -> Annotation | None:
+    """The annotation of an earlier request with the same idempotency key, if there was one."""
+    if key is None:
+        return None
+    event = await repository.event_by_key(session, workspace.user.id, key)
+    if event is None:
+        return None
+    if event.image_id != workspace.image.id or event.mode != workspace.assignment.mode:
+        raise Conflict("this idempotency key was already used for another image or mode")
+    return await session.get(Annotation, event.annotation_id)
+
+
+def _append_event(
+    session: AsyncSession,
+    workspace: Workspace,
+    annotation: Annotation,
+    kind: EventKind,
+    before: dict[str, Any] | None,
+    key: str | None,
+    client_ts: datetime | None,
+) -> None:
+    session.add(
+        AnnotationEvent(
+            annotation_id=annotation.id,
+            image_id=workspace.image.id,
+            expert_id=workspace.user.id,
+            mode=workspace.assignment.mode,
+            kind=kind,
+            before=before,
+            after=state_of(annotation, workspace.labels_by_id),
+            client_ts=client_ts,
+            idempotency_key=key,
+        )
+    )
+
+
+async def list_annotations(
+    session: AsyncSession, workspace: Workspace, include_deleted: bool = False
+) -> list[AnnotationOut]:
+    found = await repository.annotations_of(
+        session,
+        workspace.image.id,
+        workspace.user.id,
+        workspace.assignment.mode,
+        include_deleted,
+    )
+    labels_by_id = workspace.labels_by_id
+    return [to_out(annotation, labels_by_id) for annotation in found]
+
+
+async def create_annotation(
+    session: AsyncSession, workspace: Workspace, data: AnnotationCreate
+) -> tuple[AnnotationOut, bool]:
+    """Create one object; returns it and whether this request created it (False on a replay)."""
+    studies.require_unfinished(workspace.assignment)
+    replay = await _replayed(session, workspace, data.idempotency_key)
+    if replay is not None:
+        return to_out(replay, workspace.labels_by_id), False
+    check_box(workspace.image, data.x1, data.y1, data.x2, data.y2)
+    label = resolve_label(workspace, data.label)
+    mode = workspace.assignment.mode
+    annotation = Annotation(
+        image_id=workspace.image.id,
+        expert_id=workspace.user.id,
+        mode=mode,
+        label_id=label.id,
+        x1=data.x1,
+        y1=data.y1,
+        x2=data.x2,
+        y2=data.y2,
+        origin=Origin.expert,
+        position=await repository.next_position(session, workspace.image.id, workspace.user.id, mode),
+    )
+    session.add(annotation)
+    await session.flush()
+    _append_event(
+        session,
+        workspace,
+        annotation,
+        EventKind.create,
+        None,
+        data.idempotency_key,
+        data.client_ts,
+    )
+    await _flush_edit(session)
+    return to_out(annotation, workspace.labels_by_id), True
+
+
+async def create_many(
+    session: AsyncSession, workspace: Workspace, items: list[AnnotationCreate]
+) -> list[AnnotationOut]:
+    """All or nothing: every item is checked before any is written."""
+    for index, item in enumerate(items):
+        try:
+            check_box(workspace.image, item.x1, item.y1, item.x2, item.y2)
+            resolve_label(workspace, item.label)
+        except Invalid as error:
+            raise Invalid(f"item {index}: {error.message}") from error
+    keys = [item.idempotency_key for item in items if item.idempotency_key]
+    if len(set(keys)) != len(keys):
+        raise Invalid("idempotency keys repeat within the upload")
+    return [(await create_annotation(session, workspace, item))[0] for item in items]
+
+
+async def update_annotation(
+    session: AsyncSession,
+    workspace: Workspace,
+    annotation: Annotation,
+    data: AnnotationUpdate,
+) -> AnnotationOut:
+    studies.require_unfinished(workspace.assignment)
+    replay = await _replayed(session, workspace, data.idempotency_key)
+    if replay is not None:
+        return to_out(replay, workspace.labels_by_id)
+    _check_version(annotation, data.version)
+    if annotation.deleted:
+        raise Conflict("this object is deleted; restore it first")
+    try:
+        box = data.box
+    except ValueError as error:
+        raise Invalid(str(error)) from error
+    label = resolve_label(workspace, data.label) if data.label is not None else None
+    if box is not None:
+        check_box(workspace.image, *box)
+    kind = _edit_kind(annotation, box, label)
+    if kind is None:
+        return to_out(annotation, workspace.labels_by_id)
+    before = state_of(annotation, workspace.labels_by_id)
+    if box is not None:
+        annotation.x1, annotation.y1, annotation.x2, annotation.y2 = box
+    if label is not None:
+        annotation.label_id = label.id
+    _mark_edited(annotation)
+    _append_event(
+        session,
+        workspace,
+        annotation,
+        kind,
+        before,
+        data.idempotency_key,
+        data.client_ts,
+    )
+    await _flush_edit(session)
+    return to_out(annotation, workspace.labels_by_id)
+
+
+def _edit_kind(
+    annotation: Annotation,
+    box: tuple[float, float, float, float] | None,
+    label: Label | None,
+) -> EventKind | None:
+    moved = box is not None and box != (
+        annotation.x1,
+        annotation.y1,
+        annotation.x2,
+        annotation.y2,
+    )
+    relabelled = label is not None and label.id != annotation.label_id
+    if moved and relabelled:
+        return EventKind.edit
+    if moved:
+        return EventKind.move
+    if relabelled:
+        return EventKind.relabel
+    return None
+
+
+def _mark_edited(annotation: Annotation) -> None:
+    annotation.updated_at = utcnow()
+    if annotation.origin == Origin.suggestion:
+        annotation.origin = Origin.suggestion_edited
+
+
+async def change_state(
+    session: AsyncSession,
+    workspace: Workspace,
+    annotation: Annotation,
+    data: StateChange,
+    kind: EventKind,
+) -> AnnotationOut:
+    """Delete (soft), restore, or accept a suggestion unchanged."""
+    studies.require_unfinished(workspace.assignment)
+    replay = await _replayed(session, workspace, data.idempotency_key)
+    if replay is not None:
+        return to_out(replay, workspace.labels_by_id)
+    _check_version(annotation, data.version)
+    before = state_of(annotation, workspace.labels_by_id)
+    if kind == EventKind.delete:
+        _require(not annotation.deleted, "this object is already deleted")
+        annotation.deleted = True
+    elif kind == EventKind.restore:
+        _require(annotation.deleted, "this object is not deleted")
+        annotation.deleted = False
+    else:
+        _require(
+            annotation.origin == Origin.suggestion and not annotation.deleted,
+            "only an untouched suggestion can be accepted",
+        )
+    annotation.updated_at = utcnow()
+    _append_event(
+        session,
+        workspace,
+        annotation,
+        kind,
+        before,
+        data.idempotency_key,
+        data.client_ts,
+    )
+    await _flush_edit(session)
+    return to_out(annotation, workspace.labels_by_id)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise Conflict(message)
+
+
+def _check_version(annotation: Annotation, version: int) -> None:
+    if annotation.version != version:
+        raise Conflict(
+            f"object {annotation.id} changed meanwhile (version {annotation.version}, "
+            f"you sent {version}); reload it"
+        )
+
+
+async def _flush_edit(session: AsyncSession) -> None:
+    try:
+        await session.flush()
+    except StaleDataError as error:
+        raise Conflict("the object changed meanwhile; reload it") from error
+    except IntegrityError as error:
+        raise Conflict("this idempotency key was already used") from error
+
+
+async def events(session: AsyncSession, workspace: Workspace) -> list[AnnotationEvent]:
+    return list(
+        await repository.events_of(session, workspace.image.id, workspace.user.id, workspace.assignment.mode)
+    )
+
+
+async def open_visit(session: AsyncSession, workspace: Workspace) -> ImageVisit:
+    now = utcnow()
+    visit = ImageVisit(
+        image_id=workspace.image.id,
+        expert_id=workspace.user.id,
+        mode=workspace.assignment.mode,
+        opened_at=now,
+        last_seen_at=now,
+    )
+    session.add(visit)
+    await session.flush()
+    return visit
+
+
+async def get_visit(session: AsyncSession, user: User, visit_id: int) -> ImageVisit:
+    visit = await session.get(ImageVisit, visit_id)
+    if visit is None or visit.expert_id != user.id:
+        raise NotFound(f"no visit {visit_id}")
+    return visit
+
+
+def record_presence(
+    visit: ImageVisit,
+    idle_limit_s: float,
+    active: bool,
+    close: bool,
+    now: datetime | None = None,
+) -> None:
+    """Add the time since the last sign of life, at most the idle limit, and only if the user was active."""
+    if visit.closed_at is not None:
+        raise Conflict("this visit is closed; open a new one")
+    now = now or utcnow()
+    elapsed = max((now - visit.last_seen_at).total_seconds(), 0.0)
+    if active:
+        visit.active_seconds += min(elapsed, idle_limit_s)
+    visit.last_seen_at = now
+    if close:
+        visit.closed_at = now
+
+
+def stale_before(idle_limit_s: float) -> datetime:
+    return utcnow() - timedelta(seconds=idle_limit_s)

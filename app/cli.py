@@ -1,0 +1,140 @@
+"""The `concord` command: serve, migrate, users, tokens, the demo study, and the commands of later domains."""
+
+import argparse
+import asyncio
+import getpass
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from app.config import Settings, get_settings
+
+T = TypeVar("T")
+
+
+def run_async(work: Callable[[Settings], Awaitable[T]]) -> T:
+    return asyncio.run(work(get_settings()))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app.migrate import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    print(f"database is at the newest schema: {_safe_url(settings)}")
+    return 0
+
+
+def _safe_url(settings: Settings) -> str:
+    url = settings.resolved_database_url
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://…@{rest.split('@', 1)[1]}"
+    return url
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    cmd_migrate(args)
+    worker = _start_worker() if args.with_worker else None
+    print(f"Concord listens on http://{args.host}:{args.port}/  (API docs: /docs)", flush=True)
+    try:
+        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+    return 0
+
+
+def _start_worker() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "worker"])
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from app.accounts.cli import add_user
+
+    password = args.password
+    if password is None and sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name} (empty: API token only): ") or None
+    run_async(lambda settings: add_user(settings, args.name, args.role, password))
+    print(f"created {args.role} {args.name}")
+    return 0
+
+
+def cmd_user_token(args: argparse.Namespace) -> int:
+    from app.accounts.cli import new_token
+
+    print(run_async(lambda settings: new_token(settings, args.name)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import create_demo
+
+    cmd_migrate(args)
+    credentials = run_async(lambda settings: create_demo(settings, seed=args.seed))
+    print("Demo study ready. Log in with:")
+    for name, role, password in credentials:
+        print(f"  {role:<7} {name:<10} password: {password}")
+    return 0
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="concord", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="apply migrations and run the web service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--with-worker", action="store_true", help="also start one worker process")
+    serve.set_defaults(handler=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    user = commands.add_parser("user", help="manage accounts")
+    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_commands.add_parser("add", help="create a user")
+    add.add_argument("name")
+    add.add_argument("--role", choices=["admin", "expert"], required=True)
+    add.add_argument("--password", help="at least 8 characters; prompted for when omitted on a terminal")
+    add.set_defaults(handler=cmd_user_add)
+    token = user_commands.add_parser("token", help="print a new personal API token of a user")
+    token.add_argument("name")
+    token.set_defaults(handler=cmd_user_token)
+
+    demo = commands.add_parser("demo", help="create (or reset) the demo study and print its logins")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=cmd_demo)
+
+    for register in _extensions():
+        register(commands)
+    return parser
+
+
+def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
+    """Commands of other domains register themselves here."""
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    from app.errors import AppError
+
+    args = build_parser().parse_args(argv)
+    handler: Command = args.handler
+    try:
+        return handler(args)
+    except AppError as error:
+        print(f"concord: {error.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

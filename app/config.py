@@ -1,0 +1,47 @@
+"""One Settings object, read from environment variables with the prefix CONCORD_."""
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONCORD_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("concord-data")
+    database_url: str = ""
+    secret_cookie_secure: bool = False
+    session_hours: float = 12.0
+    washout_days_default: int = 14
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_patch_pixels: int = 64_000_000
+    max_tiff_pixels: int = 4_000_000_000
+    max_json_objects: int = 20_000
+    heartbeat_idle_seconds: float = 60.0
+    tile_cache_bytes: int = 128 * 1024 * 1024
+    open_file_cache: int = 32
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19_456
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'concord.db').resolve()}"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+def get_settings() -> Settings:
+    return Settings()

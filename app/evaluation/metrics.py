@@ -1,0 +1,622 @@
+"""Evaluation maths of DESIGN.md "Evaluation": matching, average precision, consensus, votes, time per image.
+
+Pure numpy, no I/O. Conventions used throughout:
+- boxes: float64 (N, 4) as x1, y1, x2, y2 in pixels at level 0, corners inclusive;
+- labels, images, experts: int64 (N,) ids; detection order is array order (expert boxes all have
+  confidence 1);
+- filtering (deleted objects, border objects) is the caller's job, with `counted_mask`, applied alike to
+  expert objects, reference objects and injected-error register entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import linear_sum_assignment
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+PAPER_IOU = 0.25
+BORDER_MARGIN_PX = 2.0
+CONSENSUS_RADIUS_PX = 50.0
+MAX_GAP_SECONDS = 300.0
+NO_MATCH = -1
+
+
+# ---------------------------------------------------------------- boxes
+
+
+def box_areas(boxes: FloatArray, plus_one: bool = True) -> FloatArray:
+    """Areas (N,) of boxes (N, 4): (x2 − x1 + p)(y2 − y1 + p), p = 1 with the +1-pixel convention.
+
+    >>> box_areas(np.array([[0.0, 0.0, 9.0, 4.0]]))
+    array([50.])
+    """
+    pad = 1.0 if plus_one else 0.0
+    return (boxes[:, 2] - boxes[:, 0] + pad) * (boxes[:, 3] - boxes[:, 1] + pad)
+
+
+def iou_matrix(a: FloatArray, b: FloatArray, plus_one: bool = True) -> FloatArray:
+    """IoU (N, M) of every box of a (N, 4) with every box of b (M, 4).
+
+    IoU = I / (area_a + area_b − I), I = max(0, min(x2) − max(x1) + p) · max(0, min(y2) − max(y1) + p),
+    p = 1 with the +1-pixel convention (boxes that touch share one pixel row).
+
+    >>> iou_matrix(np.array([[0.0, 0, 9, 9]]), np.array([[5.0, 0, 14, 9]]))  # 50 / (100 + 100 − 50)
+    array([[0.33333333]])
+    """
+    n, m = len(a), len(b)
+    rows = np.repeat(np.arange(n), m)
+    cols = np.tile(np.arange(m), n)
+    return paired_iou(a[rows], b[cols], plus_one).reshape(n, m)
+
+
+def paired_iou(a: FloatArray, b: FloatArray, plus_one: bool = True) -> FloatArray:
+    """IoU (K,) of row k of a (K, 4) with row k of b (K, 4); formula as `iou_matrix`.
+
+    >>> paired_iou(np.array([[0.0, 0, 9, 9]]), np.array([[0.0, 0, 9, 9]]))
+    array([1.])
+    """
+    return _iou_of_rows(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T), plus_one)
+
+
+def _iou_of_rows(a: FloatArray, b: FloatArray, plus_one: bool) -> FloatArray:
+    """IoU (K,) of boxes given as coordinate rows a, b (4, K): contiguous rows keep numpy fast."""
+    pad = 1.0 if plus_one else 0.0
+    width = np.minimum(a[2], b[2]) - np.maximum(a[0], b[0]) + pad
+    height = np.minimum(a[3], b[3]) - np.maximum(a[1], b[1]) + pad
+    intersection = np.clip(width, 0.0, None) * np.clip(height, 0.0, None)
+    union = (
+        (a[2] - a[0] + pad) * (a[3] - a[1] + pad) + (b[2] - b[0] + pad) * (b[3] - b[1] + pad) - intersection
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou: FloatArray = np.where(union > 0, intersection / union, 0.0)
+    return iou
+
+
+def box_centres(boxes: FloatArray) -> FloatArray:
+    """Centres (N, 2) = ((x1 + x2) / 2, (y1 + y2) / 2) of boxes (N, 4)."""
+    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2.0, (boxes[:, 1] + boxes[:, 3]) / 2.0], axis=1)
+
+
+def inside_image_mask(
+    boxes: FloatArray,
+    widths: FloatArray,
+    heights: FloatArray,
+    margin: float = BORDER_MARGIN_PX,
+) -> BoolArray:
+    """True (N,) where a box lies strictly inside its image by more than `margin` pixels.
+
+    x1 > m, y1 > m, x2 < width − m, y2 < height − m; widths and heights are (N,) or scalars.
+
+    >>> inside_image_mask(np.array([[3.0, 3, 96, 96], [2.0, 3, 50, 50]]), np.array(100.0), np.array(100.0))
+    array([ True, False])
+    """
+    mask: BoolArray = (
+        (boxes[:, 0] > margin)
+        & (boxes[:, 1] > margin)
+        & (boxes[:, 2] < widths - margin)
+        & (boxes[:, 3] < heights - margin)
+    )
+    return mask
+
+
+def counted_mask(
+    boxes: FloatArray,
+    widths: FloatArray,
+    heights: FloatArray,
+    deleted: BoolArray,
+    margin: float = BORDER_MARGIN_PX,
+) -> BoolArray:
+    """Objects that count in every evaluation (N,): not deleted and `inside_image_mask`."""
+    mask: BoolArray = ~deleted & inside_image_mask(boxes, widths, heights, margin)
+    return mask
+
+
+# ---------------------------------------------------------------- greedy matching (paper-compatible)
+
+
+@dataclass(frozen=True)
+class GreedyMatch:
+    """Result of `greedy_match`: per detection TP flag and chosen reference, per reference whether taken."""
+
+    true_positive: BoolArray
+    best_reference: IntArray
+    best_iou: FloatArray
+    reference_taken: BoolArray
+
+
+def best_reference(
+    det_boxes: FloatArray,
+    det_keys: IntArray,
+    ref_boxes: FloatArray,
+    ref_keys: IntArray,
+    plus_one: bool = True,
+) -> tuple[IntArray, FloatArray]:
+    """For each detection, the reference with the same key and the highest IoU (first in array order on ties).
+
+    Shapes: det (N, 4), (N,); ref (M, 4), (M,). Returns indices (N,) into the reference arrays
+    (NO_MATCH = −1 where no reference has the key) and their IoU (N,) (0 where none).
+    Only same-key pairs are built, so the cost is Σ over keys of n_det · n_ref, not N · M.
+
+    >>> best_reference(np.array([[0.0, 0, 9, 9]]), np.array([7]),
+    ...                np.array([[0.0, 0, 9, 9], [0.0, 0, 9, 9]]), np.array([7, 7]))
+    (array([0]), array([1.]))
+    """
+    det_index, ref_index = _same_key_pairs(det_keys, ref_keys)
+    best = np.full(len(det_keys), NO_MATCH, dtype=np.int64)
+    best_iou = np.zeros(len(det_keys), dtype=np.float64)
+    if len(det_index) == 0:
+        return best, best_iou
+    det_rows = np.take(np.ascontiguousarray(det_boxes.T), det_index, axis=1)
+    ref_rows = np.take(np.ascontiguousarray(ref_boxes.T), ref_index, axis=1)
+    iou = _iou_of_rows(det_rows, ref_rows, plus_one)
+    # Pairs come grouped by detection with references ascending, so the first maximum of a group wins ties.
+    group_starts = np.flatnonzero(_starts_of_runs(det_index))
+    group_max = np.maximum.reduceat(iou, group_starts)
+    group_sizes = np.diff(np.append(group_starts, len(iou)))
+    at_max = np.flatnonzero(iou == np.repeat(group_max, group_sizes))
+    chosen = at_max[_starts_of_runs(det_index[at_max])]
+    best[det_index[chosen]] = ref_index[chosen]
+    best_iou[det_index[chosen]] = iou[chosen]
+    return best, best_iou
+
+
+def _starts_of_runs(values: IntArray) -> BoolArray:
+    """True where a run of equal consecutive values begins: [4, 4, 7] → [True, False, True]."""
+    starts = np.ones(len(values), dtype=np.bool_)
+    starts[1:] = values[1:] != values[:-1]
+    return starts
+
+
+def _same_key_pairs(det_keys: IntArray, ref_keys: IntArray) -> tuple[IntArray, IntArray]:
+    """All (detection, reference) index pairs with equal keys, grouped by detection, references ascending."""
+    ref_order = np.argsort(ref_keys, kind="stable")
+    sorted_keys = ref_keys[ref_order]
+    starts = np.searchsorted(sorted_keys, det_keys, side="left")
+    stops = np.searchsorted(sorted_keys, det_keys, side="right")
+    counts = stops - starts
+    det_index = np.repeat(np.arange(len(det_keys), dtype=np.int64), counts)
+    group_start = np.repeat(np.cumsum(counts) - counts, counts)
+    position = np.arange(int(counts.sum()), dtype=np.int64) - group_start + np.repeat(starts, counts)
+    ref_index = ref_order[position].astype(np.int64)
+    return det_index, ref_index
+
+
+def match_keys(labels: IntArray, images: IntArray) -> IntArray:
+    """One int64 key per (image, label) pair, so that same key ⇔ same image and same class."""
+    labels64 = labels.astype(np.int64)
+    images64 = images.astype(np.int64)
+    span = int(labels64.max(initial=0)) - int(labels64.min(initial=0)) + 1
+    keys: IntArray = images64 * span + (labels64 - int(labels64.min(initial=0)))
+    return keys
+
+
+def _joint_keys(
+    det_labels: IntArray,
+    det_images: IntArray,
+    ref_labels: IntArray,
+    ref_images: IntArray,
+) -> tuple[IntArray, IntArray]:
+    keys = match_keys(
+        np.concatenate([det_labels, ref_labels]),
+        np.concatenate([det_images, ref_images]),
+    )
+    return keys[: len(det_labels)], keys[len(det_labels) :]
+
+
+def greedy_match(
+    det_boxes: FloatArray,
+    det_labels: IntArray,
+    det_images: IntArray,
+    ref_boxes: FloatArray,
+    ref_labels: IntArray,
+    ref_images: IntArray,
+    iou: float = PAPER_IOU,
+    plus_one: bool = True,
+) -> GreedyMatch:
+    """Pascal-VOC greedy matching in detection (array) order, as the published analysis did.
+
+    Detection d takes r(d) = argmax_r IoU(d, r) over references of the same image and class (first on ties);
+    d is TP ⇔ IoU(d, r(d)) ≥ iou and no earlier detection took r(d); otherwise FP (it does not try the
+    next-best reference). Since r(d) does not depend on what was taken, TP = first detection per r(d).
+    Shapes: det (N, 4), (N,), (N,); ref (M, 4), (M,), (M,).
+
+    Example: two identical detections on one reference → TP, FP.
+    """
+    det_keys, ref_keys = _joint_keys(det_labels, det_images, ref_labels, ref_images)
+    best, best_iou = best_reference(det_boxes, det_keys, ref_boxes, ref_keys, plus_one)
+    candidate = np.flatnonzero((best != NO_MATCH) & (best_iou >= iou))
+    _, first = np.unique(best[candidate], return_index=True)
+    winners = candidate[first]
+    true_positive = np.zeros(len(det_labels), dtype=np.bool_)
+    true_positive[winners] = True
+    taken = np.zeros(len(ref_labels), dtype=np.bool_)
+    taken[best[winners]] = True
+    return GreedyMatch(true_positive, best, best_iou, taken)
+
+
+# ---------------------------------------------------------------- average precision and concordance
+
+
+def voc_average_precision(tp: BoolArray, n_ref: int) -> float:
+    """Pascal-VOC (2010+) every-point interpolated average precision of a ranked detection list.
+
+    tp: (N,) bool, detections in rank order. recall_k = TP_k / n_ref, precision_k = TP_k / k;
+    AP = Σ_k (recall_k − recall_{k−1}) · max_{j ≥ k} precision_j.
+    n_ref = 0 gives 0 (the published analysis's NaN, turned into 0); no detections give 0.
+
+    Example: tp = [1, 0, 1], n_ref = 3 → recall 1/3, 1/3, 2/3; precision 1, 1/2, 2/3;
+    AP = 1/3 · 1 + 1/3 · 2/3 = 5/9.
+    """
+    if n_ref <= 0 or len(tp) == 0:
+        return 0.0
+    true_positives = np.cumsum(tp, dtype=np.float64)
+    ranks = np.arange(1, len(tp) + 1, dtype=np.float64)
+    recall = np.concatenate([[0.0], true_positives / n_ref])
+    precision = true_positives / ranks
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(np.sum(np.diff(recall) * envelope))
+
+
+@dataclass(frozen=True)
+class Concordance:
+    """Paper-compatible concordance: mean of per-class AP over the union of classes."""
+
+    mean: float
+    per_class: dict[int, float]
+
+
+def paper_concordance(
+    det_boxes: FloatArray,
+    det_labels: IntArray,
+    det_images: IntArray,
+    ref_boxes: FloatArray,
+    ref_labels: IntArray,
+    ref_images: IntArray,
+    iou: float = PAPER_IOU,
+) -> Concordance:
+    """What the paper calls mIoU: mean over classes c of AP_c (`voc_average_precision`).
+
+    Classes C = labels of detections ∪ labels of reference; mean = (1/|C|) Σ_c AP_c, AP_c = 0 when the
+    reference has no object of class c. TP/FP from `greedy_match` (detection order = array order,
+    +1-pixel IoU).
+    Shapes: det (N, 4), (N,), (N,); ref (M, 4), (M,), (M,).
+
+    Example: one reference box of class 0, detections [same box class 0, same box class 1] →
+    AP_0 = 1, AP_1 = 0, mean 0.5.
+    """
+    match = greedy_match(det_boxes, det_labels, det_images, ref_boxes, ref_labels, ref_images, iou)
+    classes = np.union1d(det_labels, ref_labels)
+    per_class = {
+        int(label): voc_average_precision(
+            match.true_positive[det_labels == label], int(np.count_nonzero(ref_labels == label))
+        )
+        for label in classes
+    }
+    mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
+    return Concordance(mean, per_class)
+
+
+def matched_register_entries(
+    entry_boxes: FloatArray,
+    entry_labels: IntArray,
+    entry_images: IntArray,
+    det_boxes: FloatArray,
+    det_labels: IntArray,
+    det_images: IntArray,
+    iou: float = PAPER_IOU,
+    rule: Literal["greedy", "any"] = "greedy",
+) -> BoolArray:
+    """Whether each injected-error register entry (K,) is in an expert's final objects (N,).
+
+    rule "greedy" (published): entry e is matched ⇔ `greedy_match` of the detections against the entries
+    (entries as reference) marks e taken. rule "any": ⇔ some detection with e's image and label has
+    IoU ≥ iou. They differ only when one detection is the best match of two entries.
+
+    Example: entry [0, 0, 9, 9] label 2, detection [0, 0, 9, 9] label 2 → [True]; label 3 → [False].
+    """
+    if rule == "greedy":
+        match = greedy_match(
+            det_boxes,
+            det_labels,
+            det_images,
+            entry_boxes,
+            entry_labels,
+            entry_images,
+            iou,
+        )
+        return match.reference_taken
+    entry_keys, det_keys = _joint_keys(entry_labels, entry_images, det_labels, det_images)
+    _, best_iou = best_reference(entry_boxes, entry_keys, det_boxes, det_keys)
+    found: BoolArray = best_iou >= iou
+    return found
+
+
+# ---------------------------------------------------------------- one-to-one matching, precision, recall, F1
+
+
+@dataclass(frozen=True)
+class DetectionScores:
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    precision: float
+    recall: float
+    f1: float
+
+
+def one_to_one_match(
+    det_boxes: FloatArray,
+    det_labels: IntArray,
+    det_images: IntArray,
+    ref_boxes: FloatArray,
+    ref_labels: IntArray,
+    ref_images: IntArray,
+    by: Literal["iou", "centre"] = "iou",
+    threshold: float = PAPER_IOU,
+    method: Literal["hungarian", "greedy"] = "hungarian",
+) -> tuple[IntArray, IntArray]:
+    """One-to-one pairs (P,), (P,) of detection and reference indices, same image and class.
+
+    by "iou": a pair needs IoU ≥ threshold, score = IoU (maximised); by "centre": centre distance ≤ threshold
+    pixels, score = −distance. "hungarian" maximises Σ score over admissible pairs per (image, class)
+    (scipy linear_sum_assignment); "greedy" takes admissible pairs by best score first.
+
+    Example: det [[0,0,9,9]], ref [[1,1,10,10]], same class, by iou 0.5 → ([0], [0]) (IoU 81/119 ≈ 0.68).
+    """
+    det_keys, ref_keys = _joint_keys(det_labels, det_images, ref_labels, ref_images)
+    det_pairs: list[IntArray] = []
+    ref_pairs: list[IntArray] = []
+    for key in np.intersect1d(det_keys, ref_keys):
+        det_index = np.flatnonzero(det_keys == key)
+        ref_index = np.flatnonzero(ref_keys == key)
+        score, admissible = _pair_scores(det_boxes[det_index], ref_boxes[ref_index], by, threshold)
+        rows, cols = _assign(score, admissible, method)
+        det_pairs.append(det_index[rows])
+        ref_pairs.append(ref_index[cols])
+    if not det_pairs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(det_pairs).astype(np.int64), np.concatenate(ref_pairs).astype(np.int64)
+
+
+def _pair_scores(
+    det_boxes: FloatArray,
+    ref_boxes: FloatArray,
+    by: Literal["iou", "centre"],
+    threshold: float,
+) -> tuple[FloatArray, BoolArray]:
+    if by == "iou":
+        iou = iou_matrix(det_boxes, ref_boxes)
+        return iou, iou >= threshold
+    distance = np.linalg.norm(box_centres(det_boxes)[:, None, :] - box_centres(ref_boxes)[None, :, :], axis=2)
+    return -distance, distance <= threshold
+
+
+def _assign(
+    score: FloatArray, admissible: BoolArray, method: Literal["hungarian", "greedy"]
+) -> tuple[IntArray, IntArray]:
+    if method == "hungarian":
+        return _assign_hungarian(score, admissible)
+    return _assign_greedy(score, admissible)
+
+
+def _assign_hungarian(score: FloatArray, admissible: BoolArray) -> tuple[IntArray, IntArray]:
+    # Inadmissible pairs score below every admissible one and are dropped afterwards.
+    floor = float(score[admissible].min(initial=0.0)) - 1.0 - float(admissible.size)
+    rows, cols = linear_sum_assignment(-np.where(admissible, score, floor))
+    keep = admissible[rows, cols]
+    return rows[keep].astype(np.int64), cols[keep].astype(np.int64)
+
+
+def _assign_greedy(score: FloatArray, admissible: BoolArray) -> tuple[IntArray, IntArray]:
+    candidate_rows, candidate_cols = np.nonzero(admissible)
+    order = np.argsort(-score[candidate_rows, candidate_cols], kind="stable")
+    used_rows: set[int] = set()
+    used_cols: set[int] = set()
+    pairs: list[tuple[int, int]] = []
+    for row, col in zip(candidate_rows[order].tolist(), candidate_cols[order].tolist(), strict=True):
+        if row not in used_rows and col not in used_cols:
+            used_rows.add(row)
+            used_cols.add(col)
+            pairs.append((row, col))
+    chosen = np.array(pairs, dtype=np.int64).reshape(len(pairs), 2)
+    return chosen[:, 0], chosen[:, 1]
+
+
+def detection_scores_per_class(
+    det_labels: IntArray, ref_labels: IntArray, matched_det: IntArray
+) -> dict[int, DetectionScores]:
+    """Precision, recall and F1 per class from one-to-one pairs (`one_to_one_match`'s detection indices).
+
+    TP_c = pairs of class c, FP_c = n_det,c − TP_c, FN_c = n_ref,c − TP_c; precision = TP/(TP+FP),
+    recall = TP/(TP+FN), F1 = 2PR/(P+R); 0 where a denominator is 0.
+
+    Example: 2 detections, 4 references, 1 pair → precision 0.5, recall 0.25, F1 1/3.
+    """
+    scores = {}
+    matched_labels = det_labels[matched_det]
+    for label in np.union1d(det_labels, ref_labels):
+        tp = int(np.sum(matched_labels == label))
+        fp = int(np.sum(det_labels == label)) - tp
+        fn = int(np.sum(ref_labels == label)) - tp
+        precision = _ratio(tp, tp + fp)
+        recall = _ratio(tp, tp + fn)
+        f1 = _ratio(2.0 * precision * recall, precision + recall)
+        scores[int(label)] = DetectionScores(tp, fp, fn, precision, recall, f1)
+    return scores
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator) / denominator if denominator > 0 else 0.0
+
+
+# ---------------------------------------------------------------- consensus and votes
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """Consensus objects (K,): mean box (K, 4), majority label, votes (distinct experts), image."""
+
+    boxes: FloatArray
+    labels: IntArray
+    votes: IntArray
+    images: IntArray
+
+
+def consensus(
+    boxes: FloatArray,
+    labels: IntArray,
+    experts: IntArray,
+    images: IntArray,
+    radius: float = CONSENSUS_RADIUS_PX,
+    min_votes: int = 1,
+) -> Consensus:
+    """Multi-expert consensus by clustering box centres per image.
+
+    Clustering (leader rule, deterministic): per image, take objects in array order; the first object not yet
+    in a cluster seeds one, which takes every unclustered object whose centre lies within `radius` px of the
+    seed's centre. A cluster's votes v = number of distinct experts in it; its label is the most frequent
+    label (smallest id on ties); its box is the mean box. Clusters with v ≥ min_votes are kept.
+    Shapes: boxes (N, 4), labels / experts / images (N,).
+
+    Example: experts 0 and 1 mark cells 4 px apart, expert 2 one cell 200 px away → votes [2, 1].
+    """
+    centres = box_centres(boxes)
+    cluster = np.full(len(labels), NO_MATCH, dtype=np.int64)
+    next_cluster = 0
+    for image in np.unique(images):
+        members = np.flatnonzero(images == image)
+        distance = np.linalg.norm(centres[members][:, None, :] - centres[members][None, :, :], axis=2)
+        within = distance <= radius
+        for seed in range(len(members)):
+            if cluster[members[seed]] != NO_MATCH:
+                continue
+            joining = members[within[seed] & (cluster[members] == NO_MATCH)]
+            cluster[joining] = next_cluster
+            next_cluster += 1
+    return _summarise_clusters(boxes, labels, experts, images, cluster, next_cluster, min_votes)
+
+
+def _summarise_clusters(
+    boxes: FloatArray,
+    labels: IntArray,
+    experts: IntArray,
+    images: IntArray,
+    cluster: IntArray,
+    n_clusters: int,
+    min_votes: int,
+) -> Consensus:
+    counts = np.bincount(cluster, minlength=n_clusters).astype(np.float64)
+    mean_boxes = np.stack(
+        [
+            np.bincount(cluster, weights=boxes[:, column], minlength=n_clusters) / counts
+            for column in range(4)
+        ],
+        axis=1,
+    )
+    distinct_pairs = np.unique(np.stack([cluster, experts.astype(np.int64)], axis=1), axis=0)
+    votes = np.bincount(distinct_pairs[:, 0], minlength=n_clusters).astype(np.int64)
+    label_values, label_codes = np.unique(labels, return_inverse=True)
+    tally = np.zeros((n_clusters, len(label_values)), dtype=np.int64)
+    np.add.at(tally, (cluster, label_codes.reshape(-1)), 1)
+    majority = (
+        label_values[np.argmax(tally, axis=1)].astype(np.int64) if n_clusters else np.zeros(0, np.int64)
+    )
+    cluster_image = np.zeros(n_clusters, dtype=np.int64)
+    cluster_image[cluster] = images
+    keep = votes >= min_votes
+    return Consensus(mean_boxes[keep], majority[keep], votes[keep], cluster_image[keep])
+
+
+def votes_loss_weights(votes: npt.NDArray[np.integer] | FloatArray) -> FloatArray:
+    """VotesLoss weights (N,): w = (v − min v) / (max v − min v); all 1 when max v = min v (or N = 0).
+
+    >>> votes_loss_weights(np.array([1, 3, 5]))
+    array([0. , 0.5, 1. ])
+    """
+    values = np.asarray(votes, dtype=np.float64)
+    if values.size == 0:
+        return values
+    low, high = float(values.min()), float(values.max())
+    if high == low:
+        return np.ones_like(values)
+    weights: FloatArray = (values - low) / (high - low)
+    return weights
+
+
+def reference_votes(matched: BoolArray) -> IntArray:
+    """v_g (M,) = number of experts who matched reference object g, from matched (E, M)."""
+    votes: IntArray = matched.sum(axis=0).astype(np.int64)
+    return votes
+
+
+def vote_weighted_concordance(matched: BoolArray) -> FloatArray:
+    """Vote-weighted concordance (E,) of each expert from matched (E, M), one row per expert (task, mode).
+
+    matched[e, g] = expert e matched reference object g (use `greedy_match(...).reference_taken`, i.e. the
+    paper's greedy matching: same image and class, IoU ≥ threshold). v_g = Σ_e matched[e, g],
+    w = votes_loss_weights(v); score_e = Σ_g w_g · matched[e, g] / Σ_g w_g (NaN when M = 0).
+    Missing a cell few experts found costs little; missing one everyone found costs most.
+
+    Example: matched = [[1, 1], [1, 0], [1, 0]] → v = [3, 1], w = [1, 0] → scores [1, 1, 1].
+    """
+    weights = votes_loss_weights(reference_votes(matched))
+    total = float(weights.sum())
+    if total == 0.0:
+        return np.full(matched.shape[0], np.nan)
+    scores: FloatArray = (matched.astype(np.float64) @ weights) / total
+    return scores
+
+
+# ---------------------------------------------------------------- time per image
+
+
+def seconds_per_image_gaps(
+    object_images: IntArray,
+    last_edited_seconds: FloatArray,
+    n_images: int,
+    max_gap: float = MAX_GAP_SECONDS,
+) -> FloatArray:
+    """Active seconds per image id 0..n_images−1 by the published gap rule.
+
+    Per image: t = sorted ⌊last-edit seconds⌋ of its counted objects; seconds = Σ_k (t_k − t_{k−1}) over the
+    gaps with t_k − t_{k−1} < max_gap. An image with fewer than two objects gives 0.
+    Shapes: object_images, last_edited_seconds (N,).
+
+    Example: one image, times 0, 10, 400, 405 → gaps 10, 390, 5 → 15 s.
+    """
+    seconds = np.floor(last_edited_seconds)
+    order = np.lexsort((seconds, object_images))
+    sorted_images = object_images[order]
+    gaps = np.diff(seconds[order])
+    counted = (sorted_images[1:] == sorted_images[:-1]) & (gaps < max_gap)
+    totals = np.bincount(sorted_images[1:][counted], weights=gaps[counted], minlength=n_images)
+    return np.asarray(totals[:n_images], dtype=np.float64)
+
+
+def seconds_per_image_300s_rule(
+    images_seen: IntArray,
+    object_images: IntArray,
+    last_edited_seconds: FloatArray,
+    max_gap: float = MAX_GAP_SECONDS,
+) -> float:
+    """Mean active seconds per image an expert saw, by the published 300-s gap rule.
+
+    mean = (1 / |S|) Σ_{i ∈ S} seconds_i with S = images_seen (every image in the expert's file in any line,
+    template header excluded) and seconds_i from `seconds_per_image_gaps` (0 for images without objects).
+    NaN when S is empty.
+
+    Example: S = {0, 1}, image 0 has objects at 0 s and 30 s, image 1 none → (30 + 0) / 2 = 15.
+    """
+    seen = np.unique(images_seen)
+    if len(seen) == 0:
+        return float("nan")
+    n_images = int(max(seen.max(), object_images.max(initial=0))) + 1
+    totals = seconds_per_image_gaps(object_images, last_edited_seconds, n_images, max_gap)
+    return float(totals[seen].mean())

@@ -1,0 +1,41 @@
+"""Queries of images and ground truth."""
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import GroundTruthObject, Image
+
+
+async def images_of_task(session: AsyncSession, task_id: int) -> Sequence[Image]:
+    query = select(Image).where(Image.task_id == task_id).order_by(Image.position, Image.id)
+    return (await session.scalars(query)).all()
+
+
+async def image_names(session: AsyncSession, task_id: int) -> set[str]:
+    return set(await session.scalars(select(Image.name).where(Image.task_id == task_id)))
+
+
+async def next_image_position(session: AsyncSession, task_id: int) -> int:
+    current = await session.scalar(select(func.max(Image.position)).where(Image.task_id == task_id))
+    return 0 if current is None else current + 1
+
+
+async def sha_in_use(session: AsyncSession, sha256: str) -> bool:
+    return await session.scalar(select(Image.id).where(Image.sha256 == sha256).limit(1)) is not None
+
+
+async def ground_truth_of_task(session: AsyncSession, task_id: int) -> Sequence[GroundTruthObject]:
+    query = (
+        select(GroundTruthObject)
+        .join(Image, Image.id == GroundTruthObject.image_id)
+        .where(Image.task_id == task_id)
+        .order_by(Image.position, Image.id, GroundTruthObject.position, GroundTruthObject.id)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def delete_ground_truth(session: AsyncSession, task_id: int) -> None:
+    images = select(Image.id).where(Image.task_id == task_id)
+    await session.execute(delete(GroundTruthObject).where(GroundTruthObject.image_id.in_(images)))

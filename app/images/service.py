@@ -1,0 +1,218 @@
+"""Image rules: validated uploads stored once, lazy tiles of the stored files, ground truth."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from anyio import to_thread
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.annotations.service import check_box
+from app.config import Settings
+from app.errors import AppError, Conflict, Invalid
+from app.images import repository, storage
+from app.images.schemas import GroundTruthIn, ImageOut
+from app.images.tiles import RegionError, TileCache, Window
+from app.images.validation import ImageRejected
+from app.models import GroundTruthObject, Image, Label, Task
+
+EncodeFormat = Literal["jpeg", "png"]
+
+
+def make_tile_cache(settings: Settings) -> TileCache:
+    return TileCache(max_open_sources=settings.open_file_cache, max_encoded_bytes=settings.tile_cache_bytes)
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """One file to add to a task: a readable stream, its name, and optionally a region of it."""
+
+    name: str
+    stream: BinaryIO
+    window: Window | None = None
+    microns_per_pixel: float | None = None
+
+
+def _stage_all(settings: Settings, items: Sequence[NewImage]) -> list[storage.StagedFile]:
+    staged: list[storage.StagedFile] = []
+    try:
+        for item in items:
+            try:
+                staged.append(storage.stage_stream(settings, item.stream))
+            except ImageRejected as rejected:
+                raise AppError(f"{item.name}: {rejected.reason}", status_code=rejected.status) from rejected
+    except BaseException:
+        storage.discard(staged)
+        raise
+    return staged
+
+
+async def add_images(
+    session: AsyncSession, settings: Settings, task: Task, items: Sequence[NewImage]
+) -> list[Image]:
+    """All or nothing: every file is validated before any row or stored file is created."""
+    _check_names(items, await repository.image_names(session, task.id))
+    staged = await to_thread.run_sync(_stage_all, settings, items)
+    created_files: list[Path] = []
+    try:
+        for item, file in zip(items, staged, strict=True):
+            _check_window(item, file.info.width, file.info.height)
+        position = await repository.next_image_position(session, task.id)
+        images = []
+        for offset, (item, file) in enumerate(zip(items, staged, strict=True)):
+            path, created = storage.commit_staged(settings, file)
+            if created:
+                created_files.append(path)
+            images.append(_image_row(task, item, file, position + offset))
+        session.add_all(images)
+        await session.flush()
+        return images
+    except BaseException:
+        storage.discard(staged)
+        for path in created_files:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _check_names(items: Sequence[NewImage], existing: set[str]) -> None:
+    names = [item.name for item in items]
+    if not names:
+        raise Invalid("no files were sent")
+    if len(set(names)) != len(names):
+        raise Invalid("two uploaded files have the same name")
+    taken = sorted(set(names) & existing)
+    if taken:
+        raise Conflict(f"the task already has images named {', '.join(taken)}")
+    for name in names:
+        if not name or len(name) > 300 or "/" in name or "\\" in name:
+            raise Invalid(f"bad image name {name!r}")
+
+
+def _check_window(item: NewImage, width: int, height: int) -> None:
+    window = item.window
+    if window is None:
+        return
+    if window.x < 0 or window.y < 0 or window.width < 1 or window.height < 1:
+        raise Invalid(f"{item.name}: region must have a non-negative offset and a positive size")
+    if window.x + window.width > width or window.y + window.height > height:
+        raise Invalid(f"{item.name}: region lies outside the {width}×{height} file")
+
+
+def _image_row(task: Task, item: NewImage, file: storage.StagedFile, position: int) -> Image:
+    window = item.window or Window(0, 0, file.info.width, file.info.height)
+    return Image(
+        task_id=task.id,
+        name=item.name,
+        sha256=file.sha256,
+        file_format=file.info.format,
+        file_width=file.info.width,
+        file_height=file.info.height,
+        offset_x=window.x,
+        offset_y=window.y,
+        width=window.width,
+        height=window.height,
+        microns_per_pixel=item.microns_per_pixel,
+        position=position,
+    )
+
+
+def file_of(settings: Settings, image: Image) -> tuple[Path, Window | None]:
+    extension = {"png": "png", "jpeg": "jpg", "tiff": "tif"}[image.file_format]
+    path = storage.stored_path(settings, image.sha256, extension)
+    whole = image.offset_x == 0 and image.offset_y == 0
+    whole = whole and (image.width, image.height) == (image.file_width, image.file_height)
+    window = None if whole else Window(image.offset_x, image.offset_y, image.width, image.height)
+    return path, window
+
+
+async def describe(cache: TileCache, settings: Settings, image: Image) -> ImageOut:
+    path, window = file_of(settings, image)
+    view = await to_thread.run_sync(cache.view, path, window)
+    return ImageOut(
+        id=image.id,
+        task_id=image.task_id,
+        name=image.name,
+        width=image.width,
+        height=image.height,
+        microns_per_pixel=image.microns_per_pixel,
+        file_format=image.file_format,
+        position=image.position,
+        levels=[(int(w), int(h)) for w, h in view.levels],
+    )
+
+
+async def region(
+    cache: TileCache,
+    settings: Settings,
+    image: Image,
+    level: int,
+    box: tuple[int, int, int, int],
+    fmt: EncodeFormat,
+) -> bytes:
+    path, window = file_of(settings, image)
+    x, y, w, h = box
+    try:
+        return await to_thread.run_sync(lambda: cache.region(path, level, x, y, w, h, fmt, window=window))
+    except RegionError as error:
+        raise Invalid(str(error)) from error
+
+
+async def tile(
+    cache: TileCache,
+    settings: Settings,
+    image: Image,
+    level: int,
+    col: int,
+    row: int,
+    size: int,
+    fmt: EncodeFormat,
+) -> bytes:
+    path, window = file_of(settings, image)
+    try:
+        return await to_thread.run_sync(lambda: cache.tile(path, level, col, row, size, fmt, window=window))
+    except RegionError as error:
+        raise Invalid(str(error)) from error
+
+
+async def thumbnail(
+    cache: TileCache, settings: Settings, image: Image, max_side: int, fmt: EncodeFormat
+) -> bytes:
+    path, window = file_of(settings, image)
+    return await to_thread.run_sync(lambda: cache.thumbnail(path, max_side, fmt, window=window))
+
+
+async def upload_ground_truth(
+    session: AsyncSession, task: Task, labels: dict[str, Label], objects: list[GroundTruthIn], replace: bool
+) -> int:
+    """All or nothing: unknown images or labels and boxes outside the image answer 422."""
+    images = {image.name: image for image in await repository.images_of_task(session, task.id)}
+    rows = []
+    for index, item in enumerate(objects):
+        image = images.get(item.image)
+        if image is None:
+            raise Invalid(f"object {index}: no image named {item.image!r} in this task")
+        label = labels.get(item.label)
+        if label is None:
+            raise Invalid(f"object {index}: unknown label {item.label!r}; known: {', '.join(labels)}")
+        try:
+            check_box(image, item.x1, item.y1, item.x2, item.y2)
+        except Invalid as error:
+            raise Invalid(f"object {index}: {error.message}") from error
+        rows.append(
+            GroundTruthObject(
+                image_id=image.id,
+                label_id=label.id,
+                x1=item.x1,
+                y1=item.y1,
+                x2=item.x2,
+                y2=item.y2,
+                difficulty=item.difficulty,
+                position=index,
+            )
+        )
+    if replace:
+        await repository.delete_ground_truth(session, task.id)
+    session.add_all(rows)
+    await session.flush()
+    return len(rows)

@@ -1,0 +1,85 @@
+"""Image files stored once in the data directory, named by their SHA-256."""
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from app.config import Settings
+from app.images.validation import ImageInfo, ImageRejected, inspect_image_file
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A validated upload waiting in the temporary folder until its database rows exist."""
+
+    temp_path: Path
+    sha256: str
+    info: ImageInfo
+
+
+def stored_path(settings: Settings, sha256: str, extension: str) -> Path:
+    return settings.image_dir / sha256[:2] / f"{sha256}.{extension}"
+
+
+def staging_dir(settings: Settings) -> Path:
+    path = settings.data_dir / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def stage_stream(settings: Settings, stream: BinaryIO) -> StagedFile:
+    """Copy an upload to a temporary file, hashing it and stopping at the size limit, then validate."""
+    handle, name = tempfile.mkstemp(dir=staging_dir(settings), suffix=".upload")
+    temp_path = Path(name)
+    try:
+        sha256 = _copy_hashed(stream, handle, settings.max_upload_bytes)
+        info = inspect_image_file(
+            temp_path,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_patch_pixels,
+            max_tiff_pixels=settings.max_tiff_pixels,
+        )
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+    return StagedFile(temp_path=temp_path, sha256=sha256, info=info)
+
+
+def stage_path(settings: Settings, source: Path) -> StagedFile:
+    with source.open("rb") as stream:
+        return stage_stream(settings, stream)
+
+
+def _copy_hashed(stream: BinaryIO, handle: int, max_bytes: int) -> str:
+    digest = hashlib.sha256()
+    written = 0
+    with os.fdopen(handle, "wb") as out:
+        while chunk := stream.read(CHUNK):
+            written += len(chunk)
+            if written > max_bytes:
+                raise ImageRejected(f"upload is larger than {max_bytes} bytes", 413)
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def commit_staged(settings: Settings, staged: StagedFile) -> tuple[Path, bool]:
+    """Move a staged file into place; returns its path and whether this call created it."""
+    target = stored_path(settings, staged.sha256, staged.info.extension)
+    if target.exists():
+        staged.temp_path.unlink(missing_ok=True)
+        return target, False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(staged.temp_path, target)
+    return target, True
+
+
+def discard(staged: list[StagedFile]) -> None:
+    for item in staged:
+        item.temp_path.unlink(missing_ok=True)

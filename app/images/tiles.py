@@ -1,0 +1,642 @@
+"""Lazy region reads, tile encoding and caching for PNG, JPEG and tiled/pyramidal TIFF images.
+
+Every read returns RGB uint8 pixels of one pyramid level; parts outside the image are white.
+
+TIFF levels are read through ``tifffile``'s zarr store, so only the tiles a region touches are
+decoded. Below the file's smallest native level the source adds synthetic levels (each half the
+previous) down to about ``MIN_LEVEL_SIDE``; they are computed region-wise by area-averaging the
+smallest native level, and a read that would need more than ``MAX_SOURCE_PIXELS`` native pixels is
+refused with ``RegionError`` (a 20 000 px TIFF without a pyramid cannot be thumbnailed; one with a
+pyramid can). PNG and JPEG are decoded once and their pyramid is built by 2x averaging on demand.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import tifffile
+import zarr
+from PIL import Image
+from tifffile.zarr import ZarrTiffStore
+
+from app.images.validation import sniff_format
+
+Pixels = npt.NDArray[np.uint8]
+EncodeFormat = Literal["jpeg", "png"]
+LevelSize = tuple[int, int]
+
+WHITE = 255
+MIN_LEVEL_SIDE = 256
+MAX_REGION_PIXELS = 4096 * 4096
+MAX_SOURCE_PIXELS = 64 * 2**20
+SOURCE_BAND_PIXELS = 2**20
+PNG_COMPRESS_LEVEL = 3
+
+
+class RegionError(ValueError):
+    """A read asked for a level, tile or region that does not exist or is too large."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rectangle in level-0 pixels: an image record that is a region of a larger file."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class PixelSource(Protocol):
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def levels(self) -> list[LevelSize]: ...
+
+    def read_region(self, level: int, x: int, y: int, w: int, h: int) -> Pixels: ...
+
+
+# ---------------------------------------------------------------- pixel helpers
+
+
+def to_rgb8(array: npt.NDArray[np.generic]) -> Pixels:
+    """Gray, RGB or RGBA, uint8 or uint16 -> RGB uint8; alpha is composited over white."""
+    pixels = _to_uint8(array)
+    if pixels.ndim == 2:
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    if pixels.shape[2] == 4:
+        return _over_white(pixels)
+    return np.ascontiguousarray(pixels[:, :, :3])
+
+
+def _to_uint8(array: npt.NDArray[np.generic]) -> Pixels:
+    if array.dtype == np.uint8:
+        return array.astype(np.uint8, copy=False)
+    if array.dtype == np.uint16:
+        return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    raise RegionError(f"pixel type {array.dtype} is not supported")
+
+
+def _over_white(rgba: Pixels) -> Pixels:
+    alpha = rgba[:, :, 3:4].astype(np.uint32)
+    rgb = rgba[:, :, :3].astype(np.uint32)
+    return ((rgb * alpha + WHITE * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def downsample(pixels: Pixels, factor: int) -> Pixels:
+    """Area average over factor x factor blocks; partial blocks at the edges average what they hold."""
+    if factor == 1:
+        return pixels
+    height, width = pixels.shape[:2]
+    out_h, out_w = -(-height // factor), -(-width // factor)
+    padded = np.zeros((out_h * factor, out_w * factor, 3), dtype=np.uint32)
+    padded[:height, :width] = pixels
+    sums = padded.reshape(out_h, factor, out_w, factor, 3).sum(axis=(1, 3))
+    counts = np.outer(_block_counts(height, factor), _block_counts(width, factor))[:, :, None]
+    averaged: Pixels = ((sums + counts // 2) // counts).astype(np.uint8)
+    return averaged
+
+
+def _block_counts(length: int, factor: int) -> npt.NDArray[np.uint32]:
+    starts = np.arange(0, length, factor)
+    return np.minimum(factor, length - starts).astype(np.uint32)
+
+
+def halving_levels(width: int, height: int, stop_side: int = MIN_LEVEL_SIDE) -> list[LevelSize]:
+    levels = [(width, height)]
+    while max(levels[-1]) > stop_side:
+        last_w, last_h = levels[-1]
+        levels.append((-(-last_w // 2), -(-last_h // 2)))
+    return levels
+
+
+def encode(array: Pixels, fmt: EncodeFormat, quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.fromarray(array, "RGB")
+    if fmt == "jpeg":
+        image.save(buffer, "JPEG", quality=quality)
+    else:
+        image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- region geometry
+
+
+@dataclass(frozen=True)
+class _Rect:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def empty(self) -> bool:
+        return self.w <= 0 or self.h <= 0
+
+    def clip(self, width: int, height: int) -> _Rect:
+        x0, y0 = max(self.x, 0), max(self.y, 0)
+        x1, y1 = min(self.x + self.w, width), min(self.y + self.h, height)
+        return _Rect(x0, y0, x1 - x0, y1 - y0)
+
+
+def _check_request(levels: list[LevelSize], level: int, w: int, h: int) -> None:
+    if not 0 <= level < len(levels):
+        raise RegionError(f"level {level} does not exist; there are {len(levels)}")
+    if w <= 0 or h <= 0:
+        raise RegionError(f"region size {w}x{h} is empty")
+    if w * h > MAX_REGION_PIXELS:
+        raise RegionError(f"region of {w}x{h} pixels exceeds {MAX_REGION_PIXELS}")
+
+
+def _white(request: _Rect) -> Pixels:
+    return np.full((request.h, request.w, 3), WHITE, dtype=np.uint8)
+
+
+def _paste_into_white(request: _Rect, inside: _Rect, patch: Pixels) -> Pixels:
+    out = _white(request)
+    top, left = inside.y - request.y, inside.x - request.x
+    out[top : top + inside.h, left : left + inside.w] = patch
+    return out
+
+
+# ---------------------------------------------------------------- backends
+
+
+class _Backend(Protocol):
+    native_levels: list[LevelSize]
+
+    def read_native(self, level: int, rect: _Rect) -> Pixels: ...
+
+    def resident_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class _TiffBackend:
+    def __init__(self, path: Path) -> None:
+        self._tiff = tifffile.TiffFile(path)
+        self._series = self._tiff.series[0]
+        self.native_levels = [(level.shape[1], level.shape[0]) for level in self._series.levels]
+        self._stores: dict[int, ZarrTiffStore] = {}
+        self._arrays: dict[int, zarr.Array[Any]] = {}
+
+    def read_native(self, level: int, rect: _Rect) -> Pixels:
+        array = self._array(level)
+        return to_rgb8(np.asarray(array[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w]))
+
+    def _array(self, level: int) -> zarr.Array[Any]:
+        if level not in self._arrays:
+            store = self._series.aszarr(level=level)
+            opened = zarr.open(store, mode="r")
+            if not isinstance(opened, zarr.Array):
+                raise RegionError(f"TIFF level {level} is not a single array")
+            self._stores[level] = store
+            self._arrays[level] = opened
+        return self._arrays[level]
+
+    def resident_bytes(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._tiff.close()
+
+
+class _PillowBackend:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        with Image.open(path) as image:
+            width, height = image.size
+        self.native_levels = halving_levels(width, height)
+        self._pyramid: list[Pixels] = []
+
+    def read_native(self, level: int, rect: _Rect) -> Pixels:
+        pixels = self._level(level)
+        return pixels[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w]
+
+    def _level(self, level: int) -> Pixels:
+        if not self._pyramid:
+            self._pyramid.append(_decode_with_pillow(self._path))
+        while len(self._pyramid) <= level:
+            self._pyramid.append(downsample(self._pyramid[-1], 2))
+        return self._pyramid[level]
+
+    def resident_bytes(self) -> int:
+        return sum(level.nbytes for level in self._pyramid)
+
+    def close(self) -> None:
+        self._pyramid.clear()
+
+
+def _decode_with_pillow(path: Path) -> Pixels:
+    with Image.open(path) as image:
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            wide = np.asarray(image).astype(np.uint16)
+            return to_rgb8(wide)
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            return to_rgb8(np.asarray(image.convert("RGBA")))
+        return np.asarray(image.convert("RGB")).copy()
+
+
+def _open_backend(path: Path) -> _Backend:
+    fmt = sniff_format(path)
+    if fmt == "tiff":
+        return _TiffBackend(path)
+    if fmt in ("png", "jpeg"):
+        return _PillowBackend(path)
+    raise RegionError(f"{path.name} is not a PNG, JPEG or TIFF image")
+
+
+# ---------------------------------------------------------------- sources
+
+
+class ImageSource:
+    """One image file; opens on first use, reopens after ``close()``. Safe to share across threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._backend: _Backend | None = None
+        self._levels: list[LevelSize] | None = None
+        self._native_count = 0
+        self._resident = 0
+
+    @property
+    def width(self) -> int:
+        return self.levels[0][0]
+
+    @property
+    def height(self) -> int:
+        return self.levels[0][1]
+
+    @property
+    def levels(self) -> list[LevelSize]:
+        with self._lock:
+            self._opened()
+            assert self._levels is not None
+            return list(self._levels)
+
+    @property
+    def native_level_count(self) -> int:
+        """Levels stored in the file (or, for PNG/JPEG, the decoded pyramid); the rest are synthetic."""
+        with self._lock:
+            self._opened()
+            return self._native_count
+
+    def read_region(self, level: int, x: int, y: int, w: int, h: int) -> Pixels:
+        with self._lock:
+            backend = self._opened()
+            assert self._levels is not None
+            _check_request(self._levels, level, w, h)
+            request = _Rect(x, y, w, h)
+            inside = request.clip(*self._levels[level])
+            if inside.empty:
+                return _white(request)
+            if level < self._native_count:
+                patch = backend.read_native(level, inside)
+            else:
+                patch = self._synthesize(backend, level, inside)
+            self._resident = backend.resident_bytes()
+            return _paste_into_white(request, inside, patch)
+
+    def resident_bytes(self) -> int:
+        """Decoded pixels held in memory, as of the last read; lock-free so the cache never waits."""
+        return self._resident
+
+    def close(self) -> None:
+        with self._lock:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+                self._resident = 0
+
+    def __enter__(self) -> ImageSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _opened(self) -> _Backend:
+        if self._backend is None:
+            self._backend = _open_backend(self.path)
+            native = self._backend.native_levels
+            self._native_count = len(native)
+            self._levels = native + halving_levels(*native[-1])[1:]
+        return self._backend
+
+    def _synthesize(self, backend: _Backend, level: int, inside: _Rect) -> Pixels:
+        base = self._native_count - 1
+        factor = 2 ** (level - base)
+        base_w, base_h = backend.native_levels[base]
+        source = _Rect(inside.x * factor, inside.y * factor, inside.w * factor, inside.h * factor)
+        source = source.clip(base_w, base_h)
+        if source.w * source.h > MAX_SOURCE_PIXELS:
+            raise RegionError(
+                f"level {level} region needs {source.w * source.h} pixels of level {base}; "
+                f"the file has no pyramid deep enough"
+            )
+        return _downsample_in_bands(backend, base, source, factor)
+
+
+def _downsample_in_bands(backend: _Backend, base: int, source: _Rect, factor: int) -> Pixels:
+    """Read the source rectangle in horizontal bands so memory stays near one band."""
+    rows_per_band = factor * max(1, SOURCE_BAND_PIXELS // (source.w * factor))
+    bands = []
+    for top in range(source.y, source.y + source.h, rows_per_band):
+        band_h = min(rows_per_band, source.y + source.h - top)
+        band = backend.read_native(base, _Rect(source.x, top, source.w, band_h))
+        bands.append(downsample(band, factor))
+    return np.concatenate(bands, axis=0)
+
+
+class RegionView:
+    """A rectangle of a source, seen as an image of its own with the source's level factors."""
+
+    def __init__(self, source: PixelSource, window: Window) -> None:
+        inside = _Rect(window.x, window.y, window.width, window.height).clip(source.width, source.height)
+        if inside != _Rect(window.x, window.y, window.width, window.height) or inside.empty:
+            raise RegionError(f"{window} does not lie inside the {source.width}x{source.height} image")
+        self._source = source
+        self.window = window
+        self._rects = [_scaled(window, source.levels[0], size) for size in source.levels]
+
+    @property
+    def width(self) -> int:
+        return self.window.width
+
+    @property
+    def height(self) -> int:
+        return self.window.height
+
+    @property
+    def levels(self) -> list[LevelSize]:
+        return [(rect.w, rect.h) for rect in self._rects]
+
+    def read_region(self, level: int, x: int, y: int, w: int, h: int) -> Pixels:
+        _check_request(self.levels, level, w, h)
+        frame = self._rects[level]
+        request = _Rect(x, y, w, h)
+        inside = request.clip(frame.w, frame.h)
+        if inside.empty:
+            return _white(request)
+        patch = self._source.read_region(level, frame.x + inside.x, frame.y + inside.y, inside.w, inside.h)
+        return _paste_into_white(request, inside, patch)
+
+
+def _scaled(window: Window, level0: LevelSize, size: LevelSize) -> _Rect:
+    sx, sy = size[0] / level0[0], size[1] / level0[1]
+    left, top = math.floor(window.x * sx), math.floor(window.y * sy)
+    right = math.ceil((window.x + window.width) * sx)
+    bottom = math.ceil((window.y + window.height) * sy)
+    return _Rect(left, top, max(1, right - left), max(1, bottom - top))
+
+
+def tile_rect(levels: list[LevelSize], level: int, col: int, row: int, size: int) -> _Rect:
+    """Tile (col, row) of a level, cut to the level's extent (edge tiles are smaller)."""
+    if not 0 <= level < len(levels):
+        raise RegionError(f"level {level} does not exist; there are {len(levels)}")
+    width, height = levels[level]
+    rect = _Rect(col * size, row * size, size, size)
+    if size <= 0 or col < 0 or row < 0 or rect.x >= width or rect.y >= height:
+        raise RegionError(f"tile ({col}, {row}) of size {size} is outside level {level}")
+    return rect.clip(width, height)
+
+
+def read_thumbnail(source: PixelSource, max_side: int) -> Pixels:
+    """Whole image with its longer side at most max_side, from the smallest level that suffices."""
+    if max_side <= 0:
+        raise RegionError(f"thumbnail side {max_side} must be positive")
+    levels = source.levels
+    level = max((i for i, size in enumerate(levels) if max(size) >= max_side), default=0)
+    width, height = levels[level]
+    pixels = source.read_region(level, 0, 0, width, height)
+    scale = min(1.0, max_side / max(source.width, source.height))
+    target = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))
+    if target == (width, height):
+        return pixels
+    resized = Image.fromarray(pixels, "RGB").resize(target, Image.Resampling.LANCZOS)
+    return np.asarray(resized).copy()
+
+
+# ---------------------------------------------------------------- cache
+
+
+class _ByteLru:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._total = 0
+
+    def get(self, key: Hashable) -> bytes | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: bytes) -> None:
+        if len(value) > self.max_bytes or key in self._items:
+            return
+        self._items[key] = value
+        self._total += len(value)
+        while self._total > self.max_bytes:
+            _, evicted = self._items.popitem(last=False)
+            self._total -= len(evicted)
+
+    def drop(self, matches: object) -> None:
+        for key in [key for key in self._items if isinstance(key, tuple) and key[0] == matches]:
+            self._total -= len(self._items.pop(key))
+
+    @property
+    def total_bytes(self) -> int:
+        return self._total
+
+
+class TileCache:
+    """LRU of open sources (by count and decoded bytes) and of encoded tiles (by bytes).
+
+    Thread-safe: the cache lock guards only the LRU bookkeeping; decoding and encoding run outside
+    it, serialised per source by the source's own lock. Files are assumed immutable; call
+    ``forget(path)`` after replacing one.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_open_sources: int = 32,
+        max_decoded_bytes: int = 512 * 2**20,
+        max_encoded_bytes: int = 64 * 2**20,
+    ) -> None:
+        self.max_open_sources = max_open_sources
+        self.max_decoded_bytes = max_decoded_bytes
+        self._lock = threading.Lock()
+        self._sources: OrderedDict[Path, ImageSource] = OrderedDict()
+        self._encoded = _ByteLru(max_encoded_bytes)
+
+    def source(self, path: Path) -> ImageSource:
+        with self._lock:
+            source = self._sources.get(path)
+            if source is None:
+                source = ImageSource(path)
+                self._sources[path] = source
+            self._sources.move_to_end(path)
+            evicted = self._evict_sources(keep=path)
+        _close_all(evicted)
+        return source
+
+    def view(self, path: Path, window: Window | None = None) -> PixelSource:
+        source = self.source(path)
+        return source if window is None else RegionView(source, window)
+
+    def region(
+        self,
+        path: Path,
+        level: int,
+        x: int,
+        y: int,
+        w: int,
+        h: int,
+        fmt: EncodeFormat = "jpeg",
+        quality: int = 85,
+        *,
+        window: Window | None = None,
+    ) -> bytes:
+        key = (path, window, "region", level, x, y, w, h, fmt, quality)
+        return self._cached(
+            key,
+            path,
+            lambda view: encode(view.read_region(level, x, y, w, h), fmt, quality),
+            window,
+        )
+
+    def tile(
+        self,
+        path: Path,
+        level: int,
+        col: int,
+        row: int,
+        size: int = 256,
+        fmt: EncodeFormat = "jpeg",
+        quality: int = 85,
+        *,
+        window: Window | None = None,
+    ) -> bytes:
+        def render(view: PixelSource) -> bytes:
+            rect = tile_rect(view.levels, level, col, row, size)
+            return encode(view.read_region(level, rect.x, rect.y, rect.w, rect.h), fmt, quality)
+
+        return self._cached(
+            (path, window, "tile", level, col, row, size, fmt, quality),
+            path,
+            render,
+            window,
+        )
+
+    def thumbnail(
+        self,
+        path: Path,
+        max_side: int,
+        fmt: EncodeFormat = "jpeg",
+        quality: int = 85,
+        *,
+        window: Window | None = None,
+    ) -> bytes:
+        key = (path, window, "thumbnail", max_side, fmt, quality)
+        return self._cached(
+            key,
+            path,
+            lambda view: encode(read_thumbnail(view, max_side), fmt, quality),
+            window,
+        )
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            source = self._sources.pop(path, None)
+            self._encoded.drop(path)
+        if source is not None:
+            source.close()
+
+    def close(self) -> None:
+        with self._lock:
+            sources = list(self._sources.values())
+            self._sources.clear()
+            self._encoded = _ByteLru(self._encoded.max_bytes)
+        _close_all(sources)
+
+    def __enter__(self) -> TileCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def open_paths(self) -> list[Path]:
+        with self._lock:
+            return list(self._sources)
+
+    @property
+    def encoded_bytes(self) -> int:
+        with self._lock:
+            return self._encoded.total_bytes
+
+    def _cached(
+        self,
+        key: tuple[Hashable, ...],
+        path: Path,
+        render: _Render,
+        window: Window | None,
+    ) -> bytes:
+        with self._lock:
+            hit = self._encoded.get(key)
+        if hit is not None:
+            return hit
+        source = self.source(path)
+        data = render(source if window is None else RegionView(source, window))
+        with self._lock:
+            self._encoded.put(key, data)
+            stale = self._sources.get(path) is not source
+            evicted = self._evict_sources(keep=path)
+        _close_all([source] if stale else [])
+        _close_all(evicted)
+        return data
+
+    def _evict_sources(self, keep: Path) -> list[ImageSource]:
+        """Pop least recently used sources over the limits; the caller closes them unlocked."""
+        evicted: list[ImageSource] = []
+        while len(self._sources) > self.max_open_sources or (
+            len(self._sources) > 1 and self._decoded_bytes() > self.max_decoded_bytes
+        ):
+            oldest = next(iter(self._sources))
+            if oldest == keep:
+                self._sources.move_to_end(keep)
+                oldest = next(iter(self._sources))
+                if oldest == keep:
+                    break
+            evicted.append(self._sources.pop(oldest))
+        return evicted
+
+    def _decoded_bytes(self) -> int:
+        return sum(source.resident_bytes() for source in self._sources.values())
+
+
+class _Render(Protocol):
+    def __call__(self, view: PixelSource, /) -> bytes: ...
+
+
+def _close_all(sources: list[ImageSource]) -> None:
+    for source in sources:
+        source.close()

@@ -1,0 +1,73 @@
+"""create_app(): the lifespan builds the engine, session factory, caches and templates; routers are mounted."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+
+from app.accounts.api import router as accounts_router
+from app.accounts.security import make_password_hasher
+from app.annotations.api import router as annotations_router
+from app.config import Settings, get_settings
+from app.db import make_engine, make_sessionmaker
+from app.deps import SessionDep
+from app.errors import install_error_handlers
+from app.studies.api import router as studies_router
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+API_PREFIX = "/api/v1"
+
+
+def api_routers() -> list[APIRouter]:
+    from app.images.api import router as images_router
+
+    return [accounts_router, studies_router, images_router, annotations_router]
+
+
+health_router = APIRouter(tags=["health"])
+
+
+@health_router.get("/health")
+async def health(session: SessionDep) -> dict[str, str]:
+    """Liveness and database reachability."""
+    await session.execute(text("SELECT 1"))
+    return {"status": "ok"}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from app.images.service import make_tile_cache
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.resolved_database_url)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.password_hasher = make_password_hasher(
+            settings.argon2_time_cost, settings.argon2_memory_kib
+        )
+        app.state.tile_cache = make_tile_cache(settings)
+        try:
+            yield
+        finally:
+            app.state.tile_cache.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Concord",
+        version="0.1.0",
+        summary="Expert–algorithm collaboration studies on microscopy images",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health_router, prefix=API_PREFIX)
+    for router in api_routers():
+        app.include_router(router, prefix=API_PREFIX)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

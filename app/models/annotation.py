@@ -1,0 +1,114 @@
+"""Expert annotations, their append-only event log, and image visits."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, UTCDateTime, utcnow
+
+
+class Origin(StrEnum):
+    expert = "expert"
+    suggestion = "suggestion"
+    suggestion_edited = "suggestion_edited"
+    imported = "imported"
+
+
+class EventKind(StrEnum):
+    create = "create"
+    move = "move"
+    relabel = "relabel"
+    delete = "delete"
+    restore = "restore"
+    accept = "accept"
+    edit = "edit"
+
+
+class Annotation(Base):
+    """An expert's current object on an image in a mode; box in level-0 pixels of the image."""
+
+    __tablename__ = "annotation"
+    __table_args__ = (Index("ix_annotation_image_expert_mode", "image_id", "expert_id", "mode"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
+    expert_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(16))
+    label_id: Mapped[int] = mapped_column(ForeignKey("label.id", ondelete="CASCADE"))
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    origin: Mapped[str] = mapped_column(String(20), default=Origin.expert)
+    suggestion_id: Mapped[int | None] = mapped_column(ForeignKey("suggestion.id", ondelete="SET NULL"))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
+
+
+class AnnotationEvent(Base):
+    """Append-only: one row per edit, never updated."""
+
+    __tablename__ = "annotation_event"
+    __table_args__ = (
+        UniqueConstraint("expert_id", "idempotency_key"),
+        Index("ix_annotation_event_image_expert_mode", "image_id", "expert_id", "mode"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotation.id", ondelete="CASCADE"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
+    expert_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    client_ts: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    server_ts: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    idempotency_key: Mapped[str | None] = mapped_column(String(100))
+
+
+class ImageVisit(Base):
+    """Open, heartbeats and close of an image; gaps longer than the idle limit do not count."""
+
+    __tablename__ = "image_visit"
+    __table_args__ = (Index("ix_image_visit_image_expert_mode", "image_id", "expert_id", "mode"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
+    expert_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    active_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ImageView(Base):
+    """The order in which an expert first saw the images of a task in a mode (evaluation order)."""
+
+    __tablename__ = "image_view"
+    __table_args__ = (UniqueConstraint("image_id", "expert_id", "mode"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
+    expert_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(16))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    imported_seconds: Mapped[float | None] = mapped_column(Float)

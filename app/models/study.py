@@ -1,0 +1,128 @@
+"""Studies, their tasks, label schemas, images, ground truth and expert assignments."""
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, CreatedAt, UTCDateTime
+
+
+class TaskKind(StrEnum):
+    classify = "classify"
+    grade = "grade"
+    detect = "detect"
+
+
+class Mode(StrEnum):
+    training = "training"
+    unaided = "unaided"
+    aided = "aided"
+
+
+class AssignmentStatus(StrEnum):
+    open = "open"
+    finished = "finished"
+
+
+class Study(CreatedAt, Base):
+    __tablename__ = "study"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    washout_days: Mapped[int] = mapped_column(Integer, default=14)
+
+
+class Task(CreatedAt, Base):
+    __tablename__ = "task"
+    __table_args__ = (UniqueConstraint("study_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    default_box_size: Mapped[int] = mapped_column(Integer, default=50)
+
+
+class Label(Base):
+    __tablename__ = "label"
+    __table_args__ = (UniqueConstraint("task_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    colour: Mapped[str] = mapped_column(String(7))
+    key: Mapped[str] = mapped_column(String(1))
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class Image(CreatedAt, Base):
+    """A patch, or a region (offset_x, offset_y, width, height) of a large tiled TIFF."""
+
+    __tablename__ = "image"
+    __table_args__ = (UniqueConstraint("task_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    file_format: Mapped[str] = mapped_column(String(8))
+    file_width: Mapped[int] = mapped_column(Integer)
+    file_height: Mapped[int] = mapped_column(Integer)
+    offset_x: Mapped[int] = mapped_column(Integer, default=0)
+    offset_y: Mapped[int] = mapped_column(Integer, default=0)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    microns_per_pixel: Mapped[float | None] = mapped_column(Float)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class GroundTruthObject(Base):
+    """A reference object; box in level-0 pixels of its image."""
+
+    __tablename__ = "ground_truth_object"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("label.id", ondelete="CASCADE"))
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    difficulty: Mapped[float | None] = mapped_column(Float)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Assignment(CreatedAt, Base):
+    """Expert × task × mode; an aided one opens after the unaided one plus the washout period."""
+
+    __tablename__ = "assignment"
+    __table_args__ = (UniqueConstraint("task_id", "expert_id", "mode"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
+    expert_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=AssignmentStatus.open)
+    suggestion_set_id: Mapped[int | None] = mapped_column(
+        ForeignKey("suggestion_set.id", ondelete="RESTRICT"), index=True
+    )
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    washout_override_by: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    washout_override_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    washout_override_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ImageCompletion(Base):
+    """An expert marked an image of an assignment as done."""
+
+    __tablename__ = "image_completion"
+    __table_args__ = (UniqueConstraint("assignment_id", "image_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id", ondelete="CASCADE"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
+    completed_at: Mapped[datetime] = mapped_column(UTCDateTime())

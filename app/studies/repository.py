@@ -1,0 +1,87 @@
+"""Queries of studies, tasks, labels and assignments."""
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Assignment, Image, ImageCompletion, Label, Study, Task, User
+
+
+async def list_studies(session: AsyncSession, expert_id: int | None) -> Sequence[Study]:
+    query = select(Study).order_by(Study.id)
+    if expert_id is not None:
+        assigned = select(Task.study_id).join(Assignment, Assignment.task_id == Task.id)
+        query = query.where(Study.id.in_(assigned.where(Assignment.expert_id == expert_id)))
+    return (await session.scalars(query)).all()
+
+
+async def study_by_name(session: AsyncSession, name: str) -> Study | None:
+    return await session.scalar(select(Study).where(Study.name == name))
+
+
+async def tasks_of_study(session: AsyncSession, study_id: int, expert_id: int | None) -> Sequence[Task]:
+    query = select(Task).where(Task.study_id == study_id).order_by(Task.id)
+    if expert_id is not None:
+        assigned = select(Assignment.task_id).where(Assignment.expert_id == expert_id)
+        query = query.where(Task.id.in_(assigned))
+    return (await session.scalars(query)).all()
+
+
+async def task_by_name(session: AsyncSession, study_id: int, name: str) -> Task | None:
+    return await session.scalar(select(Task).where(Task.study_id == study_id, Task.name == name))
+
+
+async def labels_of_task(session: AsyncSession, task_id: int) -> Sequence[Label]:
+    query = select(Label).where(Label.task_id == task_id).order_by(Label.position)
+    return (await session.scalars(query)).all()
+
+
+async def has_assignment(session: AsyncSession, expert_id: int, task_id: int) -> bool:
+    query = select(Assignment.id).where(Assignment.expert_id == expert_id, Assignment.task_id == task_id)
+    return await session.scalar(query.limit(1)) is not None
+
+
+async def assignment_for(session: AsyncSession, expert_id: int, task_id: int, mode: str) -> Assignment | None:
+    query = select(Assignment).where(
+        Assignment.expert_id == expert_id,
+        Assignment.task_id == task_id,
+        Assignment.mode == mode,
+    )
+    return await session.scalar(query)
+
+
+async def list_assignments(
+    session: AsyncSession, expert_id: int | None, task_id: int | None = None
+) -> Sequence[tuple[Assignment, Task, User]]:
+    query = (
+        select(Assignment, Task, User)
+        .join(Task, Task.id == Assignment.task_id)
+        .join(User, User.id == Assignment.expert_id)
+        .order_by(Assignment.id)
+    )
+    if expert_id is not None:
+        query = query.where(Assignment.expert_id == expert_id)
+    if task_id is not None:
+        query = query.where(Assignment.task_id == task_id)
+    rows = (await session.execute(query)).all()
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+async def image_counts(session: AsyncSession, task_ids: set[int]) -> dict[int, int]:
+    query = select(Image.task_id, func.count()).where(Image.task_id.in_(task_ids)).group_by(Image.task_id)
+    return {task_id: count for task_id, count in (await session.execute(query)).all()}
+
+
+async def completion_counts(session: AsyncSession, assignment_ids: set[int]) -> dict[int, int]:
+    query = (
+        select(ImageCompletion.assignment_id, func.count())
+        .where(ImageCompletion.assignment_id.in_(assignment_ids))
+        .group_by(ImageCompletion.assignment_id)
+    )
+    return {assignment_id: count for assignment_id, count in (await session.execute(query)).all()}
+
+
+async def completed_image_ids(session: AsyncSession, assignment_id: int) -> set[int]:
+    query = select(ImageCompletion.image_id).where(ImageCompletion.assignment_id == assignment_id)
+    return set(await session.scalars(query))
