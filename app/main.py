@@ -22,9 +22,15 @@ API_PREFIX = "/api/v1"
 
 
 def api_routers() -> list[APIRouter]:
+    """JSON routers, mounted under /api/v1. Each domain adds its own line."""
     from app.images.api import router as images_router
 
     return [accounts_router, studies_router, images_router, annotations_router]
+
+
+def page_routers() -> list[APIRouter]:
+    """HTML/HTMX routers, mounted at the root. Each domain adds its own line."""
+    return []
 
 
 health_router = APIRouter(tags=["health"])
@@ -69,5 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router, prefix=API_PREFIX)
     for router in api_routers():
         app.include_router(router, prefix=API_PREFIX)
+    for router in page_routers():
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
