@@ -1,16 +1,16 @@
 """Image rules: validated uploads stored once, lazy tiles of the stored files, ground truth."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, TypeVar
 
 from anyio import to_thread
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.annotations.service import check_box
 from app.config import Settings
-from app.errors import AppError, Conflict, Invalid
+from app.errors import AppError, Conflict, Invalid, NotFound
 from app.images import repository, storage
 from app.images.schemas import GroundTruthIn, ImageOut
 from app.images.tiles import RegionError, TileCache, Window
@@ -18,6 +18,7 @@ from app.images.validation import ImageRejected
 from app.models import GroundTruthObject, Image, Label, Task
 
 EncodeFormat = Literal["jpeg", "png"]
+T = TypeVar("T")
 
 
 def make_tile_cache(settings: Settings) -> TileCache:
@@ -118,6 +119,8 @@ def _image_row(task: Task, item: NewImage, file: storage.StagedFile, position: i
 
 
 def file_of(settings: Settings, image: Image) -> tuple[Path, Window | None]:
+    if image.file_format == "missing":
+        raise NotFound(f"image {image.name!r} was imported without its pixels")
     extension = {"png": "png", "jpeg": "jpg", "tiff": "tif"}[image.file_format]
     path = storage.stored_path(settings, image.sha256, extension)
     whole = image.offset_x == 0 and image.offset_y == 0
@@ -126,9 +129,19 @@ def file_of(settings: Settings, image: Image) -> tuple[Path, Window | None]:
     return path, window
 
 
+async def _pixels(work: Callable[[], T]) -> T:
+    """Run a blocking read in a thread; bad requests answer 422, a missing file 404."""
+    try:
+        return await to_thread.run_sync(work)
+    except RegionError as error:
+        raise Invalid(str(error)) from error
+    except FileNotFoundError as error:
+        raise NotFound("the pixels of this image are not stored here") from error
+
+
 async def describe(cache: TileCache, settings: Settings, image: Image) -> ImageOut:
     path, window = file_of(settings, image)
-    view = await to_thread.run_sync(cache.view, path, window)
+    view = await _pixels(lambda: cache.view(path, window))
     return ImageOut(
         id=image.id,
         task_id=image.task_id,
@@ -152,10 +165,7 @@ async def region(
 ) -> bytes:
     path, window = file_of(settings, image)
     x, y, w, h = box
-    try:
-        return await to_thread.run_sync(lambda: cache.region(path, level, x, y, w, h, fmt, window=window))
-    except RegionError as error:
-        raise Invalid(str(error)) from error
+    return await _pixels(lambda: cache.region(path, level, x, y, w, h, fmt, window=window))
 
 
 async def tile(
@@ -169,17 +179,14 @@ async def tile(
     fmt: EncodeFormat,
 ) -> bytes:
     path, window = file_of(settings, image)
-    try:
-        return await to_thread.run_sync(lambda: cache.tile(path, level, col, row, size, fmt, window=window))
-    except RegionError as error:
-        raise Invalid(str(error)) from error
+    return await _pixels(lambda: cache.tile(path, level, col, row, size, fmt, window=window))
 
 
 async def thumbnail(
     cache: TileCache, settings: Settings, image: Image, max_side: int, fmt: EncodeFormat
 ) -> bytes:
     path, window = file_of(settings, image)
-    return await to_thread.run_sync(lambda: cache.thumbnail(path, max_side, fmt, window=window))
+    return await _pixels(lambda: cache.thumbnail(path, max_side, fmt, window=window))
 
 
 async def upload_ground_truth(

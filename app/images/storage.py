@@ -24,7 +24,7 @@ class StagedFile:
 
 
 def stored_path(settings: Settings, sha256: str, extension: str) -> Path:
-    return settings.image_dir / sha256[:2] / f"{sha256}.{extension}"
+    return settings.image_dir / sha256[:2] / f"{sha256}.{extension.lstrip('.')}"
 
 
 def staging_dir(settings: Settings) -> Path:

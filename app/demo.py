@@ -1,0 +1,201 @@
+"""The demo study: three tasks (classify, grade, detect) of phantom images with exact ground truth."""
+
+import io
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import repository as accounts_repository
+from app.accounts import service as accounts
+from app.accounts.security import make_password_hasher
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker
+from app.images.service import NewImage, add_images
+from app.images.tiles import Window
+from app.models import Assignment, GroundTruthObject, Image, Label, Mode, Study, Task, TaskKind, User
+from app.phantoms import (
+    CLASSIFY_LABELS,
+    DETECT_LABELS,
+    GRADE_LABELS,
+    Phantom,
+    classify_patch,
+    detect_region,
+    grade_patch,
+    write_pyramidal_tiff,
+)
+from app.studies import repository as studies_repository
+from app.studies import service as studies
+from app.studies.schemas import LabelIn, StudyCreate, TaskCreate
+
+DEMO_STUDY = "Demo study"
+DEMO_USERS = (("admin", "admin"), ("expert1", "expert"), ("expert2", "expert"))
+CLASSIFY_COLOURS = ("#1f77b4", "#d62728", "#9467bd", "#2ca02c", "#ff7f0e")
+GRADE_COLOURS = ("#c7e9c0", "#74c476", "#3182bd", "#08519c", "#08306b")
+DETECT_REGION = (7000, 5000)
+DETECT_GRID = (2, 2)
+MODES = (Mode.training, Mode.unaided, Mode.aided)
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    name: str
+    kind: str
+    labels: tuple[str, ...]
+    colours: tuple[str, ...]
+    box_size: int
+
+
+DEMO_TASKS = (
+    DemoTask("BAL cytology (equine asthma)", "classify", CLASSIFY_LABELS, CLASSIFY_COLOURS, 60),
+    DemoTask("EIPH hemosiderophages", "grade", GRADE_LABELS, GRADE_COLOURS, 50),
+    DemoTask("Mitotic figures", "detect", DETECT_LABELS, ("#e6194b",), 50),
+)
+
+
+async def create_demo(settings: Settings, seed: int = 0, patches: int = 10) -> list[tuple[str, str, str]]:
+    """Create the demo study once; every run sets fresh passwords and returns (name, role, password)."""
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            credentials = await _reset_users(session, settings)
+            if await studies_repository.study_by_name(session, DEMO_STUDY) is None:
+                await _build_study(session, settings, seed, patches)
+        return credentials
+    finally:
+        await engine.dispose()
+
+
+async def _reset_users(session: AsyncSession, settings: Settings) -> list[tuple[str, str, str]]:
+    hasher = make_password_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
+    credentials = []
+    for name, role in DEMO_USERS:
+        password = secrets.token_urlsafe(9)
+        user = await accounts_repository.user_by_name(session, name)
+        if user is None:
+            await accounts.create_user(session, hasher, name, role, password)
+        else:
+            await accounts.set_password(session, hasher, user, password)
+        credentials.append((name, role, password))
+    return credentials
+
+
+async def _build_study(session: AsyncSession, settings: Settings, seed: int, patches: int) -> None:
+    study = await studies.create_study(
+        session,
+        StudyCreate(
+            name=DEMO_STUDY,
+            description="Phantom images with exact ground truth: practise, annotate unaided, then aided.",
+        ),
+    )
+    experts = [
+        user for user in [await accounts_repository.user_by_name(session, n) for n, _ in DEMO_USERS[1:]]
+    ]
+    for spec in DEMO_TASKS:
+        task, labels = await studies.create_task(session, study, _task_data(spec))
+        images_and_truth = await _add_phantoms(session, settings, task, spec, seed, patches)
+        _add_ground_truth(session, labels, images_and_truth)
+        _assign(session, task, [user for user in experts if user is not None])
+    await session.flush()
+
+
+def _task_data(spec: DemoTask) -> TaskCreate:
+    return TaskCreate(
+        name=spec.name,
+        kind=TaskKind(spec.kind),
+        default_box_size=spec.box_size,
+        labels=[
+            LabelIn(name=name, colour=colour) for name, colour in zip(spec.labels, spec.colours, strict=True)
+        ],
+    )
+
+
+ImageTruth = list[tuple[Image, Phantom, int, int]]
+
+
+async def _add_phantoms(
+    session: AsyncSession, settings: Settings, task: Task, spec: DemoTask, seed: int, patches: int
+) -> ImageTruth:
+    if spec.kind == "detect":
+        return await _add_detect_regions(session, settings, task, seed)
+    make: Callable[[int], Phantom] = classify_patch if spec.kind == "classify" else grade_patch
+    phantoms = [make(seed * 1000 + index) for index in range(patches)]
+    items = [
+        NewImage(name=f"{spec.kind}-{index + 1:02d}.png", stream=io.BytesIO(_png(phantom.image)))
+        for index, phantom in enumerate(phantoms)
+    ]
+    images = await add_images(session, settings, task, items)
+    return [(image, phantom, 0, 0) for image, phantom in zip(images, phantoms, strict=True)]
+
+
+async def _add_detect_regions(session: AsyncSession, settings: Settings, task: Task, seed: int) -> ImageTruth:
+    width, height = DETECT_REGION
+    phantom = detect_region(seed, width, height)
+    columns, rows = DETECT_GRID
+    part_w, part_h = width // columns, height // rows
+    windows = [
+        Window(col * part_w, row * part_h, part_w, part_h) for row in range(rows) for col in range(columns)
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "region.tif"
+        write_pyramidal_tiff(path, phantom.image, mpp=0.25)
+        with path.open("rb") as first:
+            items = [
+                NewImage(
+                    name=f"hpf-{index + 1:02d}",
+                    stream=_reopen(first, path, index),
+                    window=window,
+                    microns_per_pixel=0.25,
+                )
+                for index, window in enumerate(windows)
+            ]
+            images = await add_images(session, settings, task, items)
+    return [(image, phantom, window.x, window.y) for image, window in zip(images, windows, strict=True)]
+
+
+def _reopen(first: io.BufferedReader, path: Path, index: int) -> io.BufferedReader:
+    return first if index == 0 else path.open("rb")
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
+
+
+def _add_ground_truth(session: AsyncSession, labels: list[Label], images_and_truth: ImageTruth) -> None:
+    by_name = {label.name: label for label in labels}
+    for image, phantom, offset_x, offset_y in images_and_truth:
+        position = 0
+        for obj in phantom.objects:
+            x1, y1 = obj.x1 - offset_x, obj.y1 - offset_y
+            x2, y2 = obj.x2 - offset_x, obj.y2 - offset_y
+            if x1 < 0 or y1 < 0 or x2 > image.width or y2 > image.height:
+                continue
+            session.add(
+                GroundTruthObject(
+                    image_id=image.id,
+                    label_id=by_name[obj.label].id,
+                    x1=x1,
+                    y1=y1,
+                    x2=x2,
+                    y2=y2,
+                    difficulty=obj.difficulty,
+                    position=position,
+                )
+            )
+            position += 1
+
+
+def _assign(session: AsyncSession, task: Task, experts: list[User]) -> None:
+    for expert in experts:
+        for mode in MODES:
+            session.add(Assignment(task_id=task.id, expert_id=expert.id, mode=mode))
+
+
+__all__ = ["DEMO_STUDY", "Study", "create_demo"]
