@@ -1,0 +1,1 @@
+"""One module per job kind; each exposes `run(params, progress) -> dict`, registered in app.jobs.registry."""
