@@ -78,13 +78,16 @@ async def app(settings: Settings) -> AsyncIterator[object]:
 
 async def _empty_tables(url: str) -> None:
     engine = make_engine(url)
-    async with engine.begin() as connection:
+    async with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
             names = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
             await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
         else:
+            # Self-referencing RESTRICT keys (derived suggestion sets) make row order matter otherwise.
+            await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
             for table in reversed(Base.metadata.sorted_tables):
                 await connection.execute(table.delete())
+        await connection.commit()
     await engine.dispose()
 
 
