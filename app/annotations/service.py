@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -15,12 +16,15 @@ from app.annotations.schemas import (
     AnnotationUpdate,
     StateChange,
 )
-from app.errors import Conflict, Invalid, NotFound
+from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.evaluation import metrics
+from app.images import repository as images_repository
 from app.models import (
     Annotation,
     AnnotationEvent,
     Assignment,
     EventKind,
+    GroundTruthObject,
     Image,
     ImageView,
     ImageVisit,
@@ -31,6 +35,7 @@ from app.models import (
     User,
 )
 from app.models.base import utcnow
+from app.studies import repository as studies_repository
 from app.studies import service as studies
 
 
@@ -433,3 +438,35 @@ def record_presence(
 
 def stale_before(idle_limit_s: float) -> datetime:
     return utcnow() - timedelta(seconds=idle_limit_s)
+
+
+@dataclass(frozen=True)
+class ReferenceComparison:
+    """Training feedback: reference boxes (missed or found) and the expert's own objects not in it."""
+
+    reference: list[tuple[GroundTruthObject, bool]]
+    added: list[AnnotationOut]
+
+
+async def training_reference(session: AsyncSession, workspace: Workspace) -> ReferenceComparison:
+    """Reference objects, only in training mode and only once the image is marked done (else 403)."""
+    if workspace.assignment.mode != Mode.training:
+        raise Forbidden("reference objects are shown only in training mode")
+    done = await studies_repository.completed_image_ids(session, workspace.assignment.id)
+    if workspace.image.id not in done:
+        raise Forbidden("mark the image as done before showing the reference")
+    reference = list(await images_repository.ground_truth_of_image(session, workspace.image.id))
+    own = await list_annotations(session, workspace)
+    own_pairs, ref_pairs = metrics.one_to_one_match(
+        np.array([[a.x1, a.y1, a.x2, a.y2] for a in own], dtype=np.float64).reshape(-1, 4),
+        np.array([workspace.labels_by_name[a.label].id for a in own], dtype=np.int64),
+        np.zeros(len(own), dtype=np.int64),
+        np.array([[g.x1, g.y1, g.x2, g.y2] for g in reference], dtype=np.float64).reshape(-1, 4),
+        np.array([g.label_id for g in reference], dtype=np.int64),
+        np.zeros(len(reference), dtype=np.int64),
+    )
+    found, matched_own = set(ref_pairs.tolist()), set(own_pairs.tolist())
+    return ReferenceComparison(
+        reference=[(g, index in found) for index, g in enumerate(reference)],
+        added=[a for index, a in enumerate(own) if index not in matched_own],
+    )

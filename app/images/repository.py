@@ -39,3 +39,8 @@ async def ground_truth_of_task(session: AsyncSession, task_id: int) -> Sequence[
 async def delete_ground_truth(session: AsyncSession, task_id: int) -> None:
     images = select(Image.id).where(Image.task_id == task_id)
     await session.execute(delete(GroundTruthObject).where(GroundTruthObject.image_id.in_(images)))
+
+
+async def ground_truth_of_image(session: AsyncSession, image_id: int) -> Sequence[GroundTruthObject]:
+    query = select(GroundTruthObject).where(GroundTruthObject.image_id == image_id)
+    return (await session.scalars(query.order_by(GroundTruthObject.position, GroundTruthObject.id))).all()

@@ -1,0 +1,90 @@
+"""HTML routes of accounts: the root redirect, login and logout."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+
+from app.accounts import service
+from app.deps import SESSION_COOKIE, HasherDep, OptionalPrincipal, SessionDep, SettingsDep
+from app.errors import NotAuthenticated
+from app.templating import PagePrincipal, redirect, render
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+DASHBOARD = "/dashboard"
+
+
+def safe_next(next_url: str | None) -> str:
+    """Only local paths: never redirect to another site after login."""
+    if not next_url or not next_url.startswith("/") or next_url.startswith("//") or "\\" in next_url:
+        return DASHBOARD
+    return next_url
+
+
+@router.get("/")
+async def root(request: Request, principal: OptionalPrincipal) -> Response:
+    """The dashboard when logged in, else the login page."""
+    return redirect(request, DASHBOARD if principal else "/login")
+
+
+@router.get("/login")
+async def login_page(
+    request: Request, principal: OptionalPrincipal, next: str | None = None, expired: bool = False
+) -> Response:
+    """The login form."""
+    if principal is not None:
+        return redirect(request, safe_next(next))
+    notice = "Your session has expired. Please log in again." if expired else None
+    return _login_form(request, next_url=safe_next(next), notice=notice)
+
+
+def _login_form(
+    request: Request,
+    *,
+    next_url: str,
+    name: str = "",
+    notice: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    context = {"next_url": next_url, "name": name, "notice": notice, "error": error, "principal": None}
+    return render(request, "login.html", context, block="content", status_code=status_code)
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    session: SessionDep,
+    hasher: HasherDep,
+    settings: SettingsDep,
+    name: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = DASHBOARD,
+) -> Response:
+    """Check the password, set the session cookie and go on."""
+    try:
+        done = await service.login(session, hasher, name.strip(), password, settings.session_hours)
+    except NotAuthenticated as error:
+        return _login_form(request, next_url=safe_next(next), name=name, error=error.message, status_code=422)
+    response = redirect(request, safe_next(next))
+    response.set_cookie(
+        SESSION_COOKIE,
+        done.session_token,
+        max_age=int(settings.session_hours * 3600),
+        httponly=True,
+        secure=settings.secret_cookie_secure,
+        samesite="lax",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, session: SessionDep, _principal: PagePrincipal) -> Response:
+    """End the browser session."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        await service.logout(session, cookie)
+    response = redirect(request, "/login")
+    response.delete_cookie(SESSION_COOKIE)
+    return response

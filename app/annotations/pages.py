@@ -1,0 +1,152 @@
+"""HTML routes of the annotation workspace: the image page and the training-mode reference overlay."""
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from app.annotations import service
+from app.annotations.service import Workspace
+from app.deps import Principal, SessionDep, SettingsDep
+from app.errors import NotFound
+from app.images import repository as images_repository
+from app.images import service as images
+from app.images.tiles import TileCache
+from app.models import AssignmentStatus, Image, Mode
+from app.studies import repository as studies_repository
+from app.studies import service as studies
+from app.templating import PagePrincipal, redirect, render
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+TILE_SIZE = 256
+HEARTBEAT_SECONDS = 15
+API = "/api/v1"
+MODE_BANNERS = {
+    Mode.training: "after marking an image done you may compare with the reference.",
+    Mode.unaided: "annotate every cell you see.",
+    Mode.aided: "the objects start from an algorithm's suggestions. Check and correct every one.",
+}
+
+
+async def _own_workspace(
+    session: SessionDep, principal: Principal, assignment_id: int, image_id: int
+) -> Workspace:
+    assignment = await studies.get_assignment(session, principal.user, assignment_id)
+    if assignment.expert_id != principal.user.id:
+        raise NotFound(f"no assignment {assignment_id} of yours")
+    workspace = await service.open_workspace(session, principal.user, image_id, assignment.mode)
+    if workspace.assignment.id != assignment.id:
+        raise NotFound(f"image {image_id} is not part of assignment {assignment_id}")
+    return workspace
+
+
+@router.get("/work/{assignment_id}")
+async def resume(
+    request: Request, assignment_id: int, session: SessionDep, principal: PagePrincipal
+) -> Response:
+    """Open the first image of an own assignment that is not done yet."""
+    assignment = await studies.get_assignment(session, principal.user, assignment_id)
+    if assignment.expert_id != principal.user.id:
+        raise NotFound(f"no assignment {assignment_id} of yours")
+    image_list = await images_repository.images_of_task(session, assignment.task_id)
+    if not image_list:
+        raise NotFound("this task has no images yet")
+    done = await studies_repository.completed_image_ids(session, assignment.id)
+    first = next((image for image in image_list if image.id not in done), image_list[0])
+    return redirect(request, f"/work/{assignment.id}/images/{first.id}")
+
+
+@router.get("/work/{assignment_id}/images/{image_id}")
+async def workspace_page(
+    request: Request,
+    assignment_id: int,
+    image_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PagePrincipal,
+) -> Response:
+    """The annotation workspace of one image."""
+    workspace = await _own_workspace(session, principal, assignment_id, image_id)
+    image_list = list(await images_repository.images_of_task(session, workspace.task.id))
+    done = await studies_repository.completed_image_ids(session, workspace.assignment.id)
+    cache: TileCache = request.app.state.tile_cache
+    described = await images.describe(cache, settings, workspace.image)
+    objects = await service.list_annotations(session, workspace)
+    index = next(i for i, image in enumerate(image_list) if image.id == image_id)
+    config = _config(workspace, described.levels, objects, image_list, index, image_id in done)
+    context = {
+        "principal": principal,
+        "nav": "dashboard",
+        "workspace": workspace,
+        "banner": MODE_BANNERS[Mode(workspace.assignment.mode)],
+        "images": image_list,
+        "index": index,
+        "done": done,
+        "labels": sorted(workspace.labels_by_name.values(), key=lambda label: label.position),
+        "config": config,
+    }
+    return render(request, "work/workspace.html", context)
+
+
+def _url(workspace: Workspace, image: Image) -> str:
+    return f"/work/{workspace.assignment.id}/images/{image.id}"
+
+
+def _config(
+    workspace: Workspace,
+    levels: list[tuple[int, int]],
+    objects: list[Any],
+    image_list: list[Image],
+    index: int,
+    is_done: bool,
+) -> dict[str, Any]:
+    """What annotate.js needs; never suggestion origins, scores or register data."""
+    image, mode = workspace.image, workspace.assignment.mode
+    labels = sorted(workspace.labels_by_name.values(), key=lambda label: label.position)
+    return {
+        "imageId": image.id,
+        "mode": mode,
+        "width": image.width,
+        "height": image.height,
+        "levels": levels,
+        "tileSize": TILE_SIZE,
+        "api": API,
+        "labels": [{"name": label.name, "colour": label.colour, "key": label.key} for label in labels],
+        "defaultBoxSize": workspace.task.default_box_size,
+        "objects": [
+            {
+                "id": o.id,
+                "label": o.label,
+                "x1": o.x1,
+                "y1": o.y1,
+                "x2": o.x2,
+                "y2": o.y2,
+                "version": o.version,
+            }
+            for o in objects
+        ],
+        "prevUrl": _url(workspace, image_list[index - 1]) if index > 0 else None,
+        "nextUrl": _url(workspace, image_list[index + 1]) if index + 1 < len(image_list) else None,
+        "done": is_done,
+        "readOnly": workspace.assignment.status == AssignmentStatus.finished,
+        "heartbeatSeconds": HEARTBEAT_SECONDS,
+        "referenceUrl": f"{_url(workspace, image)}/reference" if mode == Mode.training else None,
+    }
+
+
+@router.get("/work/{assignment_id}/images/{image_id}/reference")
+async def reference_overlay(
+    request: Request, assignment_id: int, image_id: int, session: SessionDep, principal: PagePrincipal
+) -> Response:
+    """Reference objects over the own ones (training mode, image done): what was missed and added."""
+    workspace = await _own_workspace(session, principal, assignment_id, image_id)
+    comparison = await service.training_reference(session, workspace)
+    context = {
+        "principal": principal,
+        "image": workspace.image,
+        "labels_by_id": workspace.labels_by_id,
+        "comparison": comparison,
+        "missed": sum(1 for _, found in comparison.reference if not found),
+    }
+    return render(request, "work/reference.html", context)

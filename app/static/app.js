@@ -1,0 +1,35 @@
+// Page-wide helpers: toasts for failed HTMX requests, and the session-expiry redirect.
+(() => {
+  "use strict";
+
+  function toast(message, kind = "error") {
+    const box = document.getElementById("toasts");
+    if (!box) return;
+    const item = document.createElement("div");
+    item.className = `toast toast-${kind}`;
+    item.setAttribute("role", "alert");
+    item.textContent = message;
+    const close = document.createElement("button");
+    close.type = "button";
+    close.className = "toast-close";
+    close.setAttribute("aria-label", "Dismiss");
+    close.textContent = "×";
+    close.addEventListener("click", () => item.remove());
+    item.appendChild(close);
+    box.appendChild(item);
+    setTimeout(() => item.remove(), 8000);
+  }
+  window.concordToast = toast;
+
+  document.addEventListener("htmx:responseError", (event) => {
+    const xhr = event.detail.xhr;
+    if (xhr.status === 401) {
+      location.assign(`/login?next=${encodeURIComponent(location.pathname)}&expired=1`);
+      return;
+    }
+    const holder = document.createElement("div");
+    holder.innerHTML = xhr.responseText;
+    toast(holder.textContent.trim() || `Request failed (${xhr.status})`);
+  });
+  document.addEventListener("htmx:sendError", () => toast("No connection to the server; try again."));
+})();

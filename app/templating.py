@@ -1,0 +1,107 @@
+"""Jinja2 templates with block rendering for HTMX, and the page-only login redirect."""
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from jinja2_fragments.fastapi import Jinja2Blocks
+
+from app.deps import SESSION_COOKIE, OptionalPrincipal, Principal
+from app.errors import Forbidden
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+HTMX_VERSION = "2.0.11"
+
+
+def make_templates() -> Jinja2Blocks:
+    templates = Jinja2Blocks(directory=str(TEMPLATE_DIR))
+    templates.env.globals["htmx_js"] = f"/static/htmx-{HTMX_VERSION}.min.js"
+    return templates
+
+
+def get_templates(request: Request) -> Jinja2Blocks:
+    templates: Jinja2Blocks = request.app.state.templates
+    return templates
+
+
+TemplatesDep = Annotated[Jinja2Blocks, Depends(get_templates)]
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true" and request.headers.get("HX-Boosted") != "true"
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    *,
+    block: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The whole page, or only `block` when HTMX asks; always `Vary: HX-Request`."""
+    templates = get_templates(request)
+    block_name = block if block and is_htmx(request) else None
+    response: Response = templates.TemplateResponse(
+        request, name, context, status_code=status_code, block_name=block_name
+    )
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+def redirect(request: Request, url: str) -> Response:
+    """A 303 for plain requests; HX-Redirect for HTMX so the whole page changes."""
+    if request.headers.get("HX-Request") == "true":
+        return Response(status_code=204, headers={"HX-Redirect": url, "Vary": "HX-Request"})
+    return RedirectResponse(url, status_code=303, headers={"Vary": "HX-Request"})
+
+
+class LoginRequired(Exception):
+    """A page needs a logged-in user; answered by a redirect to the login page."""
+
+    def __init__(self, next_url: str, expired: bool) -> None:
+        super().__init__(next_url)
+        self.next_url = next_url
+        self.expired = expired
+
+
+def login_url(next_url: str = "/", expired: bool = False) -> str:
+    url = f"/login?next={quote(next_url, safe='/')}"
+    return url + "&expired=1" if expired else url
+
+
+async def handle_login_required(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginRequired)
+    return redirect(request, login_url(exc.next_url, exc.expired))
+
+
+def install_page_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(LoginRequired, handle_login_required)
+
+
+def _next_of(request: Request) -> str:
+    if request.method == "GET":
+        query = f"?{request.url.query}" if request.url.query else ""
+        return request.url.path + query
+    current = urlsplit(request.headers.get("HX-Current-URL", "/"))
+    return current.path or "/"
+
+
+async def require_page_principal(request: Request, principal: OptionalPrincipal) -> Principal:
+    if principal is None:
+        raise LoginRequired(_next_of(request), expired=SESSION_COOKIE in request.cookies)
+    return principal
+
+
+PagePrincipal = Annotated[Principal, Depends(require_page_principal)]
+
+
+async def require_page_admin(principal: PagePrincipal) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("this page needs the admin role")
+    return principal
+
+
+PageAdmin = Annotated[Principal, Depends(require_page_admin)]
