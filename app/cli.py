@@ -1,19 +1,21 @@
 """The `concord` command: serve, migrate, users, tokens, the demo study, and the commands of later domains."""
 
+from __future__ import annotations
+
 import argparse
 import asyncio
 import getpass
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from app.config import Settings, get_settings
 
 T = TypeVar("T")
 
 
-def run_async(work: Callable[[Settings], Awaitable[T]]) -> T:
+def run_async(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(work(get_settings()))
 
 
@@ -121,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """Commands of other domains register themselves here."""
-    return []
+    from app.detectors.cli import register as register_detectors
+    from app.evaluation.cli import register as register_evaluation
+    from worker.cli import register as register_worker
+
+    return [register_worker, register_evaluation, register_detectors]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from app.db import make_engine, make_sessionmaker
 from app.deps import SessionDep
 from app.errors import install_error_handlers
 from app.studies.api import router as studies_router
+from app.templating import install_page_handlers, make_templates
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 API_PREFIX = "/api/v1"
@@ -23,14 +24,43 @@ API_PREFIX = "/api/v1"
 
 def api_routers() -> list[APIRouter]:
     """JSON routers, mounted under /api/v1. Each domain adds its own line."""
+    from app.detectors.api import router as detectors_router
+    from app.evaluation.api import router as evaluation_router
     from app.images.api import router as images_router
+    from app.jobs.api import router as jobs_router
+    from app.suggestions.api import router as suggestions_router
 
-    return [accounts_router, studies_router, images_router, annotations_router]
+    return [
+        accounts_router,
+        studies_router,
+        images_router,
+        annotations_router,
+        jobs_router,
+        suggestions_router,
+        evaluation_router,
+        detectors_router,
+    ]
 
 
 def page_routers() -> list[APIRouter]:
     """HTML/HTMX routers, mounted at the root. Each domain adds its own line."""
-    return []
+    from app.accounts.pages import router as accounts_pages
+    from app.annotations.pages import router as annotations_pages
+    from app.evaluation.pages import router as evaluation_pages
+    from app.images.pages import router as images_pages
+    from app.jobs.pages import router as jobs_pages
+    from app.studies.pages import router as studies_pages
+    from app.suggestions.pages import router as suggestions_pages
+
+    return [
+        accounts_pages,
+        studies_pages,
+        images_pages,
+        annotations_pages,
+        evaluation_pages,
+        jobs_pages,
+        suggestions_pages,
+    ]
 
 
 health_router = APIRouter(tags=["health"])
@@ -59,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.argon2_time_cost, settings.argon2_memory_kib
         )
         app.state.tile_cache = make_tile_cache(settings)
+        app.state.templates = make_templates()
         try:
             yield
         finally:
@@ -72,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_page_handlers(app)
     app.include_router(health_router, prefix=API_PREFIX)
     for router in api_routers():
         app.include_router(router, prefix=API_PREFIX)

@@ -140,8 +140,10 @@ async def _pixels(work: Callable[[], T]) -> T:
 
 
 async def describe(cache: TileCache, settings: Settings, image: Image) -> ImageOut:
-    path, window = file_of(settings, image)
-    view = await _pixels(lambda: cache.view(path, window))
+    levels: list[tuple[int, int]] = []
+    if image.file_format != "missing":  # imported without pixels: described, no levels
+        path, window = file_of(settings, image)
+        levels = [(int(w), int(h)) for w, h in (await _pixels(lambda: cache.view(path, window))).levels]
     return ImageOut(
         id=image.id,
         task_id=image.task_id,
@@ -151,7 +153,7 @@ async def describe(cache: TileCache, settings: Settings, image: Image) -> ImageO
         microns_per_pixel=image.microns_per_pixel,
         file_format=image.file_format,
         position=image.position,
-        levels=[(int(w), int(h)) for w, h in view.levels],
+        levels=levels,
     )
 
 

@@ -1,0 +1,154 @@
+"""JSON routes of the evaluation: EXACT import, study metrics, exports. Admin only."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import PlainTextResponse, Response
+
+from app.deps import AdminUser, SessionDep
+from app.errors import Invalid, NotFound
+from app.evaluation import exports
+from app.evaluation.importer import ImportFile, ImportRequest, import_exact
+from app.evaluation.schemas import (
+    ErrorKind,
+    EvaluatedMode,
+    ExportFormat,
+    ImportReport,
+    ImportRole,
+    StudyMetricsOut,
+    TaskKindName,
+)
+from app.evaluation.service import MetricsParams, study_metrics
+from app.models import Study, Task
+
+router = APIRouter(tags=["evaluation"])
+
+IouQuery = Annotated[float, Query(gt=0, le=1, description="IoU threshold of concordance (published: 0.25)")]
+ErrorIouQuery = Annotated[
+    float | None, Query(gt=0, le=1, description="IoU threshold of injected errors (default: iou)")
+]
+MEDIA = {"exact": "text/plain; charset=utf-8", "coco": "application/json", "csv": "text/csv; charset=utf-8"}
+SUFFIX = {"exact": "txt", "coco": "json", "csv": "csv"}
+
+
+@router.post("/import/exact", status_code=201)
+async def import_exact_files(
+    session: SessionDep,
+    _admin: AdminUser,
+    files: Annotated[list[UploadFile], File(description="EXACT text exports")],
+    study: Annotated[str, Form(min_length=1, max_length=200)],
+    task: Annotated[str, Form(min_length=1, max_length=200)],
+    kind: Annotated[TaskKindName, Form()],
+    role: Annotated[ImportRole, Form()],
+    mode: Annotated[EvaluatedMode | None, Form()] = None,
+    expert: Annotated[str | None, Form(max_length=64)] = None,
+    error_kind: Annotated[ErrorKind | None, Form()] = None,
+    group: Annotated[int | None, Form()] = None,
+) -> ImportReport:
+    """Import EXACT files as ground truth, suggestions, expert work or injected-error register (all or nothing)."""
+    request = ImportRequest(study, task, kind, role, mode, expert or None, error_kind, group)
+    items = [
+        ImportFile(upload.filename or f"file{index}", await _text(upload))
+        for index, upload in enumerate(files)
+    ]
+    return await import_exact(session, request, items)
+
+
+async def _text(upload: UploadFile) -> str:
+    try:
+        return (await upload.read()).decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise Invalid(f"{upload.filename}: not UTF-8 text") from error
+
+
+@router.get("/studies/{study_id}/metrics")
+async def get_metrics(
+    study_id: int,
+    session: SessionDep,
+    _admin: AdminUser,
+    iou: IouQuery = 0.25,
+    error_iou: ErrorIouQuery = None,
+    consensus_radius: Annotated[float | None, Query(gt=0)] = None,
+    min_votes: Annotated[int, Query(ge=1)] = 1,
+) -> StudyMetricsOut:
+    """Concordance, time per image, injected errors caught, statistics of every task and mode."""
+    study = await _study(session, study_id)
+    return await study_metrics(session, study, MetricsParams(iou, error_iou, consensus_radius, min_votes))
+
+
+@router.get("/studies/{study_id}/metrics/{table}.csv")
+async def get_metrics_csv(
+    study_id: int,
+    table: str,
+    session: SessionDep,
+    _admin: AdminUser,
+    iou: IouQuery = 0.25,
+    error_iou: ErrorIouQuery = None,
+) -> PlainTextResponse:
+    """One metrics table (experts, summary, injected, statistics) as CSV."""
+    study = await _study(session, study_id)
+    metrics = await study_metrics(session, study, MetricsParams(iou, error_iou))
+    header, rows = exports.metrics_table(metrics, table)
+    return _download(exports.rows_csv(header, rows), "csv", f"{study.name}-{table}")
+
+
+@router.get("/tasks/{task_id}/annotations/export")
+async def export_annotations(
+    task_id: int,
+    session: SessionDep,
+    _admin: AdminUser,
+    format: Annotated[ExportFormat, Query(description="exact (one expert and mode), coco or csv")] = "csv",
+    expert: str | None = None,
+    mode: EvaluatedMode | None = None,
+) -> Response:
+    """Expert objects of a task as EXACT text, COCO JSON or CSV."""
+    task = await _task(session, task_id)
+    if format == "exact":
+        text = await exports.expert_exact(session, task, expert, mode)
+    else:
+        objects = await exports.expert_objects(session, task, expert, mode)
+        text = exports.coco_text(objects) if format == "coco" else exports.objects_csv(objects)
+    name = "-".join(part for part in (task.name, expert, mode) if part)
+    return _download(text, format, name)
+
+
+@router.get("/tasks/{task_id}/ground-truth/export")
+async def export_ground_truth(
+    task_id: int,
+    session: SessionDep,
+    _admin: AdminUser,
+    format: Annotated[ExportFormat, Query(description="exact, coco or csv")] = "exact",
+) -> Response:
+    """Reference objects of a task as EXACT text, COCO JSON or CSV."""
+    task = await _task(session, task_id)
+    objects = await exports.ground_truth_objects(session, task)
+    if format == "exact":
+        text = exports.ground_truth_exact(objects)
+    else:
+        text = exports.coco_text(objects) if format == "coco" else exports.objects_csv(objects)
+    return _download(text, format, f"{task.name}-ground-truth")
+
+
+def _download(text: str, format: str, name: str) -> PlainTextResponse:
+    filename = "".join(char if char.isalnum() or char in "-_." else "_" for char in name)
+    return PlainTextResponse(
+        text,
+        media_type=MEDIA[format],
+        headers={"Content-Disposition": f'attachment; filename="{filename}.{SUFFIX[format]}"'},
+    )
+
+
+async def _study(session: SessionDep, study_id: int) -> Study:
+    study = await session.get(Study, study_id)
+    if study is None:
+        raise NotFound(f"no study {study_id}")
+    return study
+
+
+async def _task(session: SessionDep, task_id: int) -> Task:
+    task = await session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"no task {task_id}")
+    return task

@@ -1,0 +1,342 @@
+"""Exports of a task's objects (EXACT text, COCO JSON, CSV) and of metrics tables (CSV).
+
+The EXACT export of one expert and mode is re-importable with `concord import-exact --role expert`: images
+come in the order the expert first saw them, an image seen without objects as a `not in image` line, and
+timestamps are the stored naive local times. The annotation table keeps neither EXACT's uuid nor its editor
+names, so the export writes the expert as both editors and a uuid derived from the annotation id.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Invalid, NotFound
+from app.evaluation import repository
+from app.evaluation.exact_format import NOT_IN_IMAGE, ExactObject, format_exact
+from app.evaluation.schemas import StudyMetricsOut
+from app.models import Task
+
+UUID_NAMESPACE = uuid.UUID("6f1d4c3e-2b0a-4e8f-9a57-0c5e1d2b3a49")
+CSV_FIELDS = (
+    "image",
+    "label",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "expert",
+    "mode",
+    "deleted",
+    "created_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class ExportObject:
+    image: str
+    image_width: int
+    image_height: int
+    label: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    expert: str
+    mode: str
+    deleted: bool
+    created_at: datetime | None
+    updated_at: datetime | None
+    key: str
+
+
+def naive(at: datetime) -> datetime:
+    """The stored naive local time: Concord keeps imported timestamps as if they were UTC."""
+    return at.replace(tzinfo=None)
+
+
+async def expert_objects(
+    session: AsyncSession, task: Task, expert: str | None, mode: str | None
+) -> list[ExportObject]:
+    expert_id = await _expert_id(session, expert)
+    rows = await repository.annotations_for_export(session, task.id, expert_id, mode)
+    return [
+        ExportObject(
+            image=image.name,
+            image_width=image.width,
+            image_height=image.height,
+            label=label.name,
+            x1=annotation.x1,
+            y1=annotation.y1,
+            x2=annotation.x2,
+            y2=annotation.y2,
+            expert=name,
+            mode=annotation.mode,
+            deleted=annotation.deleted,
+            created_at=naive(annotation.created_at),
+            updated_at=naive(annotation.updated_at),
+            key=str(uuid.uuid5(UUID_NAMESPACE, f"annotation-{annotation.id}")),
+        )
+        for annotation, image, label, name, _, _ in rows
+    ]
+
+
+async def _expert_id(session: AsyncSession, expert: str | None) -> int | None:
+    if expert is None:
+        return None
+    users = await repository.users_by_name(session, [expert])
+    if expert not in users:
+        raise NotFound(f"no expert {expert!r}")
+    return users[expert].id
+
+
+async def ground_truth_objects(session: AsyncSession, task: Task) -> list[ExportObject]:
+    rows = await repository.ground_truth_for_export(session, task.id)
+    return [
+        ExportObject(
+            image=image.name,
+            image_width=image.width,
+            image_height=image.height,
+            label=label.name,
+            x1=obj.x1,
+            y1=obj.y1,
+            x2=obj.x2,
+            y2=obj.y2,
+            expert="ground truth",
+            mode="",
+            deleted=False,
+            created_at=None,
+            updated_at=None,
+            key=str(uuid.uuid5(UUID_NAMESPACE, f"ground-truth-{obj.id}")),
+        )
+        for obj, image, label in rows
+    ]
+
+
+async def expert_exact(session: AsyncSession, task: Task, expert: str | None, mode: str | None) -> str:
+    """One expert's objects in one mode as EXACT text, seen images without objects included."""
+    if expert is None or mode is None:
+        raise Invalid("an EXACT export holds one expert's work in one mode: give expert and mode")
+    objects = await expert_objects(session, task, expert, mode)
+    expert_id = await _expert_id(session, expert)
+    assert expert_id is not None
+    seen = [image.name for image in await repository.views_for_export(session, task.id, expert_id, mode)]
+    return _exact_text(objects, seen)
+
+
+def _exact_text(objects: Sequence[ExportObject], seen: Sequence[str]) -> str:
+    """Images in viewing order (seen images first), each as its objects or one `not in image` line."""
+    by_image: dict[str, list[ExportObject]] = {}
+    for obj in objects:
+        by_image.setdefault(obj.image, []).append(obj)
+    parts = []
+    for name in dict.fromkeys([*seen, *by_image]):
+        if name in by_image:
+            parts.append(format_exact(_exact_object(obj) for obj in by_image[name]))
+        else:
+            parts.append(f"{name}||{NOT_IN_IMAGE}\n")
+    return "".join(parts)
+
+
+def ground_truth_exact(objects: Sequence[ExportObject]) -> str:
+    return format_exact(_exact_object(obj) for obj in objects)
+
+
+def _exact_object(obj: ExportObject) -> ExactObject:
+    at = obj.updated_at or datetime(1970, 1, 1)
+    return ExactObject(
+        image=obj.image,
+        label=obj.label,
+        x1=round(obj.x1),
+        y1=round(obj.y1),
+        x2=round(obj.x2),
+        y2=round(obj.y2),
+        first_editor=obj.expert,
+        created=obj.created_at or at,
+        last_editor=obj.expert,
+        last_edited=at,
+        uuid=obj.key,
+        deleted=obj.deleted,
+        width=obj.image_width,
+        height=obj.image_height,
+    )
+
+
+def coco(objects: Sequence[ExportObject]) -> dict[str, Any]:
+    """COCO detection JSON; bbox = [x1, y1, x2 − x1, y2 − y1] in pixels; extra keys expert, mode, deleted."""
+    images = {name: index + 1 for index, name in enumerate(dict.fromkeys(obj.image for obj in objects))}
+    sizes = {obj.image: (obj.image_width, obj.image_height) for obj in objects}
+    labels = {name: index + 1 for index, name in enumerate(dict.fromkeys(obj.label for obj in objects))}
+    return {
+        "images": [
+            {"id": index, "file_name": name, "width": sizes[name][0], "height": sizes[name][1]}
+            for name, index in images.items()
+        ],
+        "categories": [{"id": index, "name": name} for name, index in labels.items()],
+        "annotations": [
+            {
+                "id": number,
+                "image_id": images[obj.image],
+                "category_id": labels[obj.label],
+                "bbox": [obj.x1, obj.y1, obj.x2 - obj.x1, obj.y2 - obj.y1],
+                "area": (obj.x2 - obj.x1) * (obj.y2 - obj.y1),
+                "iscrowd": 0,
+                "expert": obj.expert,
+                "mode": obj.mode,
+                "deleted": obj.deleted,
+            }
+            for number, obj in enumerate(objects, start=1)
+        ],
+    }
+
+
+def coco_text(objects: Sequence[ExportObject]) -> str:
+    return json.dumps(coco(objects), indent=1)
+
+
+def objects_csv(objects: Sequence[ExportObject]) -> str:
+    return rows_csv(
+        CSV_FIELDS,
+        (
+            (
+                obj.image,
+                obj.label,
+                obj.x1,
+                obj.y1,
+                obj.x2,
+                obj.y2,
+                obj.expert,
+                obj.mode,
+                obj.deleted,
+                obj.created_at.isoformat(sep=" ") if obj.created_at else "",
+                obj.updated_at.isoformat(sep=" ") if obj.updated_at else "",
+            )
+            for obj in objects
+        ),
+    )
+
+
+def rows_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(["" if value is None else value for value in row] for row in rows)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- metrics tables
+
+
+METRICS_TABLES = ("experts", "summary", "injected", "statistics")
+
+
+def metrics_table(metrics: StudyMetricsOut, table: str) -> tuple[list[str], list[list[Any]]]:
+    """One table behind the dashboard: header and rows."""
+    if table == "experts":
+        return _experts_table(metrics)
+    if table == "summary":
+        return _summary_table(metrics)
+    if table == "injected":
+        return _injected_table(metrics)
+    if table == "statistics":
+        return _statistics_table(metrics)
+    raise NotFound(f"no metrics table {table!r}; tables: {', '.join(METRICS_TABLES)}")
+
+
+def _experts_table(metrics: StudyMetricsOut) -> tuple[list[str], list[list[Any]]]:
+    header = [
+        "task",
+        "mode",
+        "expert",
+        "objects",
+        "seconds_per_image",
+        "concordance",
+        "vote_weighted_concordance",
+    ]
+    rows = [
+        [
+            task,
+            mode,
+            expert,
+            result.objects,
+            result.seconds_per_image,
+            result.concordance,
+            result.vote_weighted_concordance,
+        ]
+        for task, task_result in metrics.tasks.items()
+        for mode, mode_result in task_result.modes.items()
+        for expert, result in mode_result.experts.items()
+    ]
+    return header, rows
+
+
+def _summary_table(metrics: StudyMetricsOut) -> tuple[list[str], list[list[Any]]]:
+    header = ["task", "mode", "measure", "mean", "min", "max", "sd"]
+    rows = []
+    for task, task_result in metrics.tasks.items():
+        for mode, mode_result in task_result.modes.items():
+            for measure, value in (
+                ("concordance", mode_result.summary.concordance),
+                ("seconds_per_image", mode_result.summary.seconds_per_image),
+            ):
+                rows.append([task, mode, measure, value.mean, value.min, value.max, value.sd])
+        rows.append(
+            [task, "aided", "suggestions_concordance", task_result.suggestions.concordance, None, None, None]
+        )
+    return header, rows
+
+
+def _injected_table(metrics: StudyMetricsOut) -> tuple[list[str], list[list[Any]]]:
+    header = ["task", "kind", "group", "mode", "expert", "total", "matched"]
+    rows: list[list[Any]] = []
+    for task, task_result in metrics.tasks.items():
+        for kind, groups in task_result.injected_errors.items():
+            for group, modes in groups.items():
+                for mode, result in modes.items():
+                    rows += [
+                        [task, kind, group, mode, expert, count.total, count.matched]
+                        for expert, count in result.experts.items()
+                    ]
+                    rows.append(
+                        [task, kind, group, mode, "pooled", result.pooled.total, result.pooled.matched]
+                    )
+    return header, rows
+
+
+def _statistics_table(metrics: StudyMetricsOut) -> tuple[list[str], list[list[Any]]]:
+    header = [
+        "task",
+        "measure",
+        "anova_F",
+        "anova_df",
+        "anova_p",
+        "paired_t",
+        "paired_df",
+        "paired_p",
+        "note",
+    ]
+    rows = [
+        [
+            task,
+            measure,
+            tests.anova_F,
+            "/".join(str(df) for df in tests.anova_df),
+            tests.anova_p,
+            tests.paired_t,
+            tests.paired_df,
+            tests.paired_p,
+            tests.note,
+        ]
+        for task, task_result in metrics.tasks.items()
+        for measure, tests in task_result.statistics.items()
+    ]
+    return header, rows

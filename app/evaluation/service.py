@@ -1,0 +1,572 @@
+"""Study metrics (DESIGN.md "Evaluation"): concordance, time per image, injected errors caught, statistics.
+
+The study is read once (one query per table, `repository.read_study`), turned into arrays, and every number
+is computed by the pure functions of `app.evaluation.metrics` and `app.evaluation.statistics`.
+Detection order of an expert: images in the order the expert first saw them (image_view), then objects in
+source order (annotation position, then id). Every object, reference and register entry passes
+`metrics.counted_mask` (not deleted, strictly inside the image by more than 2 px).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Invalid, NotFound
+from app.evaluation import metrics as m
+from app.evaluation import repository, statistics
+from app.evaluation.schemas import (
+    ConsensusOut,
+    CountOut,
+    ExpertMetricsOut,
+    InjectedModeOut,
+    ModeMetricsOut,
+    ModeSummaryOut,
+    PooledOut,
+    SpreadOut,
+    StudyMetricsOut,
+    SuggestionsOut,
+    TaskMetricsOut,
+    TestsOut,
+    TimingOut,
+)
+from app.models import Study
+
+MODES = repository.EVALUATED_MODES
+ALL_GROUPS = "all"
+
+
+@dataclass(frozen=True)
+class MetricsParams:
+    """Thresholds of an evaluation; error_iou None means the same as iou; radius None: no consensus block."""
+
+    iou: float = m.PAPER_IOU
+    error_iou: float | None = None
+    consensus_radius: float | None = None
+    min_votes: int = 1
+
+    @property
+    def register_iou(self) -> float:
+        return self.iou if self.error_iou is None else self.error_iou
+
+    def check(self) -> MetricsParams:
+        for name, value in (("iou", self.iou), ("error_iou", self.register_iou)):
+            if not 0.0 < value <= 1.0:
+                raise Invalid(f"{name} must lie in (0, 1], got {value}")
+        if self.consensus_radius is not None and self.consensus_radius <= 0:
+            raise Invalid("the consensus radius must be positive")
+        if self.min_votes < 1:
+            raise Invalid("minimum votes must be at least 1")
+        return self
+
+
+# ---------------------------------------------------------------- arrays of the study
+
+
+@dataclass(frozen=True)
+class Boxes:
+    """Objects in detection order: boxes (N, 4) in pixels, label ids, image ids (N,)."""
+
+    boxes: m.FloatArray
+    labels: m.IntArray
+    images: m.IntArray
+
+    def take(self, index: Any) -> Boxes:
+        return Boxes(self.boxes[index], self.labels[index], self.images[index])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class ExpertWork:
+    """One expert's counted objects in one task and mode, with their last-edit seconds and images seen."""
+
+    objects: Boxes
+    edited_seconds: m.FloatArray
+    images_seen: list[int] = field(default_factory=list)
+    visit_seconds: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class TaskData:
+    name: str
+    labels: dict[int, str]
+    reference: Boxes
+    work: dict[str, dict[str, ExpertWork]]  # mode → expert name → work
+    suggestions: Boxes | None
+    suggestion_set_id: int | None
+    register: dict[str, list[tuple[int | None, Boxes]]]  # kind → [(group, entries)], see _register
+    span: int = 1  # more than any image id of the study
+
+
+@dataclass(frozen=True)
+class ImageSizes:
+    """Images of the study sorted by id: task, size and position (upload order)."""
+
+    ids: m.IntArray
+    tasks: m.IntArray
+    widths: m.FloatArray
+    heights: m.FloatArray
+    positions: m.IntArray
+
+    def counted(self, boxes: Boxes) -> m.BoolArray:
+        index = np.searchsorted(self.ids, boxes.images)
+        deleted = np.zeros(len(boxes), dtype=np.bool_)
+        return m.counted_mask(boxes.boxes, self.widths[index], self.heights[index], deleted)
+
+
+def _columns(rows: Sequence[Any], count: int) -> list[tuple[Any, ...]]:
+    return list(zip(*rows, strict=True)) if rows else [() for _ in range(count)]
+
+
+def _boxes(rows: Sequence[Any], image_col: int, label_col: int, box_col: int) -> Boxes:
+    columns = _columns(rows, box_col + 4)
+    boxes = np.array(columns[box_col : box_col + 4], dtype=np.float64).T.reshape(len(rows), 4)
+    return Boxes(
+        boxes,
+        np.array(columns[label_col], dtype=np.int64),
+        np.array(columns[image_col], dtype=np.int64),
+    )
+
+
+def build_tasks(rows: repository.StudyRows) -> dict[int, TaskData]:
+    """Arrays of every task from the study's rows; counted objects only."""
+    sizes = _image_sizes(rows.images)
+    users = {user_id: name for user_id, name in rows.users}
+    labels: dict[int, dict[int, str]] = defaultdict(dict)
+    for label_id, task_id, name in rows.labels:
+        labels[task_id][label_id] = name
+    tasks = {
+        task_id: TaskData(
+            name, labels[task_id], Boxes(np.zeros((0, 4)), _ints(), _ints()), {}, None, None, {}
+        )
+        for task_id, name in rows.tasks
+    }
+    for task in tasks.values():
+        task.span = int(sizes.ids.max(initial=0)) + 1
+    _add_reference(tasks, rows.ground_truth, sizes)
+    _add_work(tasks, rows, sizes, users)
+    _add_suggestions(tasks, rows, sizes)
+    _add_register(tasks, rows.injected, sizes)
+    return tasks
+
+
+def _ints() -> m.IntArray:
+    return np.zeros(0, dtype=np.int64)
+
+
+def _image_sizes(rows: Sequence[Any]) -> ImageSizes:
+    ids, tasks, widths, heights, positions = _columns(rows, 5)
+    return ImageSizes(
+        np.array(ids, dtype=np.int64),
+        np.array(tasks, dtype=np.int64),
+        np.array(widths, dtype=np.float64),
+        np.array(heights, dtype=np.float64),
+        np.array(positions, dtype=np.int64),
+    )
+
+
+def _runs(keys: Sequence[Any]) -> Iterable[tuple[Any, int, int]]:
+    """(key, start, stop) of runs of equal consecutive keys."""
+    start = 0
+    for index in range(1, len(keys) + 1):
+        if index == len(keys) or keys[index] != keys[start]:
+            yield keys[start], start, index
+            start = index
+
+
+def _add_reference(tasks: dict[int, TaskData], rows: Sequence[Any], sizes: ImageSizes) -> None:
+    task_ids = [row[0] for row in rows]
+    everything = _boxes(rows, 1, 2, 3)
+    for task_id, start, stop in _runs(task_ids):
+        reference = everything.take(slice(start, stop))
+        tasks[task_id].reference = reference.take(sizes.counted(reference))
+
+
+def _add_work(
+    tasks: dict[int, TaskData], rows: repository.StudyRows, sizes: ImageSizes, users: dict[int, str]
+) -> None:
+    for mode, mode_rows in rows.annotations.items():
+        _add_mode_work(tasks, mode, mode_rows, rows.views, sizes, users)
+    for task_id, mode, expert_id, image_id in rows.views:
+        _work_of(tasks, task_id, mode, users[expert_id]).images_seen.append(image_id)
+    for task_id, mode, expert_id, image_id, seconds in rows.visits:
+        _work_of(tasks, task_id, mode, users[expert_id]).visit_seconds[image_id] = float(seconds or 0.0)
+
+
+def _add_mode_work(
+    tasks: dict[int, TaskData],
+    mode: str,
+    rows: Sequence[Any],
+    views: Sequence[Any],
+    sizes: ImageSizes,
+    users: dict[int, str],
+) -> None:
+    """Sorts one mode's objects into detection order per expert, in numpy, and keeps the counted ones."""
+    if not rows:
+        return
+    width = repository.ANNOTATION_COLUMNS
+    table = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width).reshape(
+        -1, width
+    )
+    experts, images = table[:, 0].astype(np.int64), table[:, 1].astype(np.int64)
+    image_index = np.searchsorted(sizes.ids, images)
+    task_of = sizes.tasks[image_index]
+    rank = _view_rank(mode, views, experts, images, sizes.positions[image_index])
+    order = np.lexsort((table[:, 9], table[:, 8], rank, experts, task_of))
+    table, experts, images, task_of = table[order], experts[order], images[order], task_of[order]
+    objects = Boxes(np.ascontiguousarray(table[:, 3:7]), table[:, 2].astype(np.int64), images)
+    keep = sizes.counted(objects)
+    group = task_of * (int(experts.max(initial=0)) + 1) + experts
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    for start, stop in zip(starts, [*starts[1:], len(group)], strict=True):
+        chosen = np.flatnonzero(keep[start:stop]) + start
+        tasks[int(task_of[start])].work.setdefault(mode, {})[users[int(experts[start])]] = ExpertWork(
+            objects.take(chosen), table[chosen, 7]
+        )
+
+
+def _view_rank(
+    mode: str, views: Sequence[Any], experts: m.IntArray, images: m.IntArray, positions: m.IntArray
+) -> m.IntArray:
+    """Rank of each object's image in its expert's viewing order; unseen images after, by upload position."""
+    span = int(max(images.max(initial=0), max((row[3] for row in views), default=0))) + 1
+    seen = [(row[2], row[3]) for row in views if row[1] == mode]
+    keys = np.array([expert * span + image for expert, image in seen], dtype=np.int64)
+    ranks = np.zeros(len(seen), dtype=np.int64)
+    for start, stop in _expert_runs([expert for expert, _ in seen]):
+        ranks[start:stop] = np.arange(stop - start)
+    order = np.argsort(keys, kind="stable")
+    keys, ranks = keys[order], ranks[order]
+    wanted = experts * span + images
+    where = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    found = (keys[where] == wanted) if len(keys) else np.zeros(len(wanted), dtype=np.bool_)
+    unseen_rank = len(views) + positions
+    result: m.IntArray = np.where(found, ranks[where] if len(keys) else 0, unseen_rank)
+    return result
+
+
+def _expert_runs(experts: list[int]) -> Iterable[tuple[int, int]]:
+    for _, start, stop in _runs(experts):
+        yield start, stop
+
+
+def _work_of(tasks: dict[int, TaskData], task_id: int, mode: str, expert: str) -> ExpertWork:
+    experts = tasks[task_id].work.setdefault(mode, {})
+    if expert not in experts:
+        experts[expert] = ExpertWork(Boxes(np.zeros((0, 4)), _ints(), _ints()), np.zeros(0))
+    return experts[expert]
+
+
+def _add_suggestions(tasks: dict[int, TaskData], rows: repository.StudyRows, sizes: ImageSizes) -> None:
+    """The set shown in aided mode: the one most aided assignments show, else the newest set holding any."""
+    shown: dict[int, tuple[int, int]] = {}
+    for task_id, set_id, count in rows.shown_sets:
+        if count > shown.get(task_id, (0, 0))[0]:
+            shown[task_id] = (count, set_id)
+    chosen = {task_id: set_id for task_id, set_id in rows.suggestion_sets}
+    chosen.update({task_id: set_id for task_id, (_, set_id) in shown.items()})
+    set_ids = [row[0] for row in rows.suggestions]
+    everything = _boxes(rows.suggestions, 1, 2, 3)
+    runs = {set_id: (start, stop) for set_id, start, stop in _runs(set_ids)}
+    for task_id, set_id in chosen.items():
+        start, stop = runs.get(set_id, (0, 0))
+        suggestions = everything.take(slice(start, stop))
+        tasks[task_id].suggestions = suggestions.take(sizes.counted(suggestions))
+        tasks[task_id].suggestion_set_id = set_id
+
+
+def _add_register(tasks: dict[int, TaskData], rows: Sequence[Any], sizes: ImageSizes) -> None:
+    everything = _boxes(rows, 3, 4, 5)
+    counted = sizes.counted(everything) if rows else np.zeros(0, dtype=np.bool_)
+    grouped: dict[tuple[int, str, int | None], list[int]] = defaultdict(list)
+    for index, row in enumerate(rows):
+        if counted[index]:
+            grouped[(row[0], row[1], row[2])].append(index)
+    for (task_id, kind, group), indices in grouped.items():
+        tasks[task_id].register.setdefault(kind, []).append((group, everything.take(np.array(indices))))
+
+
+# ---------------------------------------------------------------- computing
+
+
+async def find_study(session: AsyncSession, reference: str) -> Study:
+    """A study by name, or by id when no study has that name."""
+    study = await repository.study_by_name(session, reference)
+    if study is None and reference.isdigit():
+        study = await session.get(Study, int(reference))
+    if study is None:
+        raise NotFound(f"no study {reference!r}")
+    return study
+
+
+async def study_metrics(session: AsyncSession, study: Study, params: MetricsParams) -> StudyMetricsOut:
+    """Reads the study (timed as load_s) and computes every metric (compute_s)."""
+    params.check()
+    started = perf_counter()
+    rows = await repository.read_study(session, study.id)
+    tasks = build_tasks(rows)
+    loaded = perf_counter()
+    results = {task.name: task_metrics(task, params) for task in tasks.values()}
+    computed = perf_counter()
+    return StudyMetricsOut(
+        study=study.name,
+        iou=params.iou,
+        error_iou=params.register_iou,
+        tasks=results,
+        timing=TimingOut(load_s=loaded - started, compute_s=computed - loaded),
+    )
+
+
+def task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
+    modes = {mode: _mode_metrics(task, task.work[mode], params) for mode in MODES if task.work.get(mode)}
+    return TaskMetricsOut(
+        modes=modes,
+        suggestions=_suggestions_metrics(task, params),
+        injected_errors=_injected_metrics(task, params),
+        statistics=_statistics(modes),
+    )
+
+
+def concordance(objects: Boxes, reference: Boxes, iou: float) -> m.Concordance:
+    return m.paper_concordance(
+        objects.boxes,
+        objects.labels,
+        objects.images,
+        reference.boxes,
+        reference.labels,
+        reference.images,
+        iou=iou,
+    )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Every expert's objects of one task and mode in one array set; image ids shifted by row · span so that
+    one call of the pure matching functions evaluates all experts at once without mixing them."""
+
+    names: list[str]
+    objects: Boxes
+    bounds: list[tuple[int, int]]
+    span: int
+
+    @staticmethod
+    def of(experts: dict[str, ExpertWork], span: int) -> Batch:
+        """span: more than any image id of the study."""
+        names = sorted(experts, key=_natural_key)
+        parts = [experts[name].objects for name in names]
+        sizes = np.cumsum([0, *(len(part) for part in parts)])
+        shifted = [Boxes(part.boxes, part.labels, part.images + row * span) for row, part in enumerate(parts)]
+        bounds = [(int(sizes[row]), int(sizes[row + 1])) for row in range(len(parts))]
+        return Batch(names, _concat(shifted) if parts else _empty(), bounds, span)
+
+    def repeat(self, reference: Boxes) -> Boxes:
+        """The reference once per expert, shifted like the expert's objects."""
+        span, rows = self.span, len(self.names)
+        return Boxes(
+            np.tile(reference.boxes, (rows, 1)),
+            np.tile(reference.labels, rows),
+            np.concatenate([reference.images + row * span for row in range(rows)]) if rows else _ints(),
+        )
+
+
+def _empty() -> Boxes:
+    return Boxes(np.zeros((0, 4)), _ints(), _ints())
+
+
+def _mode_metrics(task: TaskData, experts: dict[str, ExpertWork], params: MetricsParams) -> ModeMetricsOut:
+    batch = Batch.of(experts, task.span)
+    match = m.greedy_match(*_fields(batch.objects), *_fields(batch.repeat(task.reference)), iou=params.iou)
+    matched = match.reference_taken.reshape(len(batch.names), len(task.reference))
+    weighted = m.vote_weighted_concordance(matched) if batch.names else np.zeros(0)
+    results: dict[str, ExpertMetricsOut] = {}
+    for row, name in enumerate(batch.names):
+        start, stop = batch.bounds[row]
+        per_class = _per_class_ap(
+            match.true_positive[start:stop], batch.objects.labels[start:stop], task.reference
+        )
+        results[name] = ExpertMetricsOut(
+            objects=stop - start,
+            seconds_per_image=_number(seconds_per_image(experts[name])),
+            concordance=float(np.mean(list(per_class.values()))) if per_class else 0.0,
+            vote_weighted_concordance=_number(float(weighted[row])),
+            per_class={task.labels.get(label, str(label)): ap for label, ap in per_class.items()},
+        )
+    return ModeMetricsOut(
+        experts=results,
+        summary=ModeSummaryOut(
+            concordance=spread([result.concordance for result in results.values()]),
+            seconds_per_image=spread([result.seconds_per_image for result in results.values()]),
+        ),
+        consensus=_consensus(task, experts, batch.names, params),
+    )
+
+
+def _fields(boxes: Boxes) -> tuple[m.FloatArray, m.IntArray, m.IntArray]:
+    return boxes.boxes, boxes.labels, boxes.images
+
+
+def _per_class_ap(true_positive: m.BoolArray, labels: m.IntArray, reference: Boxes) -> dict[int, float]:
+    """`metrics.paper_concordance` per class, from one expert's slice of a batched greedy match."""
+    classes = np.union1d(labels, reference.labels)
+    return {
+        int(label): m.voc_average_precision(
+            true_positive[labels == label], int(np.count_nonzero(reference.labels == label))
+        )
+        for label in classes
+    }
+
+
+def seconds_per_image(work: ExpertWork) -> float:
+    """Concord's own visits when there are any (Σ active seconds / images seen), else the published 300-s rule."""
+    seen = list(dict.fromkeys(work.images_seen)) or list(dict.fromkeys(work.objects.images.tolist()))
+    if work.visit_seconds:
+        images = set(seen) | set(work.visit_seconds)
+        return sum(work.visit_seconds.values()) / len(images)
+    if not seen:
+        return math.nan
+    return m.seconds_per_image_300s_rule(
+        np.array(seen, dtype=np.int64), work.objects.images, work.edited_seconds
+    )
+
+
+def _consensus(
+    task: TaskData, experts: dict[str, ExpertWork], names: list[str], params: MetricsParams
+) -> ConsensusOut | None:
+    if params.consensus_radius is None:
+        return None
+    pooled = [experts[name].objects for name in names]
+    owners = np.concatenate([np.full(len(part), row, dtype=np.int64) for row, part in enumerate(pooled)])
+    boxes = Boxes(
+        np.concatenate([part.boxes for part in pooled]).reshape(-1, 4),
+        np.concatenate([part.labels for part in pooled]),
+        np.concatenate([part.images for part in pooled]),
+    )
+    found = m.consensus(
+        boxes.boxes, boxes.labels, owners, boxes.images, params.consensus_radius, params.min_votes
+    )
+    agreed = Boxes(found.boxes, found.labels, found.images)
+    return ConsensusOut(
+        radius=params.consensus_radius,
+        min_votes=params.min_votes,
+        objects=len(agreed),
+        concordance=concordance(agreed, task.reference, params.iou).mean,
+    )
+
+
+def _suggestions_metrics(task: TaskData, params: MetricsParams) -> SuggestionsOut:
+    if task.suggestions is None:
+        return SuggestionsOut(suggestion_set_id=None, concordance=None)
+    score = concordance(task.suggestions, task.reference, params.iou)
+    return SuggestionsOut(suggestion_set_id=task.suggestion_set_id, concordance=score.mean)
+
+
+def _injected_metrics(
+    task: TaskData, params: MetricsParams
+) -> dict[str, dict[str, dict[str, InjectedModeOut]]]:
+    """kind → group (and 'all') → mode → per-expert and pooled counts of entries found with their label."""
+    results: dict[str, dict[str, dict[str, InjectedModeOut]]] = {}
+    batches = {mode: Batch.of(task.work[mode], task.span) for mode in MODES if task.work.get(mode)}
+    for kind, parts in task.register.items():
+        entries = _concat([part for _, part in parts])
+        groups = np.concatenate([np.full(len(part), -1 if group is None else group) for group, part in parts])
+        by_group: dict[str, dict[str, InjectedModeOut]] = defaultdict(dict)
+        for mode, batch in batches.items():
+            found = m.matched_register_entries(
+                *_fields(batch.repeat(entries)), *_fields(batch.objects), iou=params.register_iou
+            ).reshape(len(batch.names), len(entries))
+            per_expert = dict(zip(batch.names, found, strict=True))
+            for key, mask in _group_masks(groups):
+                by_group[key][mode] = _injected_mode(per_expert, mask)
+        results[kind] = dict(by_group)
+    return results
+
+
+def _concat(parts: list[Boxes]) -> Boxes:
+    return Boxes(
+        np.concatenate([part.boxes for part in parts]).reshape(-1, 4),
+        np.concatenate([part.labels for part in parts]),
+        np.concatenate([part.images for part in parts]),
+    )
+
+
+def _group_masks(groups: m.IntArray) -> list[tuple[str, m.BoolArray]]:
+    masks = [(ALL_GROUPS, np.ones(len(groups), dtype=np.bool_))]
+    masks += [(str(int(group)), groups == group) for group in np.unique(groups) if group >= 0]
+    return masks
+
+
+def _injected_mode(found: dict[str, m.BoolArray], mask: m.BoolArray) -> InjectedModeOut:
+    experts = {
+        name: CountOut(total=int(mask.sum()), matched=int(matched[mask].sum()))
+        for name, matched in found.items()
+    }
+    total = sum(count.total for count in experts.values())
+    matched = sum(count.matched for count in experts.values())
+    return InjectedModeOut(
+        experts=experts,
+        pooled=PooledOut(total=total, matched=matched, rate=matched / total if total else None),
+    )
+
+
+def _statistics(modes: dict[str, ModeMetricsOut]) -> dict[str, TestsOut]:
+    return {
+        "concordance": _tests(modes, lambda result: result.concordance),
+        "seconds_per_image": _tests(modes, lambda result: result.seconds_per_image),
+    }
+
+
+def _tests(modes: dict[str, ModeMetricsOut], value: Any) -> TestsOut:
+    unaided = modes.get("unaided")
+    aided = modes.get("aided")
+    first = {name: value(result) for name, result in unaided.experts.items()} if unaided else {}
+    second = {name: value(result) for name, result in aided.experts.items()} if aided else {}
+    anova = statistics.anova_oneway(_finite(first.values()), _finite(second.values()))
+    both = [name for name in first if name in second]
+    paired = statistics.paired_t([_nan(first[name]) for name in both], [_nan(second[name]) for name in both])
+    return TestsOut(
+        anova_F=_number(anova.f),
+        anova_df=[anova.df_between, anova.df_within],
+        anova_p=_number(anova.p),
+        paired_t=_number(paired.t),
+        paired_df=paired.df,
+        paired_p=_number(paired.p),
+        note="; ".join(reason for reason in (anova.reason, paired.reason) if reason),
+    )
+
+
+def spread(values: Iterable[float | None]) -> SpreadOut:
+    """Mean, min, max and population SD of the finite values; nulls when there are none."""
+    finite = np.array(_finite(values), dtype=np.float64)
+    if len(finite) == 0:
+        return SpreadOut(mean=None, min=None, max=None, sd=None)
+    return SpreadOut(
+        mean=float(finite.mean()), min=float(finite.min()), max=float(finite.max()), sd=float(finite.std())
+    )
+
+
+def _finite(values: Iterable[float | None]) -> list[float]:
+    return [value for value in values if value is not None and math.isfinite(value)]
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """'Participant_3' before 'Participant_11'."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name))
