@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TypeAlias
 
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
@@ -14,7 +15,7 @@ from app.evaluation.importer import ERROR_KINDS, ImportFile, ImportRequest, impo
 from app.evaluation.schemas import ImportReport, StudyMetricsOut
 from app.evaluation.service import MetricsParams, find_study, study_metrics
 
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def register(commands: Subparsers) -> None:

@@ -195,7 +195,16 @@ async def _expert_activity(alice: AsyncClient, images: list[Any], task_id: int) 
     return {"annotation_id": first["id"], "visit_id": visit.json()["id"], "job_id": 1}
 
 
-FIXED_PARAMS = {"level": "0", "col": "0", "row": "0", "table": "concordance"}
+FIXED_PARAMS = {
+    "level": "0",
+    "col": "0",
+    "row": "0",
+    "table": "concordance",
+    "task": "1",
+    "plot": "concordance",
+    "fmt": "svg",
+    "detector_id": "1",
+}
 
 
 async def _call_every_get_route(
