@@ -16,9 +16,22 @@ from app.accounts import service as accounts
 from app.accounts.security import make_password_hasher
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
+from app.detectors.service import ensure_builtin_detectors, run_detection
 from app.images.service import NewImage, add_images
 from app.images.tiles import Window
-from app.models import Assignment, GroundTruthObject, Image, Label, Mode, Study, Task, TaskKind, User
+from app.models import (
+    Assignment,
+    DetectorModel,
+    GroundTruthObject,
+    Image,
+    Label,
+    Mode,
+    Study,
+    SuggestionSet,
+    Task,
+    TaskKind,
+    User,
+)
 from app.phantoms import (
     CLASSIFY_LABELS,
     DETECT_LABELS,
@@ -32,6 +45,8 @@ from app.phantoms import (
 from app.studies import repository as studies_repository
 from app.studies import service as studies
 from app.studies.schemas import LabelIn, StudyCreate, TaskCreate
+from app.suggestions import service as suggestions
+from app.suggestions.schemas import InjectionRequest
 
 DEMO_STUDY = "Demo study"
 DEMO_USERS = (("admin", "admin"), ("expert1", "expert"), ("expert2", "expert"))
@@ -40,6 +55,7 @@ GRADE_COLOURS = ("#c7e9c0", "#74c476", "#3182bd", "#08519c", "#08306b")
 DETECT_REGION = (7000, 5000)
 DETECT_GRID = (2, 2)
 MODES = (Mode.training, Mode.unaided, Mode.aided)
+CANDIDATE_SCORE_THRESHOLD = 0.05
 
 
 @dataclass(frozen=True)
@@ -58,7 +74,7 @@ DEMO_TASKS = (
 )
 
 
-async def create_demo(settings: Settings, seed: int = 0, patches: int = 10) -> list[tuple[str, str, str]]:
+async def create_demo(settings: Settings, seed: int = 0, patches: int = 15) -> list[tuple[str, str, str]]:
     """Create the demo study once; every run sets fresh passwords and returns (name, role, password)."""
     engine = make_engine(settings.resolved_database_url)
     try:
@@ -93,15 +109,37 @@ async def _build_study(session: AsyncSession, settings: Settings, seed: int, pat
             description="Phantom images with exact ground truth: practise, annotate unaided, then aided.",
         ),
     )
-    experts = [
-        user for user in [await accounts_repository.user_by_name(session, n) for n, _ in DEMO_USERS[1:]]
-    ]
+    experts = await _demo_experts(session)
+    detectors = await ensure_builtin_detectors(session, settings)
     for spec in DEMO_TASKS:
         task, labels = await studies.create_task(session, study, _task_data(spec))
         images_and_truth = await _add_phantoms(session, settings, task, spec, seed, patches)
         _add_ground_truth(session, labels, images_and_truth)
-        _assign(session, task, [user for user in experts if user is not None])
+        await session.flush()
+        shown = await _suggestions_with_errors(session, settings, task, detectors[spec.kind], seed)
+        _assign(session, task, experts, shown.id)
     await session.flush()
+
+
+async def _demo_experts(session: AsyncSession) -> list[User]:
+    found = [
+        await accounts_repository.user_by_name(session, name) for name, role in DEMO_USERS if role == "expert"
+    ]
+    return [user for user in found if user is not None]
+
+
+async def _suggestions_with_errors(
+    session: AsyncSession, settings: Settings, task: Task, detector: DetectorModel, seed: int
+) -> SuggestionSet:
+    """Run the project's detector, then inject errors by the paper's preset for this task kind."""
+    threshold = CANDIDATE_SCORE_THRESHOLD if task.kind == TaskKind.detect else None
+    name = f"{detector.name} on {task.name}"
+    detected = await run_detection(session, settings, task, detector, name=name, score_threshold=threshold)
+    request = InjectionRequest(preset=f"paper-{task.kind}", overrides={"seed": seed})
+    injected = await suggestions.inject(session, detected, request)
+    shown = await session.get(SuggestionSet, injected.suggestion_set.id)
+    assert shown is not None
+    return shown
 
 
 def _task_data(spec: DemoTask) -> TaskCreate:
@@ -192,10 +230,11 @@ def _add_ground_truth(session: AsyncSession, labels: list[Label], images_and_tru
             position += 1
 
 
-def _assign(session: AsyncSession, task: Task, experts: list[User]) -> None:
+def _assign(session: AsyncSession, task: Task, experts: list[User], suggestion_set_id: int) -> None:
     for expert in experts:
         for mode in MODES:
-            session.add(Assignment(task_id=task.id, expert_id=expert.id, mode=mode))
+            shown = suggestion_set_id if mode == Mode.aided else None
+            session.add(Assignment(task_id=task.id, expert_id=expert.id, mode=mode, suggestion_set_id=shown))
 
 
 __all__ = ["DEMO_STUDY", "Study", "create_demo"]
