@@ -6,8 +6,9 @@ dropped at the end); after each test every table is emptied, so tests stay indep
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from httpx import ASGITransport, AsyncClient
@@ -23,7 +24,7 @@ from app.models import Base
 ADMIN_DATABASE_URL = os.environ.get("CONCORD_TEST_DATABASE_URL", "")
 
 
-def _postgres_database(admin_url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
+def _postgres_database(admin_url: str) -> tuple[str, Callable[[], Coroutine[Any, Any, None]]]:
     name = f"concord_test_{secrets.token_hex(4)}"
     base = admin_url.rsplit("/", 1)[0]
 

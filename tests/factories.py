@@ -12,7 +12,7 @@ from app.accounts import service as accounts
 from app.accounts.security import make_password_hasher
 from app.config import Settings
 from app.images.service import NewImage, add_images
-from app.models import Assignment, Image, Label, Study, Task, User
+from app.models import Assignment, Image, Label, Study, Task, TaskKind, User
 from app.studies import service as studies
 from app.studies.schemas import LabelIn, StudyCreate, TaskCreate
 
@@ -72,7 +72,9 @@ async def make_study(
     users = [await make_user(app, name) for name in experts]
     async with _maker(app)() as session, session.begin():
         study = await studies.create_study(session, StudyCreate(name=f"study-{len(experts)}-{image_count}"))
-        task_data = TaskCreate(name="task", kind=kind, labels=[LabelIn(name=name) for name in labels])  # type: ignore[arg-type]
+        task_data = TaskCreate(
+            name="task", kind=TaskKind(kind), labels=[LabelIn(name=name) for name in labels]
+        )
         task, label_rows = await studies.create_task(session, study, task_data)
         items = [
             NewImage(name=f"img{index}.png", stream=io.BytesIO(png_bytes(seed=index)))

@@ -1,5 +1,7 @@
 """An expert's edit sequence: one event per edit, idempotent retries, 409 on stale versions, 422 on bad boxes."""
 
+from typing import Any
+
 from httpx import AsyncClient
 
 from tests.conftest import ClientFactory
@@ -8,9 +10,7 @@ from tests.factories import make_study
 KEY = "key-0001-abcdef"
 
 
-async def _state(
-    client: AsyncClient, image_id: int
-) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+async def _state(client: AsyncClient, image_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     objects = (
         await client.get(f"/api/v1/images/{image_id}/annotations?mode=unaided&include_deleted=true")
     ).json()
