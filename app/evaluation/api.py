@@ -29,8 +29,13 @@ IouQuery = Annotated[float, Query(gt=0, le=1, description="IoU threshold of conc
 ErrorIouQuery = Annotated[
     float | None, Query(gt=0, le=1, description="IoU threshold of injected errors (default: iou)")
 ]
-MEDIA = {"exact": "text/plain; charset=utf-8", "coco": "application/json", "csv": "text/csv; charset=utf-8"}
-SUFFIX = {"exact": "txt", "coco": "json", "csv": "csv"}
+MEDIA = {
+    "exact": "text/plain; charset=utf-8",
+    "coco": "application/json",
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+}
+SUFFIX = {"exact": "txt", "coco": "coco.json", "json": "json", "csv": "csv"}
 
 
 @router.post("/import/exact", status_code=201)
@@ -99,17 +104,19 @@ async def export_annotations(
     task_id: int,
     session: SessionDep,
     _admin: AdminUser,
-    format: Annotated[ExportFormat, Query(description="exact (one expert and mode), coco or csv")] = "csv",
+    format: Annotated[
+        ExportFormat, Query(description="exact (one expert and mode), coco, json or csv")
+    ] = "csv",
     expert: str | None = None,
     mode: EvaluatedMode | None = None,
 ) -> Response:
-    """Expert objects of a task as EXACT text, COCO JSON or CSV."""
+    """Expert objects of a task as EXACT text, COCO JSON, Concord JSON or CSV."""
     task = await _task(session, task_id)
     if format == "exact":
         text = await exports.expert_exact(session, task, expert, mode)
     else:
         objects = await exports.expert_objects(session, task, expert, mode)
-        text = exports.coco_text(objects) if format == "coco" else exports.objects_csv(objects)
+        text = exports.render_objects(objects, format)
     name = "-".join(part for part in (task.name, expert, mode) if part)
     return _download(text, format, name)
 
@@ -119,15 +126,15 @@ async def export_ground_truth(
     task_id: int,
     session: SessionDep,
     _admin: AdminUser,
-    format: Annotated[ExportFormat, Query(description="exact, coco or csv")] = "exact",
+    format: Annotated[ExportFormat, Query(description="exact, coco, json or csv")] = "exact",
 ) -> Response:
-    """Reference objects of a task as EXACT text, COCO JSON or CSV."""
+    """Reference objects of a task as EXACT text, COCO JSON, Concord JSON or CSV."""
     task = await _task(session, task_id)
     objects = await exports.ground_truth_objects(session, task)
     if format == "exact":
         text = exports.ground_truth_exact(objects)
     else:
-        text = exports.coco_text(objects) if format == "coco" else exports.objects_csv(objects)
+        text = exports.render_objects(objects, format)
     return _download(text, format, f"{task.name}-ground-truth")
 
 

@@ -203,6 +203,31 @@ def coco_text(objects: Sequence[ExportObject]) -> str:
     return json.dumps(coco(objects), indent=1)
 
 
+def objects_json(objects: Sequence[ExportObject]) -> str:
+    """Concord's own JSON: one record per object with every field, in evaluation order."""
+    records = [
+        {
+            **{field: getattr(obj, field) for field in ("image", "label", "x1", "y1", "x2", "y2")},
+            **{field: getattr(obj, field) for field in ("expert", "mode", "deleted")},
+            "image_width": obj.image_width,
+            "image_height": obj.image_height,
+            "created_at": obj.created_at.isoformat() if obj.created_at else None,
+            "updated_at": obj.updated_at.isoformat() if obj.updated_at else None,
+        }
+        for obj in objects
+    ]
+    return json.dumps({"objects": records}, indent=1)
+
+
+def render_objects(objects: Sequence[ExportObject], format: str) -> str:
+    """COCO, JSON or CSV text of the objects (EXACT text needs the expert's image order: see callers)."""
+    if format == "coco":
+        return coco_text(objects)
+    if format == "json":
+        return objects_json(objects)
+    return objects_csv(objects)
+
+
 def objects_csv(objects: Sequence[ExportObject]) -> str:
     return rows_csv(
         CSV_FIELDS,

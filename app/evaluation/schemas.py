@@ -13,7 +13,7 @@ ImportRole = Literal["ground-truth", "suggestions", "expert", "injected"]
 ErrorKind = Literal["class_changed", "removed", "duplicate", "false_positive", "grade_shifted"]
 EvaluatedMode = Literal["unaided", "aided"]
 TaskKindName = Literal["classify", "grade", "detect"]
-ExportFormat = Literal["exact", "coco", "csv"]
+ExportFormat = Literal["exact", "coco", "json", "csv"]
 
 
 # ---------------------------------------------------------------- import

@@ -56,3 +56,25 @@ async def test_coco_csv_and_metrics_csv(app: Any, client_for: ClientFactory) -> 
     assert rows[0].startswith("image,label,x1") and len(rows) == 4
     table = (await admin.get(f"/api/v1/studies/{report.study_id}/metrics/experts.csv")).text.splitlines()
     assert table[0].startswith("task,mode,expert,objects") and table[1].startswith("T,unaided,alice,2,")
+
+
+async def test_json_export_lists_every_object_with_its_expert_and_mode(
+    app: Any, client_for: ClientFactory
+) -> None:
+    await make_user(app, "admin", "admin")
+    admin = await client_for("admin")
+    report = await _import(app, ImportRequest("S", "T", "classify", "ground-truth"), GT_FILE)
+    await _import(app, ImportRequest("S", "T", "classify", "expert", mode="unaided"), MORE)
+    url = f"/api/v1/tasks/{report.task_id}/annotations/export"
+    response = await admin.get(url, params={"format": "json"})
+    assert response.headers["content-type"].startswith("application/json")
+    records = response.json()["objects"]
+    assert len(records) == 3
+    assert {(record["expert"], record["mode"]) for record in records} == {("alice", "unaided")}
+    assert records[1]["x2"] - records[1]["x1"] == 30.0
+    truth = (
+        await admin.get(f"/api/v1/tasks/{report.task_id}/ground-truth/export", params={"format": "json"})
+    ).json()
+    assert len(truth["objects"]) > 0 and all("label" in record for record in truth["objects"])
+    expert = await client_for("alice")
+    assert (await expert.get(url, params={"format": "json"})).status_code == 403
