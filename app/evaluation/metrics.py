@@ -264,6 +264,49 @@ def voc_average_precision(tp: BoolArray, n_ref: int) -> float:
     return float(np.sum(np.diff(recall) * envelope))
 
 
+def grouped_average_precision(true_positive: BoolArray, groups: IntArray, n_ref: IntArray) -> FloatArray:
+    """`voc_average_precision` of G ranked lists at once, without a Python loop over the lists.
+
+    true_positive, groups: (N,); detection k belongs to list groups[k] ∈ [0, G), each list's detections in
+    rank order (lists may interleave). n_ref: (G,) reference objects of each list. Returns AP (G,) with
+    AP_g = Σ_k (recall_k − recall_{k−1}) · max_{j ≥ k} precision_j over list g, 0 where n_ref_g = 0 or the
+    list is empty, as `voc_average_precision`.
+
+    Example: tp = [1, 1, 0, 1], groups = [0, 1, 0, 0], n_ref = [3, 2] → list 0 is [1, 0, 1] of 3, list 1 is
+    [1] of 2 → AP = [5/9, 1/2].
+    """
+    size = len(n_ref)
+    order = np.argsort(groups, kind="stable")
+    members = groups[order]
+    counts = np.bincount(members, minlength=size)
+    starts = np.cumsum(counts) - counts
+    first = np.repeat(starts, counts)
+    hits = np.cumsum(true_positive[order], dtype=np.float64)
+    true_positives = hits - np.concatenate([[0.0], hits])[first]
+    ranks = np.arange(1, len(members) + 1, dtype=np.float64) - first
+    recall = true_positives / np.maximum(n_ref, 1)[members]
+    previous_recall = np.concatenate([[0.0], recall[:-1]])
+    previous_recall[starts[counts > 0]] = 0.0
+    envelope = _suffix_max_by_group(true_positives / ranks, members, size)
+    ap = np.bincount(members, weights=(recall - previous_recall) * envelope, minlength=size)
+    ap[np.asarray(n_ref) <= 0] = 0.0
+    return np.asarray(ap, dtype=np.float64)
+
+
+def _suffix_max_by_group(values: FloatArray, groups: IntArray, size: int) -> FloatArray:
+    """max_{j ≥ k, groups_j = groups_k} values_j (N,) for groups (N,) ascending in [0, size).
+
+    One reversed running maximum over integer keys (G − 1 − group) · L + rank of the value among the L
+    distinct values: keys grow along the reversed traversal, so a later group never leaks into an earlier
+    one, and ranks keep the result exact.
+    """
+    levels, rank = np.unique(values, return_inverse=True)
+    keys = (size - 1 - groups) * len(levels) + rank.reshape(-1)
+    suffix = np.maximum.accumulate(keys[::-1])[::-1]
+    result: FloatArray = levels[suffix - (size - 1 - groups) * len(levels)]
+    return result
+
+
 @dataclass(frozen=True)
 class Concordance:
     """Paper-compatible concordance: mean of per-class AP over the union of classes."""

@@ -223,7 +223,7 @@ def _add_mode_work(
     image_index = np.searchsorted(sizes.ids, images)
     task_of = sizes.tasks[image_index]
     rank = _view_rank(mode, views, experts, images, sizes.positions[image_index])
-    order = np.lexsort((table[:, 9], table[:, 8], rank, experts, task_of))
+    order = np.lexsort((rank, experts, task_of))  # stable: keeps the query's source order inside an image
     table, experts, images, task_of = table[order], experts[order], images[order], task_of[order]
     objects = Boxes(np.ascontiguousarray(table[:, 3:7]), table[:, 2].astype(np.int64), images)
     keep = sizes.counted(objects)
@@ -314,7 +314,7 @@ async def study_metrics(session: AsyncSession, study: Study, params: MetricsPara
     """Reads the study (timed as load_s) and computes every metric (compute_s)."""
     params.check()
     started = perf_counter()
-    rows = await repository.read_study(session, study.id)
+    rows = await repository.read_study(session, study.id, m.BORDER_MARGIN_PX)
     tasks = build_tasks(rows)
     loaded = perf_counter()
     results = {task.name: task_metrics(task, params) for task in tasks.values()}
@@ -329,11 +329,12 @@ async def study_metrics(session: AsyncSession, study: Study, params: MetricsPara
 
 
 def task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
-    modes = {mode: _mode_metrics(task, task.work[mode], params) for mode in MODES if task.work.get(mode)}
+    batches = {mode: Batch.of(task.work[mode], task.span) for mode in MODES if task.work.get(mode)}
+    modes = {mode: _mode_metrics(task, task.work[mode], batch, params) for mode, batch in batches.items()}
     return TaskMetricsOut(
         modes=modes,
         suggestions=_suggestions_metrics(task, params),
-        injected_errors=_injected_metrics(task, params),
+        injected_errors=_injected_metrics(task, batches, params),
         statistics=_statistics(modes),
     )
 
@@ -357,6 +358,7 @@ class Batch:
 
     names: list[str]
     objects: Boxes
+    owners: m.IntArray  # row of each object's expert in names
     bounds: list[tuple[int, int]]
     span: int
 
@@ -368,7 +370,8 @@ class Batch:
         sizes = np.cumsum([0, *(len(part) for part in parts)])
         shifted = [Boxes(part.boxes, part.labels, part.images + row * span) for row, part in enumerate(parts)]
         bounds = [(int(sizes[row]), int(sizes[row + 1])) for row in range(len(parts))]
-        return Batch(names, _concat(shifted) if parts else _empty(), bounds, span)
+        owners = np.repeat(np.arange(len(parts), dtype=np.int64), np.diff(sizes))
+        return Batch(names, _concat(shifted) if parts else _empty(), owners, bounds, span)
 
     def repeat(self, reference: Boxes) -> Boxes:
         """The reference once per expert, shifted like the expert's objects."""
@@ -384,23 +387,27 @@ def _empty() -> Boxes:
     return Boxes(np.zeros((0, 4)), _ints(), _ints())
 
 
-def _mode_metrics(task: TaskData, experts: dict[str, ExpertWork], params: MetricsParams) -> ModeMetricsOut:
-    batch = Batch.of(experts, task.span)
+def _mode_metrics(
+    task: TaskData, experts: dict[str, ExpertWork], batch: Batch, params: MetricsParams
+) -> ModeMetricsOut:
+    """Concordance and vote-weighted concordance of every expert from one shared greedy matching."""
     match = m.greedy_match(*_fields(batch.objects), *_fields(batch.repeat(task.reference)), iou=params.iou)
     matched = match.reference_taken.reshape(len(batch.names), len(task.reference))
     weighted = m.vote_weighted_concordance(matched) if batch.names else np.zeros(0)
+    classes, ap, counted = _per_class_ap(batch, match.true_positive, task.reference)
     results: dict[str, ExpertMetricsOut] = {}
     for row, name in enumerate(batch.names):
         start, stop = batch.bounds[row]
-        per_class = _per_class_ap(
-            match.true_positive[start:stop], batch.objects.labels[start:stop], task.reference
-        )
+        scores = ap[row, counted[row]]
         results[name] = ExpertMetricsOut(
             objects=stop - start,
             seconds_per_image=_number(seconds_per_image(experts[name])),
-            concordance=float(np.mean(list(per_class.values()))) if per_class else 0.0,
+            concordance=float(np.mean(scores)) if len(scores) else 0.0,
             vote_weighted_concordance=_number(float(weighted[row])),
-            per_class={task.labels.get(label, str(label)): ap for label, ap in per_class.items()},
+            per_class={
+                task.labels.get(label, str(label)): value
+                for label, value in zip(classes[counted[row]].tolist(), scores.tolist(), strict=True)
+            },
         )
     return ModeMetricsOut(
         experts=results,
@@ -416,15 +423,22 @@ def _fields(boxes: Boxes) -> tuple[m.FloatArray, m.IntArray, m.IntArray]:
     return boxes.boxes, boxes.labels, boxes.images
 
 
-def _per_class_ap(true_positive: m.BoolArray, labels: m.IntArray, reference: Boxes) -> dict[int, float]:
-    """`metrics.paper_concordance` per class, from one expert's slice of a batched greedy match."""
-    classes = np.union1d(labels, reference.labels)
-    return {
-        int(label): m.voc_average_precision(
-            true_positive[labels == label], int(np.count_nonzero(reference.labels == label))
-        )
-        for label in classes
-    }
+def _per_class_ap(
+    batch: Batch, true_positive: m.BoolArray, reference: Boxes
+) -> tuple[m.IntArray, m.FloatArray, m.BoolArray]:
+    """`metrics.paper_concordance` per expert and class from a batched greedy match, in one pass.
+
+    Returns the classes (C,) sorted, AP (E, C) and which classes count for each expert (E, C): its objects'
+    labels ∪ the reference's labels, as `metrics.paper_concordance`.
+    """
+    rows = len(batch.names)
+    classes = np.union1d(batch.objects.labels, reference.labels)
+    width = len(classes)
+    groups = batch.owners * width + np.searchsorted(classes, batch.objects.labels)
+    n_ref = np.bincount(np.searchsorted(classes, reference.labels), minlength=width)
+    ap = m.grouped_average_precision(true_positive, groups, np.tile(n_ref, rows)).reshape(rows, width)
+    detected = np.bincount(groups, minlength=rows * width).reshape(rows, width) > 0
+    return classes, ap, detected | (n_ref > 0)
 
 
 def seconds_per_image(work: ExpertWork) -> float:
@@ -472,24 +486,39 @@ def _suggestions_metrics(task: TaskData, params: MetricsParams) -> SuggestionsOu
 
 
 def _injected_metrics(
-    task: TaskData, params: MetricsParams
+    task: TaskData, batches: dict[str, Batch], params: MetricsParams
 ) -> dict[str, dict[str, dict[str, InjectedModeOut]]]:
     """kind → group (and 'all') → mode → per-expert and pooled counts of entries found with their label."""
     results: dict[str, dict[str, dict[str, InjectedModeOut]]] = {}
-    batches = {mode: Batch.of(task.work[mode], task.span) for mode in MODES if task.work.get(mode)}
+    registers = {kind: _concat([part for _, part in parts]) for kind, parts in task.register.items()}
+    candidates = {
+        mode: batch.objects.take(_register_candidates(batch, list(registers.values())))
+        for mode, batch in batches.items()
+    }
     for kind, parts in task.register.items():
-        entries = _concat([part for _, part in parts])
+        entries = registers[kind]
         groups = np.concatenate([np.full(len(part), -1 if group is None else group) for group, part in parts])
         by_group: dict[str, dict[str, InjectedModeOut]] = defaultdict(dict)
         for mode, batch in batches.items():
             found = m.matched_register_entries(
-                *_fields(batch.repeat(entries)), *_fields(batch.objects), iou=params.register_iou
+                *_fields(batch.repeat(entries)), *_fields(candidates[mode]), iou=params.register_iou
             ).reshape(len(batch.names), len(entries))
             per_expert = dict(zip(batch.names, found, strict=True))
             for key, mask in _group_masks(groups):
                 by_group[key][mode] = _injected_mode(per_expert, mask)
         results[kind] = dict(by_group)
     return results
+
+
+def _register_candidates(batch: Batch, registers: list[Boxes]) -> m.IntArray:
+    """Indices of the batch's objects that share an image and class with some register entry, in order.
+
+    The greedy register matching can only match these, and leaving the others out changes no result.
+    """
+    entries = _concat(registers) if registers else _empty()
+    images = np.concatenate([batch.objects.images % batch.span, entries.images])
+    keys = m.match_keys(np.concatenate([batch.objects.labels, entries.labels]), images)
+    return np.flatnonzero(np.isin(keys[: len(batch.objects)], keys[len(batch.objects) :]))
 
 
 def _concat(parts: list[Boxes]) -> Boxes:

@@ -341,3 +341,23 @@ def test_paired_t_of_degenerate_input_is_nan_with_a_reason(
 
     assert np.isnan(result.t)
     assert reason_part in result.reason
+
+
+def test_grouped_average_precision_matches_the_docstring_example() -> None:
+    ap = m.grouped_average_precision(
+        np.array([True, True, False, True]), np.array([0, 1, 0, 0]), np.array([3, 2])
+    )
+    assert np.allclose(ap, [5 / 9, 1 / 2])
+
+
+def test_grouped_average_precision_equals_one_list_at_a_time() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        size = int(rng.integers(1, 5))
+        groups = rng.integers(0, size, size=int(rng.integers(0, 30)))
+        hits = rng.random(len(groups)) < 0.6
+        n_ref = rng.integers(0, 12, size=size)
+        n_ref = np.maximum(n_ref, np.bincount(groups[hits], minlength=size))
+        grouped = m.grouped_average_precision(hits, groups, n_ref)
+        one_by_one = [m.voc_average_precision(hits[groups == g], int(n_ref[g])) for g in range(size)]
+        assert np.allclose(grouped, one_by_one, atol=1e-12)
