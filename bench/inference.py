@@ -10,7 +10,9 @@ Its figure is the images per second it stores with the suggestion set: the infer
 tile read to the last merged box, excluding the one-off model load and the database insert (printed
 separately as "end to end").
 Baseline: the same images decoded, tiled and preprocessed beforehand into the same batches, then a bare
-loop of ``InferenceSession.run`` over them, with a fresh session per repeat like Concord.
+loop of ``InferenceSession.run`` over them, with a fresh session per repeat like Concord, built by the
+same ``make_session`` (same options, same intra-op threads: every core but those kept for Concord's
+readers). The last line names the thread counts.
 
     .venv/bin/python bench/inference.py [--patches 8] [--repeats 3] [--batch-size 8] [--cpu-only]
 
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -56,7 +59,13 @@ from app.phantoms import (  # noqa: E402
 from app.studies import service as studies  # noqa: E402
 from app.studies.schemas import LabelIn, StudyCreate, TaskCreate  # noqa: E402
 from app.suggestions.contract import DetectorSidecar  # noqa: E402
-from app.suggestions.inference import batched, make_session, plan_tiles, preprocess  # noqa: E402
+from app.suggestions.inference import (  # noqa: E402
+    fill_batches,
+    make_session,
+    plan_tiles,
+    preprocess,
+    reader_threads,
+)
 
 REGION = Window(50, 50, 3500, 2500)
 RATIO_TARGET = 0.85
@@ -138,31 +147,40 @@ async def service_suggestions(session: Any, set_id: int) -> list[Any]:
 def pretiled(
     settings: Settings, bench: BenchTask, sidecar: DetectorSidecar, batch_size: int
 ) -> list[np.ndarray]:
-    """Every image decoded whole, cut into the tiles Concord plans, preprocessed, grouped as Concord groups them."""
-    batches = []
+    """Every image decoded whole, cut into the tiles Concord plans, preprocessed, in Concord's batches
+    (which run across images: 8 patches of one tile each make one batch of 8)."""
+    pixels, plans = [], []
     for image in bench.images:
         path, window = file_of(settings, image)
         with ImageSource(path) as source:
             view = source if window is None else RegionView(source, window)
-            pixels = view.read_region(0, 0, 0, image.width, image.height)
-        tiles = plan_tiles(image.width, image.height, sidecar.tile_size, sidecar.tile_overlap)
-        for group in batched(tiles, batch_size):
-            batches.append(
-                np.stack(
-                    [preprocess(pixels[t.y : t.y + t.height, t.x : t.x + t.width], sidecar) for t in group]
-                )
-            )
-    return batches
+            pixels.append(view.read_region(0, 0, 0, image.width, image.height))
+        plans.append(plan_tiles(image.width, image.height, sidecar.tile_size, sidecar.tile_overlap))
+    return [
+        np.stack(
+            [
+                preprocess(pixels[owner][t.y : t.y + t.height, t.x : t.x + t.width], sidecar)
+                for owner, t in zip(batch.owners, batch.tiles, strict=True)
+            ]
+        )
+        for batch in fill_batches(plans, batch_size)
+    ]
 
 
-def bare_run(model: Path, batches: list[np.ndarray], prefer_cuda: bool) -> tuple[float, str]:
-    """A fresh session, then InferenceSession.run over every batch; returns (seconds of the loop, provider)."""
+def bare_run(model: Path, batches: list[np.ndarray], prefer_cuda: bool) -> tuple[float, str, int]:
+    """A fresh session, then InferenceSession.run over every batch.
+
+    The session comes from Concord's make_session with the same options, so it has the intra-op threads
+    Concord's has (every core but those kept for Concord's readers). Returns (seconds of the loop,
+    provider, intra-op threads read back from the session).
+    """
     session, provider = make_session(model, prefer_cuda)
+    threads: int = session.get_session_options().intra_op_num_threads
     input_name = session.get_inputs()[0].name
     started = time.perf_counter()
     for batch in batches:
         session.run(["boxes", "scores", "labels"], {input_name: batch})
-    return time.perf_counter() - started, provider
+    return time.perf_counter() - started, provider, threads
 
 
 def measure(settings: Settings, tasks: list[BenchTask], args: argparse.Namespace) -> dict[str, Any]:
@@ -172,6 +190,7 @@ def measure(settings: Settings, tasks: list[BenchTask], args: argparse.Namespace
     baseline: list[float] = []
     end_to_end: list[float] = []
     providers: set[str] = set()
+    intra_threads: set[int] = set()
     prepared = []
     for bench in tasks:
         sidecar = DetectorSidecar.model_validate(bench.detector.sidecar)
@@ -185,7 +204,8 @@ def measure(settings: Settings, tasks: list[BenchTask], args: argparse.Namespace
             wall_s += time.perf_counter() - started
             concord_s += seconds
             providers.add(provider)
-            bare, bare_provider = bare_run(model, batches, prefer_cuda)
+            bare, bare_provider, threads = bare_run(model, batches, prefer_cuda)
+            intra_threads.add(threads)
             bare_s += bare
             providers.add(bare_provider)
             if repeat == 0:
@@ -210,6 +230,10 @@ def measure(settings: Settings, tasks: list[BenchTask], args: argparse.Namespace
         "provider": ",".join(sorted(providers)),
         "end_to_end": round(statistics.median(end_to_end), 3),
         "images": images,
+        "cpus": os.cpu_count(),
+        "reader_threads": reader_threads(),
+        "intra_op_threads": ",".join(str(count) for count in sorted(intra_threads)),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
     }
 
 
@@ -234,7 +258,9 @@ def main() -> int:
         result = measure(settings, tasks, args)
     print(
         f"concord {result['value']} images/s, bare ONNX Runtime {result['baseline']} images/s, "
-        f"ratio {result['ratio']} (target ≥ {RATIO_TARGET}), provider {result['provider']}"
+        f"ratio {result['ratio']} (target ≥ {RATIO_TARGET}), provider {result['provider']}; "
+        f"{result['cpus']} cores: {result['reader_threads']} reader thread(s), "
+        f"{result['intra_op_threads']} ONNX Runtime intra-op thread(s) in both paths"
     )
     print(json.dumps(result))
     return 0

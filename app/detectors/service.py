@@ -12,6 +12,7 @@ and the database session stay free. ONNX Runtime is imported only inside those f
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,13 +29,22 @@ from app.detectors.schemas import DetectRequest
 from app.errors import Conflict, Invalid, NotFound
 from app.images import repository as images_repository
 from app.images.service import file_of
-from app.images.tiles import Window
+from app.images.tiles import ImageSource, RegionView, Window
+from app.images.validation import sniff_format
 from app.jobs import service as jobs_service
 from app.jobs.registry import ProgressReporter
 from app.models import DetectorModel, Image, Job, SuggestionSet, Task, User
 from app.studies import repository as studies_repository
 from app.suggestions import service as suggestions_service
 from app.suggestions.contract import DetectorRejected, DetectorSidecar, ValidatedDetector, parse_sidecar
+from app.suggestions.inference import (
+    Detection,
+    ImageInput,
+    Tile,
+    detect_images,
+    make_session,
+    plan_tiles,
+)
 from app.suggestions.schemas import SuggestionIn
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "detector_models"
@@ -256,228 +266,34 @@ def detect_all(
 ) -> DetectionRun:
     """Blocking: open the model once and detect on every image; times the loop, not the model load.
 
-    A reader thread reads each batch's pixels (one read per row of tiles), normalises them into the
-    model's input and queues them, while this thread runs the model on the previous batch; batches fill
-    across images, so small patches share a batch. Per tile and per image the steps are those of
-    ``inference.detect_image`` (same tiles, cores, thresholds and NMS), so the boxes are the same.
+    The loop is ``inference.detect_images``: reader threads read and normalise the next batches while
+    the model runs on cores left to it, and the boxes are those ``inference.detect_image`` finds.
     """
-    from app.suggestions.inference import make_session
-
     session, provider = make_session(model, prefer_cuda)
-    plans = [_plan(target, sidecar) for target in targets]
-    collector = _Collector(targets, plans, sidecar, progress)
-    started = time.perf_counter()
-    with _BatchReader(targets, plans, sidecar, batch_size) as reader:
-        run = _runner(session)
-        for batch in reader:
-            collector.add(batch, run(batch.pixels))
-    elapsed = max(time.perf_counter() - started, 1e-9)
-    tiles = sum(len(plan) for plan in plans)
-    return DetectionRun(collector.items, provider, len(targets) / elapsed, tiles)
+    collected = _Suggestions(targets, progress)
+    with _ThreadSources() as sources:
+        images = [sources.input_of(target) for target in targets]
+        started = time.perf_counter()
+        detect_images(session, sidecar, images, batch_size, collected.add)
+        elapsed = max(time.perf_counter() - started, 1e-9)
+    tiles = sum(len(_plan(target, sidecar)) for target in targets)
+    return DetectionRun(collected.items, provider, len(targets) / elapsed, tiles)
 
 
-def _plan(target: ImageTarget, sidecar: DetectorSidecar) -> list[Any]:
-    from app.suggestions.inference import plan_tiles
-
+def _plan(target: ImageTarget, sidecar: DetectorSidecar) -> list[Tile]:
     return plan_tiles(target.width, target.height, sidecar.tile_size, sidecar.tile_overlap)
 
 
-def _runner(session: Any) -> Any:
-    from app.suggestions.inference import run_batch, run_batch_per_image
+class _Suggestions:
+    """Turns each image's detections into suggestions as the image finishes, and reports progress."""
 
-    fixed_batch = session.get_inputs()[0].shape[0] == 1
-    return (
-        (lambda images: run_batch_per_image(session, images))
-        if fixed_batch
-        else (lambda images: run_batch(session, images))
-    )
-
-
-def normalisation_table(sidecar: DetectorSidecar) -> np.ndarray:
-    """(3, 256) float32: row c maps a uint8 value of the model's channel c to (value / 255 − mean) / std.
-
-    Computed with the same float32 operations as ``inference.preprocess``, so a lookup gives the same bits.
-    """
-    values = np.arange(256, dtype=np.float32)[None, :] / 255.0
-    mean = np.asarray(sidecar.mean, dtype=np.float32)[:, None]
-    std = np.asarray(sidecar.std, dtype=np.float32)[:, None]
-    table: np.ndarray = ((values - mean) / std).astype(np.float32)
-    return table
-
-
-def fill_input(out: np.ndarray, pixels: np.ndarray, table: np.ndarray, sidecar: DetectorSidecar) -> None:
-    """Write one (h, w, 3) uint8 RGB tile into ``out`` (3, S, S) as the model input, padded with pad_value."""
-    size = sidecar.input_size
-    height, width = min(pixels.shape[0], size), min(pixels.shape[1], size)
-    order = (2, 1, 0) if sidecar.channel_order == "BGR" else (0, 1, 2)
-    for channel, source in enumerate(order):
-        if height < size or width < size:
-            out[channel].fill(table[channel, sidecar.pad_value])
-        out[channel, :height, :width] = table[channel][pixels[:height, :width, source]]
-
-
-@dataclass
-class _Batch:
-    owners: list[int]
-    tiles: list[Any]
-    pixels: np.ndarray
-
-
-_DONE = object()
-
-
-class _BatchReader:
-    """Iterates over model-ready batches, produced by a background thread a few batches ahead."""
-
-    def __init__(
-        self,
-        targets: Sequence[ImageTarget],
-        plans: Sequence[Sequence[Any]],
-        sidecar: DetectorSidecar,
-        batch_size: int,
-        ahead: int = 2,
-    ) -> None:
-        import queue
-        import threading
-
-        self._targets, self._plans, self._sidecar = targets, plans, sidecar
-        self._batch_size = max(1, batch_size)
-        self._table = normalisation_table(sidecar)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=ahead)
-        self._stop = threading.Event()
-        self._sources: dict[Path, Any] = {}
-        self._thread = threading.Thread(target=self._produce, name="detect-reader", daemon=True)
-
-    def __enter__(self) -> "_BatchReader":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            self._drain()
-            self._thread.join(timeout=0.05)
-        for source in self._sources.values():
-            source.close()
-
-    def _drain(self) -> None:
-        import queue
-
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            return
-
-    def __iter__(self) -> Any:
-        while True:
-            item = self._queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def _put(self, item: object) -> bool:
-        import queue
-
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self) -> None:
-        try:
-            for owners, tiles in self._groups():
-                if not self._put(self._read(owners, tiles)):
-                    return
-            self._put(_DONE)
-        except BaseException as error:  # handed to the consuming thread, which raises it
-            self._put(error)
-
-    def _groups(self) -> Any:
-        owners: list[int] = []
-        tiles: list[Any] = []
-        for index, plan in enumerate(self._plans):
-            for tile in plan:
-                owners.append(index)
-                tiles.append(tile)
-                if len(tiles) == self._batch_size:
-                    yield owners, tiles
-                    owners, tiles = [], []
-        if tiles:
-            yield owners, tiles
-
-    def _read(self, owners: list[int], tiles: list[Any]) -> _Batch:
-        size = self._sidecar.input_size
-        pixels = np.empty((len(tiles), 3, size, size), dtype=np.float32)
-        start = 0
-        while start < len(tiles):
-            stop = start + 1
-            while stop < len(tiles) and owners[stop] == owners[start] and tiles[stop].y == tiles[start].y:
-                stop += 1
-            self._read_row(owners[start], tiles[start:stop], pixels[start:stop])
-            start = stop
-        return _Batch(owners, tiles, pixels)
-
-    def _read_row(self, owner: int, tiles: Sequence[Any], out: np.ndarray) -> None:
-        """One read for tiles side by side in one row of one image, then a slice per tile."""
-        left = tiles[0].x
-        right = max(tile.x + tile.width for tile in tiles)
-        top, height = tiles[0].y, max(tile.height for tile in tiles)
-        block = self._view(owner).read_region(0, left, top, right - left, height)
-        for slot, tile in enumerate(tiles):
-            piece = block[: tile.height, tile.x - left : tile.x - left + tile.width]
-            fill_input(out[slot], piece, self._table, self._sidecar)
-
-    def _view(self, owner: int) -> Any:
-        from app.images.tiles import ImageSource, RegionView
-
-        target = self._targets[owner]
-        source = self._sources.get(target.path)
-        if source is None:
-            source = self._sources[target.path] = ImageSource(target.path)
-        return source if target.window is None else RegionView(source, target.window)
-
-
-class _Collector:
-    """Per-tile decoding as tiles come back; an image's boxes are merged when its last tile is in."""
-
-    def __init__(
-        self,
-        targets: Sequence[ImageTarget],
-        plans: Sequence[Sequence[Any]],
-        sidecar: DetectorSidecar,
-        progress: ProgressReporter | None,
-    ) -> None:
-        self._targets, self._sidecar, self._progress = targets, sidecar, progress
-        self._left = [len(plan) for plan in plans]
-        self._found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in targets]
+    def __init__(self, targets: Sequence[ImageTarget], progress: ProgressReporter | None) -> None:
+        self._targets, self._progress = targets, progress
         self._done = 0
         self.items: list[SuggestionIn] = []
 
-    def add(self, batch: _Batch, outputs: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        from app.suggestions.inference import tile_detections
-
-        boxes, scores, labels = outputs
-        for slot, (owner, tile) in enumerate(zip(batch.owners, batch.tiles, strict=True)):
-            threshold = self._sidecar.score_threshold
-            self._found[owner].append(
-                tile_detections(boxes[slot], scores[slot], labels[slot], tile, threshold)
-            )
-            self._left[owner] -= 1
-            if self._left[owner] == 0:
-                self._finish(owner)
-
-    def _finish(self, owner: int) -> None:
-        from app.suggestions.inference import merge_detections
-
-        target = self._targets[owner]
-        found = merge_detections(self._found[owner], self._sidecar, target.width, target.height)
-        self._found[owner] = []
+    def add(self, index: int, found: list[Detection]) -> None:
+        target = self._targets[index]
         kept = [item for item in (_suggestion(target, one) for one in found) if item is not None]
         self.items.extend(kept)
         self._done += 1
@@ -488,7 +304,60 @@ class _Collector:
             )
 
 
-def _suggestion(target: ImageTarget, found: Any) -> SuggestionIn | None:
+class _ThreadSources:
+    """Region readers for the pipeline's reader threads, all closed on exit.
+
+    A TIFF is decoded tile by tile on each read, so each thread opens its own ``ImageSource`` on it and
+    threads never queue on one source's lock; a PNG or JPEG is decoded whole on its first read, so all
+    threads share one source and it is decoded once.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._shared: dict[Path, ImageSource] = {}
+        self._opened: list[ImageSource] = []
+
+    def __enter__(self) -> "_ThreadSources":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            for source in self._opened:
+                source.close()
+            self._opened.clear()
+
+    def input_of(self, target: ImageTarget) -> ImageInput:
+        per_thread = sniff_format(target.path) == "tiff"
+
+        def read_region(x: int, y: int, width: int, height: int) -> np.ndarray:
+            source = self._own(target.path) if per_thread else self._common(target.path)
+            view = source if target.window is None else RegionView(source, target.window)
+            return view.read_region(0, x, y, width, height)
+
+        return ImageInput(target.width, target.height, read_region)
+
+    def _own(self, path: Path) -> ImageSource:
+        sources: dict[Path, ImageSource] = self._local.__dict__.setdefault("sources", {})
+        if path not in sources:
+            sources[path] = self._open(path)
+        return sources[path]
+
+    def _common(self, path: Path) -> ImageSource:
+        with self._lock:
+            if path not in self._shared:
+                self._shared[path] = ImageSource(path)
+                self._opened.append(self._shared[path])
+            return self._shared[path]
+
+    def _open(self, path: Path) -> ImageSource:
+        source = ImageSource(path)
+        with self._lock:
+            self._opened.append(source)
+        return source
+
+
+def _suggestion(target: ImageTarget, found: Detection) -> SuggestionIn | None:
     """A detection as a suggestion inside its image; boxes thinner than a pixel after clipping are dropped."""
     x1, y1 = max(0.0, found.x1), max(0.0, found.y1)
     x2, y2 = min(float(target.width), found.x2), min(float(target.height), found.y2)

@@ -8,10 +8,16 @@ import numpy as np
 from PIL import Image as PILImage
 
 from app.detectors import service
-from app.images.tiles import ImageSource
-from app.phantoms import classify_patch, grade_patch
+from app.images.tiles import ImageSource, RegionView, Window
+from app.phantoms import classify_patch, detect_region, grade_patch, write_pyramidal_tiff
 from app.suggestions.contract import DetectorSidecar
-from app.suggestions.inference import detect_image, make_session, preprocess
+from app.suggestions.inference import (
+    detect_image,
+    fill_input,
+    make_session,
+    normalisation_table,
+    preprocess,
+)
 from app.suggestions.schemas import SuggestionIn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,11 +28,11 @@ def sidecar_of(kind: str) -> DetectorSidecar:
 
 
 def test_fill_input_is_bitwise_the_contract_preprocessing() -> None:
-    pixels = np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    pixels = np.random.default_rng(0).integers(0, 256, (300, 700, 3), dtype=np.uint8)[:, 100:300]
     for order in ("RGB", "BGR"):
         sidecar = sidecar_of("classify").model_copy(update={"channel_order": order, "pad_value": 17})
         out = np.empty((3, 512, 512), dtype=np.float32)
-        service.fill_input(out, pixels, service.normalisation_table(sidecar), sidecar)
+        fill_input(out, pixels, normalisation_table(sidecar), sidecar)
         assert np.array_equal(out, preprocess(pixels, sidecar))
 
 
@@ -59,6 +65,28 @@ def test_detect_all_matches_detect_image(tmp_path: Path) -> None:
     assert run.tiles == 4 + 1 + 1
     assert [item.model_dump() for item in run.items] == [item.model_dump() for item in expected]
     assert run.items, "the phantoms have cells to find"
+
+
+def test_detect_all_reads_a_tiff_window_as_detect_image_reads_its_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "region.tif"
+    write_pyramidal_tiff(path, detect_region(5, 1100, 1000).image, mpp=0.25)
+    window = Window(37, 21, 1000, 900)
+    target = service.ImageTarget("region", path, window, window.width, window.height)
+    sidecar = sidecar_of("detect").model_copy(update={"score_threshold": 0.05})
+    model = service.BUILTIN_DIR / "detect.onnx"
+    with ImageSource(path) as source:
+        pixels = RegionView(source, window).read_region(0, 0, 0, window.width, window.height)
+    session, _ = make_session(model, prefer_cuda=False)
+
+    run = service.detect_all(model, sidecar, [target], batch_size=2, prefer_cuda=False)
+    found = detect_image(
+        session, sidecar, lambda x, y, w, h: pixels[y : y + h, x : x + w], window.width, window.height, 2
+    )
+
+    expected = [item for item in (service._suggestion(target, one) for one in found) if item]
+    assert run.tiles == 3 * 2
+    assert [item.model_dump() for item in run.items] == [item.model_dump() for item in expected]
+    assert run.items
 
 
 def test_gpu_check_runs_on_cpu() -> None:

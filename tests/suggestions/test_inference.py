@@ -11,11 +11,17 @@ import pytest
 from app.suggestions.contract import DetectorSidecar
 from app.suggestions.inference import (
     Detection,
+    ImageInput,
     detect_image,
+    detect_images,
     make_session,
     merge_detections,
+    model_threads,
     nms,
     plan_tiles,
+    preprocess,
+    reader_threads,
+    run_batch,
     tile_detections,
     tile_starts,
 )
@@ -148,3 +154,87 @@ def test_the_cut_part_of_an_object_seen_whole_by_the_next_tile_is_dropped() -> N
 
     assert [(item.x1, item.x2) for item in found] == [(56.0, 72.0)]
     assert found[0].score == pytest.approx(0.8)
+
+
+def reader_of(image: np.ndarray, lines: list[int] | None = None) -> ImageInput:
+    """The image as a pipeline input; ``lines`` collects the number of lines each read asks for."""
+    height, width = image.shape[:2]
+
+    def read_region(x: int, y: int, w: int, h: int) -> np.ndarray:
+        assert x >= 0 and y >= 0 and x + w <= width and y + h <= height, "read outside the image"
+        if lines is not None:
+            lines.append(h)
+        return image[y : y + h, x : x + w]
+
+    return ImageInput(width, height, read_region)
+
+
+def tile_by_tile(model_path: Path, image: np.ndarray, settings: DetectorSidecar) -> list[Detection]:
+    """The detection steps written out plainly: one tile at a time, the contract's preprocessing."""
+    session, _ = make_session(model_path, prefer_cuda=False)
+    height, width = image.shape[:2]
+    found = []
+    for tile in plan_tiles(width, height, settings.tile_size, settings.tile_overlap):
+        pixels = preprocess(image[tile.y : tile.y + tile.height, tile.x : tile.x + tile.width], settings)
+        boxes, scores, labels = run_batch(session, pixels[None])
+        found.append(tile_detections(boxes[0], scores[0], labels[0], tile, settings.score_threshold))
+    return merge_detections(found, settings, width, height)
+
+
+def test_the_pipeline_finds_what_a_plain_tile_by_tile_loop_finds(model_path: Path) -> None:
+    settings = DetectorSidecar.model_validate(sidecar(pad_value=0))
+    rng = np.random.default_rng(3)
+    images = [
+        white_image_with_squares(
+            width, height, [(8, 16)] + [tuple(corner) for corner in rng.integers(0, 20, (6, 2)) * SQUARE]
+        )
+        for width, height in ((200, 150), (40, 30), (64, 64), (130, 200))
+    ]
+    done: list[tuple[int, int]] = []
+    session, _ = make_session(model_path, prefer_cuda=False)
+
+    found = detect_images(
+        session,
+        settings,
+        [reader_of(image) for image in images],
+        batch_size=5,
+        on_image=lambda index, detections: done.append((index, len(detections))),
+        readers=3,
+    )
+
+    assert found == [tile_by_tile(model_path, image, settings) for image in images]
+    assert done == [(index, len(detections)) for index, detections in enumerate(found)]
+    assert all(found)
+
+
+def test_rows_of_tiles_read_each_line_of_the_image_once(model_path: Path) -> None:
+    image = white_image_with_squares(200, 152, [(48, 48), (136, 96)])
+    lines: list[int] = []
+    session, _ = make_session(model_path, prefer_cuda=False)
+    settings = DetectorSidecar.model_validate(sidecar())
+
+    found = detect_images(session, settings, [reader_of(image, lines)], batch_size=2, readers=1)
+
+    assert corners_of(found[0]) == [(48, 48), (136, 96)]
+    assert sum(lines) == 152  # rows start at 0, 48 and 88 and overlap by 16 lines
+
+
+def test_a_failed_read_reaches_the_caller(model_path: Path) -> None:
+    def broken(x: int, y: int, w: int, h: int) -> np.ndarray:
+        raise OSError("disk gone")
+
+    session, _ = make_session(model_path, prefer_cuda=False)
+    images = [ImageInput(200, 150, broken)] * 3
+
+    with pytest.raises(OSError, match="disk gone"):
+        detect_images(session, DetectorSidecar.model_validate(sidecar()), images, batch_size=2, readers=2)
+
+
+def test_the_model_gets_the_cores_the_readers_leave(model_path: Path) -> None:
+    assert (reader_threads(2), model_threads(reader_threads(2), 2)) == (1, 1)
+    assert (reader_threads(16), model_threads(reader_threads(16), 16)) == (2, 14)
+    assert model_threads(4, cpus=2) == 1
+
+    session, _ = make_session(model_path, prefer_cuda=False)
+
+    assert session.get_session_options().intra_op_num_threads == model_threads(reader_threads())
