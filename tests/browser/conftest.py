@@ -1,6 +1,8 @@
 """A real uvicorn server in a background thread and Debian's Chromium driven by Playwright."""
 
+import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +26,12 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's screenshots: refreshed with CONCORD_UPDATE_SCREENSHOTS=1, elsewhere kept out of the work tree.
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("CONCORD_UPDATE_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / "concord-screenshots"
+)
 VIEWPORT = {"width": 1366, "height": 768}
 
 
