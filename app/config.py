@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     max_patch_pixels: int = 64_000_000
     max_tiff_pixels: int = 4_000_000_000
+    raw_cache_max_pixels: int = 64_000_000
     max_json_objects: int = 20_000
     heartbeat_idle_seconds: float = 60.0
     tile_cache_bytes: int = 128 * 1024 * 1024

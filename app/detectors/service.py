@@ -10,6 +10,7 @@ and the database session stay free. ONNX Runtime is imported only inside those f
 """
 
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -27,6 +28,7 @@ from app.config import Settings
 from app.detectors import repository
 from app.detectors.schemas import DetectRequest
 from app.errors import Conflict, Invalid, NotFound
+from app.images import rawcache
 from app.images import repository as images_repository
 from app.images.service import file_of
 from app.images.tiles import ImageSource, RegionView, Window
@@ -46,6 +48,8 @@ from app.suggestions.inference import (
     plan_tiles,
 )
 from app.suggestions.schemas import SuggestionIn
+
+logger = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "detector_models"
 BUILTIN_KINDS = ("classify", "grade", "detect")
@@ -189,13 +193,15 @@ async def start_detection(
 
 @dataclass(frozen=True)
 class ImageTarget:
-    """One image to run on: its stored file, the window of the file it is (None: whole file), its size."""
+    """One image to run on: its stored file, the window of the file it is (None: whole file), its size,
+    and the file's raw level-0 cache when it has one (see ``app.images.rawcache``)."""
 
     name: str
     path: Path
     window: Window | None
     width: int
     height: int
+    raw: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -212,8 +218,19 @@ def targets_of(settings: Settings, images: Sequence[Image]) -> list[ImageTarget]
     targets = []
     for image in images:
         path, window = file_of(settings, image)
-        targets.append(ImageTarget(image.name, path, window, image.width, image.height))
+        raw = rawcache.existing_raw_cache(settings, image.sha256)
+        targets.append(ImageTarget(image.name, path, window, image.width, image.height, raw))
     return targets
+
+
+def ensure_raw_caches(settings: Settings, images: Sequence[Image]) -> None:
+    """Blocking: build the raw caches that files stored before they existed lack; a failure is logged
+    and the file is read as it is."""
+    for image in images:
+        try:
+            rawcache.ensure_raw_cache(settings, image)
+        except (OSError, ValueError, RuntimeError) as error:
+            logger.warning("no raw cache for image %s (%s): %s", image.id, image.name, error)
 
 
 async def run_detection(
@@ -237,7 +254,9 @@ async def run_detection(
     if score_threshold is not None:
         sidecar = sidecar.model_copy(update={"score_threshold": score_threshold})
     path = stored_model(settings, detector)
-    targets = targets_of(settings, await images_repository.images_of_task(session, task.id))
+    images = await images_repository.images_of_task(session, task.id)
+    await to_thread.run_sync(ensure_raw_caches, settings, images)
+    targets = targets_of(settings, images)
     if not targets:
         raise Invalid(f"task {task.id} has no images to run a detector on")
     run = await to_thread.run_sync(
@@ -307,8 +326,9 @@ class _Suggestions:
 class _ThreadSources:
     """Region readers for the pipeline's reader threads, all closed on exit.
 
-    A TIFF is decoded tile by tile on each read, so each thread opens its own ``ImageSource`` on it and
-    threads never queue on one source's lock; a PNG or JPEG is decoded whole on its first read, so all
+    Level 0 comes from the file's raw cache when it has one (a memory copy), so each thread opens its own
+    ``ImageSource`` on it; so does a TIFF, which is decoded tile by tile on each read, and threads never
+    queue on one source's lock. A PNG or JPEG without a cache is decoded whole on its first read, so all
     threads share one source and it is decoded once.
     """
 
@@ -328,30 +348,30 @@ class _ThreadSources:
             self._opened.clear()
 
     def input_of(self, target: ImageTarget) -> ImageInput:
-        per_thread = sniff_format(target.path) == "tiff"
+        per_thread = target.raw is not None or sniff_format(target.path) == "tiff"
 
         def read_region(x: int, y: int, width: int, height: int) -> np.ndarray:
-            source = self._own(target.path) if per_thread else self._common(target.path)
+            source = self._own(target) if per_thread else self._common(target)
             view = source if target.window is None else RegionView(source, target.window)
             return view.read_region(0, x, y, width, height)
 
         return ImageInput(target.width, target.height, read_region)
 
-    def _own(self, path: Path) -> ImageSource:
+    def _own(self, target: ImageTarget) -> ImageSource:
         sources: dict[Path, ImageSource] = self._local.__dict__.setdefault("sources", {})
-        if path not in sources:
-            sources[path] = self._open(path)
-        return sources[path]
+        if target.path not in sources:
+            sources[target.path] = self._open(target)
+        return sources[target.path]
 
-    def _common(self, path: Path) -> ImageSource:
+    def _common(self, target: ImageTarget) -> ImageSource:
         with self._lock:
-            if path not in self._shared:
-                self._shared[path] = ImageSource(path)
-                self._opened.append(self._shared[path])
-            return self._shared[path]
+            if target.path not in self._shared:
+                self._shared[target.path] = ImageSource(target.path, target.raw)
+                self._opened.append(self._shared[target.path])
+            return self._shared[target.path]
 
-    def _open(self, path: Path) -> ImageSource:
-        source = ImageSource(path)
+    def _open(self, target: ImageTarget) -> ImageSource:
+        source = ImageSource(target.path, target.raw)
         with self._lock:
             self._opened.append(source)
         return source

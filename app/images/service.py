@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.annotations.service import check_box
 from app.config import Settings
 from app.errors import AppError, Conflict, Invalid, NotFound
-from app.images import repository, storage
+from app.images import rawcache, repository, storage
 from app.images.schemas import GroundTruthIn, ImageOut
 from app.images.tiles import RegionError, TileCache, Window
 from app.images.validation import ImageRejected
@@ -52,7 +52,7 @@ def _stage_all(settings: Settings, items: Sequence[NewImage]) -> list[storage.St
 async def add_images(
     session: AsyncSession, settings: Settings, task: Task, items: Sequence[NewImage]
 ) -> list[Image]:
-    """All or nothing: every file is validated before any row or stored file is created."""
+    """All or nothing: every file is validated before any row, stored file or raw cache is created."""
     _check_names(items, await repository.image_names(session, task.id))
     staged = await to_thread.run_sync(_stage_all, settings, items)
     created_files: list[Path] = []
@@ -60,12 +60,11 @@ async def add_images(
         for item, file in zip(items, staged, strict=True):
             _check_window(item, file.info.width, file.info.height)
         position = await repository.next_image_position(session, task.id)
-        images = []
-        for offset, (item, file) in enumerate(zip(items, staged, strict=True)):
-            path, created = storage.commit_staged(settings, file)
-            if created:
-                created_files.append(path)
-            images.append(_image_row(task, item, file, position + offset))
+        await to_thread.run_sync(_store_all, settings, items, staged, created_files)
+        images = [
+            _image_row(task, item, file, position + offset)
+            for offset, (item, file) in enumerate(zip(items, staged, strict=True))
+        ]
         session.add_all(images)
         await session.flush()
         return images
@@ -74,6 +73,22 @@ async def add_images(
         for path in created_files:
             path.unlink(missing_ok=True)
         raise
+
+
+def _store_all(
+    settings: Settings, items: Sequence[NewImage], staged: Sequence[storage.StagedFile], created: list[Path]
+) -> None:
+    """Move each staged file into place and write its raw cache; ``created`` gets every new file."""
+    for item, file in zip(items, staged, strict=True):
+        path, new_file = storage.commit_staged(settings, file)
+        if new_file:
+            created.append(path)
+        try:
+            cache = rawcache.write_raw_cache(settings, file.sha256, path, file.info.width, file.info.height)
+        except (RegionError, ValueError, RuntimeError) as error:
+            raise AppError(f"{item.name}: its pixels cannot be read ({error})", status_code=422) from error
+        if cache is not None:
+            created.append(cache)
 
 
 def _check_names(items: Sequence[NewImage], existing: set[str]) -> None:

@@ -8,6 +8,10 @@ previous) down to about ``MIN_LEVEL_SIDE``; they are computed region-wise by are
 smallest native level, and a read that would need more than ``MAX_SOURCE_PIXELS`` native pixels is
 refused with ``RegionError`` (a 20 000 px TIFF without a pyramid cannot be thumbnailed; one with a
 pyramid can). PNG and JPEG are decoded once and their pyramid is built by 2x averaging on demand.
+
+A source may be given the path of a raw cache of its level 0 (an uncompressed RGB uint8 ``.npy`` file,
+see ``app/images/rawcache.py``); level-0 reads then copy from a read-only memory map of it, and every
+other level and the thumbnails still come from the file.
 """
 
 from __future__ import annotations
@@ -253,6 +257,41 @@ def _decode_with_pillow(path: Path) -> Pixels:
         return np.asarray(image.convert("RGB")).copy()
 
 
+class _RawLevel0Backend:
+    """Level 0 from a memory-mapped raw cache; other levels from the file's own backend."""
+
+    def __init__(self, inner: _Backend, raw: Pixels) -> None:
+        self._inner = inner
+        self._raw: Pixels | None = raw
+        self.native_levels = inner.native_levels
+
+    def read_native(self, level: int, rect: _Rect) -> Pixels:
+        if level != 0 or self._raw is None:
+            return self._inner.read_native(level, rect)
+        return np.array(self._raw[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w])
+
+    def resident_bytes(self) -> int:
+        return self._inner.resident_bytes()
+
+    def close(self) -> None:
+        self._raw = None
+        self._inner.close()
+
+
+def _with_raw_cache(backend: _Backend, raw_path: Path | None) -> _Backend:
+    """Wrap the backend when a raw cache of the file's level-0 size exists; otherwise keep it."""
+    if raw_path is None or not raw_path.is_file():
+        return backend
+    width, height = backend.native_levels[0]
+    try:
+        raw = np.load(raw_path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return backend
+    if raw.dtype != np.uint8 or raw.shape != (height, width, 3):
+        return backend
+    return _RawLevel0Backend(backend, raw)
+
+
 def _open_backend(path: Path) -> _Backend:
     fmt = sniff_format(path)
     if fmt == "tiff":
@@ -266,10 +305,14 @@ def _open_backend(path: Path) -> _Backend:
 
 
 class ImageSource:
-    """One image file; opens on first use, reopens after ``close()``. Safe to share across threads."""
+    """One image file; opens on first use, reopens after ``close()``. Safe to share across threads.
 
-    def __init__(self, path: Path) -> None:
+    ``raw_path``: the file's raw level-0 cache, used for level-0 reads when it exists and matches.
+    """
+
+    def __init__(self, path: Path, raw_path: Path | None = None) -> None:
         self.path = path
+        self.raw_path = raw_path
         self._lock = threading.Lock()
         self._backend: _Backend | None = None
         self._levels: list[LevelSize] | None = None
@@ -333,7 +376,7 @@ class ImageSource:
 
     def _opened(self) -> _Backend:
         if self._backend is None:
-            self._backend = _open_backend(self.path)
+            self._backend = _with_raw_cache(_open_backend(self.path), self.raw_path)
             native = self._backend.native_levels
             self._native_count = len(native)
             self._levels = native + halving_levels(*native[-1])[1:]

@@ -15,8 +15,9 @@ from tests.factories import make_study, png_bytes
 
 def _stored_files(settings: Settings) -> list[Path]:
     files = [path for path in settings.image_dir.rglob("*") if path.is_file()]
-    staging = settings.data_dir / "tmp"
-    return files + ([path for path in staging.rglob("*") if path.is_file()] if staging.exists() else [])
+    for folder in (settings.data_dir / "tmp", settings.data_dir / "raw"):
+        files += [path for path in folder.rglob("*") if path.is_file()] if folder.exists() else []
+    return files
 
 
 def _tiff_bytes() -> bytes:
@@ -56,6 +57,8 @@ async def test_good_uploads_are_stored_once_with_their_sizes(
     assert (created["c.tif"]["width"], created["c.tif"]["height"]) == (512, 512)
     stored = [path.name for path in settings.image_dir.rglob("*") if path.is_file()]
     assert len(stored) == 3  # one from make_study, one for the two identical PNGs, one TIFF
+    raw = [path.name for path in (settings.data_dir / "raw").rglob("*") if path.is_file()]
+    assert sorted(raw) == sorted(name.rsplit(".", 1)[0] + ".npy" for name in stored)
 
 
 async def test_bad_uploads_give_4xx_and_leave_no_rows_or_files(
