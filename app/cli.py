@@ -53,7 +53,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _start_worker() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "worker"])
+    return subprocess.Popen([sys.executable, "-m", "worker"], preexec_fn=_stop_with_parent)
+
+
+def _stop_with_parent() -> None:
+    """Linux: the worker gets SIGTERM when `serve` dies (uvicorn re-raises SIGTERM, skipping `finally`)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:

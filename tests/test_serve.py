@@ -1,0 +1,52 @@
+"""`concord serve --with-worker` answers on its port, runs one worker, and takes the worker down with it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_health(port: int, process: subprocess.Popen[bytes], attempts: int = 120) -> dict[str, str]:
+    for _ in range(attempts):
+        assert process.poll() is None, "serve exited early"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=2) as response:
+                return {"status": response.read().decode()}
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError("serve did not answer")
+
+
+def _worker_children(pid: int) -> list[psutil.Process]:
+    children = psutil.Process(pid).children(recursive=True)
+    return [child for child in children if "worker" in " ".join(child.cmdline())]
+
+
+def test_serve_with_worker_starts_and_stops_both(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "CONCORD_DATA_DIR": str(tmp_path), "CONCORD_DATABASE_URL": ""}
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--with-worker"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert '"ok"' in _wait_for_health(port, process)["status"]
+        workers = _worker_children(process.pid)
+        assert len(workers) == 1
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        _gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, "the worker outlived serve"
+    finally:
+        if process.poll() is None:
+            process.kill()
