@@ -19,6 +19,7 @@ from app.annotations.schemas import (
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.evaluation import metrics
 from app.images import repository as images_repository
+from app.images.placement import check_box
 from app.models import (
     Annotation,
     AnnotationEvent,
@@ -108,14 +109,6 @@ async def _seed_suggestions(session: AsyncSession, workspace: Workspace, suggest
             )
         )
     await session.flush()
-
-
-def check_box(image: Image, x1: float, y1: float, x2: float, y2: float) -> None:
-    if not (0 <= x1 < x2 <= image.width and 0 <= y1 < y2 <= image.height):
-        raise Invalid(
-            f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is not a box inside the image "
-            f"(0 ≤ x1 < x2 ≤ {image.width}, 0 ≤ y1 < y2 ≤ {image.height})"
-        )
 
 
 def resolve_label(workspace: Workspace, name: str) -> Label:

@@ -8,10 +8,10 @@ from typing import BinaryIO, Literal, TypeVar
 from anyio import to_thread
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.annotations.service import check_box
 from app.config import Settings
 from app.errors import AppError, Conflict, Invalid, NotFound
 from app.images import rawcache, repository, storage
+from app.images.placement import place_named
 from app.images.schemas import GroundTruthIn, ImageOut
 from app.images.tiles import RegionError, TileCache, Window
 from app.images.validation import ImageRejected
@@ -213,16 +213,8 @@ async def upload_ground_truth(
     images = {image.name: image for image in await repository.images_of_task(session, task.id)}
     rows = []
     for index, item in enumerate(objects):
-        image = images.get(item.image)
-        if image is None:
-            raise Invalid(f"object {index}: no image named {item.image!r} in this task")
-        label = labels.get(item.label)
-        if label is None:
-            raise Invalid(f"object {index}: unknown label {item.label!r}; known: {', '.join(labels)}")
-        try:
-            check_box(image, item.x1, item.y1, item.x2, item.y2)
-        except Invalid as error:
-            raise Invalid(f"object {index}: {error.message}") from error
+        box = (item.x1, item.y1, item.x2, item.y2)
+        image, label = place_named(f"object {index}", item.image, item.label, box, images, labels)
         rows.append(
             GroundTruthObject(
                 image_id=image.id,

@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.annotations.service import check_box
 from app.errors import Invalid, NotFound
 from app.images import repository as images_repository
+from app.images.placement import place_named
 from app.models import Image, InjectedError, Label, Suggestion, SuggestionSet, Task
 from app.studies import repository as studies_repository
 from app.suggestions import protocols, repository
@@ -77,16 +77,8 @@ async def create_suggestion_set(
 def _suggestion_row(
     index: int, item: SuggestionIn, images: dict[str, Image], labels: dict[str, Label]
 ) -> Suggestion:
-    image = images.get(item.image)
-    if image is None:
-        raise Invalid(f"suggestion {index}: no image named {item.image!r} in this task")
-    label = labels.get(item.label)
-    if label is None:
-        raise Invalid(f"suggestion {index}: unknown label {item.label!r}; known: {', '.join(labels)}")
-    try:
-        check_box(image, item.x1, item.y1, item.x2, item.y2)
-    except Invalid as error:
-        raise Invalid(f"suggestion {index} on {item.image!r}: {error.message}") from error
+    box = (item.x1, item.y1, item.x2, item.y2)
+    image, label = place_named(f"suggestion {index}", item.image, item.label, box, images, labels)
     return Suggestion(
         image_id=image.id,
         label_id=label.id,
