@@ -224,17 +224,10 @@ async def create_annotation(
     )
     session.add(annotation)
     await session.flush()
-    _append_event(
-        session,
-        workspace,
-        annotation,
-        EventKind.create,
-        None,
-        data.idempotency_key,
-        data.client_ts,
+    created = await _record(
+        session, workspace, annotation, EventKind.create, None, data.idempotency_key, data.client_ts
     )
-    await _flush_edit(session)
-    return to_out(annotation, workspace.labels_by_id), True
+    return created, True
 
 
 async def create_many(
@@ -282,17 +275,7 @@ async def update_annotation(
     if label is not None:
         annotation.label_id = label.id
     _mark_edited(annotation)
-    _append_event(
-        session,
-        workspace,
-        annotation,
-        kind,
-        before,
-        data.idempotency_key,
-        data.client_ts,
-    )
-    await _flush_edit(session)
-    return to_out(annotation, workspace.labels_by_id)
+    return await _record(session, workspace, annotation, kind, before, data.idempotency_key, data.client_ts)
 
 
 def _edit_kind(
@@ -348,17 +331,7 @@ async def change_state(
             "only an untouched suggestion can be accepted",
         )
     annotation.updated_at = utcnow()
-    _append_event(
-        session,
-        workspace,
-        annotation,
-        kind,
-        before,
-        data.idempotency_key,
-        data.client_ts,
-    )
-    await _flush_edit(session)
-    return to_out(annotation, workspace.labels_by_id)
+    return await _record(session, workspace, annotation, kind, before, data.idempotency_key, data.client_ts)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -372,6 +345,21 @@ def _check_version(annotation: Annotation, version: int) -> None:
             f"object {annotation.id} changed meanwhile (version {annotation.version}, "
             f"you sent {version}); reload it"
         )
+
+
+async def _record(
+    session: AsyncSession,
+    workspace: Workspace,
+    annotation: Annotation,
+    kind: EventKind,
+    before: dict[str, Any] | None,
+    key: str | None,
+    client_ts: datetime | None,
+) -> AnnotationOut:
+    """Append the edit's event and write both in one flush; the answer is the object's new state."""
+    _append_event(session, workspace, annotation, kind, before, key, client_ts)
+    await _flush_edit(session)
+    return to_out(annotation, workspace.labels_by_id)
 
 
 async def _flush_edit(session: AsyncSession) -> None:
