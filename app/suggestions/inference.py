@@ -410,35 +410,44 @@ class _BatchReader:
         """Each batch with its (n, 3, S, S) float32 input; a buffer is reused once the caller moves on.
 
         Each row of tiles in a batch is a task of its own, so reader threads share even a single batch.
+        The first batch is read tile by tile and handed out in pieces, as many tiles as are ready, so the
+        model starts on its first tile instead of waiting for the whole batch (a single batch of patches
+        would otherwise be read before the model runs at all).
         """
-        pending: deque[tuple[TileBatch, np.ndarray, list[Future[None]]]] = deque()
+        pending: deque[tuple[TileBatch, np.ndarray, list[_Part], bool]] = deque()
+        first = True
         while True:
             while len(pending) <= AHEAD and (batch := next(batches, None)) is not None:
                 buffer = self._buffer()
-                pending.append((batch, buffer, self._submit(batch, buffer)))
+                pending.append((batch, buffer, self._submit(batch, buffer, per_tile=first), first))
+                first = False
             if not pending:
                 return
-            batch, buffer, rows = pending.popleft()
-            for row in rows:
-                row.result()
-            yield batch, buffer[: len(batch.tiles)]
+            batch, buffer, parts, in_pieces = pending.popleft()
+            if in_pieces:
+                yield from _ready_pieces(batch, buffer, parts)
+            else:
+                for part in parts:
+                    part.future.result()
+                yield batch, buffer[: len(batch.tiles)]
             self._free.append(buffer)
 
     def _buffer(self) -> np.ndarray:
         return self._free.pop() if self._free else np.empty(self._shape, dtype=np.float32)
 
-    def _submit(self, batch: TileBatch, out: np.ndarray) -> list[Future[None]]:
-        """One read task per run of tiles side by side in one row of one image."""
-        rows = []
+    def _submit(self, batch: TileBatch, out: np.ndarray, per_tile: bool = False) -> list[_Part]:
+        """One read task per run of tiles side by side in one row of one image (per tile if asked)."""
+        parts = []
         start = 0
         while start < len(batch.tiles):
             stop = start + 1
-            while stop < len(batch.tiles) and _same_row(batch, start, stop):
+            while not per_tile and stop < len(batch.tiles) and _same_row(batch, start, stop):
                 stop += 1
             tiles, owner = batch.tiles[start:stop], batch.owners[start]
-            rows.append(self._pool.submit(self._read_row, owner, tiles, out[start:stop]))
+            future = self._pool.submit(self._read_row, owner, tiles, out[start:stop])
+            parts.append(_Part(start, stop, future))
             start = stop
-        return rows
+        return parts
 
     def _read_row(self, owner: int, tiles: Sequence[Tile], out: np.ndarray) -> None:
         """Tiles side by side in one row of one image: one block of pixels, then a slice per tile."""
@@ -491,6 +500,31 @@ class _RowBlocks:
             return shared
         rest = self._image.read_region(0, end, self._image.width, top + height - end)
         return np.concatenate([shared, rest])
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Tiles [start, stop) of a batch, being read into its buffer by ``future``."""
+
+    start: int
+    stop: int
+    future: Future[None]
+
+
+def _ready_pieces(
+    batch: TileBatch, buffer: np.ndarray, parts: Sequence[_Part]
+) -> Iterator[tuple[TileBatch, np.ndarray]]:
+    """The batch in pieces: wait for the next part, then hand out it and every part after it already read."""
+    index = 0
+    while index < len(parts):
+        start = parts[index].start
+        parts[index].future.result()
+        index += 1
+        while index < len(parts) and parts[index].future.done():
+            parts[index].future.result()
+            index += 1
+        stop = parts[index - 1].stop
+        yield TileBatch(batch.owners[start:stop], batch.tiles[start:stop]), buffer[start:stop]
 
 
 def _same_row(batch: TileBatch, first: int, other: int) -> bool:
