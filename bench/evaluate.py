@@ -32,27 +32,26 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.evaluation import published  # noqa: E402
+from app.evaluation.published import PARTICIPANTS, ROUNDS  # noqa: E402
+
 ASTHMA = ROOT.parent / "shared" / "data" / "exact-study" / "Asthma"
-ROUNDS = {"unaided": ("FirstRound", "First Round"), "aided": ("SecondRound", "Second Round")}
-PARTICIPANTS = (3, 4, 5, 6, 7, 8, 9, 11, 12, 13)
-REGISTERS = {"changed": "class_changed", "deleted": "removed", "nms": "duplicate"}
+REGISTERS = published.REGISTER_FILES
 STUDY = "bench study"
 BASELINE_NAME = "published-approach re-implementation: per-file parsing + Python greedy matching"
 PUBLISHED_ANALYSIS_S = 2.64  # the published notebook on the three real tasks, library imports excluded
 
 
 def export_path(participant: int, mode: str) -> Path:
-    folder, title = ROUNDS[mode]
-    return (
-        ASTHMA / folder / "Participants" / f"export_[{title}] Asthma_LabelStudy_Participant_{participant}.txt"
-    )
+    return published.export_path(ASTHMA, participant, mode)
 
 
 # ---------------------------------------------------------------- Concord
 
 
 async def build_study(url: str, copies: int) -> None:
-    from app.evaluation.importer import ImportFile, ImportRequest, import_exact
+    from app.evaluation.importer import import_exact
+    from app.evaluation.published import import_plan
     from app.migrate import upgrade
 
     await asyncio.to_thread(upgrade, url)
@@ -61,30 +60,8 @@ async def build_study(url: str, copies: int) -> None:
     engine = make_engine(url)
     maker = make_sessionmaker(engine)
 
-    def read(path: Path) -> ImportFile:
-        return ImportFile(str(path), path.read_text(encoding="utf-8-sig"))
-
-    gt = ASTHMA / "FirstRound" / "GT"
     for copy in range(copies):
-        task = f"asthma-{copy + 1}"
-        jobs = [
-            (ImportRequest(STUDY, task, "classify", "ground-truth"), [read(gt / "ground truth.txt")]),
-            (
-                ImportRequest(STUDY, task, "classify", "suggestions"),
-                [read(ASTHMA / "SecondRound" / "GT" / "unchanged submission_19.txt")],
-            ),
-        ]
-        jobs += [
-            (ImportRequest(STUDY, task, "classify", "injected", error_kind=kind), [read(gt / f"{name}.txt")])
-            for name, kind in REGISTERS.items()
-        ]
-        jobs += [
-            (
-                ImportRequest(STUDY, task, "classify", "expert", mode=mode),
-                [read(export_path(p, mode)) for p in PARTICIPANTS],
-            )
-            for mode in ROUNDS
-        ]
+        jobs = import_plan(ASTHMA, STUDY, f"asthma-{copy + 1}")
         for request, files in jobs:
             async with maker() as session, session.begin():
                 await import_exact(session, request, files)

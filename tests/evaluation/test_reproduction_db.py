@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.evaluation import metrics as m
-from app.evaluation.importer import ImportFile, ImportRequest, import_exact
+from app.evaluation.importer import import_exact
+from app.evaluation.published import REGISTER_FILES, ROUNDS, import_plan
 from tests.conftest import ClientFactory
 from tests.evaluation.test_reproduction_pure import (
     ASTHMA,
     CALIBRATION,
     REGISTER_TOTALS,
-    ROUNDS,
     Study,
     concordance_of,
     export_path,
@@ -23,7 +22,6 @@ from tests.evaluation.test_reproduction_pure import (
 from tests.factories import make_user
 
 STUDY, TASK = "Asthma study", "asthma"
-REGISTER_FILES = {"changed": "class_changed", "deleted": "removed", "nms": "duplicate"}
 POOLED_RATES = {
     "class_changed": {"unaided": 0.860, "aided": 0.787},
     "removed": {"unaided": 0.840, "aided": 0.780},
@@ -33,32 +31,10 @@ POOLED_RATES = {
 pytestmark = pytest.mark.skipif(not ASTHMA.is_dir(), reason=f"study data not present at {ASTHMA}")
 
 
-def _file(path: Path) -> ImportFile:
-    return ImportFile(str(path), path.read_text(encoding="utf-8-sig"))
-
-
 async def import_asthma(app: Any, study: str = STUDY, task: str = TASK) -> None:
     """The published layout: FirstRound GT as reference and register, SecondRound unchanged set as suggestions."""
     maker = app.state.sessionmaker
-    gt = ASTHMA / "FirstRound" / "GT"
-    jobs: list[tuple[ImportRequest, list[ImportFile]]] = [
-        (ImportRequest(study, task, "classify", "ground-truth"), [_file(gt / "ground truth.txt")]),
-        (
-            ImportRequest(study, task, "classify", "suggestions"),
-            [_file(ASTHMA / "SecondRound" / "GT" / "unchanged submission_19.txt")],
-        ),
-    ]
-    jobs += [
-        (ImportRequest(study, task, "classify", "injected", error_kind=kind), [_file(gt / f"{name}.txt")])
-        for name, kind in REGISTER_FILES.items()
-    ]
-    jobs += [
-        (
-            ImportRequest(study, task, "classify", "expert", mode=mode),
-            [_file(export_path(participant, mode)) for participant in CALIBRATION],
-        )
-        for mode in ROUNDS
-    ]
+    jobs = import_plan(ASTHMA, study, task, tuple(CALIBRATION))
     for request, files in jobs:
         async with maker() as session, session.begin():
             await import_exact(session, request, files)

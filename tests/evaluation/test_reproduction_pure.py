@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from app.evaluation import metrics as m
+from app.evaluation import published
 from app.evaluation.exact_format import ExactArrays, ExactFile, index_of, read_exact, to_arrays
+from app.evaluation.published import ROUNDS
 
 ASTHMA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "exact-study" / "Asthma"
-ROUNDS = {"unaided": ("FirstRound", "First Round"), "aided": ("SecondRound", "Second Round")}
 REGISTER_KINDS = ("changed", "deleted", "nms")
 LABELS = index_of(["Eosinophile", "Lymohozyten", "Makrophagen", "Mastzellen", "Neutrophile"])
 
@@ -101,10 +102,7 @@ def study() -> Study:
 
 
 def export_path(participant: int, mode: str) -> Path:
-    folder, title = ROUNDS[mode]
-    return (
-        ASTHMA / folder / "Participants" / f"export_[{title}] Asthma_LabelStudy_Participant_{participant}.txt"
-    )
+    return published.export_path(ASTHMA, participant, mode)
 
 
 def reference(study: Study, mode: str, name: str) -> ExactArrays:
