@@ -6,9 +6,10 @@ of thousands of objects loads as the driver's plain tuples without ORM or Row co
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -20,14 +21,19 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     cast,
     func,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from app.db import SQLITE_BUSY_TIMEOUT_MS
+from app.evaluation import object_columns
 from app.models import (
     Annotation,
     Assignment,
@@ -38,6 +44,7 @@ from app.models import (
     InjectedError,
     Label,
     Mode,
+    ObjectColumns,
     Study,
     Suggestion,
     SuggestionSet,
@@ -49,6 +56,7 @@ Rows = Sequence[Row[*tuple[Any, ...]]]
 AnySelect = Select[*tuple[Any, ...]]
 EVALUATED_MODES = (Mode.unaided.value, Mode.aided.value)
 INJECTED_SOURCE = "injected"
+logger = logging.getLogger(__name__)
 IMPORTED_REGISTER_NAME = "imported register"
 
 
@@ -197,18 +205,23 @@ async def ground_truth_for_export(session: AsyncSession, task_id: int) -> Rows:
 
 Table = list[tuple[Any, ...]]
 STUDY_PARAMETER = "study_id"
-MARGIN_PARAMETER = "border_margin"
+TASKS_PARAMETER = "task_ids"
+STORE_LOCK_WAIT_MS = 250
 
 
 @dataclass(frozen=True)
 class StudyRows:
-    """The driver's plain tuples of every table the metrics need, each in the order the maths needs."""
+    """The driver's plain tuples of every table the metrics need, each in the order the maths needs.
+
+    objects: each task's expert objects as an `object_columns` table; rebuilt: the tables that were built
+    from the annotation table because no current stored copy existed, with the revision they were read at.
+    """
 
     tasks: Table
     labels: Table
     images: Table
     users: Table
-    annotations: dict[str, Table]
+    objects: dict[int, object_columns.FloatTable]
     views: Table
     visits: Table
     ground_truth: Table
@@ -216,19 +229,22 @@ class StudyRows:
     suggestion_sets: Table
     suggestions: Table
     injected: Table
+    rebuilt: dict[int, tuple[int, object_columns.FloatTable]] = field(default_factory=dict)
 
 
-async def read_study(session: AsyncSession, study_id: int, border_margin: float) -> StudyRows:
+async def read_study(session: AsyncSession, study_id: int) -> StudyRows:
     """Every row the metrics need: one SQLAlchemy Core query per table, run on the driver's own cursor.
 
     The queries are compiled once per dialect and their rows come back as the driver's tuples, without
-    SQLAlchemy Row objects or result processing, so that tens of thousands of objects load as few Python
-    objects as the driver allows. Annotations within border_margin pixels of their image's edge are left
-    in the database: they never count (`metrics.counted_mask`, which the caller still applies).
+    SQLAlchemy Row objects or result processing. Expert objects come from each task's stored object columns
+    when they are current, else from the annotation table; tables built that way are stored for the next read
+    (`store_object_columns`).
     """
     connection = await session.connection()
-    parameters = {STUDY_PARAMETER: study_id, MARGIN_PARAMETER: border_margin}
-    return await connection.run_sync(_read_study, parameters)
+    rows = await connection.run_sync(_read_study, {STUDY_PARAMETER: study_id})
+    if rows.rebuilt and isinstance(session.bind, AsyncEngine):
+        await store_object_columns(session.bind, rows.rebuilt)
+    return rows
 
 
 def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows:
@@ -236,15 +252,17 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
     cursor = connection.connection.cursor()
     try:
 
-        def fetch(query: SQLCompiler) -> Table:
-            return _fetch(cursor, query, parameters)
+        def fetch(query: SQLCompiler, extra: dict[str, Any] | None = None) -> Table:
+            return _fetch(cursor, query, {**parameters, **(extra or {})})
 
+        tasks = fetch(queries.tasks)  # revisions first: objects read later are at least as new
+        objects, rebuilt = _objects(tasks, fetch(queries.stored_objects), fetch, queries.annotations)
         return StudyRows(
-            tasks=fetch(queries.tasks),
+            tasks=[(task_id, name) for task_id, name, _ in tasks],
             labels=fetch(queries.labels),
             images=fetch(queries.images),
             users=fetch(queries.users),
-            annotations={mode: fetch(query) for mode, query in queries.annotations.items()},
+            objects=objects,
             views=fetch(queries.views),
             visits=fetch(queries.visits),
             ground_truth=fetch(queries.ground_truth),
@@ -252,9 +270,29 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
             suggestion_sets=fetch(queries.suggestion_sets),
             suggestions=fetch(queries.suggestions),
             injected=fetch(queries.injected),
+            rebuilt=rebuilt,
         )
     finally:
         cursor.close()
+
+
+def _objects(
+    tasks: Table, stored: Table, fetch: Any, annotations: SQLCompiler
+) -> tuple[dict[int, object_columns.FloatTable], dict[int, tuple[int, object_columns.FloatTable]]]:
+    """Each task's object table: the stored one when its revision is the task's, else read and rebuilt."""
+    revisions = {task_id: revision for task_id, _, revision in tasks}
+    objects = {}
+    for task_id, revision, layout, rows, payload in stored:
+        if revisions.get(task_id) == revision and layout == object_columns.LAYOUT:
+            table = object_columns.unpack(bytes(payload), rows)
+            if table is not None:
+                objects[task_id] = table
+    stale = [task_id for task_id in revisions if task_id not in objects]
+    if not stale:
+        return objects, {}
+    built = object_columns.tables_by_task(fetch(annotations, {TASKS_PARAMETER: stale}), stale)
+    objects.update(built)
+    return objects, {task_id: (revisions[task_id], table) for task_id, table in built.items()}
 
 
 def _fetch(cursor: Any, query: SQLCompiler, parameters: dict[str, Any]) -> Table:
@@ -264,15 +302,67 @@ def _fetch(cursor: Any, query: SQLCompiler, parameters: dict[str, Any]) -> Table
     return rows
 
 
+async def store_object_columns(
+    engine: AsyncEngine, tables: dict[int, tuple[int, object_columns.FloatTable]]
+) -> None:
+    """Stores rebuilt object tables in their own short transaction; a busy database only skips the store.
+
+    Never waits long for a lock (a long write elsewhere must not stall a metrics request) and never fails the
+    read: a table that is not stored is rebuilt by the next read.
+    """
+    values = [
+        {
+            "task_id": task_id,
+            "revision": revision,
+            "layout": object_columns.LAYOUT,
+            "rows": len(table),
+            "payload": object_columns.pack(table),
+        }
+        for task_id, (revision, table) in tables.items()
+    ]
+    try:
+        async with engine.connect() as connection:
+            await _with_short_lock_wait(connection, values)
+    except SQLAlchemyError as error:
+        logger.info("object columns of tasks %s not stored: %s", sorted(tables), error)
+
+
+async def _with_short_lock_wait(connection: AsyncConnection, values: list[dict[str, Any]]) -> None:
+    statement = _upsert_object_columns(connection.dialect)
+    if connection.dialect.name == "sqlite":
+        await connection.exec_driver_sql(f"PRAGMA busy_timeout = {STORE_LOCK_WAIT_MS}")
+        try:
+            await connection.execute(statement, values)
+            await connection.commit()
+        finally:
+            await connection.rollback()
+            await connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        return
+    await connection.exec_driver_sql(f"SET LOCAL lock_timeout = {STORE_LOCK_WAIT_MS}")
+    await connection.execute(statement, values)
+    await connection.commit()
+
+
+def _upsert_object_columns(dialect: Dialect) -> Any:
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    statement = insert(ObjectColumns)
+    replaced = ("revision", "layout", "rows", "payload", "built_at")
+    return statement.on_conflict_do_update(
+        index_elements=[ObjectColumns.task_id],
+        set_={name: statement.excluded[name] for name in replaced},
+    )
+
+
 @dataclass(frozen=True)
 class StudyQueries:
     """The study read's statements, compiled for one dialect."""
 
     tasks: SQLCompiler
+    stored_objects: SQLCompiler
     labels: SQLCompiler
     images: SQLCompiler
     users: SQLCompiler
-    annotations: dict[str, SQLCompiler]
+    annotations: SQLCompiler
     views: SQLCompiler
     visits: SQLCompiler
     ground_truth: SQLCompiler
@@ -302,11 +392,16 @@ def _compile_study_queries(dialect: Dialect) -> StudyQueries:
         return compiler
 
     return StudyQueries(
-        tasks=compiled(select(Task.id, Task.name).where(Task.study_id == study_id).order_by(Task.id)),
+        tasks=compiled(
+            select(Task.id, Task.name, Task.objects_revision)
+            .where(Task.study_id == study_id)
+            .order_by(Task.id)
+        ),
+        stored_objects=compiled(_stored_objects_query(tasks)),
         labels=compiled(_labels_query(tasks)),
         images=compiled(_images_query(tasks)),
         users=compiled(select(User.id, User.name)),
-        annotations={mode: compiled(_annotations_query(dialect, tasks, mode)) for mode in EVALUATED_MODES},
+        annotations=compiled(_annotations_query(dialect)),
         views=compiled(_views_query(tasks)),
         visits=compiled(_visits_query(tasks)),
         ground_truth=compiled(_ground_truth_query(tasks)),
@@ -315,6 +410,16 @@ def _compile_study_queries(dialect: Dialect) -> StudyQueries:
         suggestions=compiled(_suggestions_query(tasks)),
         injected=compiled(_injected_query(tasks)),
     )
+
+
+def _stored_objects_query(tasks: AnySelect) -> AnySelect:
+    return select(
+        ObjectColumns.task_id,
+        ObjectColumns.revision,
+        ObjectColumns.layout,
+        ObjectColumns.rows,
+        ObjectColumns.payload,
+    ).where(ObjectColumns.task_id.in_(tasks))
 
 
 def _labels_query(tasks: AnySelect) -> AnySelect:
@@ -343,19 +448,19 @@ def epoch_seconds(dialect: Dialect, column: Any) -> ColumnElement[float]:
     return cast(func.floor(func.date_part("epoch", column)), Float)
 
 
-ANNOTATION_COLUMNS = 8
+def _annotations_query(dialect: Dialect) -> AnySelect:
+    """Expert objects of the listed tasks: task id, then the columns of `object_columns` (layout 1).
 
-
-def _annotations_query(dialect: Dialect, tasks: AnySelect, mode: str) -> AnySelect:
-    """Candidates of one mode: expert, image, label, x1, y1, x2, y2, last-edit seconds.
-
-    Only numbers, and one query per mode, so that tens of thousands of rows load as few Python objects;
-    deleted objects and those within the border margin (never counted) stay in the database.
-    Ordered by image, expert, then source order (position, id): the detection order inside each image.
+    Only numbers, one query for every task and mode; deleted objects stay in the database.
+    Ordered by mode, image, expert, then source order (position, id): the detection order inside an image.
     """
-    margin = bindparam(MARGIN_PARAMETER, type_=Float())
+    mode_code = case(
+        *((Annotation.mode == mode, code) for mode, code in object_columns.MODE_CODES.items()), else_=-1
+    )
     return (
         select(
+            Image.task_id,
+            mode_code,
             Annotation.expert_id,
             Annotation.image_id,
             Annotation.label_id,
@@ -367,15 +472,11 @@ def _annotations_query(dialect: Dialect, tasks: AnySelect, mode: str) -> AnySele
         )
         .join(Image, Image.id == Annotation.image_id)
         .where(
-            Image.task_id.in_(tasks),
-            Annotation.mode == mode,
+            Image.task_id.in_(bindparam(TASKS_PARAMETER, expanding=True)),
+            Annotation.mode.in_(list(object_columns.MODE_CODES)),
             Annotation.deleted.is_(False),
-            Annotation.x1 > margin,
-            Annotation.y1 > margin,
-            Annotation.x2 < Image.width - margin,
-            Annotation.y2 < Image.height - margin,
         )
-        .order_by(Annotation.image_id, Annotation.expert_id, Annotation.position, Annotation.id)
+        .order_by(mode_code, Annotation.image_id, Annotation.expert_id, Annotation.position, Annotation.id)
     )
 
 

@@ -14,7 +14,6 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from time import perf_counter
 from typing import Any
 
@@ -23,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Invalid, NotFound
 from app.evaluation import metrics as m
-from app.evaluation import repository, statistics
+from app.evaluation import object_columns, repository, statistics
 from app.evaluation.schemas import (
     ConsensusOut,
     CountOut,
@@ -196,8 +195,11 @@ def _add_reference(tasks: dict[int, TaskData], rows: Sequence[Any], sizes: Image
 def _add_work(
     tasks: dict[int, TaskData], rows: repository.StudyRows, sizes: ImageSizes, users: dict[int, str]
 ) -> None:
-    for mode, mode_rows in rows.annotations.items():
-        _add_mode_work(tasks, mode, mode_rows, rows.views, sizes, users)
+    for mode in MODES:
+        tables = [object_columns.of_mode(table, mode) for table in rows.objects.values()]
+        _add_mode_work(
+            tasks, mode, np.concatenate([object_columns.empty(), *tables]), rows.views, sizes, users
+        )
     for task_id, mode, expert_id, image_id in rows.views:
         _work_of(tasks, task_id, mode, users[expert_id]).images_seen.append(image_id)
     for task_id, mode, expert_id, image_id, seconds in rows.visits:
@@ -207,32 +209,33 @@ def _add_work(
 def _add_mode_work(
     tasks: dict[int, TaskData],
     mode: str,
-    rows: Sequence[Any],
+    table: object_columns.FloatTable,
     views: Sequence[Any],
     sizes: ImageSizes,
     users: dict[int, str],
 ) -> None:
-    """Sorts one mode's objects into detection order per expert, in numpy, and keeps the counted ones."""
-    if not rows:
+    """Sorts one mode's objects (an `object_columns` table) into detection order per expert, in numpy, and
+    keeps the counted ones."""
+    if not len(table):
         return
-    width = repository.ANNOTATION_COLUMNS
-    table = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width).reshape(
-        -1, width
+    experts, images = (
+        table[:, object_columns.EXPERT].astype(np.int64),
+        table[:, object_columns.IMAGE].astype(np.int64),
     )
-    experts, images = table[:, 0].astype(np.int64), table[:, 1].astype(np.int64)
     image_index = np.searchsorted(sizes.ids, images)
     task_of = sizes.tasks[image_index]
     rank = _view_rank(mode, views, experts, images, sizes.positions[image_index])
-    order = np.lexsort((rank, experts, task_of))  # stable: keeps the query's source order inside an image
+    order = np.lexsort((rank, experts, task_of))  # stable: keeps the source order inside an image
     table, experts, images, task_of = table[order], experts[order], images[order], task_of[order]
-    objects = Boxes(np.ascontiguousarray(table[:, 3:7]), table[:, 2].astype(np.int64), images)
+    labels = table[:, object_columns.LABEL].astype(np.int64)
+    objects = Boxes(np.ascontiguousarray(table[:, object_columns.BOX]), labels, images)
     keep = sizes.counted(objects)
     group = task_of * (int(experts.max(initial=0)) + 1) + experts
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     for start, stop in zip(starts, [*starts[1:], len(group)], strict=True):
         chosen = np.flatnonzero(keep[start:stop]) + start
         tasks[int(task_of[start])].work.setdefault(mode, {})[users[int(experts[start])]] = ExpertWork(
-            objects.take(chosen), table[chosen, 7]
+            objects.take(chosen), table[chosen, object_columns.EDITED]
         )
 
 
@@ -314,7 +317,7 @@ async def study_metrics(session: AsyncSession, study: Study, params: MetricsPara
     """Reads the study (timed as load_s) and computes every metric (compute_s)."""
     params.check()
     started = perf_counter()
-    rows = await repository.read_study(session, study.id, m.BORDER_MARGIN_PX)
+    rows = await repository.read_study(session, study.id)
     tasks = build_tasks(rows)
     loaded = perf_counter()
     results = {task.name: task_metrics(task, params) for task in tasks.values()}

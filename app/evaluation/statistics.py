@@ -2,6 +2,9 @@
 
 The paper's F values are a one-way ANOVA of the two modes; the paired t-test (repeated measures over the
 same experts) is the right one. Degenerate inputs give NaN with a reason instead of a scipy warning.
+Both are written out in closed form with scipy's distribution functions (the same numbers as scipy.stats'
+f_oneway and ttest_rel, checked by the tests, without their per-call overhead, which dominated a study's
+statistics).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 NAN = float("nan")
 
@@ -43,8 +46,11 @@ def anova_oneway(a: Sequence[float], b: Sequence[float]) -> AnovaResult:
     reason = _anova_problem(first, second)
     if reason:
         return AnovaResult(NAN, 1, max(df_within, 0), NAN, reason)
-    result = stats.f_oneway(first, second)
-    return AnovaResult(float(result.statistic), 1, df_within, float(result.pvalue))
+    grand_mean = np.concatenate([first, second]).mean()
+    between = sum(len(group) * (group.mean() - grand_mean) ** 2 for group in (first, second))
+    within = sum(float(((group - group.mean()) ** 2).sum()) for group in (first, second))
+    f = float(between / (within / df_within))
+    return AnovaResult(f, 1, df_within, float(special.fdtrc(1, df_within, f)))
 
 
 def _anova_problem(first: np.ndarray, second: np.ndarray) -> str:
@@ -75,8 +81,8 @@ def paired_t(a: Sequence[float], b: Sequence[float]) -> PairedTResult:
         return PairedTResult(NAN, max(n - 1, 0), NAN, f"needs at least 2 experts with both modes, got {n}")
     if np.ptp(differences) == 0:
         return PairedTResult(NAN, n - 1, NAN, "the differences do not vary: t is undefined")
-    result = stats.ttest_rel(first[keep], second[keep])
-    return PairedTResult(float(result.statistic), n - 1, float(result.pvalue))
+    t = float(differences.mean() / (differences.std(ddof=1) / np.sqrt(n)))
+    return PairedTResult(t, n - 1, float(2.0 * special.stdtr(n - 1, -abs(t))))
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:

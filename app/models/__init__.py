@@ -6,6 +6,7 @@ from app.models.annotation import (
     EventKind,
     ImageView,
     ImageVisit,
+    ObjectColumns,
     Origin,
 )
 from app.models.base import Base
@@ -49,6 +50,7 @@ __all__ = [
     "JobStatus",
     "Label",
     "Mode",
+    "ObjectColumns",
     "Origin",
     "Role",
     "Study",

@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     UniqueConstraint,
 )
@@ -112,3 +113,21 @@ class ImageView(Base):
     mode: Mapped[str] = mapped_column(String(16))
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     imported_seconds: Mapped[float | None] = mapped_column(Float)
+
+
+class ObjectColumns(Base):
+    """A task's non-deleted expert objects as one binary float64 table, for the evaluation's read.
+
+    Derived data: valid only while `revision` equals task.objects_revision, which database triggers raise on
+    every annotation write (migration 0002); `layout` names the table's columns
+    (`app.evaluation.object_columns`).
+    """
+
+    __tablename__ = "object_columns"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    layout: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    built_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -44,6 +44,8 @@ class Task(CreatedAt, Base):
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
     default_box_size: Mapped[int] = mapped_column(Integer, default=50)
+    # Raised by database triggers on every annotation write of the task (migration 0002).
+    objects_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Label(Base):

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import stats
 
 from app.evaluation import metrics as m
 from app.evaluation.statistics import anova_oneway, paired_t
@@ -309,6 +310,20 @@ def test_paired_t_of_three_experts() -> None:
     assert result.t == pytest.approx(-5.0)
     assert result.df == 2
     assert result.p == pytest.approx(0.03775, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_closed_forms_agree_with_scipy_stats(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(0.7, 0.1, 10).tolist(), rng.normal(0.8, 0.05, 10).tolist()
+
+    anova, reference_anova = anova_oneway(a, b), stats.f_oneway(a, b)
+    paired, reference_paired = paired_t(a, b), stats.ttest_rel(a, b)
+
+    assert (anova.f, anova.p) == pytest.approx((reference_anova.statistic, reference_anova.pvalue), rel=1e-10)
+    assert (paired.t, paired.p) == pytest.approx(
+        (reference_paired.statistic, reference_paired.pvalue), rel=1e-10
+    )
 
 
 @pytest.mark.parametrize(
