@@ -70,12 +70,11 @@ def _iou_of_rows(a: FloatArray, b: FloatArray, plus_one: bool) -> FloatArray:
     pad = 1.0 if plus_one else 0.0
     width = np.minimum(a[2], b[2]) - np.maximum(a[0], b[0]) + pad
     height = np.minimum(a[3], b[3]) - np.maximum(a[1], b[1]) + pad
-    intersection = np.clip(width, 0.0, None) * np.clip(height, 0.0, None)
+    intersection = np.maximum(width, 0.0) * np.maximum(height, 0.0)
     union = (
         (a[2] - a[0] + pad) * (a[3] - a[1] + pad) + (b[2] - b[0] + pad) * (b[3] - b[1] + pad) - intersection
     )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou: FloatArray = np.where(union > 0, intersection / union, 0.0)
+    iou: FloatArray = np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
     return iou
 
 
@@ -153,8 +152,8 @@ def best_reference(
     best_iou = np.zeros(len(det_keys), dtype=np.float64)
     if len(det_index) == 0:
         return best, best_iou
-    det_rows = np.take(np.ascontiguousarray(det_boxes.T), det_index, axis=1)
-    ref_rows = np.take(np.ascontiguousarray(ref_boxes.T), ref_index, axis=1)
+    det_rows = np.ascontiguousarray(det_boxes.take(det_index, axis=0).T)
+    ref_rows = np.ascontiguousarray(ref_boxes.take(ref_index, axis=0).T)
     iou = _iou_of_rows(det_rows, ref_rows, plus_one)
     # Pairs come grouped by detection with references ascending, so the first maximum of a group wins ties.
     group_starts = np.flatnonzero(_starts_of_runs(det_index))
