@@ -38,6 +38,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("task_id", name=op.f("pk_object_columns")),
     )
     if op.get_bind().dialect.name == "postgresql":
+        # float tables barely compress; compressing them made storing a 25 000-object study 5x slower
+        op.execute("ALTER TABLE object_columns ALTER COLUMN payload SET STORAGE EXTERNAL")
         _create_postgresql_triggers()
     else:
         _create_sqlite_triggers()
