@@ -36,7 +36,7 @@ def render(task: TaskMetricsOut, plot: str, fmt: str) -> bytes:
                 accepted, color="#3cb44b", linestyle="--", label=f"all suggestions accepted ({accepted:.3f})"
             )
         axes.set_ylim(0, 1)
-        axes.legend(loc="lower right", fontsize=8)
+        _legend_above(axes)
     else:
         _injected(axes, task)
     buffer = io.BytesIO()
@@ -63,7 +63,7 @@ def _per_expert(axes: Any, task: TaskMetricsOut, field: str, title: str) -> None
         range(len(experts)), [_short(name) for name in experts], rotation=45, ha="right", fontsize=8
     )
     axes.set_ylabel(title)
-    axes.legend(fontsize=8)
+    _legend_above(axes)
 
 
 def _injected(axes: Any, task: TaskMetricsOut) -> None:
@@ -85,7 +85,12 @@ def _injected(axes: Any, task: TaskMetricsOut) -> None:
     )
     axes.set_xticks(list(positions), [bar[0] for bar in bars], fontsize=7)
     axes.set_ylabel("register entries × experts")
-    axes.legend(fontsize=8)
+    _legend_above(axes)
+
+
+def _legend_above(axes: Any) -> None:
+    """Above the plot, where it covers no bar."""
+    axes.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=3, frameon=False)
 
 
 def _short(name: str) -> str:
