@@ -534,15 +534,30 @@ def consensus(
     next_cluster = 0
     for image in np.unique(images):
         members = np.flatnonzero(images == image)
-        distance = np.linalg.norm(centres[members][:, None, :] - centres[members][None, :, :], axis=2)
-        within = distance <= radius
-        for seed in range(len(members)):
-            if cluster[members[seed]] != NO_MATCH:
-                continue
-            joining = members[within[seed] & (cluster[members] == NO_MATCH)]
-            cluster[joining] = next_cluster
-            next_cluster += 1
+        found = _leader_clusters(centres[members], radius)
+        cluster[members] = found + next_cluster
+        next_cluster += int(found.max(initial=-1)) + 1
     return _summarise_clusters(boxes, labels, experts, images, cluster, next_cluster, min_votes)
+
+
+def _leader_clusters(centres: FloatArray, radius: float) -> IntArray:
+    """Cluster 0, 1, … of each point (N, 2) by the leader rule of `consensus`, within one image.
+
+    Neighbour lists (distance ≤ radius) come from a k-d tree, so the work grows with the neighbours, not N².
+    """
+    from scipy.spatial import cKDTree
+
+    neighbours = cKDTree(centres).query_ball_point(centres, r=radius, return_sorted=True)
+    cluster = [NO_MATCH] * len(centres)
+    count = 0
+    for seed, near in enumerate(neighbours):
+        if cluster[seed] != NO_MATCH:
+            continue
+        for other in near:
+            if cluster[other] == NO_MATCH:
+                cluster[other] = count
+        count += 1
+    return np.array(cluster, dtype=np.int64)
 
 
 def _summarise_clusters(

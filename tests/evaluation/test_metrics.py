@@ -234,6 +234,30 @@ def test_consensus_keeps_clusters_with_enough_votes() -> None:
     np.testing.assert_array_equal(result.votes, [2])
 
 
+def _leader_clusters_by_distance_matrix(centres: m.FloatArray, radius: float) -> list[int]:
+    """The leader rule of `metrics.consensus` written out with the full distance matrix."""
+    within = np.linalg.norm(centres[:, None, :] - centres[None, :, :], axis=2) <= radius
+    cluster = np.full(len(centres), -1)
+    count = 0
+    for seed in range(len(centres)):
+        if cluster[seed] < 0:
+            cluster[within[seed] & (cluster < 0)] = count
+            count += 1
+    return [int(value) for value in cluster]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_consensus_clusters_equal_the_distance_matrix_rule(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    corners = rng.integers(0, 300, (300, 2)).astype(np.float64)  # integer centres: many exactly at the radius
+    all_boxes = np.concatenate([corners, corners + rng.integers(4, 60, (300, 2))], axis=1)
+    radius = float(rng.choice([5.0, 20.0, 50.0]))
+
+    found = m._leader_clusters(m.box_centres(all_boxes), radius)
+
+    assert found.tolist() == _leader_clusters_by_distance_matrix(m.box_centres(all_boxes), radius)
+
+
 def test_votes_loss_weights_scale_between_min_and_max() -> None:
     np.testing.assert_allclose(m.votes_loss_weights(np.array([1, 3, 5])), [0.0, 0.5, 1.0])
     np.testing.assert_array_equal(m.votes_loss_weights(np.array([4, 4])), [1.0, 1.0])
