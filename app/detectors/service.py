@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from anyio import to_thread
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -120,7 +121,14 @@ async def register_detector(
         sidecar=validated.sidecar.model_dump(mode="json"),
     )
     try:
-        return await repository.add_detector(session, row), True
+        async with session.begin_nested():
+            return await repository.add_detector(session, row), True
+    except IntegrityError:
+        # A concurrent upload of the same bytes committed first: its row is the answer, its file is ours.
+        winner = await repository.detector_by_sha256(session, validated.sha256)
+        if winner is None:
+            raise
+        return winner, False
     except BaseException:
         if written:
             model_path(settings, validated.sha256).unlink(missing_ok=True)

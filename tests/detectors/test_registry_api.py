@@ -3,9 +3,11 @@
 import hashlib
 import json
 
+import pytest
 from httpx import AsyncClient, Response
 
 from app.config import Settings
+from app.detectors import repository
 from tests.conftest import ClientFactory
 from tests.detectors.helpers import shipped, stored_files, wrong_outputs_model
 from tests.factories import make_user
@@ -102,3 +104,27 @@ async def test_experts_may_not_see_or_upload_detectors(app: object, client_for: 
     assert (await expert.get(f"/api/v1/detectors/{created['id']}")).status_code == 403
     anonymous = await expert.get("/api/v1/detectors", headers={"Authorization": ""})
     assert anonymous.status_code == 401
+
+
+async def test_an_upload_that_loses_the_race_for_the_same_bytes_answers_the_winners_row(
+    app: object, client_for: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await make_user(app, "admin", "admin")
+    admin = await client_for("admin")
+    model, sidecar = shipped("classify")
+    first = (await upload(admin, model, sidecar)).json()
+
+    looked_up = []
+
+    async def not_yet_committed(session: object, sha256: str) -> object:
+        """The first look-up misses the row, as in a request that checked before the other committed."""
+        looked_up.append(sha256)
+        return None if len(looked_up) == 1 else await by_sha256(session, sha256)  # type: ignore[arg-type]
+
+    by_sha256 = repository.detector_by_sha256
+    monkeypatch.setattr(repository, "detector_by_sha256", not_yet_committed)
+    again = await upload(admin, model, sidecar)
+
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first["id"] and len(looked_up) == 2
+    assert [row["id"] for row in (await admin.get("/api/v1/detectors")).json()] == [first["id"]]
