@@ -322,12 +322,12 @@ async def store_object_columns(
     ]
     try:
         async with engine.connect() as connection:
-            await _with_short_lock_wait(connection, values)
+            await _upsert_waiting_briefly(connection, values)
     except SQLAlchemyError as error:
         logger.info("object columns of tasks %s not stored: %s", sorted(tables), error)
 
 
-async def _with_short_lock_wait(connection: AsyncConnection, values: list[dict[str, Any]]) -> None:
+async def _upsert_waiting_briefly(connection: AsyncConnection, values: list[dict[str, Any]]) -> None:
     statement = _upsert_object_columns(connection.dialect)
     if connection.dialect.name == "sqlite":
         await connection.exec_driver_sql(f"PRAGMA busy_timeout = {STORE_LOCK_WAIT_MS}")
