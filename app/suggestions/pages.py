@@ -4,7 +4,7 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -167,8 +167,16 @@ async def register_page(request: Request, set_id: int, session: SessionDep, prin
     return render(request, TEMPLATE, context, block="register")
 
 
-def _injection_form(preset: str, seed: str, overrides: str, name: str) -> InjectionForm:
+def _injection_form(
+    preset: Annotated[str, Form()] = "",
+    seed: Annotated[str, Form()] = "0",
+    overrides: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+) -> InjectionForm:
     return InjectionForm(preset=preset, seed=seed, overrides=overrides, name=name)
+
+
+InjectionFormDep = Annotated[InjectionForm, Depends(_injection_form)]
 
 
 @router.post("/admin/suggestion-sets/{set_id}/preview")
@@ -177,13 +185,9 @@ async def preview_injection(
     set_id: int,
     session: SessionDep,
     principal: PageAdmin,
-    preset: Annotated[str, Form()] = "",
-    seed: Annotated[str, Form()] = "0",
-    overrides: Annotated[str, Form()] = "",
-    name: Annotated[str, Form()] = "",
+    form: InjectionFormDep,
 ) -> Response:
     """Counts per error kind and group that an injection would make; writes nothing (admin)."""
-    form = _injection_form(preset, seed, overrides, name)
     suggestion_set = await service.get_set(session, set_id)
     task = await studies.get_task(session, principal.user, suggestion_set.task_id)
     shown = await service.describe_set(session, suggestion_set)
@@ -201,13 +205,9 @@ async def apply_injection(
     set_id: int,
     session: SessionDep,
     principal: PageAdmin,
-    preset: Annotated[str, Form()] = "",
-    seed: Annotated[str, Form()] = "0",
-    overrides: Annotated[str, Form()] = "",
-    name: Annotated[str, Form()] = "",
+    form: InjectionFormDep,
 ) -> Response:
     """Create the injected set and its hidden register (admin)."""
-    form = _injection_form(preset, seed, overrides, name)
     suggestion_set = await service.get_set(session, set_id)
     task = await studies.get_task(session, principal.user, suggestion_set.task_id)
     try:
