@@ -8,6 +8,7 @@ import getpass
 import subprocess
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any, TypeVar
 
 from app.config import Settings, get_settings
@@ -44,7 +45,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     worker = _start_worker() if args.with_worker else None
     print(f"Concord listens on http://{args.host}:{args.port}/  (API docs: /docs)", flush=True)
     try:
-        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+        # proxy_headers off: CONCORD_FORWARDED_ALLOW_IPS alone decides whom X-Forwarded-* is believed from
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            proxy_headers=False,
+        )
     finally:
         if worker is not None:
             worker.terminate()
@@ -80,7 +89,41 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 def cmd_user_token(args: argparse.Namespace) -> int:
     from app.accounts.cli import new_token
 
-    print(run_async(lambda settings: new_token(settings, args.name)))
+    print(run_async(lambda settings: new_token(settings, args.name, args.expires)))
+    return 0
+
+
+def cmd_user_tokens(args: argparse.Namespace) -> int:
+    from app.accounts.cli import list_tokens
+
+    tokens = run_async(lambda settings: list_tokens(settings, args.name))
+    print(f"{'id':>6}  {'created':<20}  {'expires':<20}  last used")
+    for token in tokens:
+        print(
+            f"{token.id:>6}  {_when(token.created_at):<20}  {_when(token.expires_at, 'never'):<20}  "
+            f"{_when(token.last_used_at)}"
+        )
+    return 0
+
+
+def _when(moment: datetime | None, missing: str = "-") -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else missing
+
+
+def cmd_user_revoke(args: argparse.Namespace) -> int:
+    from app.accounts.cli import revoke_token
+
+    run_async(lambda settings: revoke_token(settings, args.name, args.token_id))
+    print(f"revoked token {args.token_id} of {args.name}")
+    return 0
+
+
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    from app.accounts.cli import set_disabled
+
+    disabled = args.user_command == "disable"
+    run_async(lambda settings: set_disabled(settings, args.name, disabled))
+    print(f"{args.user_command}d {args.name}")
     return 0
 
 
@@ -96,6 +139,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 Command = Callable[[argparse.Namespace], int]
+
+
+def _token_days(text: str) -> int:
+    days = int(text) if text.isdigit() else -1
+    if not 0 <= days <= 3650:
+        raise argparse.ArgumentTypeError("DAYS is a whole number from 0 (never expires) to 3650")
+    return days
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,11 +166,34 @@ def build_parser() -> argparse.ArgumentParser:
     add = user_commands.add_parser("add", help="create a user")
     add.add_argument("name")
     add.add_argument("--role", choices=["admin", "expert"], required=True)
-    add.add_argument("--password", help="at least 8 characters; prompted for when omitted on a terminal")
+    add.add_argument(
+        "--password",
+        help="at least 8 characters, not the user name, not a common password; prompted for on a terminal",
+    )
     add.set_defaults(handler=cmd_user_add)
     token = user_commands.add_parser("token", help="print a new personal API token of a user")
     token.add_argument("name")
+    token.add_argument(
+        "--expires",
+        type=_token_days,
+        metavar="DAYS",
+        help="days until the token expires (0: never; default CONCORD_TOKEN_DAYS, 90)",
+    )
     token.set_defaults(handler=cmd_user_token)
+    tokens = user_commands.add_parser("tokens", help="list a user's API tokens (never their secrets)")
+    tokens.add_argument("name")
+    tokens.set_defaults(handler=cmd_user_tokens)
+    revoke = user_commands.add_parser("revoke", help="revoke one API token of a user at once")
+    revoke.add_argument("name")
+    revoke.add_argument("token_id", type=int)
+    revoke.set_defaults(handler=cmd_user_revoke)
+    for action, what in (
+        ("disable", "stop a user's tokens and sessions at once; refuse login"),
+        ("enable", "undo disable"),
+    ):
+        switch = user_commands.add_parser(action, help=what)
+        switch.add_argument("name")
+        switch.set_defaults(handler=cmd_user_disable)
 
     demo = commands.add_parser("demo", help="create (or reset) the demo study and print its logins")
     demo.add_argument("--seed", type=int, default=0)

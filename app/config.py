@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     open_file_cache: int = 32
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19_456
+    token_days: int = 90
+    login_window_seconds: int = 900
+    login_max_failures_per_account: int = 10
+    login_max_failures_per_address: int = 50
+    forwarded_allow_ips: str = ""
+    hsts_seconds: int = 31_536_000
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -38,6 +44,11 @@ class Settings(BaseSettings):
     @property
     def model_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        """Addresses (or CIDR networks, or "*") whose X-Forwarded-For and X-Forwarded-Proto are believed."""
+        return [item.strip() for item in self.forwarded_allow_ips.split(",") if item.strip()]
 
     @property
     def is_sqlite(self) -> bool:

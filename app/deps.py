@@ -76,7 +76,7 @@ async def optional_principal(request: Request, session: SessionDep) -> Principal
     if authorization.lower().startswith("bearer "):
         user = await accounts.user_from_bearer(session, authorization[7:].strip())
         if user is None:
-            raise NotAuthenticated("invalid API token")
+            raise NotAuthenticated("invalid, expired or revoked API token, or a disabled account")
         return Principal(user=user, csrf_token=None)
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:

@@ -34,6 +34,16 @@ class PayloadTooLarge(AppError):
     status_code = 413
 
 
+class TooManyRequests(AppError):
+    """Answered with a Retry-After header by the route that raises it (login)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class UnsupportedMedia(AppError):
     status_code = 415
 

@@ -1,13 +1,15 @@
 """HTML routes of accounts: the root redirect, login and logout."""
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from app.accounts import service
+from app.config import Settings
 from app.deps import SESSION_COOKIE, HasherDep, OptionalPrincipal, SessionDep, SettingsDep
-from app.errors import NotAuthenticated
+from app.errors import NotAuthenticated, TooManyRequests
 from app.templating import PagePrincipal, redirect, render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -52,6 +54,25 @@ def _login_form(
     return render(request, "login.html", context, block="content", status_code=status_code)
 
 
+def login_limits(settings: Settings) -> service.LoginLimits:
+    return service.LoginLimits(
+        window=timedelta(seconds=settings.login_window_seconds),
+        per_account=settings.login_max_failures_per_account,
+        per_address=settings.login_max_failures_per_address,
+    )
+
+
+def client_address(request: Request) -> str:
+    """The peer's address; behind a trusted proxy the proxy-headers middleware has already put the
+    X-Forwarded-For client here (CONCORD_FORWARDED_ALLOW_IPS)."""
+    return request.client.host if request.client else "unknown"
+
+
+def is_https(request: Request) -> bool:
+    """The request's scheme, which reflects X-Forwarded-Proto only from a trusted proxy."""
+    return request.url.scheme == "https"
+
+
 @router.post("/login")
 async def login(
     request: Request,
@@ -64,7 +85,21 @@ async def login(
 ) -> Response:
     """Check the password, set the session cookie and go on."""
     try:
-        done = await service.login(session, hasher, name.strip(), password, settings.session_hours)
+        done = await service.login(
+            session,
+            hasher,
+            name.strip(),
+            password,
+            settings.session_hours,
+            address=client_address(request),
+            limits=login_limits(settings),
+        )
+    except TooManyRequests as error:
+        response = _login_form(
+            request, next_url=safe_next(next), name=name, error=error.message, status_code=429
+        )
+        response.headers["Retry-After"] = str(error.retry_after_seconds)
+        return response
     except NotAuthenticated as error:
         return _login_form(request, next_url=safe_next(next), name=name, error=error.message, status_code=422)
     response = redirect(request, safe_next(next))
@@ -73,7 +108,7 @@ async def login(
         done.session_token,
         max_age=int(settings.session_hours * 3600),
         httponly=True,
-        secure=settings.secret_cookie_secure,
+        secure=settings.secret_cookie_secure or is_https(request),
         samesite="lax",
     )
     return response

@@ -1,11 +1,15 @@
 """Queries of the accounts domain."""
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import case, delete, literal, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import ApiToken, User, WebSession
+from app.models import ApiToken, LoginFailures, User, WebSession
+from app.models.base import UTCDateTime
 
 
 async def user_by_name(session: AsyncSession, name: str) -> User | None:
@@ -20,15 +24,35 @@ async def list_users(session: AsyncSession) -> list[User]:
     return list(await session.scalars(select(User).order_by(User.id)))
 
 
-async def user_by_token_hash(session: AsyncSession, token_hash: str) -> tuple[User, ApiToken] | None:
+async def user_by_token_hash(
+    session: AsyncSession, token_hash: str, now: datetime
+) -> tuple[User, ApiToken] | None:
+    """The token's enabled user, unless the token has expired."""
     row = (
         await session.execute(
             select(User, ApiToken)
             .join(ApiToken, ApiToken.user_id == User.id)
-            .where(ApiToken.token_hash == token_hash)
+            .where(
+                ApiToken.token_hash == token_hash,
+                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+                User.disabled_at.is_(None),
+            )
         )
     ).first()
     return (row[0], row[1]) if row else None
+
+
+async def tokens_of(session: AsyncSession, user_id: int) -> list[ApiToken]:
+    return list(
+        await session.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id))
+    )
+
+
+async def delete_token(session: AsyncSession, user_id: int, token_id: int) -> bool:
+    result = await session.execute(
+        delete(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user_id).returning(ApiToken.id)
+    )
+    return result.first() is not None
 
 
 async def session_by_hash(
@@ -38,7 +62,11 @@ async def session_by_hash(
         await session.execute(
             select(User, WebSession)
             .join(WebSession, WebSession.user_id == User.id)
-            .where(WebSession.token_hash == token_hash, WebSession.expires_at > now)
+            .where(
+                WebSession.token_hash == token_hash,
+                WebSession.expires_at > now,
+                User.disabled_at.is_(None),
+            )
         )
     ).first()
     return (row[0], row[1]) if row else None
@@ -46,3 +74,46 @@ async def session_by_hash(
 
 async def delete_session(session: AsyncSession, token_hash: str) -> None:
     await session.execute(delete(WebSession).where(WebSession.token_hash == token_hash))
+
+
+async def delete_sessions_of(session: AsyncSession, user_id: int) -> None:
+    await session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+
+
+async def login_failures(
+    session: AsyncSession, keys: Sequence[str], window_start: datetime
+) -> dict[str, LoginFailures]:
+    """The counters of these keys whose window began after `window_start` (older ones no longer count)."""
+    rows = await session.scalars(
+        select(LoginFailures).where(
+            LoginFailures.key.in_(keys), LoginFailures.window_started_at > window_start
+        )
+    )
+    return {row.key: row for row in rows}
+
+
+async def count_login_failure(session: AsyncSession, key: str, now: datetime, window_start: datetime) -> None:
+    """Add one failure in one atomic upsert (concurrent processes never lose a count); a counter whose
+    window began at or before `window_start` starts again at 1. Expired counters of other keys are removed."""
+    await session.execute(
+        delete(LoginFailures).where(LoginFailures.window_started_at <= window_start, LoginFailures.key != key)
+    )
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    expired = LoginFailures.window_started_at <= literal(window_start, UTCDateTime())
+    statement = insert(LoginFailures).values(key=key, failures=1, window_started_at=now)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[LoginFailures.key],
+            set_={
+                "failures": case((expired, 1), else_=LoginFailures.failures + 1),
+                "window_started_at": case(
+                    (expired, literal(now, UTCDateTime())), else_=LoginFailures.window_started_at
+                ),
+            },
+        )
+    )
+
+
+async def forget_login_failures(session: AsyncSession, key: str) -> None:
+    await session.execute(delete(LoginFailures).where(LoginFailures.key == key))

@@ -29,7 +29,7 @@ from app.models.suggestion import (
     Suggestion,
     SuggestionSet,
 )
-from app.models.user import ApiToken, Role, User, WebSession
+from app.models.user import ApiToken, LoginFailures, Role, User, WebSession
 
 __all__ = [
     "Annotation",
@@ -49,6 +49,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "Label",
+    "LoginFailures",
     "Mode",
     "ObjectColumns",
     "Origin",
