@@ -11,10 +11,12 @@ from sqlalchemy import text
 from app.accounts.api import router as accounts_router
 from app.accounts.security import make_password_hasher
 from app.annotations.api import router as annotations_router
+from app.api_docs import router as api_docs_router
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.deps import SessionDep
 from app.errors import install_error_handlers
+from app.security_headers import install_security_headers
 from app.studies.api import router as studies_router
 from app.templating import install_page_handlers, make_templates
 
@@ -101,10 +103,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Expert–algorithm collaboration studies on microscopy images",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_security_headers(app, settings)
     install_error_handlers(app)
     install_page_handlers(app)
     app.include_router(health_router, prefix=API_PREFIX)
+    app.include_router(api_docs_router)
     for router in api_routers():
         app.include_router(router, prefix=API_PREFIX)
     for router in page_routers():

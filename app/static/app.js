@@ -32,4 +32,25 @@
     toast(holder.textContent.trim() || `Request failed (${xhr.status})`);
   });
   document.addEventListener("htmx:sendError", () => toast("No connection to the server; try again."));
+
+  // Upload forms marked data-upload-progress show a progress bar while htmx sends them
+  // (here rather than in hx-on attributes: the Content-Security-Policy allows no inline script).
+  function uploadBar(event) {
+    const form = event.target instanceof Element ? event.target.closest("[data-upload-progress]") : null;
+    return form ? form.querySelector("progress") : null;
+  }
+  document.addEventListener("htmx:beforeRequest", (event) => {
+    const bar = uploadBar(event);
+    if (!bar) return;
+    bar.hidden = false;
+    bar.value = 0;
+  });
+  document.addEventListener("htmx:xhr:progress", (event) => {
+    const bar = uploadBar(event);
+    if (bar) bar.value = event.detail.total ? (event.detail.loaded / event.detail.total) * 100 : 0;
+  });
+  document.addEventListener("htmx:afterRequest", (event) => {
+    const bar = uploadBar(event);
+    if (bar) bar.hidden = true;
+  });
 })();
