@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import ApiToken, LoginFailures, User, WebSession
 from app.models.base import UTCDateTime
 
+PRUNE_BATCH = 100
+
 
 async def user_by_name(session: AsyncSession, name: str) -> User | None:
     return await session.scalar(select(User).where(User.name == name))
@@ -95,10 +97,14 @@ async def login_failures(
 async def count_login_failure(session: AsyncSession, key: str, now: datetime, window_start: datetime) -> None:
     """Add one failure in one atomic upsert (concurrent processes never lose a count); a counter whose
     window began at or before `window_start` starts again at 1. Expired counters of other keys are removed."""
-    await session.execute(
-        delete(LoginFailures).where(LoginFailures.window_started_at <= window_start, LoginFailures.key != key)
-    )
     dialect = session.get_bind().dialect.name
+    stale = select(LoginFailures.key).where(
+        LoginFailures.window_started_at <= window_start, LoginFailures.key != key
+    )
+    if dialect == "postgresql":
+        # Rows another login is counting stay for the next prune: waiting for them could deadlock.
+        stale = stale.with_for_update(skip_locked=True)
+    await session.execute(delete(LoginFailures).where(LoginFailures.key.in_(stale.limit(PRUNE_BATCH))))
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     expired = LoginFailures.window_started_at <= literal(window_start, UTCDateTime())
     statement = insert(LoginFailures).values(key=key, failures=1, window_started_at=now)

@@ -1,6 +1,7 @@
 """Login: failures counted per account and per address in the database, 429 with Retry-After at the limit,
 and the same argon2 work for an unknown user as for a wrong password."""
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -8,7 +9,7 @@ from typing import Literal
 import pytest
 from argon2 import PasswordHasher
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app.config import Settings
 from app.main import create_app
@@ -134,6 +135,26 @@ async def test_counters_expire_with_their_window(app, db):
         assert await _login(client, "alice", PASSWORD) == 303
 
 
+async def test_expired_counters_of_other_names_are_pruned(app, db):
+    old = utcnow() - timedelta(seconds=WINDOW_SECONDS + 1)
+    db.add(LoginFailures(key="account:long-gone", failures=2, window_started_at=old))
+    await db.commit()
+    async with _client(app) as client:
+        assert await _login(client, "someone", "wrong-password") == 422
+    keys = set(await db.scalars(select(LoginFailures.key)))
+    assert "account:long-gone" not in keys
+    assert {"account:someone", "address:127.0.0.1"} <= keys
+
+
+async def test_concurrent_failures_are_all_counted(app, db):
+    """The count is one atomic upsert: failures sent at once are neither lost nor answered 5xx."""
+    async with _client(app) as client:
+        statuses = await asyncio.gather(*(_login(client, "alice", f"wrong-{i}-pw") for i in range(8)))
+    assert set(statuses) <= {422, 429}
+    failures = await db.scalar(select(LoginFailures.failures).where(LoginFailures.key == "account:alice"))
+    assert failures == statuses.count(422)
+
+
 async def test_counters_hold_across_server_processes(app, settings):
     """A second app with its own engine and pool (as another server process would have) sees the count."""
     await make_user(app, "alice")
@@ -167,8 +188,6 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_count(ap
             )
             assert response.status_code == 422
         async with trusting.state.sessionmaker() as session:
-            from sqlalchemy import select
-
             keys = set(await session.scalars(select(LoginFailures.key)))
     assert {f"address:10.0.0.{attempt}" for attempt in range(PER_ADDRESS + 2)} <= keys
     assert "address:127.0.0.1" not in keys
