@@ -93,8 +93,12 @@ async def _first_open(session: AsyncSession, workspace: Workspace) -> None:
 
 
 async def _seed_suggestions(session: AsyncSession, workspace: Workspace, suggestion_set_id: int) -> None:
-    suggestions = await repository.suggestions_of(session, suggestion_set_id, workspace.image.id)
-    for position, suggestion in enumerate(suggestions):
+    """Copy the set's objects in an order shuffled per assignment and image, so that neither the order nor
+    the ids tell injected objects (appended last to their set) from the others; seeded, so reproducible."""
+    suggestions = list(await repository.suggestions_of(session, suggestion_set_id, workspace.image.id))
+    rng = np.random.default_rng([workspace.assignment.id, workspace.user.id, workspace.image.id])
+    order = rng.permutation(len(suggestions))
+    for position, suggestion in enumerate(suggestions[index] for index in order):
         session.add(
             Annotation(
                 image_id=workspace.image.id,
