@@ -110,6 +110,14 @@ async def test_workspace_navigation_and_image_lists_keep_practice_and_study_imag
             first = await client.get(f"/work/{assignments[mode]}", follow_redirects=True)
             assert first.status_code == 200
             pages[mode] = first.text
+        training = f"/work/{assignments['training']}/images"
+        first_practice, last_practice = (image.id for image in setup.practice)
+        last_study = f"/work/{assignments['unaided']}/images/{setup.images[-1].id}"
+        next_links = [
+            re.findall(r'id="next-link" href="([^"]+)"', (await client.get(url)).text)
+            for url in (f"{training}/{first_practice}", f"{training}/{last_practice}", last_study)
+        ]
+    assert next_links == [[f"{training}/{last_practice}"], [], []]  # N never leaves the mode's images
     for mode, own, other in (
         ("training", practice_names, study_names),
         ("unaided", study_names, practice_names),
