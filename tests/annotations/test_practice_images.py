@@ -125,3 +125,32 @@ async def test_workspace_navigation_and_image_lists_keep_practice_and_study_imag
         sidebar = set(re.findall(r'href="/work/\d+/images/\d+"[^>]*>([^<]+)</a>', pages[mode]))
         assert sidebar == own
         assert not other & set(re.findall(r"(?:img|practice)\d+\.png", pages[mode]))
+
+
+async def test_practice_images_and_their_reference_do_not_count_in_study_metrics(
+    app: object, client_for: ClientFactory
+) -> None:
+    setup = await make_study(
+        app, experts=("alice",), modes=("training", "unaided"), image_count=1, practice_count=1
+    )
+    admin = await client_for("admin")
+    study_image, practice_image = setup.images[0], setup.practice[0]
+    truth = [
+        {**BOX, "image": study_image.name},
+        {**BOX, "label": "normal", "image": practice_image.name},
+    ]
+    response = await admin.post(f"/api/v1/tasks/{setup.task.id}/ground-truth", json={"objects": truth})
+    assert response.status_code == 201
+    alice = await client_for("alice")
+    for image, mode in ((study_image, "unaided"), (practice_image, "training")):
+        assert (
+            await alice.post(f"/api/v1/images/{image.id}/annotations?mode={mode}", json=BOX)
+        ).status_code == 201
+        assert (await alice.post(f"/api/v1/images/{image.id}/done?mode={mode}")).status_code == 200
+    body = (await admin.get(f"/api/v1/studies/{setup.study.id}/metrics")).json()
+    task = body["tasks"][setup.task.name]
+    assert set(task["modes"]) == {"unaided"}
+    # the practice image's "normal" reference object, missed in the study, would halve the mean AP
+    assert task["modes"]["unaided"]["experts"]["alice"]["concordance"] == 1.0
+    exported = (await admin.get(f"/api/v1/tasks/{setup.task.id}/ground-truth/export?format=csv")).text
+    assert study_image.name in exported and practice_image.name not in exported
