@@ -4,6 +4,7 @@ import io
 import secrets
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from app.models import (
     DetectorModel,
     GroundTruthObject,
     Image,
+    ImagePurpose,
     Label,
     Mode,
     Study,
@@ -56,6 +58,8 @@ DETECT_REGION = (7000, 5000)
 DETECT_GRID = (2, 2)
 MODES = (Mode.training, Mode.unaided, Mode.aided)
 CANDIDATE_SCORE_THRESHOLD = 0.05
+PRACTICE_PATCHES = 3
+PRACTICE_SEED_OFFSET = 500  # practice phantoms come from other seeds than the (fewer) study patches
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ async def _build_study(session: AsyncSession, settings: Settings, seed: int, pat
     for spec in DEMO_TASKS:
         task, labels = await studies.create_task(session, study, _task_data(spec))
         images_and_truth = await _add_phantoms(session, settings, task, spec, seed, patches)
+        images_and_truth += await _add_practice(session, settings, task, spec, seed)
         _add_ground_truth(session, labels, images_and_truth)
         await session.flush()
         shown = await _suggestions_with_errors(session, settings, task, detectors[spec.kind], seed)
@@ -159,45 +164,74 @@ ImageTruth = list[tuple[Image, Phantom, int, int]]
 async def _add_phantoms(
     session: AsyncSession, settings: Settings, task: Task, spec: DemoTask, seed: int, patches: int
 ) -> ImageTruth:
+    """The study images (unaided and aided mode)."""
     if spec.kind == "detect":
-        return await _add_detect_regions(session, settings, task, seed)
+        phantom = detect_region(seed, *DETECT_REGION)
+        return await _add_detect_regions(session, settings, task, phantom, "hpf", ImagePurpose.study)
+    seeds = [seed * 1000 + index for index in range(patches)]
+    return await _add_patches(session, settings, task, spec, seeds, spec.kind, ImagePurpose.study)
+
+
+async def _add_practice(
+    session: AsyncSession, settings: Settings, task: Task, spec: DemoTask, seed: int
+) -> ImageTruth:
+    """Practice images of their own (training mode shows their reference), never the study's images."""
+    practice_seed = seed * 1000 + PRACTICE_SEED_OFFSET
+    if spec.kind == "detect":
+        columns, rows = DETECT_GRID
+        phantom = detect_region(practice_seed, DETECT_REGION[0] // columns, DETECT_REGION[1] // rows)
+        name = "practice-hpf"
+        return await _add_detect_regions(session, settings, task, phantom, name, ImagePurpose.practice)
+    seeds = [practice_seed + index for index in range(PRACTICE_PATCHES)]
+    name = f"practice-{spec.kind}"
+    return await _add_patches(session, settings, task, spec, seeds, name, ImagePurpose.practice)
+
+
+async def _add_patches(
+    session: AsyncSession,
+    settings: Settings,
+    task: Task,
+    spec: DemoTask,
+    seeds: list[int],
+    name: str,
+    purpose: ImagePurpose,
+) -> ImageTruth:
     make: Callable[[int], Phantom] = classify_patch if spec.kind == "classify" else grade_patch
-    phantoms = [make(seed * 1000 + index) for index in range(patches)]
+    phantoms = [make(phantom_seed) for phantom_seed in seeds]
     items = [
-        NewImage(name=f"{spec.kind}-{index + 1:02d}.png", stream=io.BytesIO(_png(phantom.image)))
+        NewImage(name=f"{name}-{index + 1:02d}.png", stream=io.BytesIO(_png(phantom.image)), purpose=purpose)
         for index, phantom in enumerate(phantoms)
     ]
     images = await add_images(session, settings, task, items)
     return [(image, phantom, 0, 0) for image, phantom in zip(images, phantoms, strict=True)]
 
 
-async def _add_detect_regions(session: AsyncSession, settings: Settings, task: Task, seed: int) -> ImageTruth:
-    width, height = DETECT_REGION
-    phantom = detect_region(seed, width, height)
-    columns, rows = DETECT_GRID
-    part_w, part_h = width // columns, height // rows
+async def _add_detect_regions(
+    session: AsyncSession, settings: Settings, task: Task, phantom: Phantom, name: str, purpose: ImagePurpose
+) -> ImageTruth:
+    """The phantom region as one pyramidal TIFF, added as a grid of high-power fields of the demo's size."""
+    height, width = phantom.image.shape[:2]
+    part_w, part_h = DETECT_REGION[0] // DETECT_GRID[0], DETECT_REGION[1] // DETECT_GRID[1]
     windows = [
-        Window(col * part_w, row * part_h, part_w, part_h) for row in range(rows) for col in range(columns)
+        Window(col * part_w, row * part_h, part_w, part_h)
+        for row in range(height // part_h)
+        for col in range(width // part_w)
     ]
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as streams:
         path = Path(folder) / "region.tif"
         write_pyramidal_tiff(path, phantom.image, mpp=0.25)
-        with path.open("rb") as first:
-            items = [
-                NewImage(
-                    name=f"hpf-{index + 1:02d}",
-                    stream=_reopen(first, path, index),
-                    window=window,
-                    microns_per_pixel=0.25,
-                )
-                for index, window in enumerate(windows)
-            ]
-            images = await add_images(session, settings, task, items)
+        items = [
+            NewImage(
+                name=f"{name}-{index + 1:02d}",
+                stream=streams.enter_context(path.open("rb")),
+                window=window,
+                microns_per_pixel=0.25,
+                purpose=purpose,
+            )
+            for index, window in enumerate(windows)
+        ]
+        images = await add_images(session, settings, task, items)
     return [(image, phantom, window.x, window.y) for image, window in zip(images, windows, strict=True)]
-
-
-def _reopen(first: io.BufferedReader, path: Path, index: int) -> io.BufferedReader:
-    return first if index == 0 else path.open("rb")
 
 
 def _png(pixels: np.ndarray) -> bytes:

@@ -12,7 +12,7 @@ from app.accounts import service as accounts
 from app.accounts.security import make_password_hasher
 from app.config import Settings
 from app.images.service import NewImage, add_images
-from app.models import Assignment, Image, Label, Study, Task, TaskKind, User
+from app.models import Assignment, Image, ImagePurpose, Label, Study, Task, TaskKind, User
 from app.studies import service as studies
 from app.studies.schemas import LabelIn, StudyCreate, TaskCreate
 
@@ -57,6 +57,7 @@ class StudySetup:
     images: list[Image]
     admin: User
     experts: list[User]
+    practice: list[Image]
 
 
 async def make_study(
@@ -67,6 +68,7 @@ async def make_study(
     image_count: int = 2,
     labels: tuple[str, ...] = ("tumor", "normal"),
     kind: str = "classify",
+    practice_count: int = 0,
 ) -> StudySetup:
     admin = await make_user(app, "admin", "admin")
     users = [await make_user(app, name) for name in experts]
@@ -81,7 +83,16 @@ async def make_study(
             for index in range(image_count)
         ]
         images = await add_images(session, _settings(app), task, items)
+        practice_items = [
+            NewImage(
+                name=f"practice{index}.png",
+                stream=io.BytesIO(png_bytes(seed=100 + index)),
+                purpose=ImagePurpose.practice,
+            )
+            for index in range(practice_count)
+        ]
+        practice = await add_images(session, _settings(app), task, practice_items) if practice_items else []
         for user in users:
             for mode in modes:
                 session.add(Assignment(task_id=task.id, expert_id=user.id, mode=mode))
-    return StudySetup(study, task, label_rows, images, admin, users)
+    return StudySetup(study, task, label_rows, images, admin, users, practice)

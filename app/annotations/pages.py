@@ -12,7 +12,7 @@ from app.errors import NotFound
 from app.images import repository as images_repository
 from app.images import service as images
 from app.images.tiles import TileCache
-from app.models import AssignmentStatus, Image, Mode
+from app.models import AssignmentStatus, Image, Mode, purpose_of_mode
 from app.studies import repository as studies_repository
 from app.studies import service as studies
 from app.templating import PagePrincipal, redirect, render
@@ -23,7 +23,7 @@ TILE_SIZE = 256
 HEARTBEAT_SECONDS = 15
 API = "/api/v1"
 MODE_BANNERS = {
-    Mode.training: "after marking an image done you may compare with the reference.",
+    Mode.training: "practice images: after marking an image done you may compare with the reference.",
     Mode.unaided: "annotate every cell you see.",
     Mode.aided: "the objects start from an algorithm's suggestions. Check and correct every one.",
 }
@@ -49,9 +49,10 @@ async def resume(
     assignment = await studies.get_assignment(session, principal.user, assignment_id)
     if assignment.expert_id != principal.user.id:
         raise NotFound(f"no assignment {assignment_id} of yours")
-    image_list = await images_repository.images_of_task(session, assignment.task_id)
+    purpose = purpose_of_mode(assignment.mode)
+    image_list = await images_repository.images_of_task(session, assignment.task_id, purpose)
     if not image_list:
-        raise NotFound("this task has no images yet")
+        raise NotFound(f"this task has no {purpose} images yet")
     done = await studies_repository.completed_image_ids(session, assignment.id)
     first = next((image for image in image_list if image.id not in done), image_list[0])
     return redirect(request, f"/work/{assignment.id}/images/{first.id}")
@@ -68,7 +69,8 @@ async def workspace_page(
 ) -> Response:
     """The annotation workspace of one image."""
     workspace = await _own_workspace(session, principal, assignment_id, image_id)
-    image_list = list(await images_repository.images_of_task(session, workspace.task.id))
+    purpose = purpose_of_mode(workspace.assignment.mode)
+    image_list = list(await images_repository.images_of_task(session, workspace.task.id, purpose))
     done = await studies_repository.completed_image_ids(session, workspace.assignment.id)
     cache: TileCache = request.app.state.tile_cache
     described = await images.describe(cache, settings, workspace.image)

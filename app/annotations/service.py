@@ -27,6 +27,7 @@ from app.models import (
     EventKind,
     GroundTruthObject,
     Image,
+    ImagePurpose,
     ImageView,
     ImageVisit,
     Label,
@@ -57,6 +58,7 @@ class Workspace:
 
 async def open_workspace(session: AsyncSession, user: User, image_id: int, mode: str) -> Workspace:
     image = await studies.get_image(session, user, image_id)
+    studies.require_image_of_mode(image, mode)
     task = await studies.get_task(session, user, image.task_id)
     assignment = await studies.require_working_assignment(session, user, task, mode)
     labels = await studies.label_map(session, task.id)
@@ -91,8 +93,12 @@ async def _first_open(session: AsyncSession, workspace: Workspace) -> None:
 
 
 async def _seed_suggestions(session: AsyncSession, workspace: Workspace, suggestion_set_id: int) -> None:
-    suggestions = await repository.suggestions_of(session, suggestion_set_id, workspace.image.id)
-    for position, suggestion in enumerate(suggestions):
+    """Copy the set's objects in an order shuffled per assignment and image, so that neither the order nor
+    the ids tell injected objects (appended last to their set) from the others; seeded, so reproducible."""
+    suggestions = list(await repository.suggestions_of(session, suggestion_set_id, workspace.image.id))
+    rng = np.random.default_rng([workspace.assignment.id, workspace.user.id, workspace.image.id])
+    order = rng.permutation(len(suggestions))
+    for position, suggestion in enumerate(suggestions[index] for index in order):
         session.add(
             Annotation(
                 image_id=workspace.image.id,
@@ -431,8 +437,8 @@ class ReferenceComparison:
 
 async def training_reference(session: AsyncSession, workspace: Workspace) -> ReferenceComparison:
     """Reference objects, only in training mode and only once the image is marked done (else 403)."""
-    if workspace.assignment.mode != Mode.training:
-        raise Forbidden("reference objects are shown only in training mode")
+    if workspace.assignment.mode != Mode.training or workspace.image.purpose != ImagePurpose.practice:
+        raise Forbidden("reference objects are shown only of practice images in training mode")
     done = await studies_repository.completed_image_ids(session, workspace.assignment.id)
     if workspace.image.id not in done:
         raise Forbidden("mark the image as done before showing the reference")

@@ -39,6 +39,7 @@ from app.models import (
     Assignment,
     GroundTruthObject,
     Image,
+    ImagePurpose,
     ImageView,
     ImageVisit,
     InjectedError,
@@ -55,6 +56,7 @@ from app.models import (
 Rows = Sequence[Row[*tuple[Any, ...]]]
 AnySelect = Select[*tuple[Any, ...]]
 EVALUATED_MODES = (Mode.unaided.value, Mode.aided.value)
+STUDY_IMAGE = Image.purpose == ImagePurpose.study.value  # practice images (training mode) never count
 INJECTED_SOURCE = "injected"
 logger = logging.getLogger(__name__)
 IMPORTED_REGISTER_NAME = "imported register"
@@ -195,7 +197,7 @@ async def ground_truth_for_export(session: AsyncSession, task_id: int) -> Rows:
         select(GroundTruthObject, Image, Label)
         .join(Image, Image.id == GroundTruthObject.image_id)
         .join(Label, Label.id == GroundTruthObject.label_id)
-        .where(Image.task_id == task_id)
+        .where(Image.task_id == task_id, STUDY_IMAGE)
         .order_by(GroundTruthObject.position, GroundTruthObject.id)
     )
     return (await session.execute(query)).all()
@@ -433,7 +435,7 @@ def _labels_query(tasks: AnySelect) -> AnySelect:
 def _images_query(tasks: AnySelect) -> AnySelect:
     return (
         select(Image.id, Image.task_id, Image.width, Image.height, Image.position)
-        .where(Image.task_id.in_(tasks))
+        .where(Image.task_id.in_(tasks), STUDY_IMAGE)
         .order_by(Image.id)
     )
 
@@ -518,7 +520,7 @@ def _ground_truth_query(tasks: AnySelect) -> AnySelect:
             GroundTruthObject.y2,
         )
         .join(Image, Image.id == GroundTruthObject.image_id)
-        .where(Image.task_id.in_(tasks))
+        .where(Image.task_id.in_(tasks), STUDY_IMAGE)
         .order_by(Image.task_id, GroundTruthObject.position, GroundTruthObject.id)
     )
 

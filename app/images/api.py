@@ -10,6 +10,7 @@ from app.errors import PayloadTooLarge
 from app.images import repository, service
 from app.images.schemas import GroundTruthOut, GroundTruthUpload, ImageOut
 from app.images.tiles import TileCache, Window
+from app.models import ImagePurpose
 from app.studies import service as studies
 
 router = APIRouter(tags=["images"])
@@ -41,6 +42,9 @@ async def upload_images(
     settings: SettingsDep,
     cache: CacheDep,
     admin: AdminUser,
+    purpose: Annotated[
+        ImagePurpose, Form(description="study (unaided, aided) or practice (training mode only)")
+    ] = ImagePurpose.study,
     microns_per_pixel: Annotated[float | None, Form(gt=0, le=100)] = None,
     region_x: Annotated[int | None, Form(ge=0)] = None,
     region_y: Annotated[int | None, Form(ge=0)] = None,
@@ -56,6 +60,7 @@ async def upload_images(
             stream=upload.file,
             window=window,
             microns_per_pixel=microns_per_pixel,
+            purpose=purpose,
         )
         for index, upload in enumerate(files)
     ]
@@ -71,12 +76,19 @@ def _window(x: int | None, y: int | None, width: int | None, height: int | None)
 
 @router.get("/tasks/{task_id}/images")
 async def list_images(
-    task_id: int, session: SessionDep, settings: SettingsDep, cache: CacheDep, user: CurrentUser
+    task_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    user: CurrentUser,
+    purpose: Annotated[ImagePurpose | None, Query(description="only study or only practice images")] = None,
 ) -> list[ImageOut]:
-    """Images of a task in their order."""
-    await studies.get_task(session, user, task_id)
-    images = await repository.images_of_task(session, task_id)
-    return [await service.describe(cache, settings, image) for image in images]
+    """Images of a task in their order; experts get practice images only with a training assignment."""
+    task = await studies.get_task(session, user, task_id)
+    visible = await studies.visible_purposes(session, user, task)
+    images = await repository.images_of_task(session, task_id, None)
+    shown = [image for image in images if image.purpose in visible and purpose in (None, image.purpose)]
+    return [await service.describe(cache, settings, image) for image in shown]
 
 
 @router.get("/images/{image_id}")
@@ -170,5 +182,5 @@ async def list_ground_truth(task_id: int, session: SessionDep, admin: AdminUser)
             y2=item.y2,
             difficulty=item.difficulty,
         )
-        for item in await repository.ground_truth_of_task(session, task.id)
+        for item in await repository.ground_truth_of_task(session, task.id, None)
     ]

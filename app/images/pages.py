@@ -2,12 +2,13 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
 from app.deps import SessionDep, SettingsDep
 from app.images import service
 from app.images.api import limit_upload_size
+from app.models import ImagePurpose
 from app.studies import service as studies
 from app.templating import PageAdmin, is_htmx, redirect
 
@@ -22,16 +23,17 @@ async def upload_images(
     session: SessionDep,
     settings: SettingsDep,
     principal: PageAdmin,
+    purpose: Annotated[ImagePurpose, Form()] = ImagePurpose.study,
 ) -> Response:
-    """Upload images from the admin form; all are validated before any is stored."""
+    """Upload study or practice images from the admin form; all are validated before any is stored."""
     task = await studies.get_task(session, principal.user, task_id)
     items = [
-        service.NewImage(name=upload.filename or f"upload-{index}", stream=upload.file)
+        service.NewImage(name=upload.filename or f"upload-{index}", stream=upload.file, purpose=purpose)
         for index, upload in enumerate(files)
     ]
     images = await service.add_images(session, settings, task, items)
     if not is_htmx(request):
         return redirect(request, f"/admin/studies/{task.study_id}")
     count = len(images)
-    message = f"Uploaded {count} image{'' if count == 1 else 's'}."
+    message = f"Uploaded {count} {purpose} image{'' if count == 1 else 's'}."
     return HTMLResponse(message, headers={"HX-Trigger-After-Settle": "study-changed", "Vary": "HX-Request"})

@@ -5,12 +5,19 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import GroundTruthObject, Image
+from app.models import GroundTruthObject, Image, ImagePurpose
+
+STUDY = ImagePurpose.study
 
 
-async def images_of_task(session: AsyncSession, task_id: int) -> Sequence[Image]:
-    query = select(Image).where(Image.task_id == task_id).order_by(Image.position, Image.id)
-    return (await session.scalars(query)).all()
+async def images_of_task(
+    session: AsyncSession, task_id: int, purpose: ImagePurpose | None = STUDY
+) -> Sequence[Image]:
+    """The task's images in their order: study images unless another purpose (None: all) is asked for."""
+    query = select(Image).where(Image.task_id == task_id)
+    if purpose is not None:
+        query = query.where(Image.purpose == purpose)
+    return (await session.scalars(query.order_by(Image.position, Image.id))).all()
 
 
 async def image_names(session: AsyncSession, task_id: int) -> set[str]:
@@ -26,14 +33,19 @@ async def sha_in_use(session: AsyncSession, sha256: str) -> bool:
     return await session.scalar(select(Image.id).where(Image.sha256 == sha256).limit(1)) is not None
 
 
-async def ground_truth_of_task(session: AsyncSession, task_id: int) -> Sequence[GroundTruthObject]:
+async def ground_truth_of_task(
+    session: AsyncSession, task_id: int, purpose: ImagePurpose | None = STUDY
+) -> Sequence[GroundTruthObject]:
+    """Reference objects of the task's study images unless another purpose (None: all) is asked for."""
     query = (
         select(GroundTruthObject)
         .join(Image, Image.id == GroundTruthObject.image_id)
         .where(Image.task_id == task_id)
-        .order_by(Image.position, Image.id, GroundTruthObject.position, GroundTruthObject.id)
     )
-    return (await session.scalars(query)).all()
+    if purpose is not None:
+        query = query.where(Image.purpose == purpose)
+    order = (Image.position, Image.id, GroundTruthObject.position, GroundTruthObject.id)
+    return (await session.scalars(query.order_by(*order))).all()
 
 
 async def delete_ground_truth(session: AsyncSession, task_id: int) -> None:

@@ -5,6 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.annotations.schemas import Box
+from app.models import ImagePurpose
 
 
 class ImageOut(BaseModel):
@@ -16,6 +17,7 @@ class ImageOut(BaseModel):
     microns_per_pixel: float | None
     file_format: str
     position: int
+    purpose: Annotated[ImagePurpose, Field(description="study (unaided, aided) or practice (training)")]
     levels: list[tuple[int, int]]
 
 

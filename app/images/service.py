@@ -15,7 +15,7 @@ from app.images.placement import place_named
 from app.images.schemas import GroundTruthIn, ImageOut
 from app.images.tiles import RegionError, TileCache, Window
 from app.images.validation import ImageRejected
-from app.models import GroundTruthObject, Image, Label, Task
+from app.models import GroundTruthObject, Image, ImagePurpose, Label, Task
 
 EncodeFormat = Literal["jpeg", "png"]
 T = TypeVar("T")
@@ -33,6 +33,7 @@ class NewImage:
     stream: BinaryIO
     window: Window | None = None
     microns_per_pixel: float | None = None
+    purpose: ImagePurpose = ImagePurpose.study
 
 
 def _stage_all(settings: Settings, items: Sequence[NewImage]) -> list[storage.StagedFile]:
@@ -130,6 +131,7 @@ def _image_row(task: Task, item: NewImage, file: storage.StagedFile, position: i
         height=window.height,
         microns_per_pixel=item.microns_per_pixel,
         position=position,
+        purpose=item.purpose,
     )
 
 
@@ -168,6 +170,7 @@ async def describe(cache: TileCache, settings: Settings, image: Image) -> ImageO
         microns_per_pixel=image.microns_per_pixel,
         file_format=image.file_format,
         position=image.position,
+        purpose=ImagePurpose(image.purpose),
         levels=levels,
     )
 
@@ -210,7 +213,7 @@ async def upload_ground_truth(
     session: AsyncSession, task: Task, labels: dict[str, Label], objects: list[GroundTruthIn], replace: bool
 ) -> int:
     """All or nothing: unknown images or labels and boxes outside the image answer 422."""
-    images = {image.name: image for image in await repository.images_of_task(session, task.id)}
+    images = {image.name: image for image in await repository.images_of_task(session, task.id, None)}
     rows = []
     for index, item in enumerate(objects):
         box = (item.x1, item.y1, item.x2, item.y2)

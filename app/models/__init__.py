@@ -17,11 +17,13 @@ from app.models.study import (
     GroundTruthObject,
     Image,
     ImageCompletion,
+    ImagePurpose,
     Label,
     Mode,
     Study,
     Task,
     TaskKind,
+    purpose_of_mode,
 )
 from app.models.suggestion import (
     DetectorModel,
@@ -43,6 +45,7 @@ __all__ = [
     "GroundTruthObject",
     "Image",
     "ImageCompletion",
+    "ImagePurpose",
     "ImageView",
     "ImageVisit",
     "InjectedError",
@@ -61,4 +64,5 @@ __all__ = [
     "TaskKind",
     "User",
     "WebSession",
+    "purpose_of_mode",
 ]

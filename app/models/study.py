@@ -21,6 +21,18 @@ class Mode(StrEnum):
     aided = "aided"
 
 
+class ImagePurpose(StrEnum):
+    """Practice images serve training mode only; study images serve unaided and aided mode only."""
+
+    study = "study"
+    practice = "practice"
+
+
+def purpose_of_mode(mode: str) -> ImagePurpose:
+    """The images a mode works on: training on practice images, unaided and aided on study images."""
+    return ImagePurpose.practice if mode == Mode.training else ImagePurpose.study
+
+
 class AssignmentStatus(StrEnum):
     open = "open"
     finished = "finished"
@@ -79,6 +91,7 @@ class Image(CreatedAt, Base):
     height: Mapped[int] = mapped_column(Integer)
     microns_per_pixel: Mapped[float | None] = mapped_column(Float)
     position: Mapped[int] = mapped_column(Integer, default=0)
+    purpose: Mapped[str] = mapped_column(String(16), default=ImagePurpose.study, server_default="study")
 
 
 class GroundTruthObject(Base):

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from app.accounts import service as accounts
 from app.deps import HasherDep, SessionDep
 from app.errors import AppError, NotFound
-from app.models import Mode, Role, Study, TaskKind
+from app.models import ImagePurpose, Mode, Role, Study, TaskKind
 from app.studies import repository, service
 from app.studies.schemas import LabelIn, StudyCreate, TaskCreate
 from app.suggestions import service as suggestions
@@ -98,6 +98,7 @@ class TaskView:
     default_box_size: int
     labels: list[Any]
     image_count: int
+    practice_count: int
 
 
 async def _study_context(session: SessionDep, principal: PageAdmin, study_id: int) -> dict[str, Any]:
@@ -106,6 +107,7 @@ async def _study_context(session: SessionDep, principal: PageAdmin, study_id: in
         raise NotFound(f"no study {study_id}")
     tasks = await repository.tasks_of_study(session, study.id, None)
     counts = await repository.image_counts(session, {task.id for task in tasks})
+    practice = await repository.image_counts(session, {task.id for task in tasks}, ImagePurpose.practice)
     views = [
         TaskView(
             task.id,
@@ -114,6 +116,7 @@ async def _study_context(session: SessionDep, principal: PageAdmin, study_id: in
             task.default_box_size,
             list(await repository.labels_of_task(session, task.id)),
             counts.get(task.id, 0),
+            practice.get(task.id, 0),
         )
         for task in tasks
     ]

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Assignment, Image, ImageCompletion, Label, Study, Task, User
+from app.models import Assignment, Image, ImageCompletion, ImagePurpose, Label, Study, Task, User
 
 
 async def list_studies(session: AsyncSession, expert_id: int | None) -> Sequence[Study]:
@@ -42,6 +42,11 @@ async def has_assignment(session: AsyncSession, expert_id: int, task_id: int) ->
     return await session.scalar(query.limit(1)) is not None
 
 
+async def assigned_modes(session: AsyncSession, expert_id: int, task_id: int) -> set[str]:
+    query = select(Assignment.mode).where(Assignment.expert_id == expert_id, Assignment.task_id == task_id)
+    return set(await session.scalars(query))
+
+
 async def assignment_for(session: AsyncSession, expert_id: int, task_id: int, mode: str) -> Assignment | None:
     query = select(Assignment).where(
         Assignment.expert_id == expert_id,
@@ -68,8 +73,14 @@ async def list_assignments(
     return [(row[0], row[1], row[2]) for row in rows]
 
 
-async def image_counts(session: AsyncSession, task_ids: set[int]) -> dict[int, int]:
-    query = select(Image.task_id, func.count()).where(Image.task_id.in_(task_ids)).group_by(Image.task_id)
+async def image_counts(
+    session: AsyncSession, task_ids: set[int], purpose: ImagePurpose = ImagePurpose.study
+) -> dict[int, int]:
+    query = (
+        select(Image.task_id, func.count())
+        .where(Image.task_id.in_(task_ids), Image.purpose == purpose)
+        .group_by(Image.task_id)
+    )
     return {task_id: count for task_id, count in (await session.execute(query)).all()}
 
 

@@ -12,6 +12,7 @@ from app.models import (
     AssignmentStatus,
     Image,
     ImageCompletion,
+    ImagePurpose,
     Label,
     Mode,
     Role,
@@ -19,6 +20,7 @@ from app.models import (
     SuggestionSet,
     Task,
     User,
+    purpose_of_mode,
 )
 from app.models.base import utcnow
 from app.studies import repository
@@ -82,11 +84,28 @@ async def get_task(session: AsyncSession, user: User, task_id: int) -> Task:
 
 
 async def get_image(session: AsyncSession, user: User, image_id: int) -> Image:
+    """The image, if the user is an admin or has an assignment whose mode works on its purpose; else 404."""
     image = await session.get(Image, image_id)
     if image is None:
         raise NotFound(f"no image {image_id}")
-    await get_task(session, user, image.task_id)
+    task = await get_task(session, user, image.task_id)
+    if image.purpose not in await visible_purposes(session, user, task):
+        raise NotFound(f"no image {image_id}")
     return image
+
+
+async def visible_purposes(session: AsyncSession, user: User, task: Task) -> set[ImagePurpose]:
+    """Admins see every image; an expert sees practice images only with a training assignment, study
+    images only with an unaided or aided one."""
+    if user.is_admin:
+        return set(ImagePurpose)
+    return {purpose_of_mode(mode) for mode in await repository.assigned_modes(session, user.id, task.id)}
+
+
+def require_image_of_mode(image: Image, mode: str) -> None:
+    """Training works on practice images only, unaided and aided on study images only (404 otherwise)."""
+    if image.purpose != purpose_of_mode(mode):
+        raise NotFound(f"image {image.id} is not part of your {mode} assignment")
 
 
 async def label_map(session: AsyncSession, task_id: int) -> dict[str, Label]:
@@ -199,6 +218,7 @@ async def override_washout(session: AsyncSession, admin: User, assignment: Assig
 
 
 async def mark_image_done(session: AsyncSession, user: User, image: Image, mode: str) -> Assignment:
+    require_image_of_mode(image, mode)
     task = await get_task(session, user, image.task_id)
     assignment = await require_working_assignment(session, user, task, mode)
     require_unfinished(assignment)
@@ -213,7 +233,8 @@ async def describe_assignments(
     session: AsyncSession, user: User, task_id: int | None = None
 ) -> list[AssignmentOut]:
     rows = await repository.list_assignments(session, None if user.is_admin else user.id, task_id)
-    totals = await repository.image_counts(session, {task.id for _, task, _ in rows})
+    task_ids = {task.id for _, task, _ in rows}
+    totals = {purpose: await repository.image_counts(session, task_ids, purpose) for purpose in ImagePurpose}
     done = await repository.completion_counts(session, {assignment.id for assignment, _, _ in rows})
     studies: dict[int, Study] = {}
     described = []
@@ -233,7 +254,7 @@ def _assignment_out(
     is_open: bool,
     opens_at: datetime | None,
     done: dict[int, int],
-    totals: dict[int, int],
+    totals: dict[ImagePurpose, dict[int, int]],
 ) -> AssignmentOut:
     return AssignmentOut(
         id=assignment.id,
@@ -246,7 +267,7 @@ def _assignment_out(
         is_open=is_open,
         opens_at=opens_at,
         images_done=done.get(assignment.id, 0),
-        images_total=totals.get(task.id, 0),
+        images_total=totals[purpose_of_mode(assignment.mode)].get(task.id, 0),
         suggestion_set_id=assignment.suggestion_set_id,
         finished_at=assignment.finished_at,
         washout_override_reason=assignment.washout_override_reason,

@@ -42,12 +42,21 @@ async def test_admin_creates_study_task_and_uploads_two_images(app, live_server,
         files.append(path)
     await task.locator("input[type=file]").set_input_files(files)
     await task.get_by_role("button", name="Upload").click()
-    await expect(page.locator("section.task .image-count")).to_have_text("2 images")
+    counts = page.locator("section.task .image-count")
+    await expect(counts).to_have_text("2 images for the study · 0 practice images for training mode")
+    practice = tmp_path / "practice-0.png"
+    practice.write_bytes(png_bytes(320, 240, seed=7))
+    await task.locator("input[type=file]").set_input_files([practice])
+    await task.get_by_label("practice (training mode only; its reference is shown)").check()
+    await task.get_by_role("button", name="Upload").click()
+    await expect(counts).to_have_text("2 images for the study · 1 practice image for training mode")
+    await expect(page.locator("#assignment-grid .practice-note")).to_have_text("1 practice")
 
+    await page.get_by_label("alice cytology training").check()
     await page.get_by_label("alice cytology unaided").check()
     await page.get_by_label("alice cytology aided").check()
     await page.get_by_role("button", name="Create ticked assignments").click()
-    await expect(page.locator("#progress tbody tr")).to_have_count(2)
+    await expect(page.locator("#progress tbody tr")).to_have_count(3)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.evaluate("window.scrollTo(0, 0)")
     await page.screenshot(path=str(SCREENSHOTS / "admin.png"))
@@ -65,9 +74,14 @@ async def test_admin_creates_study_task_and_uploads_two_images(app, live_server,
         "lymphocyte",
     ]
     images = (await api.get(f"/api/v1/tasks/{tasks[0]['id']}/images")).json()
-    assert [(image["name"], image["width"], image["height"]) for image in images] == [
-        ("patch-0.png", 320, 240),
-        ("patch-1.png", 320, 240),
+    assert [(image["name"], image["width"], image["height"], image["purpose"]) for image in images] == [
+        ("patch-0.png", 320, 240, "study"),
+        ("patch-1.png", 320, 240, "study"),
+        ("practice-0.png", 320, 240, "practice"),
     ]
     assignments = (await api.get("/api/v1/assignments")).json()
-    assert sorted((a["expert"], a["mode"]) for a in assignments) == [("alice", "aided"), ("alice", "unaided")]
+    assert sorted((a["expert"], a["mode"], a["images_total"]) for a in assignments) == [
+        ("alice", "aided", 2),
+        ("alice", "training", 1),
+        ("alice", "unaided", 2),
+    ]

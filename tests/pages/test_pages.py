@@ -138,6 +138,17 @@ async def test_admin_creates_task_uploads_images_and_assigns(app):
         uploaded = await client.post(f"/admin/tasks/{task_id}/images", files=files, headers=headers)
         assert uploaded.status_code == 200
         assert uploaded.headers["HX-Trigger-After-Settle"] == "study-changed"
+        practice = [("files", ("practice.png", png_bytes(seed=9), "image/png"))]
+        uploaded = await client.post(
+            f"/admin/tasks/{task_id}/images", files=practice, data={"purpose": "practice"}, headers=headers
+        )
+        assert uploaded.status_code == 200
+        assert "Uploaded 1 practice image." in uploaded.text
+        bad = [("files", ("other.png", png_bytes(seed=8), "image/png"))]
+        refused = await client.post(
+            f"/admin/tasks/{task_id}/images", files=bad, data={"purpose": "answers"}, headers=headers
+        )
+        assert refused.status_code == 422
         grid = await client.post(
             f"/admin/studies/{study_id}/assignments",
             data={"cell": [f"alice|{task_id}|training", f"alice|{task_id}|unaided"]},
@@ -147,7 +158,8 @@ async def test_admin_creates_task_uploads_images_and_assigns(app):
         page = await client.get(f"/admin/studies/{study_id}", headers={"HX-Request": "true"})
     assert "<html" not in page.text
     assert "#00ff00" in page.text
-    assert re.search(r"<strong>2</strong> images", page.text)
+    assert re.search(r"<strong>2</strong> images for the study", page.text)
+    assert re.search(r'<strong class="practice-count">1</strong> practice image for training', page.text)
     assert page.text.count(f'value="alice|{task_id}|') == 3
     assert page.text.count("checked disabled") == 3  # make_study's unaided one plus the two new ones
 
@@ -191,9 +203,9 @@ async def _assignment_id(db, expert_id: int) -> int:
 
 
 async def test_reference_only_in_training_mode_after_done(app, client_for):
-    setup = await make_study(app, experts=("alice",), modes=("training", "unaided"))
+    setup = await make_study(app, experts=("alice",), modes=("training", "unaided"), practice_count=1)
     admin = await client_for("admin")
-    image = setup.images[0]
+    image = setup.practice[0]
     truth = [
         {"image": image.name, "label": "tumor", "x1": 10, "y1": 10, "x2": 50, "y2": 50},
         {"image": image.name, "label": "normal", "x1": 100, "y1": 60, "x2": 140, "y2": 100},
@@ -215,10 +227,11 @@ async def test_reference_only_in_training_mode_after_done(app, client_for):
     async with client:
         url = f"/work/{assignments['training']}/images/{image.id}/reference"
         assert (await client.get(url)).status_code == 403
-        for mode in ("training", "unaided"):
-            assert (await alice_api.post(f"/api/v1/images/{image.id}/done?mode={mode}")).status_code == 200
+        study_image = setup.images[0].id
+        assert (await alice_api.post(f"/api/v1/images/{image.id}/done?mode=training")).status_code == 200
+        assert (await alice_api.post(f"/api/v1/images/{study_image}/done?mode=unaided")).status_code == 200
         shown = await client.get(url, headers={"HX-Request": "true"})
-        unaided = await client.get(f"/work/{assignments['unaided']}/images/{image.id}/reference")
+        unaided = await client.get(f"/work/{assignments['unaided']}/images/{study_image}/reference")
     assert shown.status_code == 200
     assert shown.text.count('class="ref found"') == 1
     assert shown.text.count('class="ref missed"') == 1
