@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.client import Annotation as ClientAnnotation  # noqa: E402
-from app.client import ApiError, CallStats, ConcordClient, Edit, RetryPolicy  # noqa: E402
+from app.client import ApiError, CallStats, ConcordClient, Edit  # noqa: E402
 
 MODE = "unaided"
 LABELS = ("neutrophil", "eosinophil", "macrophage")
@@ -284,6 +284,7 @@ class SimulatedExpert:
         self.random = random.Random(seed)
         self.run_record = ExpertRun(stats=client.stats)
         self.objects: dict[int, ClientAnnotation] = {}
+        self.last_edited = 0
 
     async def run(self) -> ExpertRun:
         deadline = time.monotonic() + self.plan.seconds
@@ -328,6 +329,7 @@ class SimulatedExpert:
             self.objects = {a.id: a for a in await self.client.annotations(image_id, MODE)}
             return
         self.objects[edit.annotation.id] = edit.annotation
+        self.last_edited = edit.annotation.id
         if edit.annotation.deleted:
             del self.objects[edit.annotation.id]
         self.run_record.acked.append(AckedEdit(self.name, edit.key, kind, edit.annotation.id))
@@ -344,7 +346,7 @@ class SimulatedExpert:
     async def _send(self, kind: str, image_id: int, size: int, labels: list[str]) -> Edit:
         if kind == "create":
             return await self.client.create(image_id, MODE, self._box(size), self.random.choice(labels))
-        target = self.objects[self.random.choice(list(self.objects))]
+        target = self._target()
         if kind == "move":
             return await self.client.update(target, box=self._box(size))
         if kind == "relabel":
@@ -352,28 +354,43 @@ class SimulatedExpert:
             return await self.client.update(target, label=label)
         return await self.client.delete(target)
 
+    def _target(self) -> ClientAnnotation:
+        """Half the time the object edited last (an expert adjusts the box just drawn), else any."""
+        if self.last_edited in self.objects and self.random.random() < 0.5:
+            return self.objects[self.last_edited]
+        return self.objects[self.random.choice(list(self.objects))]
+
     def _box(self, size: int) -> tuple[float, float, float, float]:
         side = self.random.randint(20, 60)
         x1, y1 = self.random.randint(4, size - side - 4), self.random.randint(4, size - side - 4)
         return (float(x1), float(y1), float(x1 + side), float(y1 + side))
 
 
-async def run_experts(
-    base_url: str, tokens: dict[str, str], plan: ExpertPlan, seed: int = 0
-) -> list[ExpertRun]:
-    """All experts at once, each with its own client and connection pool."""
-    clients = {
-        name: ConcordClient(base_url, token, retry=RetryPolicy(), timeout_s=30.0)
-        for name, token in tokens.items()
-    }
-    try:
-        experts = [
-            SimulatedExpert(name, client, plan, seed * 100_003 + index)
-            for index, (name, client) in enumerate(clients.items())
+class Crew:
+    """Simulated experts working at once, each with its own client and connection pool."""
+
+    def __init__(self, base_url: str, tokens: dict[str, str], plan: ExpertPlan, seed: int = 0) -> None:
+        self.plan = plan
+        self.experts = [
+            SimulatedExpert(
+                name, ConcordClient(base_url, token, timeout_s=30.0), plan, seed * 100_003 + index
+            )
+            for index, (name, token) in enumerate(tokens.items())
         ]
-        return list(await asyncio.gather(*(expert.run() for expert in experts)))
-    finally:
-        await asyncio.gather(*(client.aclose() for client in clients.values()))
+        self.started = time.monotonic()
+
+    def progress(self) -> float:
+        """The fraction of the plan done: of its edits or of its time, whichever is further."""
+        acked = sum(len(expert.run_record.acked) for expert in self.experts)
+        edits = acked / (self.plan.max_edits * len(self.experts))
+        return max(edits, (time.monotonic() - self.started) / self.plan.seconds)
+
+    async def run(self) -> list[ExpertRun]:
+        self.started = time.monotonic()
+        try:
+            return list(await asyncio.gather(*(expert.run() for expert in self.experts)))
+        finally:
+            await asyncio.gather(*(expert.client.aclose() for expert in self.experts))
 
 
 # ---------------------------------------------------------------- faults
@@ -431,11 +448,15 @@ async def _wait_job(url: str, job_id: int, done: Callable[[Any], bool], timeout_
         await engine.dispose()
 
 
-async def kill_server_repeatedly(server: ServiceProcess, base_url: str, kills: int, seconds: float) -> None:
-    """SIGKILL and restart the server `kills` times, evenly spread over `seconds`."""
-    gap = seconds / (kills + 1)
-    for _ in range(kills):
-        await asyncio.sleep(gap)
+async def kill_server_repeatedly(
+    server: ServiceProcess, base_url: str, crew: Crew, kills: int, editing: asyncio.Future[Any]
+) -> None:
+    """SIGKILL and restart the server `kills` times, evenly spread over the crew's progress."""
+    for kill in range(1, kills + 1):
+        while crew.progress() < kill / (kills + 1) and not editing.done():
+            await asyncio.sleep(0.05)
+        if editing.done():
+            return
         await restart(server, base_url)
 
 
@@ -651,23 +672,22 @@ async def soak(
     seeded: Seeded,
     url: str,
     experts: list[str],
-    seconds: float,
+    plan: ExpertPlan,
     kills: int,
     job_seconds: float,
 ) -> Soak:
-    """Experts editing for `seconds` while the server is killed `kills` times and a worker mid job."""
-    tokens = {name: seeded.tokens[name] for name in experts}
-    plan = ExpertPlan(max_edits=10**9, seconds=seconds)
+    """Experts working through `plan` while the server is killed `kills` times and a worker mid job."""
+    crew = Crew(base_url, {name: seeded.tokens[name] for name in experts}, plan, seed=1)
     kills_before = server.kills
     async with ConcordClient(base_url, seeded.admin_token) as admin:
         worker.start()
-        editing = asyncio.ensure_future(timed_phase(server, run_experts(base_url, tokens, plan, seed=1)))
+        editing = asyncio.ensure_future(timed_phase(server, crew.run()))
         job, _ = await asyncio.gather(
             kill_worker_mid_job(admin, url, worker, job_seconds),
-            kill_server_repeatedly(server, base_url, kills, seconds),
+            kill_server_repeatedly(server, base_url, crew, kills, editing),
         )
         phase = await editing
-        job = await finish_job(url, job, timeout_s=120.0)
+    job = await finish_job(url, job, timeout_s=120.0)
     verdict = await verify(url, phase.runs, {name: seeded.expert_ids[name] for name in experts})
     return Soak(phase, verdict, job, server.kills - kills_before, server.restart_s[-kills:] if kills else [])
 
@@ -722,7 +742,7 @@ async def _run_on(args: argparse.Namespace, folder: Path, url: str) -> dict[str,
             await wait_healthy(base_url, server)
             clean_plan = ExpertPlan(max_edits=args.edits, seconds=args.clean_seconds)
             tokens = {name: seeded.tokens[name] for name in clean_experts}
-            clean = await timed_phase(server, run_experts(base_url, tokens, clean_plan))
+            clean = await timed_phase(server, Crew(base_url, tokens, clean_plan).run())
             _report_clean(clean)
             soaked = await soak(
                 base_url,
@@ -731,7 +751,7 @@ async def _run_on(args: argparse.Namespace, folder: Path, url: str) -> dict[str,
                 seeded,
                 url,
                 soak_experts,
-                args.soak_seconds,
+                ExpertPlan(max_edits=10**9, seconds=args.soak_seconds),
                 args.kills,
                 args.job_seconds,
             )
