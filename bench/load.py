@@ -56,11 +56,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.client import Annotation as ClientAnnotation  # noqa: E402
-from app.client import ApiError, CallStats, ConcordClient, Edit  # noqa: E402
+from app.client import ApiError, CallStats, ConcordClient, Edit, RetryPolicy  # noqa: E402
 
 MODE = "unaided"
 LABELS = ("neutrophil", "eosinophil", "macrophage")
 IMAGE_SIZE = 512
+# As the workspace does, an edit is retried until it is answered: a restart under load here took up to 40 s.
+PATIENT = RetryPolicy(attempts=1000, deadline_s=300.0)
 BASELINE_NAME = "database driver loop: annotation + event per single-row transaction, same durability"
 
 # ---------------------------------------------------------------- database and seed data
@@ -169,28 +171,37 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """A `concord serve` or worker process of this checkout, killed and restarted at will."""
+    """A `concord serve` or worker process of this checkout, killed and restarted at will.
 
-    def __init__(self, command: list[str], data_dir: Path, url: str, log: TextIO) -> None:
+    `whole_group`: signals go to the process and everything it started (a server with several worker
+    processes dies as a machine would); otherwise to the process alone (a worker's job child must notice).
+    """
+
+    def __init__(self, command: list[str], data_dir: Path, url: str, log: TextIO, whole_group: bool) -> None:
         self.command = command
         self.env = {**os.environ, "CONCORD_DATA_DIR": str(data_dir), "CONCORD_DATABASE_URL": url}
         self.log = log
+        self.whole_group = whole_group
         self.process: subprocess.Popen[bytes] | None = None
         self.cpu_s = 0.0  # CPU seconds of processes that were killed or stopped
         self.kills = 0
         self.restart_s: list[float] = []  # from SIGKILL to answering again
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def cpu_seconds(self) -> float:
+        """CPU seconds of this process and its children, those already ended included."""
         if self.process is None or self.process.poll() is not None:
             return self.cpu_s
         try:
-            times = psutil.Process(self.process.pid).cpu_times()
+            parent = psutil.Process(self.process.pid)
+            times = [parent.cpu_times(), *(child.cpu_times() for child in parent.children(recursive=True))]
         except psutil.NoSuchProcess:
             return self.cpu_s
-        return self.cpu_s + float(times.user + times.system)
+        return self.cpu_s + float(sum(t.user + t.system for t in times))
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no flush, as a power cut or the OOM killer would."""
@@ -204,7 +215,10 @@ class ServiceProcess:
         if self.process is None or self.process.poll() is not None:
             return
         self.cpu_s = self.cpu_seconds()
-        self.process.send_signal(signum)
+        if self.whole_group:
+            os.killpg(self.process.pid, signum)
+        else:
+            self.process.send_signal(signum)
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -214,12 +228,12 @@ class ServiceProcess:
 
 def server_process(port: int, data_dir: Path, url: str, log: TextIO) -> ServiceProcess:
     command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return ServiceProcess(command, data_dir, url, log)
+    return ServiceProcess(command, data_dir, url, log, whole_group=True)
 
 
 def worker_process(data_dir: Path, url: str, log: TextIO) -> ServiceProcess:
     command = [sys.executable, "-m", "worker", "--lease-seconds", "2", "--poll-interval", "0.2"]
-    return ServiceProcess(command, data_dir, url, log)
+    return ServiceProcess(command, data_dir, url, log, whole_group=False)
 
 
 async def wait_healthy(base_url: str, server: ServiceProcess, timeout_s: float = 90.0) -> None:
@@ -373,7 +387,10 @@ class Crew:
         self.plan = plan
         self.experts = [
             SimulatedExpert(
-                name, ConcordClient(base_url, token, timeout_s=30.0), plan, seed * 100_003 + index
+                name,
+                ConcordClient(base_url, token, retry=PATIENT, timeout_s=30.0),
+                plan,
+                seed * 100_003 + index,
             )
             for index, (name, token) in enumerate(tokens.items())
         ]
