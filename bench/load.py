@@ -610,6 +610,18 @@ async def baseline_postgres(url: str, seeded: Seeded, expert_id: int, edits: int
     return edits / elapsed, durability
 
 
+def _sqlite_durability(url: str) -> str:
+    """The journal mode and synchronous level a connection of the service gets (2 = FULL, 1 = NORMAL)."""
+    from app.db import _enable_sqlite_pragmas
+
+    connection = sqlite3.connect(url.split("///", 1)[1])
+    _enable_sqlite_pragmas(connection, None)
+    journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
+    synchronous = connection.execute("PRAGMA synchronous").fetchone()[0]
+    connection.close()
+    return f"journal_mode={journal}, synchronous={synchronous}"
+
+
 def _after_json() -> str:
     state = {"x1": 10.0, "y1": 10.0, "x2": 50.0, "y2": 50.0, "label": LABELS[0], "deleted": False}
     return json.dumps({**state, "origin": "expert"})
@@ -619,10 +631,7 @@ async def measure_baseline(url: str, seeded: Seeded, edits: int) -> tuple[float,
     expert_id = seeded.expert_ids["baseline"]
     if url.startswith("sqlite"):
         rate = await asyncio.to_thread(baseline_sqlite, url, seeded, expert_id, edits)
-        connection = sqlite3.connect(url.split("///", 1)[1])
-        journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
-        connection.close()
-        return rate, f"journal_mode={journal}, synchronous as the service sets it"
+        return rate, _sqlite_durability(url)
     rate, durability = await baseline_postgres(url, seeded, expert_id, edits)
     return rate, f"synchronous_commit={durability}"
 
