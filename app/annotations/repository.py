@@ -3,11 +3,50 @@
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Annotation, AnnotationEvent, IdempotentRequest, ImageView, ImageVisit, Suggestion
+from app.models import (
+    Annotation,
+    AnnotationEvent,
+    Assignment,
+    IdempotentRequest,
+    Image,
+    ImageView,
+    ImageVisit,
+    Study,
+    Suggestion,
+    Task,
+)
+
+WorkspaceRow = tuple[Image, Task, Study, Assignment, bool]
+
+
+async def workspace_row(
+    session: AsyncSession, expert_id: int, image_id: int, mode: str
+) -> WorkspaceRow | None:
+    """In one query: the image, its task and study, the expert's assignment of that task in the mode, and
+    whether the expert has opened the image in the mode before. None when any of them is missing."""
+    query = (
+        select(Image, Task, Study, Assignment, ImageView.id)
+        .join(Task, Task.id == Image.task_id)
+        .join(Study, Study.id == Task.study_id)
+        .join(
+            Assignment,
+            and_(Assignment.task_id == Task.id, Assignment.expert_id == expert_id, Assignment.mode == mode),
+        )
+        .outerjoin(
+            ImageView,
+            and_(ImageView.image_id == Image.id, ImageView.expert_id == expert_id, ImageView.mode == mode),
+        )
+        .where(Image.id == image_id)
+    )
+    row = (await session.execute(query)).first()
+    if row is None:
+        return None
+    image, task, study, assignment, view_id = row
+    return image, task, study, assignment, view_id is not None
 
 
 async def annotations_of(

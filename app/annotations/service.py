@@ -59,6 +59,23 @@ class Workspace:
 
 
 async def open_workspace(session: AsyncSession, user: User, image_id: int, mode: str) -> Workspace:
+    """The expert's workspace, authorised in one query on the usual path (an open, already opened
+    assignment); anything else takes the checked path, which answers the precise 403/404/422."""
+    row = await repository.workspace_row(session, user.id, image_id, mode) if mode in set(Mode) else None
+    if row is None:
+        return await _checked_workspace(session, user, image_id, mode)
+    image, task, study, assignment, seen = row
+    is_open, _ = await studies.assignment_opens_at(session, assignment, study)
+    if not is_open or assignment.opened_at is None:
+        return await _checked_workspace(session, user, image_id, mode)
+    labels = await studies.label_map(session, task.id)
+    workspace = Workspace(user=user, image=image, task=task, assignment=assignment, labels_by_name=labels)
+    if not seen:
+        await _first_open(session, workspace)
+    return workspace
+
+
+async def _checked_workspace(session: AsyncSession, user: User, image_id: int, mode: str) -> Workspace:
     image = await studies.get_image(session, user, image_id)
     task = await studies.get_task(session, user, image.task_id)
     assignment = await studies.require_working_assignment(session, user, task, mode)
