@@ -42,6 +42,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     cmd_migrate(args)
+    if args.workers > 1 and get_settings().is_sqlite:
+        print(
+            "concord: SQLite takes one writer at a time; more server processes only wait for each other "
+            "(use PostgreSQL for --workers > 1)",
+            file=sys.stderr,
+        )
     worker = _start_worker() if args.with_worker else None
     print(f"Concord listens on http://{args.host}:{args.port}/  (API docs: /docs)", flush=True)
     try:
@@ -51,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             factory=True,
             host=args.host,
             port=args.port,
+            workers=args.workers,
             log_level="info",
             proxy_headers=False,
         )
@@ -148,6 +155,13 @@ def _token_days(text: str) -> int:
     return days
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concord", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -156,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--with-worker", action="store_true", help="also start one worker process")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="server processes sharing the port (PostgreSQL: as many as cores; SQLite: keep 1)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")

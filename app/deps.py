@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
 from app.config import Settings
+from app.db import unit_of_work
 from app.errors import Forbidden, NotAuthenticated
 from app.models import User
 
@@ -20,17 +21,12 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request: commit when the handler returns, roll back when it raises."""
-    async with request.app.state.sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    """One session per request, its unit of work ending before the response is sent (scope "function")."""
+    async with unit_of_work(request.app.state.sessionmaker) as session:
+        yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def get_settings_dep(request: Request) -> Settings:

@@ -50,3 +50,28 @@ def test_serve_with_worker_starts_and_stops_both(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _server_children(pid: int) -> list[psutil.Process]:
+    children = psutil.Process(pid).children(recursive=True)
+    return [child for child in children if "spawn_main" in " ".join(child.cmdline())]
+
+
+def test_serve_with_workers_runs_that_many_server_processes(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "CONCORD_DATA_DIR": str(tmp_path), "CONCORD_DATABASE_URL": ""}
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert '"ok"' in _wait_for_health(port, process)["status"]
+        for _ in range(60):  # the second process may still be starting
+            if len(_server_children(process.pid)) == 2:
+                break
+            time.sleep(0.5)
+        assert len(_server_children(process.pid)) == 2
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=30)
+        assert b"SQLite takes one writer at a time" in errors
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -61,10 +61,15 @@ async def upload_annotations(
     items: Annotated[list[AnnotationCreate], Body(max_length=MAX_BULK)],
     session: SessionDep,
     user: CurrentUser,
+    response: Response,
+    idempotency_key: IdempotencyHeader = None,
 ) -> list[AnnotationOut]:
-    """Upload a JSON list of objects; all are checked first, then each is created with its own event."""
+    """Upload a JSON list of objects, each created with its own event; a keyed retry returns them (200)."""
     workspace = await service.open_workspace(session, user, image_id, mode)
-    return await service.create_many(session, workspace, items)
+    created, is_new = await service.create_many(session, workspace, items, idempotency_key)
+    if not is_new:
+        response.status_code = 200
+    return created
 
 
 @router.patch("/annotations/{annotation_id}")

@@ -1,11 +1,52 @@
 """Queries of annotations, their events, visits and image views."""
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Annotation, AnnotationEvent, ImageView, ImageVisit, Suggestion
+from app.models import (
+    Annotation,
+    AnnotationEvent,
+    Assignment,
+    IdempotentRequest,
+    Image,
+    ImageView,
+    ImageVisit,
+    Study,
+    Suggestion,
+    Task,
+)
+
+WorkspaceRow = tuple[Image, Task, Study, Assignment, bool]
+
+
+async def workspace_row(
+    session: AsyncSession, expert_id: int, image_id: int, mode: str
+) -> WorkspaceRow | None:
+    """In one query: the image, its task and study, the expert's assignment of that task in the mode, and
+    whether the expert has opened the image in the mode before. None when any of them is missing."""
+    query = (
+        select(Image, Task, Study, Assignment, ImageView.id)
+        .join(Task, Task.id == Image.task_id)
+        .join(Study, Study.id == Task.study_id)
+        .join(
+            Assignment,
+            and_(Assignment.task_id == Task.id, Assignment.expert_id == expert_id, Assignment.mode == mode),
+        )
+        .outerjoin(
+            ImageView,
+            and_(ImageView.image_id == Image.id, ImageView.expert_id == expert_id, ImageView.mode == mode),
+        )
+        .where(Image.id == image_id)
+    )
+    row = (await session.execute(query)).first()
+    if row is None:
+        return None
+    image, task, study, assignment, view_id = row
+    return image, task, study, assignment, view_id is not None
 
 
 async def annotations_of(
@@ -35,11 +76,32 @@ async def next_position(session: AsyncSession, image_id: int, expert_id: int, mo
     return 0 if current is None else current + 1
 
 
-async def event_by_key(session: AsyncSession, expert_id: int, key: str) -> AnnotationEvent | None:
-    query = select(AnnotationEvent).where(
-        AnnotationEvent.expert_id == expert_id, AnnotationEvent.idempotency_key == key
+async def claim_key(session: AsyncSession, expert_id: int, key: str, fingerprint: str) -> bool:
+    """Insert the key's row unless the key is taken; a concurrent holder is waited for until it ends."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(IdempotentRequest)
+        .values(expert_id=expert_id, key=key, fingerprint=fingerprint)
+        .on_conflict_do_nothing(index_elements=["expert_id", "key"])
+        .returning(IdempotentRequest.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def request_by_key(session: AsyncSession, expert_id: int, key: str) -> IdempotentRequest | None:
+    query = select(IdempotentRequest).where(
+        IdempotentRequest.expert_id == expert_id, IdempotentRequest.key == key
     )
     return await session.scalar(query)
+
+
+async def remember_answer(session: AsyncSession, expert_id: int, key: str, response: Any) -> None:
+    await session.execute(
+        update(IdempotentRequest)
+        .where(IdempotentRequest.expert_id == expert_id, IdempotentRequest.key == key)
+        .values(response=response)
+    )
 
 
 async def events_of(

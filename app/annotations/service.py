@@ -1,10 +1,13 @@
 """Editing rules: one transaction and one appended event per edit, idempotent retries, stale versions."""
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -57,6 +60,23 @@ class Workspace:
 
 
 async def open_workspace(session: AsyncSession, user: User, image_id: int, mode: str) -> Workspace:
+    """The expert's workspace, authorised in one query on the usual path (an open, already opened
+    assignment); anything else takes the checked path, which answers the precise 403/404/422."""
+    row = await repository.workspace_row(session, user.id, image_id, mode) if mode in set(Mode) else None
+    if row is None:
+        return await _checked_workspace(session, user, image_id, mode)
+    image, task, study, assignment, seen = row
+    is_open, _ = await studies.assignment_opens_at(session, assignment, study)
+    if not is_open or assignment.opened_at is None:
+        return await _checked_workspace(session, user, image_id, mode)
+    labels = await studies.label_map(session, task.id)
+    workspace = Workspace(user=user, image=image, task=task, assignment=assignment, labels_by_name=labels)
+    if not seen:
+        await _first_open(session, workspace)
+    return workspace
+
+
+async def _checked_workspace(session: AsyncSession, user: User, image_id: int, mode: str) -> Workspace:
     image = await studies.get_image(session, user, image_id)
     studies.require_image_of_mode(image, mode)
     task = await studies.get_task(session, user, image.task_id)
@@ -155,16 +175,55 @@ def to_out(annotation: Annotation, labels_by_id: dict[int, Label]) -> Annotation
     )
 
 
-async def _replayed(session: AsyncSession, workspace: Workspace, key: str | None) -> Annotation | None:
-    """The annotation of an earlier request with the same idempotency key, if there was one."""
+@dataclass(frozen=True)
+class Keyed:
+    """A write sent with an idempotency key, and the fingerprint of what it asks for."""
+
+    key: str
+    fingerprint: str
+
+
+UNFINGERPRINTED = frozenset({"idempotency_key", "client_ts"})
+
+
+def _request_body(data: BaseModel) -> dict[str, Any]:
+    return data.model_dump(mode="json", exclude=set(UNFINGERPRINTED))
+
+
+def keyed(key: str | None, route: str, target: str, body: Any) -> Keyed | None:
+    """The request's key and fingerprint: route, target and body without the key and the client's clock."""
     if key is None:
         return None
-    event = await repository.event_by_key(session, workspace.user.id, key)
-    if event is None:
+    canonical = json.dumps([route, target, body], sort_keys=True, separators=(",", ":"))
+    return Keyed(key=key, fingerprint=hashlib.sha256(canonical.encode()).hexdigest())
+
+
+async def _claim(session: AsyncSession, user: User, request: Keyed | None) -> Any | None:
+    """None when this request may go ahead (it holds its key, or has none); else the earlier answer.
+
+    A concurrent request with the same key is waited for by the database, so a retry racing its original
+    gets the original's answer, never a conflict with itself. The same key with another request is 422.
+    """
+    if request is None or await repository.claim_key(session, user.id, request.key, request.fingerprint):
         return None
-    if event.image_id != workspace.image.id or event.mode != workspace.assignment.mode:
-        raise Conflict("this idempotency key was already used for another image or mode")
-    return await session.get(Annotation, event.annotation_id)
+    earlier = await repository.request_by_key(session, user.id, request.key)
+    if earlier is None or earlier.response is None:
+        raise Conflict("this idempotency key is in use by another request; retry")
+    if earlier.fingerprint != request.fingerprint:
+        raise Invalid("this idempotency key was already used for a different request; use a new key")
+    return earlier.response
+
+
+async def _remember(
+    session: AsyncSession, user: User, request: Keyed | None, answer: AnnotationOut | list[AnnotationOut]
+) -> None:
+    if request is None:
+        return
+    if isinstance(answer, list):
+        response: Any = [item.model_dump(mode="json") for item in answer]
+    else:
+        response = answer.model_dump(mode="json")
+    await repository.remember_answer(session, user.id, request.key, response)
 
 
 def _append_event(
@@ -209,13 +268,14 @@ async def create_annotation(
     session: AsyncSession, workspace: Workspace, data: AnnotationCreate
 ) -> tuple[AnnotationOut, bool]:
     """Create one object; returns it and whether this request created it (False on a replay)."""
+    mode = workspace.assignment.mode
+    request = keyed(data.idempotency_key, "create", f"image {workspace.image.id} {mode}", _request_body(data))
+    earlier = await _claim(session, workspace.user, request)
+    if earlier is not None:
+        return AnnotationOut.model_validate(earlier), False
     studies.require_unfinished(workspace.assignment)
-    replay = await _replayed(session, workspace, data.idempotency_key)
-    if replay is not None:
-        return to_out(replay, workspace.labels_by_id), False
     check_box(workspace.image, data.x1, data.y1, data.x2, data.y2)
     label = resolve_label(workspace, data.label)
-    mode = workspace.assignment.mode
     annotation = Annotation(
         image_id=workspace.image.id,
         expert_id=workspace.user.id,
@@ -230,16 +290,20 @@ async def create_annotation(
     )
     session.add(annotation)
     await session.flush()
-    created = await _record(
-        session, workspace, annotation, EventKind.create, None, data.idempotency_key, data.client_ts
-    )
+    created = await _record(session, workspace, annotation, EventKind.create, None, request, data.client_ts)
     return created, True
 
 
 async def create_many(
-    session: AsyncSession, workspace: Workspace, items: list[AnnotationCreate]
-) -> list[AnnotationOut]:
-    """All or nothing: every item is checked before any is written."""
+    session: AsyncSession, workspace: Workspace, items: list[AnnotationCreate], key: str | None = None
+) -> tuple[list[AnnotationOut], bool]:
+    """All or nothing: every item is checked before any is written. The key covers the whole upload:
+    a retry returns the same objects (and False), never a second copy."""
+    target = f"image {workspace.image.id} {workspace.assignment.mode}"
+    request = keyed(key, "bulk", target, [_request_body(item) for item in items])
+    earlier = await _claim(session, workspace.user, request)
+    if earlier is not None:
+        return [AnnotationOut.model_validate(item) for item in earlier], False
     for index, item in enumerate(items):
         try:
             check_box(workspace.image, item.x1, item.y1, item.x2, item.y2)
@@ -247,9 +311,11 @@ async def create_many(
         except Invalid as error:
             raise Invalid(f"item {index}: {error.message}") from error
     keys = [item.idempotency_key for item in items if item.idempotency_key]
-    if len(set(keys)) != len(keys):
+    if len(set(keys)) != len(keys) or key in keys:
         raise Invalid("idempotency keys repeat within the upload")
-    return [(await create_annotation(session, workspace, item))[0] for item in items]
+    created = [(await create_annotation(session, workspace, item))[0] for item in items]
+    await _remember(session, workspace.user, request, created)
+    return created, True
 
 
 async def update_annotation(
@@ -258,10 +324,11 @@ async def update_annotation(
     annotation: Annotation,
     data: AnnotationUpdate,
 ) -> AnnotationOut:
+    request = keyed(data.idempotency_key, "update", f"annotation {annotation.id}", _request_body(data))
+    earlier = await _claim(session, workspace.user, request)
+    if earlier is not None:
+        return AnnotationOut.model_validate(earlier)
     studies.require_unfinished(workspace.assignment)
-    replay = await _replayed(session, workspace, data.idempotency_key)
-    if replay is not None:
-        return to_out(replay, workspace.labels_by_id)
     _check_version(annotation, data.version)
     if annotation.deleted:
         raise Conflict("this object is deleted; restore it first")
@@ -274,14 +341,16 @@ async def update_annotation(
         check_box(workspace.image, *box)
     kind = _edit_kind(annotation, box, label)
     if kind is None:
-        return to_out(annotation, workspace.labels_by_id)
+        unchanged = to_out(annotation, workspace.labels_by_id)
+        await _remember(session, workspace.user, request, unchanged)
+        return unchanged
     before = state_of(annotation, workspace.labels_by_id)
     if box is not None:
         annotation.x1, annotation.y1, annotation.x2, annotation.y2 = box
     if label is not None:
         annotation.label_id = label.id
     _mark_edited(annotation)
-    return await _record(session, workspace, annotation, kind, before, data.idempotency_key, data.client_ts)
+    return await _record(session, workspace, annotation, kind, before, request, data.client_ts)
 
 
 def _edit_kind(
@@ -319,10 +388,11 @@ async def change_state(
     kind: EventKind,
 ) -> AnnotationOut:
     """Delete (soft), restore, or accept a suggestion unchanged."""
+    request = keyed(data.idempotency_key, kind, f"annotation {annotation.id}", _request_body(data))
+    earlier = await _claim(session, workspace.user, request)
+    if earlier is not None:
+        return AnnotationOut.model_validate(earlier)
     studies.require_unfinished(workspace.assignment)
-    replay = await _replayed(session, workspace, data.idempotency_key)
-    if replay is not None:
-        return to_out(replay, workspace.labels_by_id)
     _check_version(annotation, data.version)
     before = state_of(annotation, workspace.labels_by_id)
     if kind == EventKind.delete:
@@ -337,7 +407,7 @@ async def change_state(
             "only an untouched suggestion can be accepted",
         )
     annotation.updated_at = utcnow()
-    return await _record(session, workspace, annotation, kind, before, data.idempotency_key, data.client_ts)
+    return await _record(session, workspace, annotation, kind, before, request, data.client_ts)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -359,13 +429,15 @@ async def _record(
     annotation: Annotation,
     kind: EventKind,
     before: dict[str, Any] | None,
-    key: str | None,
+    request: Keyed | None,
     client_ts: datetime | None,
 ) -> AnnotationOut:
     """Append the edit's event and write both in one flush; the answer is the object's new state."""
-    _append_event(session, workspace, annotation, kind, before, key, client_ts)
+    _append_event(session, workspace, annotation, kind, before, request.key if request else None, client_ts)
     await _flush_edit(session)
-    return to_out(annotation, workspace.labels_by_id)
+    answer = to_out(annotation, workspace.labels_by_id)
+    await _remember(session, workspace.user, request, answer)
+    return answer
 
 
 async def _flush_edit(session: AsyncSession) -> None:

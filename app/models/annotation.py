@@ -85,6 +85,25 @@ class AnnotationEvent(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(100))
 
 
+class IdempotentRequest(Base):
+    """An expert's write sent with an idempotency key, and its answer, for retries with the same key.
+
+    `fingerprint` hashes what the request asked for (route, target and body, not the key or client time);
+    a later request with the same key and another fingerprint is refused (IETF Idempotency-Key draft).
+    The row is written in the transaction of the write it answers, so it exists exactly when the write does.
+    """
+
+    __tablename__ = "idempotent_request"
+    __table_args__ = (UniqueConstraint("expert_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    expert_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(100))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    response: Mapped[Any | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class ImageVisit(Base):
     """Open, heartbeats and close of an image; gaps longer than the idle limit do not count."""
 
