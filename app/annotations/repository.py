@@ -19,6 +19,7 @@ from app.models import (
     Suggestion,
     Task,
 )
+from app.models.study import purpose_of_mode
 
 WorkspaceRow = tuple[Image, Task, Study, Assignment, bool]
 
@@ -27,7 +28,8 @@ async def workspace_row(
     session: AsyncSession, expert_id: int, image_id: int, mode: str
 ) -> WorkspaceRow | None:
     """In one query: the image, its task and study, the expert's assignment of that task in the mode, and
-    whether the expert has opened the image in the mode before. None when any of them is missing."""
+    whether the expert has opened the image in the mode before. None when any of them is missing or the
+    image is not of the mode's purpose (practice images for training, study images otherwise)."""
     query = (
         select(Image, Task, Study, Assignment, ImageView.id)
         .join(Task, Task.id == Image.task_id)
@@ -40,7 +42,7 @@ async def workspace_row(
             ImageView,
             and_(ImageView.image_id == Image.id, ImageView.expert_id == expert_id, ImageView.mode == mode),
         )
-        .where(Image.id == image_id)
+        .where(Image.id == image_id, Image.purpose == purpose_of_mode(mode))
     )
     row = (await session.execute(query)).first()
     if row is None:
