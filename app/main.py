@@ -17,6 +17,7 @@ from app.deps import SessionDep
 from app.errors import install_error_handlers
 from app.studies.api import router as studies_router
 from app.templating import install_page_handlers, make_templates
+from app.upload_guard import UploadGuard
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 API_PREFIX = "/api/v1"
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_page_handlers(app)
+    app.add_middleware(UploadGuard)
     app.include_router(health_router, prefix=API_PREFIX)
     for router in api_routers():
         app.include_router(router, prefix=API_PREFIX)
