@@ -56,11 +56,12 @@ class Principal:
 
 
 async def _csrf_from_request(request: Request) -> str:
+    """The header, or a plain form's field; uploads (multipart) must send the header (app/upload_guard.py)."""
     header = request.headers.get(CSRF_HEADER)
     if header:
         return header
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+    if content_type.startswith("application/x-www-form-urlencoded"):
         form = await request.form()
         value = form.get("csrf_token")
         return value if isinstance(value, str) else ""

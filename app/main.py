@@ -19,6 +19,7 @@ from app.errors import install_error_handlers
 from app.security_headers import install_security_headers
 from app.studies.api import router as studies_router
 from app.templating import install_page_handlers, make_templates
+from app.upload_guard import UploadGuard
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 API_PREFIX = "/api/v1"
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_security_headers(app, settings)
     install_error_handlers(app)
     install_page_handlers(app)
+    app.add_middleware(UploadGuard)
     app.include_router(health_router, prefix=API_PREFIX)
     app.include_router(api_docs_router)
     for router in api_routers():

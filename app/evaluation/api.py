@@ -22,6 +22,7 @@ from app.evaluation.schemas import (
 )
 from app.evaluation.service import MetricsParams, study_metrics
 from app.models import Study, Task
+from app.offload import ComputeDep
 
 router = APIRouter(tags=["evaluation"])
 
@@ -73,6 +74,7 @@ async def get_metrics(
     study_id: int,
     session: SessionDep,
     _admin: AdminUser,
+    compute: ComputeDep,
     iou: IouQuery = 0.25,
     error_iou: ErrorIouQuery = None,
     consensus_radius: Annotated[float | None, Query(gt=0)] = None,
@@ -80,7 +82,8 @@ async def get_metrics(
 ) -> StudyMetricsOut:
     """Concordance, time per image, injected errors caught, statistics of every task and mode."""
     study = await _study(session, study_id)
-    return await study_metrics(session, study, MetricsParams(iou, error_iou, consensus_radius, min_votes))
+    params = MetricsParams(iou, error_iou, consensus_radius, min_votes)
+    return await study_metrics(session, study, params, compute)
 
 
 @router.get("/studies/{study_id}/metrics/{table}.csv")
@@ -89,12 +92,13 @@ async def get_metrics_csv(
     table: str,
     session: SessionDep,
     _admin: AdminUser,
+    compute: ComputeDep,
     iou: IouQuery = 0.25,
     error_iou: ErrorIouQuery = None,
 ) -> PlainTextResponse:
     """One metrics table (experts, summary, injected, statistics) as CSV."""
     study = await _study(session, study_id)
-    metrics = await study_metrics(session, study, MetricsParams(iou, error_iou))
+    metrics = await study_metrics(session, study, MetricsParams(iou, error_iou), compute)
     header, rows = exports.metrics_table(metrics, table)
     return _download(exports.rows_csv(header, rows), "csv", f"{study.name}-{table}")
 

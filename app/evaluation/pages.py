@@ -12,6 +12,7 @@ from app.errors import NotFound
 from app.evaluation import exports, plots
 from app.evaluation.service import MetricsParams, study_metrics
 from app.models import Study
+from app.offload import ComputeDep
 from app.templating import PageAdmin, render
 
 router = APIRouter(tags=["evaluation pages"])
@@ -29,6 +30,7 @@ async def evaluation_page(
     study_id: int,
     session: SessionDep,
     _admin: PageAdmin,
+    compute: ComputeDep,
     iou: Iou = 0.25,
     error_iou: Annotated[float | None, Query(gt=0, le=1)] = None,
     radius: Annotated[float | None, Query(gt=0)] = 50.0,
@@ -37,7 +39,7 @@ async def evaluation_page(
     """A study's evaluation dashboard; HTMX requests get the results block alone."""
     study = await _study(session, study_id)
     params = _params(iou, error_iou, radius, min_votes)
-    metrics = await study_metrics(session, study, params)
+    metrics = await study_metrics(session, study, params, compute)
     query = f"iou={params.iou}&error_iou={params.register_iou}"
     context = {
         "study": study,
@@ -58,15 +60,18 @@ async def evaluation_plot(
     fmt: Literal["svg", "png"],
     session: SessionDep,
     _admin: PageAdmin,
+    compute: ComputeDep,
     iou: Iou = 0.25,
     error_iou: Annotated[float | None, Query(gt=0, le=1)] = None,
 ) -> Response:
     """One plot of a task (seconds, concordance, injected) as SVG or PNG."""
+    if plot not in plots.PLOTS:
+        raise NotFound(f"no plot {plot!r}; plots: {', '.join(plots.PLOTS)}")
     study = await _study(session, study_id)
-    metrics = await study_metrics(session, study, MetricsParams(iou=iou, error_iou=error_iou))
+    metrics = await study_metrics(session, study, MetricsParams(iou=iou, error_iou=error_iou), compute)
     if task not in metrics.tasks:
         raise NotFound(f"no task {task!r} in study {study.name!r}")
-    body = plots.render(metrics.tasks[task], plot, fmt)
+    body = await compute(plots.render, metrics.tasks[task], plot, fmt)
     media = "image/svg+xml" if fmt == "svg" else "image/png"
     return Response(body, media_type=media)
 

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from app.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
-from app.errors import PayloadTooLarge
 from app.images import repository, service
 from app.images.schemas import GroundTruthOut, GroundTruthUpload, ImageOut
 from app.images.tiles import TileCache, Window
@@ -28,13 +27,7 @@ def tile_cache(request: Request) -> TileCache:
 CacheDep = Annotated[TileCache, Depends(tile_cache)]
 
 
-async def limit_upload_size(request: Request, settings: SettingsDep) -> None:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 1024 * 1024:
-        raise PayloadTooLarge(f"uploads are limited to {settings.max_upload_bytes} bytes")
-
-
-@router.post("/tasks/{task_id}/images", status_code=201, dependencies=[Depends(limit_upload_size)])
+@router.post("/tasks/{task_id}/images", status_code=201)
 async def upload_images(
     task_id: int,
     files: Annotated[list[UploadFile], File(description="PNG, JPEG or TIFF files")],
@@ -51,7 +44,10 @@ async def upload_images(
     region_width: Annotated[int | None, Form(ge=1)] = None,
     region_height: Annotated[int | None, Form(ge=1)] = None,
 ) -> list[ImageOut]:
-    """Upload images to a task (admin); all files are validated first, a bad one rejects the upload."""
+    """Upload images to a task (admin); all files are validated first, a bad one rejects the upload.
+
+    The credential and the body size are checked before the body is read (app/upload_guard.py).
+    """
     task = await studies.get_task(session, admin, task_id)
     window = _window(region_x, region_y, region_width, region_height)
     items = [

@@ -15,7 +15,7 @@ router = APIRouter(tags=["jobs"])
 
 @router.post("/jobs", status_code=201)
 async def create_job(data: JobCreate, session: SessionDep, admin: AdminUser) -> JobOut:
-    """Queue a job of a registered kind (admin)."""
+    """Queue a job of a registered kind (admin); params that the kind's model refuses answer 422."""
     job = await service.enqueue(
         session, data.kind, data.params, admin.id, timeout_s=data.timeout_s, max_attempts=data.max_attempts
     )
@@ -44,6 +44,7 @@ async def list_job_kinds(_admin: AdminUser) -> list[JobKindOut]:
             name=kind.name,
             default_timeout_s=kind.default_timeout_s,
             default_max_attempts=kind.default_max_attempts,
+            params_schema=kind.params.model_json_schema(),
         )
         for kind in job_kinds()
     ]

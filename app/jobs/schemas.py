@@ -42,3 +42,4 @@ class JobKindOut(BaseModel):
     name: str
     default_timeout_s: float
     default_max_attempts: int
+    params_schema: dict[str, Any] = Field(description="JSON Schema of the kind's params")

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, Invalid, NotFound
 from app.jobs import repository
-from app.jobs.registry import job_kind, job_kinds
+from app.jobs.registry import InvalidParams, job_kind, job_kinds
 from app.jobs.repository import ClaimKey
 from app.models import Job, JobStatus
 from app.models.base import utcnow
@@ -32,14 +32,19 @@ async def enqueue(
     timeout_s: float | None = None,
     max_attempts: int | None = None,
 ) -> Job:
-    """Queue a job of a registered kind; timeout and attempts default to the kind's."""
+    """Queue a job of a registered kind with parameters its model accepts (else 422, nothing queued);
+    timeout and attempts default to the kind's."""
     entry = job_kind(kind)
     if entry is None:
         known = ", ".join(item.name for item in job_kinds())
         raise Invalid(f"unknown job kind {kind!r}; known kinds: {known}")
+    try:
+        checked = entry.checked_params(params)
+    except InvalidParams as error:
+        raise Invalid(str(error)) from error
     job = Job(
         kind=kind,
-        params=params,
+        params=checked,
         status=JobStatus.queued,
         progress=0.0,
         message="queued",

@@ -53,4 +53,18 @@
     const bar = uploadBar(event);
     if (bar) bar.hidden = true;
   });
+
+  // Uploads send the CSRF token in the X-CSRF-Token header (hx-headers on <body>), never in the form
+  // body: the server checks it before reading the body. Files over the server's limit are not sent.
+  document.addEventListener("htmx:confirm", (event) => {
+    const form = event.target.closest("form[data-max-bytes]");
+    if (!form) return;
+    const limit = Number(form.dataset.maxBytes);
+    const inputs = form.querySelectorAll("input[type=file]");
+    const total = [...inputs].flatMap((input) => [...input.files]).reduce((sum, file) => sum + file.size, 0);
+    if (total > limit) {
+      event.preventDefault();
+      toast(`These files are ${(total / 1048576).toFixed(1)} MiB; uploads are limited to ${(limit / 1048576).toFixed(1)} MiB.`);
+    }
+  });
 })();

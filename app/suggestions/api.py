@@ -6,6 +6,7 @@ Sets are immutable: there is deliberately no route that edits or deletes one.
 from fastapi import APIRouter
 
 from app.deps import AdminUser, SessionDep
+from app.offload import ComputeDep
 from app.studies import service as studies
 from app.suggestions import protocols, service
 from app.suggestions.schemas import (
@@ -54,18 +55,18 @@ async def get_register(set_id: int, session: SessionDep, _admin: AdminUser) -> l
 
 @router.post("/suggestion-sets/{set_id}/inject/preview")
 async def preview_injection(
-    set_id: int, data: InjectionRequest, session: SessionDep, _admin: AdminUser
+    set_id: int, data: InjectionRequest, session: SessionDep, _admin: AdminUser, compute: ComputeDep
 ) -> InjectionPreview:
     """Counts per error kind and difficulty group that an injection would make; writes nothing (admin)."""
-    return await service.preview(session, await service.get_set(session, set_id), data)
+    return await service.preview(session, await service.get_set(session, set_id), data, compute)
 
 
 @router.post("/suggestion-sets/{set_id}/inject", status_code=201)
 async def inject_errors(
-    set_id: int, data: InjectionRequest, session: SessionDep, _admin: AdminUser
+    set_id: int, data: InjectionRequest, session: SessionDep, _admin: AdminUser, compute: ComputeDep
 ) -> InjectionOut:
     """Apply an error-injection protocol: a new immutable set plus its hidden register (admin)."""
-    return await service.inject(session, await service.get_set(session, set_id), data)
+    return await service.inject(session, await service.get_set(session, set_id), data, compute)
 
 
 @router.get("/injection-presets")

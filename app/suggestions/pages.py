@@ -14,6 +14,7 @@ from app.detectors import service as detectors
 from app.detectors.schemas import DetectRequest
 from app.errors import Conflict, Invalid
 from app.models import DetectorModel, Task
+from app.offload import ComputeDep
 from app.studies import service as studies
 from app.suggestions import protocols, service
 from app.suggestions.schemas import InjectionPreview, InjectionRequest, SuggestionSetOut
@@ -186,13 +187,14 @@ async def preview_injection(
     session: SessionDep,
     principal: PageAdmin,
     form: InjectionFormDep,
+    compute: ComputeDep,
 ) -> Response:
     """Counts per error kind and group that an injection would make; writes nothing (admin)."""
     suggestion_set = await service.get_set(session, set_id)
     task = await studies.get_task(session, principal.user, suggestion_set.task_id)
     shown = await service.describe_set(session, suggestion_set)
     try:
-        preview = await service.preview(session, suggestion_set, form.request())
+        preview = await service.preview(session, suggestion_set, form.request(), compute)
     except (ValueError, Invalid) as error:
         return await _form_error(request, session, principal, task, shown, form, error)
     extra = {"forms": {set_id: form}, "previews": {set_id: (preview, count_rows(preview))}, "item": shown}
@@ -206,12 +208,13 @@ async def apply_injection(
     session: SessionDep,
     principal: PageAdmin,
     form: InjectionFormDep,
+    compute: ComputeDep,
 ) -> Response:
     """Create the injected set and its hidden register (admin)."""
     suggestion_set = await service.get_set(session, set_id)
     task = await studies.get_task(session, principal.user, suggestion_set.task_id)
     try:
-        created = await service.inject(session, suggestion_set, form.request())
+        created = await service.inject(session, suggestion_set, form.request(), compute)
     except (ValueError, Invalid) as error:
         shown = await service.describe_set(session, suggestion_set)
         response = await _form_error(request, session, principal, task, shown, form, error)

@@ -48,6 +48,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 BORDER_PX = 2
 RANDOM_PLACEMENT_TRIES = 500
 DUPLICATE_SHIFT = (0.1, 0.2)
+# Far above any study's size (the largest seen holds 25 000 objects); checked before any work starts.
+MAX_ERRORS_PER_STEP = 100_000
+MAX_IMAGES_PER_STEP = 100_000
 
 
 class ErrorKind(StrEnum):
@@ -71,17 +74,17 @@ class Step(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: ErrorKind
-    count: Annotated[int | None, Field(ge=0)] = None
-    per_image: Annotated[int | None, Field(ge=1)] = None
+    count: Annotated[int | None, Field(ge=0, le=MAX_ERRORS_PER_STEP)] = None
+    per_image: Annotated[int | None, Field(ge=1, le=MAX_ERRORS_PER_STEP)] = None
     fraction: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
     all: bool = False
     same_count_as: ErrorKind | None = None
-    images: Annotated[int | None, Field(ge=1)] = None
-    target_images: list[str] | None = None
+    images: Annotated[int | None, Field(ge=1, le=MAX_IMAGES_PER_STEP)] = None
+    target_images: Annotated[list[str] | None, Field(max_length=MAX_IMAGES_PER_STEP)] = None
     images_of_step: Annotated[int | None, Field(ge=0)] = None
     source: Literal["candidates", "random"] = "random"
-    thresholds: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
-    group_names: list[str] | None = None
+    thresholds: Annotated[list[Annotated[float, Field(ge=0.0, le=1.0)]] | None, Field(max_length=20)] = None
+    group_names: Annotated[list[str] | None, Field(max_length=21)] = None
     balance_groups: bool = False
 
     @model_validator(mode="after")
@@ -102,6 +105,8 @@ class Step(BaseModel):
             raise ValueError(f"{self.kind} step: source 'candidates' is only for false_positive")
         if self.balance_groups and not self.thresholds:
             raise ValueError(f"{self.kind} step: balance_groups needs thresholds")
+        if self.per_image is not None and self.per_image * (self.images or 1) > MAX_ERRORS_PER_STEP:
+            raise ValueError(f"{self.kind} step: at most {MAX_ERRORS_PER_STEP} errors per step")
         return self
 
     def _check_thresholds(self) -> None:
@@ -435,8 +440,65 @@ class _State:
         return next(image for image in self.task.images if image.id == image_id)
 
 
+def check_limits(task: TaskInput, protocol: Protocol) -> None:
+    """Refuse a step that the task cannot serve (no ground truth, wrong kind) or that asks for more errors
+    than the task could ever hold, from the request's numbers and the task's sizes alone (one pass over
+    the objects), so that it is refused before any work.
+
+    Upper bounds: an object error changes each true (or shown) object at most once; a candidate fake
+    uses a source suggestion once; random fakes of at least the smallest true box, (w + 1)(h + 1) px
+    with the +1-pixel convention, never overlap, so an image holds at most its usable area over that.
+    """
+    for index, step in enumerate(protocol.steps):
+        try:
+            _check_needs(task, protocol, step)
+        except ProtocolError as error:
+            raise ProtocolError(f"step {index} ({step.kind}): {error}") from error
+    for index, step in enumerate(protocol.steps):
+        images = _known_image_count(protocol, step)
+        wanted = step.count if step.count is not None else (step.per_image or 0) * images
+        most = _most_errors(task, protocol, step)
+        if wanted > most:
+            raise ProtocolError(
+                f"step {index} ({step.kind}): asks for {wanted} errors, but this task can hold only {most}"
+            )
+
+
+def _known_image_count(protocol: Protocol, step: Step) -> int:
+    """How many images the step works on, where the request says so (else 0, which asks for nothing)."""
+    if step.images is not None:
+        return step.images
+    if step.target_images is not None:
+        return len(set(step.target_images))
+    if step.images_of_step is not None:
+        return _known_image_count(protocol, protocol.steps[step.images_of_step])
+    return 0
+
+
+def _most_errors(task: TaskInput, protocol: Protocol, step: Step) -> int:
+    if step.kind != ErrorKind.false_positive:
+        return len(task.ground_truth) if protocol.base == "ground_truth" else len(task.suggestions)
+    if step.source == "candidates":
+        return len(task.suggestions)
+    width, height = _smallest_box(task)
+    usable = [
+        max(0, image.width - 2 * BORDER_PX - 1) * max(0, image.height - 2 * BORDER_PX - 1)
+        for image in task.images
+    ]
+    return sum(area // ((width + 1) * (height + 1)) for area in usable)
+
+
+def _smallest_box(task: TaskInput) -> tuple[int, int]:
+    if not task.ground_truth:
+        return task.default_box_size, task.default_box_size
+    width = min(round(item.box.width) for item in task.ground_truth)
+    height = min(round(item.box.height) for item in task.ground_truth)
+    return max(0, width), max(0, height)
+
+
 def apply_protocol(task: TaskInput, protocol: Protocol) -> InjectionResult:
     """Apply the steps in order; raises ProtocolError (nothing half-done) when a step is impossible."""
+    check_limits(task, protocol)
     state = _State(
         task=task,
         protocol=protocol,
@@ -444,11 +506,6 @@ def apply_protocol(task: TaskInput, protocol: Protocol) -> InjectionResult:
         items=_base_items(task, protocol),
         candidates=_candidates(task, protocol.match_iou),
     )
-    for index, step in enumerate(protocol.steps):
-        try:
-            _check_needs(state, step)
-        except ProtocolError as error:
-            raise ProtocolError(f"step {index} ({step.kind}): {error}") from error
     for index, step in enumerate(protocol.steps):
         try:
             made = _apply_step(state, step)
@@ -501,21 +558,17 @@ def _apply_step(state: _State, step: Step) -> int:
     return made
 
 
-def _check_needs(state: _State, step: Step) -> None:
+def _check_needs(task: TaskInput, protocol: Protocol, step: Step) -> None:
     needs_truth = step.kind in (ErrorKind.class_changed, ErrorKind.removed, ErrorKind.grade_shifted)
-    if (needs_truth or state.protocol.base == "ground_truth") and not state.task.ground_truth:
+    if (needs_truth or protocol.base == "ground_truth") and not task.ground_truth:
         raise ProtocolError(
             "this task has no ground truth; upload it first (it tells which objects are true)"
         )
-    if step.kind == ErrorKind.grade_shifted and state.task.kind != "grade":
-        raise ProtocolError(f"grade_shifted needs a grade task, this one is {state.task.kind!r}")
-    if step.kind == ErrorKind.class_changed and len(state.task.label_ids) < 2:
+    if step.kind == ErrorKind.grade_shifted and task.kind != "grade":
+        raise ProtocolError(f"grade_shifted needs a grade task, this one is {task.kind!r}")
+    if step.kind == ErrorKind.class_changed and len(task.label_ids) < 2:
         raise ProtocolError("class_changed needs a task with at least two labels")
-    if (
-        step.kind == ErrorKind.false_positive
-        and step.source == "candidates"
-        and state.protocol.base == "source"
-    ):
+    if step.kind == ErrorKind.false_positive and step.source == "candidates" and protocol.base == "source":
         raise ProtocolError(
             "with base 'source' the detector candidates are shown already; use source 'random'"
         )

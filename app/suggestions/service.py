@@ -14,6 +14,7 @@ from app.errors import Invalid, NotFound
 from app.images import repository as images_repository
 from app.images.placement import place_named
 from app.models import Image, InjectedError, Label, Suggestion, SuggestionSet, Task
+from app.offload import Compute, in_thread
 from app.studies import repository as studies_repository
 from app.suggestions import protocols, repository
 from app.suggestions.protocols import InjectionResult, Protocol, ProtocolError, TaskInput, TaskObject
@@ -224,8 +225,19 @@ def _plain(row: Suggestion | Any, score: float) -> TaskObject:
     return TaskObject(row.image_id, row.label_id, protocols.Box(row.x1, row.y1, row.x2, row.y2), score)
 
 
-async def _run(session: AsyncSession, suggestion_set: SuggestionSet, protocol: Protocol) -> InjectionResult:
+async def _run(
+    session: AsyncSession, suggestion_set: SuggestionSet, protocol: Protocol, compute: Compute
+) -> InjectionResult:
+    """Check the protocol's limits against the task, then apply it off the event loop."""
     task = await task_input(session, suggestion_set)
+    try:
+        protocols.check_limits(task, protocol)
+    except ProtocolError as error:
+        raise Invalid(str(error)) from error
+    return await compute(_apply, task, protocol)
+
+
+def _apply(task: TaskInput, protocol: Protocol) -> InjectionResult:
     try:
         return protocols.apply_protocol(task, protocol)
     except ProtocolError as error:
@@ -233,11 +245,14 @@ async def _run(session: AsyncSession, suggestion_set: SuggestionSet, protocol: P
 
 
 async def preview(
-    session: AsyncSession, suggestion_set: SuggestionSet, request: InjectionRequest
+    session: AsyncSession,
+    suggestion_set: SuggestionSet,
+    request: InjectionRequest,
+    compute: Compute = in_thread,
 ) -> InjectionPreview:
     """What an injection would make, counted per kind and difficulty group; writes nothing."""
     protocol = resolve(request)
-    result = await _run(session, suggestion_set, protocol)
+    result = await _run(session, suggestion_set, protocol, compute)
     names = await _names(session, suggestion_set.task_id)
     images: dict[str, list[str]] = {}
     for entry in result.register:
@@ -254,11 +269,17 @@ async def preview(
 
 
 async def inject(
-    session: AsyncSession, suggestion_set: SuggestionSet, request: InjectionRequest
+    session: AsyncSession,
+    suggestion_set: SuggestionSet,
+    request: InjectionRequest,
+    compute: Compute = in_thread,
 ) -> InjectionOut:
-    """Write the injected set and its register; the source set stays as it is."""
+    """Write the injected set and its register; the source set stays as it is.
+
+    The protocol is applied by `compute` before anything is written (a request passes `ComputeDep`).
+    """
     protocol = resolve(request)
-    result = await _run(session, suggestion_set, protocol)
+    result = await _run(session, suggestion_set, protocol, compute)
     name = request.name or f"{suggestion_set.name} + {request.preset or 'protocol'} (seed {protocol.seed})"
     injected = SuggestionSet(
         task_id=suggestion_set.task_id,

@@ -19,7 +19,9 @@ Maker = async_sessionmaker[AsyncSession]
 
 async def _enqueue(maker: Maker, count: int, kind: str = "sleep") -> list[int]:
     async with maker() as session, session.begin():
-        return [(await service.enqueue(session, kind, {"n": index}, None)).id for index in range(count)]
+        return [
+            (await service.enqueue(session, kind, {"steps": index + 1}, None)).id for index in range(count)
+        ]
 
 
 async def _claim(maker: Maker, owner: str, lease_s: float = 30.0) -> Job | None:

@@ -252,7 +252,8 @@ async def test_impossible_requests_are_refused_with_422_and_change_nothing(
     before = await table_counts(task.admin, task.setup.task.id)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"protocol": {"steps": [{"kind": "removed", "count": 13}]}}, "hold only 12"),
-        ({"preset": "paper-classify"}, "only 4 qualify"),
+        ({"preset": "paper-classify"}, "asks for 15 errors, but this task can hold only 12"),
+        ({"protocol": {"steps": [{"kind": "removed", "per_image": 1, "images": 5}]}}, "only 4 qualify"),
         ({"preset": "paper-everything"}, "unknown preset"),
         ({"protocol": {"steps": [{"kind": "teleported", "count": 1}]}}, "kind"),
         ({"protocol": {"steps": [{"kind": "removed", "fraction": 2}]}}, "fraction"),
