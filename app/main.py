@@ -107,10 +107,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.add_middleware(UploadGuard)  # added first, so the headers middleware wraps its refusals too
     install_security_headers(app, settings)
     install_error_handlers(app)
     install_page_handlers(app)
-    app.add_middleware(UploadGuard)
     app.include_router(health_router, prefix=API_PREFIX)
     app.include_router(api_docs_router)
     for router in api_routers():

@@ -51,6 +51,14 @@ async def test_every_kind_of_response_carries_the_headers(app, anonymous, method
     _assert_security_headers(response)
 
 
+async def test_a_refused_upload_carries_the_headers(anonymous):
+    files = {"files": ("a.png", b"x" * 100_000, "image/png")}
+    response = await anonymous.post("/api/v1/tasks/1/images", files=files)
+    assert response.status_code == 401
+    assert response.headers["connection"] == "close"
+    _assert_security_headers(response)
+
+
 async def test_an_unhandled_error_still_carries_the_headers(app):
     async def boom() -> None:
         raise RuntimeError("boom")
