@@ -1,6 +1,11 @@
 """Typed application errors that carry their HTTP status, and their handlers."""
 
+import math
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 
@@ -67,5 +72,40 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+async def handle_validation_error(request: Request, exc: Exception) -> Response:
+    """422 with FastAPI's error list made JSON-safe; an out-of-range id in the path is 404 instead."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if _names_nothing(errors):
+        return await handle_app_error(request, NotFound("no such object: the id is out of range"))
+    return JSONResponse({"detail": _json_safe(errors)}, status_code=422)
+
+
+OUT_OF_RANGE = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def _names_nothing(errors: Sequence[Any]) -> bool:
+    """A path parameter is outside its bounds: no object has that id, whatever else is wrong."""
+    return any(
+        error.get("loc", ())[:1] == ("path",) and error.get("type") in OUT_OF_RANGE for error in errors
+    )
+
+
+def _json_safe(value: object) -> Any:
+    """The value as plain JSON: the echoed input may hold NaN or ±Infinity, and ctx may hold exceptions."""
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, handle_app_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)

@@ -22,12 +22,15 @@ from app.evaluation.schemas import (
 )
 from app.evaluation.service import MetricsParams, study_metrics
 from app.models import Study, Task
+from app.schemas_common import FiniteFloat, PathId
 
 router = APIRouter(tags=["evaluation"])
 
-IouQuery = Annotated[float, Query(gt=0, le=1, description="IoU threshold of concordance (published: 0.25)")]
+IouQuery = Annotated[
+    FiniteFloat, Query(gt=0, le=1, description="IoU threshold of concordance (published: 0.25)")
+]
 ErrorIouQuery = Annotated[
-    float | None, Query(gt=0, le=1, description="IoU threshold of injected errors (default: iou)")
+    FiniteFloat | None, Query(gt=0, le=1, description="IoU threshold of injected errors (default: iou)")
 ]
 MEDIA = {
     "exact": "text/plain; charset=utf-8",
@@ -70,12 +73,12 @@ async def _text(upload: UploadFile) -> str:
 
 @router.get("/studies/{study_id}/metrics")
 async def get_metrics(
-    study_id: int,
+    study_id: PathId,
     session: SessionDep,
     _admin: AdminUser,
     iou: IouQuery = 0.25,
     error_iou: ErrorIouQuery = None,
-    consensus_radius: Annotated[float | None, Query(gt=0)] = None,
+    consensus_radius: Annotated[FiniteFloat | None, Query(gt=0)] = None,
     min_votes: Annotated[int, Query(ge=1)] = 1,
 ) -> StudyMetricsOut:
     """Concordance, time per image, injected errors caught, statistics of every task and mode."""
@@ -85,7 +88,7 @@ async def get_metrics(
 
 @router.get("/studies/{study_id}/metrics/{table}.csv")
 async def get_metrics_csv(
-    study_id: int,
+    study_id: PathId,
     table: str,
     session: SessionDep,
     _admin: AdminUser,
@@ -101,7 +104,7 @@ async def get_metrics_csv(
 
 @router.get("/tasks/{task_id}/annotations/export")
 async def export_annotations(
-    task_id: int,
+    task_id: PathId,
     session: SessionDep,
     _admin: AdminUser,
     format: Annotated[
@@ -123,7 +126,7 @@ async def export_annotations(
 
 @router.get("/tasks/{task_id}/ground-truth/export")
 async def export_ground_truth(
-    task_id: int,
+    task_id: PathId,
     session: SessionDep,
     _admin: AdminUser,
     format: Annotated[ExportFormat, Query(description="exact, coco, json or csv")] = "exact",

@@ -12,11 +12,12 @@ from app.errors import NotFound
 from app.evaluation import exports, plots
 from app.evaluation.service import MetricsParams, study_metrics
 from app.models import Study
+from app.schemas_common import FiniteFloat, PathId
 from app.templating import PageAdmin, render
 
 router = APIRouter(tags=["evaluation pages"])
 
-Iou = Annotated[float, Query(gt=0, le=1)]
+Iou = Annotated[FiniteFloat, Query(gt=0, le=1)]
 
 
 def _params(iou: float, error_iou: float | None, radius: float | None, min_votes: int) -> MetricsParams:
@@ -26,12 +27,12 @@ def _params(iou: float, error_iou: float | None, radius: float | None, min_votes
 @router.get("/studies/{study_id}/evaluation")
 async def evaluation_page(
     request: Request,
-    study_id: int,
+    study_id: PathId,
     session: SessionDep,
     _admin: PageAdmin,
     iou: Iou = 0.25,
-    error_iou: Annotated[float | None, Query(gt=0, le=1)] = None,
-    radius: Annotated[float | None, Query(gt=0)] = 50.0,
+    error_iou: Annotated[FiniteFloat | None, Query(gt=0, le=1)] = None,
+    radius: Annotated[FiniteFloat | None, Query(gt=0)] = 50.0,
     min_votes: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
     """A study's evaluation dashboard; HTMX requests get the results block alone."""
@@ -52,14 +53,14 @@ async def evaluation_page(
 
 @router.get("/studies/{study_id}/evaluation/plots/{task}/{plot}.{fmt}")
 async def evaluation_plot(
-    study_id: int,
+    study_id: PathId,
     task: str,
     plot: str,
     fmt: Literal["svg", "png"],
     session: SessionDep,
     _admin: PageAdmin,
     iou: Iou = 0.25,
-    error_iou: Annotated[float | None, Query(gt=0, le=1)] = None,
+    error_iou: Annotated[FiniteFloat | None, Query(gt=0, le=1)] = None,
 ) -> Response:
     """One plot of a task (seconds, concordance, injected) as SVG or PNG."""
     study = await _study(session, study_id)

@@ -5,6 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.annotations.schemas import Box
+from app.schemas_common import FiniteFloat
 
 
 class ImageOut(BaseModel):
@@ -22,7 +23,7 @@ class ImageOut(BaseModel):
 class GroundTruthIn(Box):
     image: Annotated[str, Field(min_length=1, description="image name within the task")]
     label: Annotated[str, Field(min_length=1)]
-    difficulty: Annotated[float | None, Field(ge=0, le=1)] = None
+    difficulty: Annotated[FiniteFloat | None, Field(ge=0, le=1)] = None
 
 
 class GroundTruthOut(BaseModel):

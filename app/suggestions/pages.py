@@ -14,6 +14,7 @@ from app.detectors import service as detectors
 from app.detectors.schemas import DetectRequest
 from app.errors import Conflict, Invalid
 from app.models import DetectorModel, Task
+from app.schemas_common import PathId
 from app.studies import service as studies
 from app.suggestions import protocols, service
 from app.suggestions.schemas import InjectionPreview, InjectionRequest, SuggestionSetOut
@@ -144,7 +145,7 @@ async def _context(session: AsyncSession, principal: PageAdmin, task: Task, **ex
 
 @router.get("/admin/tasks/{task_id}/suggestions")
 async def suggestions_page(
-    request: Request, task_id: int, session: SessionDep, principal: PageAdmin
+    request: Request, task_id: PathId, session: SessionDep, principal: PageAdmin
 ) -> Response:
     """A task's suggestion sets, detector runs and error injection (admin)."""
     task = await studies.get_task(session, principal.user, task_id)
@@ -152,7 +153,9 @@ async def suggestions_page(
 
 
 @router.get("/admin/suggestion-sets/{set_id}/register")
-async def register_page(request: Request, set_id: int, session: SessionDep, principal: PageAdmin) -> Response:
+async def register_page(
+    request: Request, set_id: PathId, session: SessionDep, principal: PageAdmin
+) -> Response:
     """The hidden register of a set, read-only (admin)."""
     suggestion_set = await service.get_set(session, set_id)
     task = await studies.get_task(session, principal.user, suggestion_set.task_id)
@@ -182,7 +185,7 @@ InjectionFormDep = Annotated[InjectionForm, Depends(_injection_form)]
 @router.post("/admin/suggestion-sets/{set_id}/preview")
 async def preview_injection(
     request: Request,
-    set_id: int,
+    set_id: PathId,
     session: SessionDep,
     principal: PageAdmin,
     form: InjectionFormDep,
@@ -202,7 +205,7 @@ async def preview_injection(
 @router.post("/admin/suggestion-sets/{set_id}/inject")
 async def apply_injection(
     request: Request,
-    set_id: int,
+    set_id: PathId,
     session: SessionDep,
     principal: PageAdmin,
     form: InjectionFormDep,
@@ -242,7 +245,7 @@ async def _form_error(
 @router.post("/admin/tasks/{task_id}/detect")
 async def run_detector(
     request: Request,
-    task_id: int,
+    task_id: PathId,
     session: SessionDep,
     settings: SettingsDep,
     principal: PageAdmin,

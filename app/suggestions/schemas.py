@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.annotations.schemas import Box
+from app.schemas_common import FiniteFloat
 from app.suggestions.protocols import Protocol
 
 
@@ -14,7 +15,7 @@ class SuggestionIn(Box):
 
     image: Annotated[str, Field(min_length=1, description="image name within the task")]
     label: Annotated[str, Field(min_length=1)]
-    score: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    score: Annotated[FiniteFloat, Field(ge=0.0, le=1.0)] = 1.0
 
 
 class SuggestionSetImport(BaseModel):
