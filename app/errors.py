@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
 
 
 class AppError(Exception):
@@ -47,6 +48,31 @@ class Invalid(AppError):
     """A request that is well-formed JSON but breaks a domain rule (box outside image, unknown label)."""
 
     status_code = 422
+
+
+class ErrorOut(BaseModel):
+    """An error: the message of a refused request."""
+
+    detail: str
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422: the request's fields that failed validation, or the domain rule it broke."""
+
+    detail: str | list[dict[str, Any]]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body cannot be parsed"},
+    401: {"model": ErrorOut, "description": "Not logged in, or an invalid API token"},
+    403: {"model": ErrorOut, "description": "The role does not allow it, or a missing CSRF token"},
+    404: {"model": ErrorOut, "description": "No such object, or not one of yours"},
+    409: {"model": ErrorOut, "description": "Conflicts with the current state (version, duplicate)"},
+    413: {"model": ErrorOut, "description": "The body is too large"},
+    415: {"model": ErrorOut, "description": "Unsupported media type"},
+    422: {"model": ValidationErrorOut, "description": "Invalid request"},
+}
+"""Documented on every API route: AppError answers carry `detail` as text, validation errors as a list."""
 
 
 def _wants_html(request: Request) -> bool:

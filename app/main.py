@@ -14,7 +14,7 @@ from app.annotations.api import router as annotations_router
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.deps import SessionDep
-from app.errors import install_error_handlers
+from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.studies.api import router as studies_router
 from app.templating import install_page_handlers, make_templates
 
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Expert–algorithm collaboration studies on microscopy images",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     install_error_handlers(app)
     install_page_handlers(app)

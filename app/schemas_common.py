@@ -1,6 +1,6 @@
 """Field types shared by request schemas and routes: floats JSON can carry, ids the database can hold."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from annotated_types import Interval
 from fastapi import Path
@@ -17,3 +17,8 @@ DbId = Annotated[int, Interval(ge=1, le=DB_ID_MAX)]
 
 PathId = Annotated[int, Path(ge=1, le=DB_ID_MAX)]
 """An id in a path; one out of the database's range names nothing: 404 (see app.errors)."""
+
+
+def file_responses(*media_types: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of a route that answers a file in one of these media types."""
+    return {200: {"content": {media_type.split(";")[0]: {} for media_type in media_types}}}

@@ -22,7 +22,7 @@ from app.evaluation.schemas import (
 )
 from app.evaluation.service import MetricsParams, study_metrics
 from app.models import Study, Task
-from app.schemas_common import FiniteFloat, PathId
+from app.schemas_common import FiniteFloat, PathId, file_responses
 
 router = APIRouter(tags=["evaluation"])
 
@@ -86,7 +86,7 @@ async def get_metrics(
     return await study_metrics(session, study, MetricsParams(iou, error_iou, consensus_radius, min_votes))
 
 
-@router.get("/studies/{study_id}/metrics/{table}.csv")
+@router.get("/studies/{study_id}/metrics/{table}.csv", responses=file_responses(MEDIA["csv"]))
 async def get_metrics_csv(
     study_id: PathId,
     table: str,
@@ -102,7 +102,7 @@ async def get_metrics_csv(
     return _download(exports.rows_csv(header, rows), "csv", f"{study.name}-{table}")
 
 
-@router.get("/tasks/{task_id}/annotations/export")
+@router.get("/tasks/{task_id}/annotations/export", responses=file_responses(*MEDIA.values()))
 async def export_annotations(
     task_id: PathId,
     session: SessionDep,
@@ -124,7 +124,7 @@ async def export_annotations(
     return _download(text, format, name)
 
 
-@router.get("/tasks/{task_id}/ground-truth/export")
+@router.get("/tasks/{task_id}/ground-truth/export", responses=file_responses(*MEDIA.values()))
 async def export_ground_truth(
     task_id: PathId,
     session: SessionDep,

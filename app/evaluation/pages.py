@@ -15,7 +15,7 @@ from app.models import Study
 from app.schemas_common import FiniteFloat, PathId
 from app.templating import PageAdmin, render
 
-router = APIRouter(tags=["evaluation pages"])
+router = APIRouter(tags=["evaluation pages"], include_in_schema=False)
 
 Iou = Annotated[FiniteFloat, Query(gt=0, le=1)]
 

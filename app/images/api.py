@@ -10,7 +10,7 @@ from app.errors import PayloadTooLarge
 from app.images import repository, service
 from app.images.schemas import GroundTruthOut, GroundTruthUpload, ImageOut
 from app.images.tiles import TileCache, Window
-from app.schemas_common import FiniteFloat, PathId
+from app.schemas_common import FiniteFloat, PathId, file_responses
 from app.studies import service as studies
 
 router = APIRouter(tags=["images"])
@@ -89,7 +89,7 @@ async def get_image(
     return await service.describe(cache, settings, image)
 
 
-@router.get("/images/{image_id}/region")
+@router.get("/images/{image_id}/region", responses=file_responses(*MEDIA.values()))
 async def get_region(
     image_id: PathId,
     session: SessionDep,
@@ -109,7 +109,7 @@ async def get_region(
     return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
 
 
-@router.get("/images/{image_id}/tiles/{level}/{col}/{row}")
+@router.get("/images/{image_id}/tiles/{level}/{col}/{row}", responses=file_responses(*MEDIA.values()))
 async def get_tile(
     image_id: PathId,
     level: int,
@@ -128,7 +128,7 @@ async def get_tile(
     return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
 
 
-@router.get("/images/{image_id}/thumbnail")
+@router.get("/images/{image_id}/thumbnail", responses=file_responses(*MEDIA.values()))
 async def get_thumbnail(
     image_id: PathId,
     session: SessionDep,

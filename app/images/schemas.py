@@ -2,10 +2,17 @@
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from app.annotations.schemas import Box
 from app.schemas_common import FiniteFloat
+
+# Written out: the generated schema of a tuple (prefixItems) reaches OpenAPI tools as an invalid `items` list.
+LEVELS_SCHEMA = {
+    "type": "array",
+    "description": "width and height in pixels of each pyramid level, level 0 first",
+    "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+}
 
 
 class ImageOut(BaseModel):
@@ -17,7 +24,7 @@ class ImageOut(BaseModel):
     microns_per_pixel: float | None
     file_format: str
     position: int
-    levels: list[tuple[int, int]]
+    levels: Annotated[list[tuple[int, int]], WithJsonSchema(LEVELS_SCHEMA)]
 
 
 class GroundTruthIn(Box):

@@ -9,6 +9,8 @@ from app.annotations.schemas import Box
 from app.schemas_common import FiniteFloat
 from app.suggestions.protocols import Protocol
 
+Box4 = Annotated[list[float], Field(min_length=4, max_length=4, description="x1, y1, x2, y2")]
+
 
 class SuggestionIn(Box):
     """One suggested object of an import or a detector run; the box in level-0 pixels of its image."""
@@ -69,9 +71,9 @@ class RegisterEntryOut(BaseModel):
     group: int | None
     score: float | None
     ref_label: str | None
-    ref_box: tuple[float, float, float, float] | None
+    ref_box: Box4 | None
     shown_label: str | None
-    shown_box: tuple[float, float, float, float] | None
+    shown_box: Box4 | None
     suggestion_id: int | None
 
 
