@@ -39,9 +39,6 @@ CHECKS = [
 ]
 BOX = {"label": "tumor", "x1": 5, "y1": 5, "x2": 25, "y2": 25}
 
-# Known 5xx in areas other helpers of issue 9 own; the lead removes each line once its fix is merged.
-EXCLUDED: dict[str, str] = {}
-
 
 @dataclass(frozen=True)
 class Sent:
@@ -155,8 +152,6 @@ OPERATIONS = list(_operations())
 async def test_every_operation_answers_below_500_and_as_documented(
     app: object, client_for: ClientFactory, operation: Any
 ) -> None:
-    if operation.label in EXCLUDED:
-        pytest.skip(EXCLUDED[operation.label])
     ids = await _seed(app, client_for)
     failures = []
     for role, user in (("admin", "admin"), ("expert", "alice")):
