@@ -15,7 +15,7 @@ from app.api_docs import router as api_docs_router
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.deps import SessionDep
-from app.errors import install_error_handlers
+from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.security_headers import install_security_headers
 from app.studies.api import router as studies_router
 from app.templating import install_page_handlers, make_templates
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        responses=ERROR_RESPONSES,
     )
     app.add_middleware(UploadGuard)  # added first, so the headers middleware wraps its refusals too
     install_security_headers(app, settings)

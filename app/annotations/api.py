@@ -16,6 +16,7 @@ from app.annotations.schemas import (
 )
 from app.deps import CurrentUser, SessionDep, SettingsDep
 from app.models import EventKind, Mode
+from app.schemas_common import PathId
 from app.studies import service as studies
 
 router = APIRouter(tags=["annotations"])
@@ -27,7 +28,7 @@ MAX_BULK = 5000
 
 @router.get("/images/{image_id}/annotations")
 async def list_annotations(
-    image_id: int, mode: ModeQuery, session: SessionDep, user: CurrentUser, include_deleted: bool = False
+    image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser, include_deleted: bool = False
 ) -> list[AnnotationOut]:
     """The current expert's objects on an image in a mode."""
     workspace = await service.open_workspace(session, user, image_id, mode)
@@ -36,7 +37,7 @@ async def list_annotations(
 
 @router.post("/images/{image_id}/annotations", status_code=201)
 async def create_annotation(
-    image_id: int,
+    image_id: PathId,
     mode: ModeQuery,
     data: AnnotationCreate,
     session: SessionDep,
@@ -56,7 +57,7 @@ async def create_annotation(
 
 @router.post("/images/{image_id}/annotations/bulk", status_code=201)
 async def upload_annotations(
-    image_id: int,
+    image_id: PathId,
     mode: ModeQuery,
     items: Annotated[list[AnnotationCreate], Body(max_length=MAX_BULK)],
     session: SessionDep,
@@ -74,7 +75,7 @@ async def upload_annotations(
 
 @router.patch("/annotations/{annotation_id}")
 async def update_annotation(
-    annotation_id: int,
+    annotation_id: PathId,
     data: AnnotationUpdate,
     session: SessionDep,
     user: CurrentUser,
@@ -103,7 +104,7 @@ async def _change(
 
 @router.post("/annotations/{annotation_id}/delete")
 async def delete_annotation(
-    annotation_id: int,
+    annotation_id: PathId,
     data: StateChange,
     session: SessionDep,
     user: CurrentUser,
@@ -115,7 +116,7 @@ async def delete_annotation(
 
 @router.post("/annotations/{annotation_id}/restore")
 async def restore_annotation(
-    annotation_id: int,
+    annotation_id: PathId,
     data: StateChange,
     session: SessionDep,
     user: CurrentUser,
@@ -127,7 +128,7 @@ async def restore_annotation(
 
 @router.post("/annotations/{annotation_id}/accept")
 async def accept_suggestion(
-    annotation_id: int,
+    annotation_id: PathId,
     data: StateChange,
     session: SessionDep,
     user: CurrentUser,
@@ -139,7 +140,7 @@ async def accept_suggestion(
 
 @router.get("/images/{image_id}/events")
 async def list_events(
-    image_id: int, mode: ModeQuery, session: SessionDep, user: CurrentUser
+    image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser
 ) -> list[EventOut]:
     """The current expert's append-only edit log of an image in a mode."""
     workspace = await service.open_workspace(session, user, image_id, mode)
@@ -159,7 +160,7 @@ async def list_events(
 
 
 @router.post("/images/{image_id}/visits", status_code=201)
-async def open_visit(image_id: int, mode: ModeQuery, session: SessionDep, user: CurrentUser) -> VisitOut:
+async def open_visit(image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser) -> VisitOut:
     """Record that the expert opened an image."""
     workspace = await service.open_workspace(session, user, image_id, mode)
     return VisitOut.model_validate(await service.open_visit(session, workspace))
@@ -167,7 +168,7 @@ async def open_visit(image_id: int, mode: ModeQuery, session: SessionDep, user: 
 
 @router.get("/images/{image_id}/visits")
 async def list_visits(
-    image_id: int, mode: ModeQuery, session: SessionDep, user: CurrentUser
+    image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser
 ) -> list[VisitOut]:
     """The current expert's visits of an image in a mode, with active seconds."""
     workspace = await service.open_workspace(session, user, image_id, mode)
@@ -177,7 +178,7 @@ async def list_visits(
 
 @router.post("/visits/{visit_id}/heartbeat")
 async def heartbeat(
-    visit_id: int,
+    visit_id: PathId,
     session: SessionDep,
     user: CurrentUser,
     settings: SettingsDep,
@@ -193,7 +194,7 @@ async def heartbeat(
 
 @router.post("/visits/{visit_id}/close")
 async def close_visit(
-    visit_id: int,
+    visit_id: PathId,
     session: SessionDep,
     user: CurrentUser,
     settings: SettingsDep,
@@ -206,7 +207,9 @@ async def close_visit(
 
 
 @router.post("/images/{image_id}/done")
-async def mark_done(image_id: int, mode: ModeQuery, session: SessionDep, user: CurrentUser) -> dict[str, int]:
+async def mark_done(
+    image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser
+) -> dict[str, int]:
     """Mark an image of the own assignment as done."""
     image = await studies.get_image(session, user, image_id)
     assignment = await studies.mark_image_done(session, user, image, mode)

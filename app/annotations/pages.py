@@ -13,6 +13,7 @@ from app.images import repository as images_repository
 from app.images import service as images
 from app.images.tiles import TileCache
 from app.models import AssignmentStatus, Image, Mode, purpose_of_mode
+from app.schemas_common import PathId
 from app.studies import repository as studies_repository
 from app.studies import service as studies
 from app.templating import PagePrincipal, redirect, render
@@ -43,7 +44,7 @@ async def _own_workspace(
 
 @router.get("/work/{assignment_id}")
 async def resume(
-    request: Request, assignment_id: int, session: SessionDep, principal: PagePrincipal
+    request: Request, assignment_id: PathId, session: SessionDep, principal: PagePrincipal
 ) -> Response:
     """Open the first image of an own assignment that is not done yet."""
     assignment = await studies.get_assignment(session, principal.user, assignment_id)
@@ -61,8 +62,8 @@ async def resume(
 @router.get("/work/{assignment_id}/images/{image_id}")
 async def workspace_page(
     request: Request,
-    assignment_id: int,
-    image_id: int,
+    assignment_id: PathId,
+    image_id: PathId,
     session: SessionDep,
     settings: SettingsDep,
     principal: PagePrincipal,
@@ -139,7 +140,7 @@ def _config(
 
 @router.get("/work/{assignment_id}/images/{image_id}/reference")
 async def reference_overlay(
-    request: Request, assignment_id: int, image_id: int, session: SessionDep, principal: PagePrincipal
+    request: Request, assignment_id: PathId, image_id: PathId, session: SessionDep, principal: PagePrincipal
 ) -> Response:
     """Reference objects over the own ones (training mode, image done): what was missed and added."""
     workspace = await _own_workspace(session, principal, assignment_id, image_id)

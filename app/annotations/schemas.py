@@ -5,7 +5,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+from app.schemas_common import FiniteFloat
+
+Coordinate = FiniteFloat
 
 
 class Box(BaseModel):

@@ -8,6 +8,7 @@ from app.deps import AdminUser, SessionDep, SettingsDep
 from app.detectors import service
 from app.detectors.schemas import DetectorOut, DetectRequest, DetectStarted
 from app.errors import PayloadTooLarge
+from app.schemas_common import PathId
 from app.studies import service as studies
 
 router = APIRouter(tags=["detectors"])
@@ -48,14 +49,14 @@ async def list_detectors(session: SessionDep, _admin: AdminUser) -> list[Detecto
 
 
 @router.get("/detectors/{detector_id}")
-async def get_detector(detector_id: int, session: SessionDep, _admin: AdminUser) -> DetectorOut:
+async def get_detector(detector_id: PathId, session: SessionDep, _admin: AdminUser) -> DetectorOut:
     """One registered detector with its sidecar (admin)."""
     return DetectorOut.model_validate(await service.get_detector(session, detector_id))
 
 
 @router.post("/tasks/{task_id}/detect", status_code=202)
 async def start_detection(
-    task_id: int, data: DetectRequest, session: SessionDep, settings: SettingsDep, admin: AdminUser
+    task_id: PathId, data: DetectRequest, session: SessionDep, settings: SettingsDep, admin: AdminUser
 ) -> DetectStarted:
     """Queue a detect job over all images of the task (admin); 422 when the detector's labels don't fit."""
     task = await studies.get_task(session, admin, task_id)

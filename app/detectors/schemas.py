@@ -5,6 +5,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas_common import DbId
+
 
 class DetectorOut(BaseModel):
     """A registered detector; its ONNX file lies in the model directory as ``<sha256>.onnx``."""
@@ -19,7 +21,7 @@ class DetectorOut(BaseModel):
 
 class DetectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    detector_id: int
+    detector_id: DbId
     batch_size: Annotated[int | None, Field(ge=1, le=256)] = None
     name: Annotated[str | None, Field(min_length=1, max_length=200)] = None
 

@@ -23,12 +23,15 @@ from app.evaluation.schemas import (
 from app.evaluation.service import MetricsParams, study_metrics
 from app.models import Study, Task
 from app.offload import ComputeDep
+from app.schemas_common import FiniteFloat, PathId, file_responses
 
 router = APIRouter(tags=["evaluation"])
 
-IouQuery = Annotated[float, Query(gt=0, le=1, description="IoU threshold of concordance (published: 0.25)")]
+IouQuery = Annotated[
+    FiniteFloat, Query(gt=0, le=1, description="IoU threshold of concordance (published: 0.25)")
+]
 ErrorIouQuery = Annotated[
-    float | None, Query(gt=0, le=1, description="IoU threshold of injected errors (default: iou)")
+    FiniteFloat | None, Query(gt=0, le=1, description="IoU threshold of injected errors (default: iou)")
 ]
 MEDIA = {
     "exact": "text/plain; charset=utf-8",
@@ -71,13 +74,13 @@ async def _text(upload: UploadFile) -> str:
 
 @router.get("/studies/{study_id}/metrics")
 async def get_metrics(
-    study_id: int,
+    study_id: PathId,
     session: SessionDep,
     _admin: AdminUser,
     compute: ComputeDep,
     iou: IouQuery = 0.25,
     error_iou: ErrorIouQuery = None,
-    consensus_radius: Annotated[float | None, Query(gt=0)] = None,
+    consensus_radius: Annotated[FiniteFloat | None, Query(gt=0)] = None,
     min_votes: Annotated[int, Query(ge=1)] = 1,
 ) -> StudyMetricsOut:
     """Concordance, time per image, injected errors caught, statistics of every task and mode."""
@@ -86,9 +89,9 @@ async def get_metrics(
     return await study_metrics(session, study, params, compute)
 
 
-@router.get("/studies/{study_id}/metrics/{table}.csv")
+@router.get("/studies/{study_id}/metrics/{table}.csv", responses=file_responses(MEDIA["csv"]))
 async def get_metrics_csv(
-    study_id: int,
+    study_id: PathId,
     table: str,
     session: SessionDep,
     _admin: AdminUser,
@@ -103,9 +106,9 @@ async def get_metrics_csv(
     return _download(exports.rows_csv(header, rows), "csv", f"{study.name}-{table}")
 
 
-@router.get("/tasks/{task_id}/annotations/export")
+@router.get("/tasks/{task_id}/annotations/export", responses=file_responses(*MEDIA.values()))
 async def export_annotations(
-    task_id: int,
+    task_id: PathId,
     session: SessionDep,
     _admin: AdminUser,
     format: Annotated[
@@ -125,9 +128,9 @@ async def export_annotations(
     return _download(text, format, name)
 
 
-@router.get("/tasks/{task_id}/ground-truth/export")
+@router.get("/tasks/{task_id}/ground-truth/export", responses=file_responses(*MEDIA.values()))
 async def export_ground_truth(
-    task_id: int,
+    task_id: PathId,
     session: SessionDep,
     _admin: AdminUser,
     format: Annotated[ExportFormat, Query(description="exact, coco, json or csv")] = "exact",

@@ -13,11 +13,12 @@ from app.evaluation import exports, plots
 from app.evaluation.service import MetricsParams, study_metrics
 from app.models import Study
 from app.offload import ComputeDep
+from app.schemas_common import FiniteFloat, PathId
 from app.templating import PageAdmin, render
 
-router = APIRouter(tags=["evaluation pages"])
+router = APIRouter(tags=["evaluation pages"], include_in_schema=False)
 
-Iou = Annotated[float, Query(gt=0, le=1)]
+Iou = Annotated[FiniteFloat, Query(gt=0, le=1)]
 
 
 def _params(iou: float, error_iou: float | None, radius: float | None, min_votes: int) -> MetricsParams:
@@ -27,13 +28,13 @@ def _params(iou: float, error_iou: float | None, radius: float | None, min_votes
 @router.get("/studies/{study_id}/evaluation")
 async def evaluation_page(
     request: Request,
-    study_id: int,
+    study_id: PathId,
     session: SessionDep,
     _admin: PageAdmin,
     compute: ComputeDep,
     iou: Iou = 0.25,
-    error_iou: Annotated[float | None, Query(gt=0, le=1)] = None,
-    radius: Annotated[float | None, Query(gt=0)] = 50.0,
+    error_iou: Annotated[FiniteFloat | None, Query(gt=0, le=1)] = None,
+    radius: Annotated[FiniteFloat | None, Query(gt=0)] = 50.0,
     min_votes: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
     """A study's evaluation dashboard; HTMX requests get the results block alone."""
@@ -54,7 +55,7 @@ async def evaluation_page(
 
 @router.get("/studies/{study_id}/evaluation/plots/{task}/{plot}.{fmt}")
 async def evaluation_plot(
-    study_id: int,
+    study_id: PathId,
     task: str,
     plot: str,
     fmt: Literal["svg", "png"],
@@ -62,7 +63,7 @@ async def evaluation_plot(
     _admin: PageAdmin,
     compute: ComputeDep,
     iou: Iou = 0.25,
-    error_iou: Annotated[float | None, Query(gt=0, le=1)] = None,
+    error_iou: Annotated[FiniteFloat | None, Query(gt=0, le=1)] = None,
 ) -> Response:
     """One plot of a task (seconds, concordance, injected) as SVG or PNG."""
     if plot not in plots.PLOTS:

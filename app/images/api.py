@@ -10,6 +10,7 @@ from app.images import repository, service
 from app.images.schemas import GroundTruthOut, GroundTruthUpload, ImageOut
 from app.images.tiles import TileCache, Window
 from app.models import ImagePurpose
+from app.schemas_common import FiniteFloat, PathId, file_responses
 from app.studies import service as studies
 
 router = APIRouter(tags=["images"])
@@ -29,7 +30,7 @@ CacheDep = Annotated[TileCache, Depends(tile_cache)]
 
 @router.post("/tasks/{task_id}/images", status_code=201)
 async def upload_images(
-    task_id: int,
+    task_id: PathId,
     files: Annotated[list[UploadFile], File(description="PNG, JPEG or TIFF files")],
     session: SessionDep,
     settings: SettingsDep,
@@ -38,7 +39,7 @@ async def upload_images(
     purpose: Annotated[
         ImagePurpose, Form(description="study (unaided, aided) or practice (training mode only)")
     ] = ImagePurpose.study,
-    microns_per_pixel: Annotated[float | None, Form(gt=0, le=100)] = None,
+    microns_per_pixel: Annotated[FiniteFloat | None, Form(gt=0, le=100)] = None,
     region_x: Annotated[int | None, Form(ge=0)] = None,
     region_y: Annotated[int | None, Form(ge=0)] = None,
     region_width: Annotated[int | None, Form(ge=1)] = None,
@@ -72,7 +73,7 @@ def _window(x: int | None, y: int | None, width: int | None, height: int | None)
 
 @router.get("/tasks/{task_id}/images")
 async def list_images(
-    task_id: int,
+    task_id: PathId,
     session: SessionDep,
     settings: SettingsDep,
     cache: CacheDep,
@@ -89,16 +90,16 @@ async def list_images(
 
 @router.get("/images/{image_id}")
 async def get_image(
-    image_id: int, session: SessionDep, settings: SettingsDep, cache: CacheDep, user: CurrentUser
+    image_id: PathId, session: SessionDep, settings: SettingsDep, cache: CacheDep, user: CurrentUser
 ) -> ImageOut:
     """One image with its pyramid levels."""
     image = await studies.get_image(session, user, image_id)
     return await service.describe(cache, settings, image)
 
 
-@router.get("/images/{image_id}/region")
+@router.get("/images/{image_id}/region", responses=file_responses(*MEDIA.values()))
 async def get_region(
-    image_id: int,
+    image_id: PathId,
     session: SessionDep,
     settings: SettingsDep,
     cache: CacheDep,
@@ -116,9 +117,9 @@ async def get_region(
     return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
 
 
-@router.get("/images/{image_id}/tiles/{level}/{col}/{row}")
+@router.get("/images/{image_id}/tiles/{level}/{col}/{row}", responses=file_responses(*MEDIA.values()))
 async def get_tile(
-    image_id: int,
+    image_id: PathId,
     level: int,
     col: int,
     row: int,
@@ -135,9 +136,9 @@ async def get_tile(
     return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
 
 
-@router.get("/images/{image_id}/thumbnail")
+@router.get("/images/{image_id}/thumbnail", responses=file_responses(*MEDIA.values()))
 async def get_thumbnail(
-    image_id: int,
+    image_id: PathId,
     session: SessionDep,
     settings: SettingsDep,
     cache: CacheDep,
@@ -153,7 +154,7 @@ async def get_thumbnail(
 
 @router.post("/tasks/{task_id}/ground-truth", status_code=201)
 async def upload_ground_truth(
-    task_id: int, data: GroundTruthUpload, session: SessionDep, admin: AdminUser
+    task_id: PathId, data: GroundTruthUpload, session: SessionDep, admin: AdminUser
 ) -> dict[str, int]:
     """Upload reference objects of a task (admin); all or nothing."""
     task = await studies.get_task(session, admin, task_id)
@@ -163,7 +164,7 @@ async def upload_ground_truth(
 
 
 @router.get("/tasks/{task_id}/ground-truth")
-async def list_ground_truth(task_id: int, session: SessionDep, admin: AdminUser) -> list[GroundTruthOut]:
+async def list_ground_truth(task_id: PathId, session: SessionDep, admin: AdminUser) -> list[GroundTruthOut]:
     """Reference objects of a task (admin only: experts never see ground truth)."""
     task = await studies.get_task(session, admin, task_id)
     labels = {label.id: label.name for label in (await studies.label_map(session, task.id)).values()}

@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.deps import SessionDep, SettingsDep
 from app.images import service
 from app.models import ImagePurpose
+from app.schemas_common import PathId
 from app.studies import service as studies
 from app.templating import PageAdmin, is_htmx, redirect
 
@@ -17,7 +18,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 @router.post("/admin/tasks/{task_id}/images")
 async def upload_images(
     request: Request,
-    task_id: int,
+    task_id: PathId,
     files: Annotated[list[UploadFile], File()],
     session: SessionDep,
     settings: SettingsDep,

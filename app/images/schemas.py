@@ -2,10 +2,18 @@
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from app.annotations.schemas import Box
 from app.models import ImagePurpose
+from app.schemas_common import FiniteFloat
+
+# Written out: the generated schema of a tuple (prefixItems) reaches OpenAPI tools as an invalid `items` list.
+LEVELS_SCHEMA = {
+    "type": "array",
+    "description": "width and height in pixels of each pyramid level, level 0 first",
+    "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+}
 
 
 class ImageOut(BaseModel):
@@ -18,13 +26,13 @@ class ImageOut(BaseModel):
     file_format: str
     position: int
     purpose: Annotated[ImagePurpose, Field(description="study (unaided, aided) or practice (training)")]
-    levels: list[tuple[int, int]]
+    levels: Annotated[list[tuple[int, int]], WithJsonSchema(LEVELS_SCHEMA)]
 
 
 class GroundTruthIn(Box):
     image: Annotated[str, Field(min_length=1, description="image name within the task")]
     label: Annotated[str, Field(min_length=1)]
-    difficulty: Annotated[float | None, Field(ge=0, le=1)] = None
+    difficulty: Annotated[FiniteFloat | None, Field(ge=0, le=1)] = None
 
 
 class GroundTruthOut(BaseModel):

@@ -9,6 +9,7 @@ from app.jobs import service
 from app.jobs.registry import job_kinds
 from app.jobs.schemas import JobCreate, JobKindOut, JobOut
 from app.models import JobStatus
+from app.schemas_common import DbId, PathId
 
 router = APIRouter(tags=["jobs"])
 
@@ -29,7 +30,7 @@ async def list_jobs(
     status: JobStatus | None = None,
     kind: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: int | None = None,
+    before_id: DbId | None = None,
 ) -> list[JobOut]:
     """Jobs, newest first, filtered by status and kind (admin)."""
     jobs = await service.list_jobs(session, status, kind, limit, before_id)
@@ -51,12 +52,12 @@ async def list_job_kinds(_admin: AdminUser) -> list[JobKindOut]:
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: int, session: SessionDep, _admin: AdminUser) -> JobOut:
+async def get_job(job_id: PathId, session: SessionDep, _admin: AdminUser) -> JobOut:
     """One job with its status, progress, result and error (admin)."""
     return JobOut.model_validate(await service.get_job(session, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: int, session: SessionDep, _admin: AdminUser) -> JobOut:
+async def cancel_job(job_id: PathId, session: SessionDep, _admin: AdminUser) -> JobOut:
     """Cancel a queued job at once, or ask the worker to stop a running one (admin)."""
     return JobOut.model_validate(await service.cancel(session, job_id))

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from app.deps import SessionDep
 from app.jobs import service
 from app.models import Job, JobStatus
+from app.schemas_common import PathId
 from app.templating import PageAdmin, is_htmx, redirect, render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -48,13 +49,15 @@ async def jobs_page(
 
 
 @router.get("/admin/jobs/{job_id}/progress")
-async def job_progress(request: Request, job_id: int, session: SessionDep, principal: PageAdmin) -> Response:
+async def job_progress(
+    request: Request, job_id: PathId, session: SessionDep, principal: PageAdmin
+) -> Response:
     """One job's progress row; it polls itself while the job is queued or running (admin)."""
     return render_progress(request, await service.get_job(session, job_id), principal)
 
 
 @router.post("/admin/jobs/{job_id}/cancel")
-async def cancel_job(request: Request, job_id: int, session: SessionDep, principal: PageAdmin) -> Response:
+async def cancel_job(request: Request, job_id: PathId, session: SessionDep, principal: PageAdmin) -> Response:
     """Cancel a queued job, or ask the worker to stop a running one (admin)."""
     job = await service.cancel(session, job_id)
     if is_htmx(request):

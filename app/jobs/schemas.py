@@ -6,13 +6,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import JobStatus
+from app.schemas_common import FiniteFloat
 
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Annotated[str, Field(min_length=1, max_length=32)]
     params: dict[str, Any] = Field(default_factory=dict)
-    timeout_s: Annotated[float | None, Field(gt=0, le=7 * 24 * 3600)] = None
+    timeout_s: Annotated[FiniteFloat | None, Field(gt=0, le=7 * 24 * 3600)] = None
     max_attempts: Annotated[int | None, Field(ge=1, le=20)] = None
 
 

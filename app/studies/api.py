@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from app.deps import AdminUser, CurrentUser, SessionDep
 from app.errors import NotFound
 from app.models import Study
+from app.schemas_common import DbId, PathId
 from app.studies import repository, service
 from app.studies.schemas import (
     AssignmentCreate,
@@ -34,13 +35,13 @@ async def create_study(data: StudyCreate, session: SessionDep, _admin: AdminUser
 
 
 @router.get("/studies/{study_id}")
-async def get_study(study_id: int, session: SessionDep, user: CurrentUser) -> StudyOut:
+async def get_study(study_id: PathId, session: SessionDep, user: CurrentUser) -> StudyOut:
     """One study."""
     return StudyOut.model_validate(await service.get_study(session, user, study_id))
 
 
 @router.get("/studies/{study_id}/tasks")
-async def list_tasks(study_id: int, session: SessionDep, user: CurrentUser) -> list[TaskOut]:
+async def list_tasks(study_id: PathId, session: SessionDep, user: CurrentUser) -> list[TaskOut]:
     """Tasks of a study with their label schemas."""
     await service.get_study(session, user, study_id)
     tasks = await repository.tasks_of_study(session, study_id, None if user.is_admin else user.id)
@@ -48,7 +49,7 @@ async def list_tasks(study_id: int, session: SessionDep, user: CurrentUser) -> l
 
 
 @router.post("/studies/{study_id}/tasks", status_code=201)
-async def create_task(study_id: int, data: TaskCreate, session: SessionDep, admin: AdminUser) -> TaskOut:
+async def create_task(study_id: PathId, data: TaskCreate, session: SessionDep, admin: AdminUser) -> TaskOut:
     """Create a task with its ordered label schema (admin)."""
     study = await session.get(Study, study_id)
     if study is None:
@@ -58,13 +59,13 @@ async def create_task(study_id: int, data: TaskCreate, session: SessionDep, admi
 
 
 @router.get("/tasks/{task_id}")
-async def get_task(task_id: int, session: SessionDep, user: CurrentUser) -> TaskOut:
+async def get_task(task_id: PathId, session: SessionDep, user: CurrentUser) -> TaskOut:
     """One task with its label schema."""
     return await _task_out(session, task_id, user)
 
 
 @router.get("/tasks/{task_id}/labels")
-async def list_labels(task_id: int, session: SessionDep, user: CurrentUser) -> list[LabelOut]:
+async def list_labels(task_id: PathId, session: SessionDep, user: CurrentUser) -> list[LabelOut]:
     """The task's ordered label schema."""
     return (await _task_out(session, task_id, user)).labels
 
@@ -84,7 +85,7 @@ async def _task_out(session: SessionDep, task_id: int, user: CurrentUser) -> Tas
 
 @router.get("/assignments")
 async def list_assignments(
-    session: SessionDep, user: CurrentUser, task_id: int | None = None
+    session: SessionDep, user: CurrentUser, task_id: DbId | None = None
 ) -> list[AssignmentOut]:
     """Assignments: all for admins, own for experts, with progress and washout date."""
     return await service.describe_assignments(session, user, task_id)
@@ -101,7 +102,7 @@ async def create_assignment(data: AssignmentCreate, session: SessionDep, admin: 
 
 
 @router.post("/assignments/{assignment_id}/finish")
-async def finish_assignment(assignment_id: int, session: SessionDep, user: CurrentUser) -> AssignmentOut:
+async def finish_assignment(assignment_id: PathId, session: SessionDep, user: CurrentUser) -> AssignmentOut:
     """Mark an own assignment as finished; starts the washout period of the aided one."""
     assignment = await service.get_assignment(session, user, assignment_id)
     if assignment.expert_id != user.id:
@@ -112,7 +113,7 @@ async def finish_assignment(assignment_id: int, session: SessionDep, user: Curre
 
 @router.post("/assignments/{assignment_id}/washout-override")
 async def override_washout(
-    assignment_id: int, data: WashoutOverride, session: SessionDep, admin: AdminUser
+    assignment_id: PathId, data: WashoutOverride, session: SessionDep, admin: AdminUser
 ) -> AssignmentOut:
     """Open an aided assignment before its washout period ends; recorded with the reason (admin)."""
     assignment = await service.get_assignment(session, admin, assignment_id)

@@ -11,6 +11,7 @@ from app.accounts import service as accounts
 from app.deps import HasherDep, SessionDep
 from app.errors import AppError, NotFound
 from app.models import ImagePurpose, Mode, Role, Study, TaskKind
+from app.schemas_common import PathId
 from app.studies import repository, service
 from app.studies.schemas import LabelIn, StudyCreate, TaskCreate
 from app.suggestions import service as suggestions
@@ -163,7 +164,9 @@ async def _study_page(
 
 
 @router.get("/admin/studies/{study_id}")
-async def study_page(request: Request, study_id: int, session: SessionDep, principal: PageAdmin) -> Response:
+async def study_page(
+    request: Request, study_id: PathId, session: SessionDep, principal: PageAdmin
+) -> Response:
     """A study's tasks, images, experts, assignment grid and progress (admin)."""
     return await _study_page(request, session, principal, study_id)
 
@@ -185,7 +188,7 @@ def parse_labels(text: str) -> list[LabelIn]:
 @router.post("/admin/studies/{study_id}/tasks")
 async def create_task(
     request: Request,
-    study_id: int,
+    study_id: PathId,
     session: SessionDep,
     principal: PageAdmin,
     name: Annotated[str, Form()] = "",
@@ -220,7 +223,7 @@ async def create_task(
 @router.post("/admin/studies/{study_id}/experts")
 async def add_expert(
     request: Request,
-    study_id: int,
+    study_id: PathId,
     session: SessionDep,
     hasher: HasherDep,
     principal: PageAdmin,
@@ -239,7 +242,7 @@ async def add_expert(
 
 @router.post("/admin/studies/{study_id}/assignments")
 async def create_assignments(
-    request: Request, study_id: int, session: SessionDep, principal: PageAdmin
+    request: Request, study_id: PathId, session: SessionDep, principal: PageAdmin
 ) -> Response:
     """Create the ticked expert × task × mode assignments that do not exist yet (admin)."""
     context = await _study_context(session, principal, study_id)

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.models import Mode, TaskKind
+from app.schemas_common import DbId
 
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 PALETTE = (
@@ -90,10 +91,10 @@ class TaskOut(BaseModel):
 
 class AssignmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task_id: int
+    task_id: DbId
     expert: str
     mode: Mode
-    suggestion_set_id: int | None = None
+    suggestion_set_id: DbId | None = None
 
 
 class AssignmentOut(BaseModel):

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 from app.deps import AdminUser, SessionDep
 from app.offload import ComputeDep
+from app.schemas_common import PathId
 from app.studies import service as studies
 from app.suggestions import protocols, service
 from app.suggestions.schemas import (
@@ -23,7 +24,9 @@ router = APIRouter(tags=["suggestions"])
 
 
 @router.get("/tasks/{task_id}/suggestion-sets")
-async def list_suggestion_sets(task_id: int, session: SessionDep, admin: AdminUser) -> list[SuggestionSetOut]:
+async def list_suggestion_sets(
+    task_id: PathId, session: SessionDep, admin: AdminUser
+) -> list[SuggestionSetOut]:
     """Suggestion sets of a task (admin)."""
     task = await studies.get_task(session, admin, task_id)
     return await service.list_sets(session, task)
@@ -31,7 +34,7 @@ async def list_suggestion_sets(task_id: int, session: SessionDep, admin: AdminUs
 
 @router.post("/tasks/{task_id}/suggestion-sets", status_code=201)
 async def import_suggestion_set(
-    task_id: int, data: SuggestionSetImport, session: SessionDep, admin: AdminUser
+    task_id: PathId, data: SuggestionSetImport, session: SessionDep, admin: AdminUser
 ) -> SuggestionSetOut:
     """Import a suggestion set (admin); all or nothing."""
     task = await studies.get_task(session, admin, task_id)
@@ -42,20 +45,20 @@ async def import_suggestion_set(
 
 
 @router.get("/suggestion-sets/{set_id}")
-async def get_suggestion_set(set_id: int, session: SessionDep, _admin: AdminUser) -> SuggestionSetDetail:
+async def get_suggestion_set(set_id: PathId, session: SessionDep, _admin: AdminUser) -> SuggestionSetDetail:
     """One suggestion set with its suggestions (admin)."""
     return await service.set_detail(session, await service.get_set(session, set_id))
 
 
 @router.get("/suggestion-sets/{set_id}/register")
-async def get_register(set_id: int, session: SessionDep, _admin: AdminUser) -> list[RegisterEntryOut]:
+async def get_register(set_id: PathId, session: SessionDep, _admin: AdminUser) -> list[RegisterEntryOut]:
     """The hidden register of injected errors of a set (admin only, never shown to experts)."""
     return await service.register(session, await service.get_set(session, set_id))
 
 
 @router.post("/suggestion-sets/{set_id}/inject/preview")
 async def preview_injection(
-    set_id: int, data: InjectionRequest, session: SessionDep, _admin: AdminUser, compute: ComputeDep
+    set_id: PathId, data: InjectionRequest, session: SessionDep, _admin: AdminUser, compute: ComputeDep
 ) -> InjectionPreview:
     """Counts per error kind and difficulty group that an injection would make; writes nothing (admin)."""
     return await service.preview(session, await service.get_set(session, set_id), data, compute)
@@ -63,7 +66,7 @@ async def preview_injection(
 
 @router.post("/suggestion-sets/{set_id}/inject", status_code=201)
 async def inject_errors(
-    set_id: int, data: InjectionRequest, session: SessionDep, _admin: AdminUser, compute: ComputeDep
+    set_id: PathId, data: InjectionRequest, session: SessionDep, _admin: AdminUser, compute: ComputeDep
 ) -> InjectionOut:
     """Apply an error-injection protocol: a new immutable set plus its hidden register (admin)."""
     return await service.inject(session, await service.get_set(session, set_id), data, compute)

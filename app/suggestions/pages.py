@@ -15,6 +15,7 @@ from app.detectors.schemas import DetectRequest
 from app.errors import Conflict, Invalid
 from app.models import DetectorModel, Task
 from app.offload import ComputeDep
+from app.schemas_common import PathId
 from app.studies import service as studies
 from app.suggestions import protocols, service
 from app.suggestions.schemas import InjectionPreview, InjectionRequest, SuggestionSetOut
@@ -145,7 +146,7 @@ async def _context(session: AsyncSession, principal: PageAdmin, task: Task, **ex
 
 @router.get("/admin/tasks/{task_id}/suggestions")
 async def suggestions_page(
-    request: Request, task_id: int, session: SessionDep, principal: PageAdmin
+    request: Request, task_id: PathId, session: SessionDep, principal: PageAdmin
 ) -> Response:
     """A task's suggestion sets, detector runs and error injection (admin)."""
     task = await studies.get_task(session, principal.user, task_id)
@@ -153,7 +154,9 @@ async def suggestions_page(
 
 
 @router.get("/admin/suggestion-sets/{set_id}/register")
-async def register_page(request: Request, set_id: int, session: SessionDep, principal: PageAdmin) -> Response:
+async def register_page(
+    request: Request, set_id: PathId, session: SessionDep, principal: PageAdmin
+) -> Response:
     """The hidden register of a set, read-only (admin)."""
     suggestion_set = await service.get_set(session, set_id)
     task = await studies.get_task(session, principal.user, suggestion_set.task_id)
@@ -183,7 +186,7 @@ InjectionFormDep = Annotated[InjectionForm, Depends(_injection_form)]
 @router.post("/admin/suggestion-sets/{set_id}/preview")
 async def preview_injection(
     request: Request,
-    set_id: int,
+    set_id: PathId,
     session: SessionDep,
     principal: PageAdmin,
     form: InjectionFormDep,
@@ -204,7 +207,7 @@ async def preview_injection(
 @router.post("/admin/suggestion-sets/{set_id}/inject")
 async def apply_injection(
     request: Request,
-    set_id: int,
+    set_id: PathId,
     session: SessionDep,
     principal: PageAdmin,
     form: InjectionFormDep,
@@ -245,7 +248,7 @@ async def _form_error(
 @router.post("/admin/tasks/{task_id}/detect")
 async def run_detector(
     request: Request,
-    task_id: int,
+    task_id: PathId,
     session: SessionDep,
     settings: SettingsDep,
     principal: PageAdmin,

@@ -6,7 +6,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.annotations.schemas import Box
+from app.schemas_common import FiniteFloat
 from app.suggestions.protocols import Protocol
+
+Box4 = Annotated[list[float], Field(min_length=4, max_length=4, description="x1, y1, x2, y2")]
 
 
 class SuggestionIn(Box):
@@ -14,7 +17,7 @@ class SuggestionIn(Box):
 
     image: Annotated[str, Field(min_length=1, description="image name within the task")]
     label: Annotated[str, Field(min_length=1)]
-    score: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    score: Annotated[FiniteFloat, Field(ge=0.0, le=1.0)] = 1.0
 
 
 class SuggestionSetImport(BaseModel):
@@ -68,9 +71,9 @@ class RegisterEntryOut(BaseModel):
     group: int | None
     score: float | None
     ref_label: str | None
-    ref_box: tuple[float, float, float, float] | None
+    ref_box: Box4 | None
     shown_label: str | None
-    shown_box: tuple[float, float, float, float] | None
+    shown_box: Box4 | None
     suggestion_id: int | None
 
 
