@@ -29,6 +29,7 @@ def api_routers() -> list[APIRouter]:
     from app.images.api import router as images_router
     from app.jobs.api import router as jobs_router
     from app.suggestions.api import router as suggestions_router
+    from app.training.api import router as training_router
 
     return [
         accounts_router,
@@ -39,6 +40,7 @@ def api_routers() -> list[APIRouter]:
         suggestions_router,
         evaluation_router,
         detectors_router,
+        training_router,
     ]
 
 

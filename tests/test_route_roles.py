@@ -100,6 +100,8 @@ CASES = [
     Case("POST", "/api/v1/visits/{visit}/heartbeat", (401, 200, 404, 404)),
     Case("POST", "/api/v1/visits/{visit}/close", (401, 200, 404, 404)),
     Case("POST", "/api/v1/images/{image}/done?mode=unaided", (401, 200, 404, 404)),
+    Case("GET", "/api/v1/studies/{study}/training-runs", (401, 403, 403, 200)),
+    Case("GET", "/api/v1/studies/{study}/training-runs.csv", (401, 403, 403, 200)),
 ]
 
 

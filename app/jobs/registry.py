@@ -68,3 +68,7 @@ def load_function(dotted: str) -> JobFunction:
 register_job_kind("sleep", "worker.tasks.demo_sleep:run", default_timeout_s=600.0)
 register_job_kind("detect", "worker.tasks.detect:run", default_timeout_s=21600.0, default_max_attempts=2)
 register_job_kind("detector_train", "worker.tasks.detector_train:run", 14400.0, default_max_attempts=1)
+register_job_kind("train", "worker.tasks.train:run", default_timeout_s=86400.0, default_max_attempts=3)
+register_job_kind(
+    "train_experiment", "worker.tasks.train_experiment:run", 7 * 86400.0, default_max_attempts=3
+)

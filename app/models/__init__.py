@@ -29,6 +29,7 @@ from app.models.suggestion import (
     Suggestion,
     SuggestionSet,
 )
+from app.models.training import TrainingRun
 from app.models.user import ApiToken, Role, User, WebSession
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "SuggestionSet",
     "Task",
     "TaskKind",
+    "TrainingRun",
     "User",
     "WebSession",
 ]
