@@ -7,7 +7,7 @@ import numpy as np
 from httpx import AsyncClient
 from PIL import Image as PILImage
 
-from app.phantoms import DETECT_LABELS, detect_region
+from app.phantoms import DETECT_LABELS, Phantom, detect_region
 from tests.conftest import ClientFactory
 from tests.factories import make_user
 
@@ -86,7 +86,7 @@ async def training_study(app: object, client_for: ClientFactory) -> TrainingStud
     return TrainingStudy(study["id"], task["id"], sum(len(p.objects) for p in phantoms))
 
 
-async def _annotate(client: AsyncClient, name: str, phantoms: list, images: dict[str, int]) -> None:
+async def _annotate(client: AsyncClient, name: str, phantoms: list[Phantom], images: dict[str, int]) -> None:
     figure_number = 0
     for index, phantom in enumerate(phantoms):
         boxes = []

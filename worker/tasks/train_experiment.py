@@ -57,7 +57,7 @@ async def _queue_children(params: TrainExperimentParams, settings: Settings) -> 
     try:
         async with make_sessionmaker(engine)() as session, session.begin():
             await service.load_task(session, params.study_id, params.task_id)
-            experts_by_mode = {
+            experts_by_mode: dict[str, list[str]] = {
                 mode: list(await repository.annotating_experts(session, params.task_id, mode))
                 for mode in params.modes
             }

@@ -97,10 +97,11 @@ def build_model(weights: str | None, seed: int) -> tuple[nn.Module, str]:
         return model, f"random (seed {seed})"
     path = Path(weights)
     loaded = torch.load(path, map_location="cpu", weights_only=True)
-    state: dict[str, torch.Tensor] = loaded
+    state: dict[str, Any] = loaded
     for wrapper in ("state_dict", "model"):
-        if isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
+        inner = state.get(wrapper)
+        if isinstance(inner, dict):
+            state = inner
     backbone = {key: value for key, value in state.items() if not key.startswith("fc.")}
     missing, unexpected = model.load_state_dict(backbone, strict=False)
     if unexpected or any(not key.startswith("fc.") for key in missing):
