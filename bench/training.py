@@ -34,8 +34,8 @@ from torch import nn  # noqa: E402
 from torchvision.models import resnet18  # noqa: E402
 
 from app.phantoms import detect_region  # noqa: E402
-from worker.training.dataset import to_tensor  # noqa: E402
 from worker.training.engine import EpochData, batch_order, train_one_epoch  # noqa: E402
+from worker.training.tensors import to_tensor  # noqa: E402
 from worker.training.train import choose_device  # noqa: E402
 from worker.training.votes_loss import VotesLoss  # noqa: E402
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from worker.training.dataset import augment
+from worker.training.tensors import augment
 from worker.training.votes_loss import VotesLoss
 
 

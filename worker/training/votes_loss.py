@@ -20,8 +20,6 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from app.evaluation.metrics import votes_loss_weights
-
 Weighting = Literal["paper", "published"]
 PUBLISHED_SCALE = 0.95
 
@@ -30,6 +28,8 @@ def sample_weights(
     votes: npt.NDArray[np.int64], positive: npt.NDArray[np.bool_], weighting: Weighting, n_experts: int
 ) -> npt.NDArray[np.float32]:
     """Weights (N,) of samples with votes (N,) (ignored for negatives) under one weighting (module text)."""
+    from app.evaluation.metrics import votes_loss_weights
+
     weights = np.empty(len(votes), dtype=np.float64)
     if weighting == "paper":
         weights[positive] = votes_loss_weights(votes[positive])
