@@ -72,11 +72,11 @@ def bare_epoch(
     seen = 0
     for index in batch_order(len(data.targets), batch_size, generator):
         index = index.to(data.targets.device)
-        loss = nn.functional.binary_cross_entropy_with_logits(
+        loss: torch.Tensor = nn.functional.binary_cross_entropy_with_logits(
             model(data.images[index]).squeeze(1), data.targets[index]
         )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         seen += len(index)
     return seen

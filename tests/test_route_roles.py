@@ -102,6 +102,7 @@ CASES = [
     Case("POST", "/api/v1/images/{image}/done?mode=unaided", (401, 200, 404, 404)),
     Case("GET", "/api/v1/studies/{study}/training-runs", (401, 403, 403, 200)),
     Case("GET", "/api/v1/studies/{study}/training-runs.csv", (401, 403, 403, 200)),
+    Case("GET", "/api/v1/studies/{study}/training-runs/figure.svg", (401, 403, 403, 200)),
 ]
 
 

@@ -1,14 +1,16 @@
 """JSON routes of training: a study's training runs (JSON and CSV) and a run's exported model (admin only)."""
 
 from pathlib import Path
+from typing import Literal
 
+from anyio import to_thread
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 
 from app.deps import AdminUser, SessionDep
 from app.errors import NotFound
 from app.models import Study, TrainingRun
-from app.training import service
+from app.training import plots, service
 from app.training.schemas import TrainingRunOut
 
 router = APIRouter(tags=["training"])
@@ -35,6 +37,17 @@ async def training_runs_csv(study_id: int, session: SessionDep, _admin: AdminUse
     text = service.runs_csv(await service.runs_of_study(session, study.id))
     headers = {"Content-Disposition": f'attachment; filename="training-runs-study-{study.id}.csv"'}
     return PlainTextResponse(text, media_type="text/csv; charset=utf-8", headers=headers)
+
+
+@router.get("/studies/{study_id}/training-runs/figure.{fmt}")
+async def training_runs_figure(
+    study_id: int, fmt: Literal["svg", "png"], session: SessionDep, _admin: AdminUser
+) -> Response:
+    """The paper's Figure 2 right panel: accuracy per training set, BCE vs VotesLoss, unaided vs aided (admin)."""
+    study = await _study(session, study_id)
+    runs = await service.runs_of_study(session, study.id)
+    image = await to_thread.run_sync(plots.render, runs, fmt)
+    return Response(image, media_type="image/svg+xml" if fmt == "svg" else "image/png")
 
 
 @router.get("/training-runs/{run_id}/model.onnx")

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -38,7 +39,7 @@ def worker_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return settings
 
 
-def _best_model(checkpoint: Path) -> "torch.nn.Module":
+def _best_model(checkpoint: Path) -> Any:
     model = torchvision.models.resnet18(weights=None, num_classes=1)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["best_model"])
     return model.eval()
