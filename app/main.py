@@ -53,6 +53,7 @@ def page_routers() -> list[APIRouter]:
     from app.jobs.pages import router as jobs_pages
     from app.studies.pages import router as studies_pages
     from app.suggestions.pages import router as suggestions_pages
+    from app.training.pages import router as training_pages
 
     return [
         accounts_pages,
@@ -62,6 +63,7 @@ def page_routers() -> list[APIRouter]:
         evaluation_pages,
         jobs_pages,
         suggestions_pages,
+        training_pages,
     ]
 
 

@@ -88,3 +88,38 @@ def render(runs: Sequence[TrainingRun], fmt: str = "svg") -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=fmt, dpi=110)
     return buffer.getvalue()
+
+
+def render_curves(history: Sequence[dict[str, float | int | str]]) -> bytes:
+    """One run's train and validation loss (left axis) and validation accuracy (right axis) per epoch, SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.2, 2.6), layout="constrained")
+    axes = figure.add_subplot()
+    epochs = [int(record["epoch"]) for record in history]
+    axes.plot(
+        epochs, [float(record["train_loss"]) for record in history], "o-", color="#4363d8", label="train loss"
+    )
+    axes.plot(
+        epochs, [float(record["val_loss"]) for record in history], "s--", color="#911eb4", label="val loss"
+    )
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss")
+    accuracy = axes.twinx()
+    accuracy.plot(
+        epochs,
+        [float(record["val_accuracy"]) for record in history],
+        "^-",
+        color="#3cb44b",
+        label="val accuracy",
+    )
+    accuracy.set_ylim(0, 1)
+    accuracy.set_ylabel("val accuracy")
+    handles = axes.get_legend_handles_labels()[0] + accuracy.get_legend_handles_labels()[0]
+    axes.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.3), ncols=3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="svg")
+    return buffer.getvalue()
