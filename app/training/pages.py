@@ -72,9 +72,10 @@ async def start_training(
 ) -> Response:
     """Queue one train job per chosen loss for the set and mode of the form (admin)."""
     task, study = await _task_and_study(session, task_id)
-    selection: str | list[str] = experts.strip() or "all"
-    if selection != "all" and not selection.startswith("first:"):
-        selection = [name.strip() for name in selection.split(",") if name.strip()]
+    text = experts.strip() or "all"
+    selection: str | list[str] = text
+    if text != "all" and not text.startswith("first:"):
+        selection = [name.strip() for name in text.split(",") if name.strip()]
     values: dict[str, Any] = {"study_id": study.id, "task_id": task.id, "mode": mode, "experts": selection}
     values["repeats"] = repeats
     if epochs.strip():
