@@ -22,4 +22,5 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     batch = torch.where(flips[0].view(-1, 1, 1, 1), batch.flip(3), batch)
     batch = torch.where(flips[1].view(-1, 1, 1, 1), batch.flip(2), batch)
     quarter_turns = int(torch.randint(0, 4, (1,), generator=generator).item())
-    return torch.rot90(batch, quarter_turns, dims=(2, 3))
+    # rot90 by an odd number of turns is a transposed view: the copy keeps convolutions on their fast path
+    return torch.rot90(batch, quarter_turns, dims=(2, 3)).contiguous()
