@@ -6,7 +6,7 @@ COPY app ./app
 COPY worker ./worker
 COPY migrations ./migrations
 COPY templates ./templates
-RUN pip install --no-cache-dir -e '.[worker]'
+RUN pip install --no-cache-dir -e '.[worker,train]'
 VOLUME /data
 EXPOSE 8000
 CMD ["concord", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -228,9 +228,11 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.Argument
     """Commands of other domains register themselves here."""
     from app.detectors.cli import register as register_detectors
     from app.evaluation.cli import register as register_evaluation
+    from app.jobs.cli import register as register_jobs
+    from app.training.cli import register as register_training
     from worker.cli import register as register_worker
 
-    return [register_worker, register_evaluation, register_detectors]
+    return [register_worker, register_evaluation, register_detectors, register_training, register_jobs]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ def api_routers() -> list[APIRouter]:
     from app.images.api import router as images_router
     from app.jobs.api import router as jobs_router
     from app.suggestions.api import router as suggestions_router
+    from app.training.api import router as training_router
 
     return [
         accounts_router,
@@ -42,6 +43,7 @@ def api_routers() -> list[APIRouter]:
         suggestions_router,
         evaluation_router,
         detectors_router,
+        training_router,
     ]
 
 
@@ -54,6 +56,7 @@ def page_routers() -> list[APIRouter]:
     from app.jobs.pages import router as jobs_pages
     from app.studies.pages import router as studies_pages
     from app.suggestions.pages import router as suggestions_pages
+    from app.training.pages import router as training_pages
 
     return [
         accounts_pages,
@@ -63,6 +66,7 @@ def page_routers() -> list[APIRouter]:
         evaluation_pages,
         jobs_pages,
         suggestions_pages,
+        training_pages,
     ]
 
 

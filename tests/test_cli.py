@@ -34,6 +34,11 @@ def test_the_public_command_names_exist() -> None:
         ("import-exact",),
         ("evaluate",),
         ("detector", "train"),
+        ("train", "run"),
+        ("train", "experiment"),
+        ("jobs", "list"),
+        ("jobs", "show"),
+        ("jobs", "cancel"),
     ]:
         assert expected in names
 

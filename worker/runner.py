@@ -106,6 +106,16 @@ class Worker:
         log.info("worker %s stopped", self.options.name)
         return 0
 
+    async def run_one_now(self) -> bool:
+        """One claim-and-run step with its own engine (for a job that works through other jobs)."""
+        engine = make_engine(self.settings.resolved_database_url)
+        self._maker = make_sessionmaker(engine)
+        try:
+            return await self.run_one()
+        finally:
+            self._maker = None
+            await engine.dispose()
+
     async def _step_or_log(self) -> bool:
         try:
             return await self.run_one()

@@ -591,6 +591,51 @@ def _summarise_clusters(
     return Consensus(mean_boxes[keep], majority[keep], votes[keep], cluster_image[keep])
 
 
+VOTES_NMS_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class VoteCells:
+    """Cells found by `nms_votes` (K,): the keeper's box (K, 4), votes, image; and each input's cell (N,)."""
+
+    boxes: FloatArray
+    votes: IntArray
+    images: IntArray
+    cell_of: IntArray
+
+
+def nms_votes(
+    boxes: FloatArray, experts: IntArray, images: IntArray, iou: float = VOTES_NMS_IOU
+) -> VoteCells:
+    """Count votes per cell by non-maximum suppression over all experts' boxes, as the paper's VotesLoss does.
+
+    Per image, boxes are taken in array order (expert boxes all have confidence 1): the first box not yet in
+    a cell keeps a new cell, which takes every box not yet in a cell whose IoU with the keeper (+1-pixel
+    convention, `iou_matrix`) is ≥ `iou`. A cell's votes v = number of distinct experts among its boxes
+    (one expert's two boxes on the same cell count once). Cells are numbered in order of their keepers.
+    Shapes: boxes (N, 4), experts / images (N,) → K cells, cell_of (N,) with values in 0..K−1.
+
+    Example: experts 0 and 1 mark the same 50-px cell 5 px apart (IoU 0.82), expert 2 a cell 200 px away
+    → votes [2, 1], cell_of [0, 0, 1].
+    """
+    cell_of = np.full(len(experts), NO_MATCH, dtype=np.int64)
+    count = 0
+    for image in np.unique(images):
+        members = np.flatnonzero(images == image)
+        overlaps = iou_matrix(boxes[members], boxes[members]) >= iou
+        local = np.full(len(members), NO_MATCH, dtype=np.int64)
+        for keeper in range(len(members)):
+            if local[keeper] != NO_MATCH:
+                continue
+            local[(local == NO_MATCH) & overlaps[keeper]] = count
+            count += 1
+        cell_of[members] = local
+    keepers = np.unique(cell_of, return_index=True)[1] if count else np.zeros(0, dtype=np.int64)
+    distinct = np.unique(np.stack([cell_of, experts.astype(np.int64)], axis=1), axis=0)
+    votes = np.bincount(distinct[:, 0], minlength=count).astype(np.int64)
+    return VoteCells(boxes[keepers].reshape(-1, 4), votes, images[keepers].astype(np.int64), cell_of)
+
+
 def votes_loss_weights(votes: npt.NDArray[np.integer] | FloatArray) -> FloatArray:
     """VotesLoss weights (N,): w = (v − min v) / (max v − min v); all 1 when max v = min v (or N = 0).
 

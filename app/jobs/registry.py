@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from app.jobs.params import DetectorTrainParams, DetectParams, JobParams, SleepParams
+from app.jobs.params import DetectorTrainParams, DetectParams, SleepParams
+from app.training.schemas import TrainExperimentParams, TrainParams
 
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_MAX_ATTEMPTS = 3
@@ -32,7 +33,7 @@ JobFunction = Callable[[dict[str, Any], ProgressReporter], dict[str, Any]]
 class JobKind:
     name: str
     function: str
-    params: type[JobParams]
+    params: type[BaseModel]
     default_timeout_s: float
     default_max_attempts: int
 
@@ -65,7 +66,7 @@ _KINDS: dict[str, JobKind] = {}
 def register_job_kind(
     kind: str,
     function: str,
-    params: type[JobParams],
+    params: type[BaseModel],
     default_timeout_s: float = DEFAULT_TIMEOUT_S,
     default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> JobKind:
@@ -97,3 +98,7 @@ def load_function(dotted: str) -> JobFunction:
 register_job_kind("sleep", "worker.tasks.demo_sleep:run", SleepParams, default_timeout_s=600.0)
 register_job_kind("detect", "worker.tasks.detect:run", DetectParams, 21600.0, default_max_attempts=2)
 register_job_kind("detector_train", "worker.tasks.detector_train:run", DetectorTrainParams, 14400.0, 1)
+register_job_kind("train", "worker.tasks.train:run", TrainParams, 86400.0, default_max_attempts=3)
+register_job_kind(
+    "train_experiment", "worker.tasks.train_experiment:run", TrainExperimentParams, 7 * 86400.0, 3
+)

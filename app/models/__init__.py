@@ -32,6 +32,7 @@ from app.models.suggestion import (
     Suggestion,
     SuggestionSet,
 )
+from app.models.training import TrainingRun
 from app.models.user import ApiToken, LoginFailures, Role, User, WebSession
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "SuggestionSet",
     "Task",
     "TaskKind",
+    "TrainingRun",
     "User",
     "WebSession",
     "purpose_of_mode",

@@ -204,6 +204,7 @@ FIXED_PARAMS = {
     "plot": "concordance",
     "fmt": "svg",
     "detector_id": "1",
+    "run_id": "1",
 }
 
 
