@@ -1,7 +1,7 @@
 """accounts security: expiring API tokens, disabled users, failed-login counters
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-28 09:00:00
 
 The counters live in the database so that the login rate limit holds across server processes.

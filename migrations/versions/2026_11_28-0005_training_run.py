@@ -1,7 +1,7 @@
 """training run: one classifier trained on experts' labels with BCE or VotesLoss, and its outcome
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 Create Date: 2026-11-28 09:00:00
 """
 

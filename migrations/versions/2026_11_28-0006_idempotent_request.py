@@ -1,7 +1,7 @@
 """idempotent requests: an expert's keyed write, the fingerprint of what it asked for, and its answer
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0005
 Create Date: 2026-11-28 09:00:00
 
 A retry with the same key gets the stored answer; the same key with another request is refused (422).
