@@ -164,6 +164,13 @@ ACCESS: dict[str, Rule] = {
     "POST /admin/suggestion-sets/{set_id}/preview": Rule("admin", form={"preset": "none"}),
     "POST /admin/suggestion-sets/{set_id}/inject": Rule("admin", form={"preset": "none"}),
     "POST /admin/tasks/{task_id}/detect": Rule("admin", form={"detector_id": ""}),
+    "GET /admin/tasks/{task_id}/training": Rule("admin", 200),
+    "POST /admin/tasks/{task_id}/training": Rule("admin", form={}),
+    "GET /admin/training-runs/{run_id}/curves.svg": Rule("admin", 404),  # no such run
+    "GET /api/v1/studies/{study_id}/training-runs": Rule("admin", 200),
+    "GET /api/v1/studies/{study_id}/training-runs.csv": Rule("admin", 200),
+    "GET /api/v1/studies/{study_id}/training-runs/figure.{fmt}": Rule("admin", 200),
+    "GET /api/v1/training-runs/{run_id}/model.onnx": Rule("admin", 404),  # no such run
 }
 
 ALLOWED: dict[Who, set[str]] = {
@@ -226,7 +233,7 @@ async def _prepare(app: object, client_for: ClientFactory) -> Ids:
 def _url(route: str, rule: Rule, ids: Ids) -> str:
     path = route.split(" ", 1)[1]
     values: dict[str, Any] = {**ids.__dict__, "detector_id": 1, "level": 0, "col": 0, "row": 0}
-    values |= {"token_id": 999999, "user_id": 999999}
+    values |= {"token_id": 999999, "user_id": 999999, "run_id": 999999}
     values |= {"table": "experts", "task": "task", "plot": "concordance", "fmt": "png"}
     for name, field in (rule.path_ids or {}).items():
         values[name] = getattr(ids, field)

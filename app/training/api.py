@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response
 from app.deps import AdminUser, SessionDep
 from app.errors import NotFound
 from app.models import Study, TrainingRun
+from app.schemas_common import PathId
 from app.training import plots, service
 from app.training.schemas import TrainingRunOut
 
@@ -24,14 +25,16 @@ async def _study(session: SessionDep, study_id: int) -> Study:
 
 
 @router.get("/studies/{study_id}/training-runs")
-async def list_training_runs(study_id: int, session: SessionDep, _admin: AdminUser) -> list[TrainingRunOut]:
+async def list_training_runs(
+    study_id: PathId, session: SessionDep, _admin: AdminUser
+) -> list[TrainingRunOut]:
     """Every training run of the study with its per-epoch history, oldest first (admin)."""
     study = await _study(session, study_id)
     return [TrainingRunOut.model_validate(run) for run in await service.runs_of_study(session, study.id)]
 
 
 @router.get("/studies/{study_id}/training-runs.csv")
-async def training_runs_csv(study_id: int, session: SessionDep, _admin: AdminUser) -> PlainTextResponse:
+async def training_runs_csv(study_id: PathId, session: SessionDep, _admin: AdminUser) -> PlainTextResponse:
     """The study's training runs as CSV, one row per run (admin)."""
     study = await _study(session, study_id)
     text = service.runs_csv(await service.runs_of_study(session, study.id))
@@ -41,7 +44,7 @@ async def training_runs_csv(study_id: int, session: SessionDep, _admin: AdminUse
 
 @router.get("/studies/{study_id}/training-runs/figure.{fmt}")
 async def training_runs_figure(
-    study_id: int, fmt: Literal["svg", "png"], session: SessionDep, _admin: AdminUser
+    study_id: PathId, fmt: Literal["svg", "png"], session: SessionDep, _admin: AdminUser
 ) -> Response:
     """The paper's Figure 2 right panel: accuracy per training set, BCE vs VotesLoss, unaided vs aided (admin)."""
     study = await _study(session, study_id)
@@ -51,7 +54,7 @@ async def training_runs_figure(
 
 
 @router.get("/training-runs/{run_id}/model.onnx")
-async def training_run_model(run_id: int, session: SessionDep, _admin: AdminUser) -> FileResponse:
+async def training_run_model(run_id: PathId, session: SessionDep, _admin: AdminUser) -> FileResponse:
     """The run's best model as ONNX (input float32 (B, 3, P, P) normalised patches, output logits) (admin)."""
     run = await session.get(TrainingRun, run_id)
     if run is None or run.onnx_path is None or not Path(run.onnx_path).is_file():

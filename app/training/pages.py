@@ -11,6 +11,7 @@ from app.deps import SessionDep
 from app.errors import NotFound
 from app.jobs import service as jobs
 from app.models import Study, Task, TrainingRun
+from app.schemas_common import PathId
 from app.templating import PageAdmin, redirect, render
 from app.training import plots, service
 from app.training.schemas import LOSSES, TrainParams
@@ -31,7 +32,7 @@ async def _page(
     request: Request,
     session: SessionDep,
     principal: PageAdmin,
-    task_id: int,
+    task_id: PathId,
     error: str = "",
     status: int = 200,
 ) -> Response:
@@ -52,7 +53,7 @@ async def _page(
 
 @router.get("/admin/tasks/{task_id}/training")
 async def training_page(
-    request: Request, task_id: int, session: SessionDep, principal: PageAdmin
+    request: Request, task_id: PathId, session: SessionDep, principal: PageAdmin
 ) -> Response:
     """The task's Train form, its train jobs (live progress, cancel), runs and loss/accuracy curves (admin)."""
     return await _page(request, session, principal, task_id)
@@ -61,7 +62,7 @@ async def training_page(
 @router.post("/admin/tasks/{task_id}/training")
 async def start_training(
     request: Request,
-    task_id: int,
+    task_id: PathId,
     session: SessionDep,
     principal: PageAdmin,
     experts: Annotated[str, Form()] = "all",
@@ -102,7 +103,7 @@ def _losses(choice: str) -> list[str]:
 
 
 @router.get("/admin/training-runs/{run_id}/curves.svg")
-async def run_curves(run_id: int, session: SessionDep, principal: PageAdmin) -> Response:
+async def run_curves(run_id: PathId, session: SessionDep, principal: PageAdmin) -> Response:
     """Train/validation loss and validation accuracy per epoch of one run, as SVG (admin)."""
     run = await session.get(TrainingRun, run_id)
     if run is None:
