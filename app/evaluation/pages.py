@@ -15,6 +15,7 @@ from app.models import Study
 from app.offload import ComputeDep
 from app.schemas_common import FiniteFloat, PathId
 from app.templating import PageAdmin, render
+from app.training import service as training
 
 router = APIRouter(tags=["evaluation pages"], include_in_schema=False)
 
@@ -42,7 +43,9 @@ async def evaluation_page(
     params = _params(iou, error_iou, radius, min_votes)
     metrics = await study_metrics(session, study, params, compute)
     query = f"iou={params.iou}&error_iou={params.register_iou}"
+    training_runs = await training.runs_of_study(session, study.id)
     context = {
+        "training_runs": len(training_runs),
         "study": study,
         "metrics": metrics,
         "params": params,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.evaluation.importer import ImportRequest
+from app.models import TrainingRun
 from tests.conftest import ClientFactory
 from tests.evaluation.test_exports import MORE
 from tests.evaluation.test_import import GT_FILE, _import
@@ -28,3 +29,46 @@ async def test_dashboard_page_block_and_plots(app: Any, client_for: ClientFactor
     svg = await admin.get(f"{page}/plots/T/seconds.svg")
     assert svg.headers["content-type"].startswith("image/svg+xml") and b"<svg" in svg.content
     assert (await (await client_for("alice")).get(page)).status_code == 403
+
+
+async def test_dashboard_shows_the_training_figure_once_the_study_has_runs(
+    app: Any, client_for: ClientFactory
+) -> None:
+    await make_user(app, "admin", "admin")
+    report = await _import(app, ImportRequest("S", "T", "classify", "ground-truth"), GT_FILE)
+    await _import(app, ImportRequest("S", "T", "classify", "expert", mode="unaided"), MORE)
+    admin = await client_for("admin")
+    page = f"/studies/{report.study_id}/evaluation"
+    figure = f"/api/v1/studies/{report.study_id}/training-runs/figure.svg"
+    assert figure not in (await admin.get(page)).text
+
+    async with app.state.sessionmaker() as session:
+        session.add(_finished_run(report.study_id, report.task_id))
+        await session.commit()
+    text = (await admin.get(page)).text
+    assert figure in text and "1 training run " in text
+    drawn = await admin.get(figure)
+    assert drawn.status_code == 200 and b"unaided, VotesLoss" in drawn.content
+
+
+def _finished_run(study_id: int, task_id: int) -> TrainingRun:
+    return TrainingRun(
+        study_id=study_id,
+        task_id=task_id,
+        mode="unaided",
+        loss="votes",
+        weighting="paper",
+        experts=["P3", "P4"],
+        set_name="first:2",
+        params={},
+        history=[],
+        best_val_accuracy=0.85,
+        best_epoch=3,
+        device="cpu",
+        weights_init="random",
+        seconds=1.0,
+        samples_per_s=10.0,
+        train_samples=10,
+        val_samples=10,
+        status="succeeded",
+    )
