@@ -6,6 +6,7 @@ from app.accounts import repository, service
 from app.accounts.schemas import TokenCreate, TokenInfo, TokenOut, UserCreate, UserOut
 from app.deps import AdminUser, CurrentUser, HasherDep, SessionDep, SettingsDep
 from app.errors import NotFound
+from app.schemas_common import PathId
 
 router = APIRouter(tags=["accounts"])
 
@@ -37,13 +38,13 @@ async def _set_disabled(session: SessionDep, admin: AdminUser, user_id: int, dis
 
 
 @router.post("/users/{user_id}/disable")
-async def disable_user(user_id: int, session: SessionDep, admin: AdminUser) -> UserOut:
+async def disable_user(user_id: PathId, session: SessionDep, admin: AdminUser) -> UserOut:
     """Disable an account at once: its tokens and sessions stop working, login is refused (admin)."""
     return await _set_disabled(session, admin, user_id, True)
 
 
 @router.post("/users/{user_id}/enable")
-async def enable_user(user_id: int, session: SessionDep, admin: AdminUser) -> UserOut:
+async def enable_user(user_id: PathId, session: SessionDep, admin: AdminUser) -> UserOut:
     """Enable a disabled account again; its unexpired tokens work again (admin)."""
     return await _set_disabled(session, admin, user_id, False)
 
@@ -65,7 +66,7 @@ async def list_tokens(session: SessionDep, user: CurrentUser) -> list[TokenInfo]
 
 
 @router.delete("/me/tokens/{token_id}", status_code=204)
-async def revoke_token(token_id: int, session: SessionDep, user: CurrentUser) -> Response:
+async def revoke_token(token_id: PathId, session: SessionDep, user: CurrentUser) -> Response:
     """Revoke one of the own API tokens at once (another user's token id answers 404)."""
     await service.revoke_token(session, user, token_id)
     return Response(status_code=204)

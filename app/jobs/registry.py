@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from app.jobs.params import DetectorTrainParams, DetectParams, SleepParams
+from app.jobs.params import DetectorTrainParams, DetectParams, JobParams, SleepParams
 from app.training.schemas import TrainExperimentParams, TrainParams
 
 DEFAULT_TIMEOUT_S = 3600.0
@@ -33,7 +33,7 @@ JobFunction = Callable[[dict[str, Any], ProgressReporter], dict[str, Any]]
 class JobKind:
     name: str
     function: str
-    params: type[BaseModel]
+    params: type[JobParams]
     default_timeout_s: float
     default_max_attempts: int
 
@@ -66,7 +66,7 @@ _KINDS: dict[str, JobKind] = {}
 def register_job_kind(
     kind: str,
     function: str,
-    params: type[BaseModel],
+    params: type[JobParams],
     default_timeout_s: float = DEFAULT_TIMEOUT_S,
     default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> JobKind:

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response
 from app.deps import AdminUser, SessionDep
 from app.errors import NotFound
 from app.models import Study, TrainingRun
-from app.schemas_common import PathId
+from app.schemas_common import PathId, file_responses
 from app.training import plots, service
 from app.training.schemas import TrainingRunOut
 
@@ -33,7 +33,7 @@ async def list_training_runs(
     return [TrainingRunOut.model_validate(run) for run in await service.runs_of_study(session, study.id)]
 
 
-@router.get("/studies/{study_id}/training-runs.csv")
+@router.get("/studies/{study_id}/training-runs.csv", responses=file_responses("text/csv"))
 async def training_runs_csv(study_id: PathId, session: SessionDep, _admin: AdminUser) -> PlainTextResponse:
     """The study's training runs as CSV, one row per run (admin)."""
     study = await _study(session, study_id)
@@ -42,7 +42,9 @@ async def training_runs_csv(study_id: PathId, session: SessionDep, _admin: Admin
     return PlainTextResponse(text, media_type="text/csv; charset=utf-8", headers=headers)
 
 
-@router.get("/studies/{study_id}/training-runs/figure.{fmt}")
+@router.get(
+    "/studies/{study_id}/training-runs/figure.{fmt}", responses=file_responses("image/svg+xml", "image/png")
+)
 async def training_runs_figure(
     study_id: PathId, fmt: Literal["svg", "png"], session: SessionDep, _admin: AdminUser
 ) -> Response:
@@ -53,7 +55,7 @@ async def training_runs_figure(
     return Response(image, media_type="image/svg+xml" if fmt == "svg" else "image/png")
 
 
-@router.get("/training-runs/{run_id}/model.onnx")
+@router.get("/training-runs/{run_id}/model.onnx", responses=file_responses("application/octet-stream"))
 async def training_run_model(run_id: PathId, session: SessionDep, _admin: AdminUser) -> FileResponse:
     """The run's best model as ONNX (input float32 (B, 3, P, P) normalised patches, output logits) (admin)."""
     run = await session.get(TrainingRun, run_id)

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.jobs.params import JobParams
+
 Loss = Literal["bce", "votes"]
 TrainMode = Literal["unaided", "aided"]
 MODES: tuple[TrainMode, ...] = ("unaided", "aided")
@@ -26,10 +28,9 @@ def _check_experts(value: str | list[str]) -> str | list[str]:
     raise ValueError('experts must be "all", "first:K" (K ≥ 1) or a list of names')
 
 
-class TrainSettings(BaseModel):
+class TrainSettings(JobParams):
     """Everything of a training run but the data selection; shared by `train` and `train_experiment`."""
 
-    model_config = ConfigDict(extra="forbid")
     weighting: Literal["paper", "published"] = "paper"
     alpha: Annotated[float, Field(gt=0, le=100)] = 1.0
     epochs_frozen: Annotated[int, Field(ge=0, le=1000)] = 3

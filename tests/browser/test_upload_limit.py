@@ -35,7 +35,7 @@ async def test_the_upload_form_refuses_files_over_the_limit_without_sending_them
         {"name": "small.png", "mimeType": "image/png", "buffer": small}
     )
     await task.get_by_role("button", name="Upload").click()
-    await expect(page.locator("section.task .image-count")).to_have_text("2 images")
+    await expect(page.locator("section.task .image-count")).to_contain_text("2 images for the study")
     [upload] = [request for request in sent if request.url.endswith(f"/admin/tasks/{setup.task.id}/images")]
     assert upload.headers["x-csrf-token"]
     assert b'name="csrf_token"' not in (upload.post_data_buffer or b"")
