@@ -483,8 +483,12 @@ def record_presence(
     close: bool,
     now: datetime | None = None,
 ) -> None:
-    """Add the time since the last sign of life, at most the idle limit, and only if the user was active."""
+    """Add the time since the last sign of life, at most the idle limit, and only if the user was active.
+    Closing a closed visit changes nothing and succeeds: a client whose close was committed but whose
+    answer was lost (a dropped connection, a restarted server) retries it."""
     if visit.closed_at is not None:
+        if close:
+            return
         raise Conflict("this visit is closed; open a new one")
     now = now or utcnow()
     elapsed = max((now - visit.last_seen_at).total_seconds(), 0.0)

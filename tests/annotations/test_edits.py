@@ -139,7 +139,10 @@ async def test_finished_assignment_refuses_edits(app: object, client_for: Client
     setup = await make_study(app)
     alice = await client_for("alice")
     assignment = (await alice.get("/api/v1/assignments")).json()[0]
-    assert (await alice.post(f"/api/v1/assignments/{assignment['id']}/finish")).status_code == 200
+    finished = await alice.post(f"/api/v1/assignments/{assignment['id']}/finish")
+    assert finished.status_code == 200
+    retried = await alice.post(f"/api/v1/assignments/{assignment['id']}/finish")  # its answer was lost
+    assert retried.status_code == 200 and retried.json()["finished_at"] == finished.json()["finished_at"]
     url = f"/api/v1/images/{setup.images[0].id}/annotations?mode=unaided"
     response = await alice.post(url, json={"label": "tumor", "x1": 1, "y1": 1, "x2": 9, "y2": 9})
     assert response.status_code == 409

@@ -40,6 +40,8 @@ async def test_visit_lifecycle_over_the_api(app: object, client_for: ClientFacto
     closed = await alice.post(f"/api/v1/visits/{visit['id']}/close")
     assert closed.status_code == 200 and closed.json()["closed_at"] is not None
     assert (await alice.post(f"/api/v1/visits/{visit['id']}/heartbeat")).status_code == 409
+    retried = await alice.post(f"/api/v1/visits/{visit['id']}/close", json={"active": True})
+    assert retried.status_code == 200 and retried.json() == closed.json()
     visits = (await alice.get(f"/api/v1/images/{image}/visits?mode=unaided")).json()
     assert [item["id"] for item in visits] == [visit["id"]]
     assert visits[0]["active_seconds"] >= 0
