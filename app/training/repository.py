@@ -6,7 +6,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Annotation, GroundTruthObject, Image, Suggestion, SuggestionSet, TrainingRun, User
+from app.models import (
+    Annotation,
+    GroundTruthObject,
+    Image,
+    ImagePurpose,
+    Suggestion,
+    SuggestionSet,
+    TrainingRun,
+    User,
+)
 
 BoxRows = Sequence[tuple[int, int, float, float, float, float]]
 
@@ -65,7 +74,7 @@ async def candidate_boxes(session: AsyncSession, task_id: int) -> BoxRows:
 
 
 async def ground_truth_boxes(session: AsyncSession, task_id: int) -> BoxRows:
-    """(image_id, label_id, x1, y1, x2, y2) of the task's ground truth."""
+    """(image_id, label_id, x1, y1, x2, y2) of the ground truth on the task's study images."""
     result = await session.execute(
         select(
             GroundTruthObject.image_id,
@@ -76,15 +85,8 @@ async def ground_truth_boxes(session: AsyncSession, task_id: int) -> BoxRows:
             GroundTruthObject.y2,
         )
         .join(Image, Image.id == GroundTruthObject.image_id)
-        .where(Image.task_id == task_id)
+        .where(Image.task_id == task_id, Image.purpose == ImagePurpose.study)
         .order_by(Image.position, Image.id, GroundTruthObject.position, GroundTruthObject.id)
-    )
-    return result.all()
-
-
-async def images_in_order(session: AsyncSession, task_id: int) -> Sequence[Image]:
-    result = await session.scalars(
-        select(Image).where(Image.task_id == task_id).order_by(Image.position, Image.id)
     )
     return result.all()
 

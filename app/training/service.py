@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.errors import Invalid, NotFound
 from app.evaluation.metrics import iou_matrix, nms_votes
+from app.images import repository as images_repository
 from app.images.service import file_of
 from app.models import Image, Task, TaskKind, TrainingRun
 from app.training import repository
@@ -128,7 +129,7 @@ async def load_task(session: AsyncSession, study_id: int, task_id: int) -> Task:
 async def training_set(session: AsyncSession, settings: Settings, params: TrainParams) -> TrainingSet:
     """Read the task and build the samples of one training set (see the module text)."""
     task = await load_task(session, params.study_id, params.task_id)
-    images = list(await repository.images_in_order(session, task.id))
+    images = list(await images_repository.images_of_task(session, task.id))
     if len(images) < 2:
         raise Invalid("training needs at least two images: one to train on, one held out for validation")
     experts_by_name = await repository.annotating_experts(session, task.id, params.mode)
