@@ -20,7 +20,7 @@ from app.evaluation.schemas import (
     StudyMetricsOut,
     TaskKindName,
 )
-from app.evaluation.service import MetricsParams, study_metrics
+from app.evaluation.service import DEFAULT_COUNT_THRESHOLD, MAX_BOOTSTRAP, MetricsParams, study_metrics
 from app.models import Study, Task
 from app.offload import ComputeDep
 from app.schemas_common import FiniteFloat, PathId, file_responses
@@ -82,10 +82,25 @@ async def get_metrics(
     error_iou: ErrorIouQuery = None,
     consensus_radius: Annotated[FiniteFloat | None, Query(gt=0)] = None,
     min_votes: Annotated[int, Query(ge=1)] = 1,
+    count_threshold: Annotated[
+        FiniteFloat, Query(ge=0, description="clinical count threshold per image (detection tasks)")
+    ] = DEFAULT_COUNT_THRESHOLD,
+    bootstrap: Annotated[
+        int, Query(ge=0, le=MAX_BOOTSTRAP, description="bootstrap replicates for 95 % intervals (0: none)")
+    ] = 0,
+    seed: Annotated[int, Query(ge=0, le=2**32 - 1, description="seed of the bootstrap")] = 0,
 ) -> StudyMetricsOut:
-    """Concordance, time per image, injected errors caught, statistics of every task and mode."""
+    """Concordance, time per image, injected errors caught, agreement and statistics of every task and mode."""
     study = await _study(session, study_id)
-    params = MetricsParams(iou, error_iou, consensus_radius, min_votes)
+    params = MetricsParams(
+        iou,
+        error_iou,
+        consensus_radius,
+        min_votes,
+        count_threshold=count_threshold,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
     return await study_metrics(session, study, params, compute)
 
 

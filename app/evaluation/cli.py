@@ -12,8 +12,8 @@ from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.errors import Invalid
 from app.evaluation.importer import ERROR_KINDS, ImportFile, ImportRequest, import_exact
-from app.evaluation.schemas import ImportReport, StudyMetricsOut
-from app.evaluation.service import MetricsParams, find_study, study_metrics
+from app.evaluation.schemas import ImportReport, StudyMetricsOut, TaskMetricsOut
+from app.evaluation.service import DEFAULT_COUNT_THRESHOLD, MetricsParams, find_study, study_metrics
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -49,6 +49,20 @@ def _register_evaluate(commands: Subparsers) -> None:
     parser.add_argument("--iou", type=float, default=0.25)
     parser.add_argument("--error-iou", type=float, default=None)
     parser.add_argument("--json", action="store_true", help="print the JSON of GET /studies/{id}/metrics")
+    parser.add_argument(
+        "--count-threshold",
+        type=float,
+        default=DEFAULT_COUNT_THRESHOLD,
+        help="clinical count threshold per image for detection tasks (default 7, mitotic figures per HPF)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="bootstrap replicates for 95%% intervals (0: none)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     parser.set_defaults(handler=cmd_evaluate)
 
 
@@ -100,7 +114,13 @@ def describe_import(report: ImportReport) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from app.cli import run_async
 
-    params = MetricsParams(iou=args.iou, error_iou=args.error_iou)
+    params = MetricsParams(
+        iou=args.iou,
+        error_iou=args.error_iou,
+        count_threshold=args.count_threshold,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
     metrics = run_async(lambda settings: run_evaluate(settings, args.study, params))
     if args.json:
         print(json.dumps(metrics.model_dump(mode="json")))
@@ -119,23 +139,186 @@ async def run_evaluate(settings: Settings, study: str, params: MetricsParams) ->
 
 
 def describe_metrics(metrics: StudyMetricsOut) -> str:
+    """Every figure of the metrics as readable tables, one block per task."""
     lines = [f"study {metrics.study!r}: IoU {metrics.iou}, error IoU {metrics.error_iou}"]
     for task, result in metrics.tasks.items():
-        lines.append(f"task {task!r}: all suggestions accepted: {_fmt(result.suggestions.concordance)}")
-        for mode, mode_result in result.modes.items():
-            lines.append(f"  {mode}: {'expert':<20} objects  s/image  concordance  vote-weighted")
-            for expert, row in mode_result.experts.items():
-                lines.append(
-                    f"    {expert:<24} {row.objects:>7} {_fmt(row.seconds_per_image, 2):>8} "
-                    f"{_fmt(row.concordance):>12} {_fmt(row.vote_weighted_concordance):>14}"
-                )
-            summary = mode_result.summary.concordance
-            lines.append(
-                f"    concordance mean {_fmt(summary.mean)} (min {_fmt(summary.min)}, max {_fmt(summary.max)}, "
-                f"sd {_fmt(summary.sd)})"
-            )
+        lines.append("")
+        lines.append(f"== task {task!r}: all suggestions accepted: {_fmt(result.suggestions.concordance)}")
+        lines += _experts_table(result)
+        lines += _injected_table(result)
+        lines += _tests_table(result)
+        lines += _agreement_tables(result)
+        lines += _uncertainty_table(result)
+    lines.append("")
     lines.append(f"timing: load {metrics.timing.load_s:.3f} s, compute {metrics.timing.compute_s:.3f} s")
     return "\n".join(lines) + "\n"
+
+
+def table(header: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
+    """Columns padded to their widest cell; the first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            str(cell).ljust(widths[0]) if index == 0 else str(cell).rjust(widths[index])
+            for index, cell in enumerate(cells)
+        ]
+        return indent + "  ".join(parts).rstrip()
+
+    return [line(header), line(["-" * width for width in widths]), *(line(row) for row in rows)]
+
+
+def _experts_table(result: TaskMetricsOut) -> list[str]:
+    rows = []
+    for mode, mode_result in result.modes.items():
+        for expert, row in mode_result.experts.items():
+            rows.append(
+                [
+                    mode,
+                    expert,
+                    str(row.objects),
+                    _fmt(row.seconds_per_image, 2),
+                    _fmt(row.concordance),
+                    _fmt(row.vote_weighted_concordance),
+                ]
+            )
+        summary = mode_result.summary.concordance
+        rows.append(
+            [
+                mode,
+                "mean (sd)",
+                "",
+                _fmt(mode_result.summary.seconds_per_image.mean, 2),
+                f"{_fmt(summary.mean)} ({_fmt(summary.sd)})",
+                "",
+            ]
+        )
+    lines = ["experts:"]
+    return lines + table(["mode", "expert", "objects", "s/image", "concordance", "vote-weighted"], rows)
+
+
+def _injected_table(result: TaskMetricsOut) -> list[str]:
+    rows = []
+    for kind, groups in result.injected_errors.items():
+        for group, modes in groups.items():
+            for mode, counts in modes.items():
+                pooled = counts.pooled.model_dump()
+                rows.append([kind, group, mode, *(_cell(value) for value in pooled.values())])
+                header = list(pooled)
+    if not rows:
+        return []
+    return ["injected errors (pooled over experts):", *table(["kind", "group", "mode", *header], rows)]
+
+
+def _tests_table(result: TaskMetricsOut) -> list[str]:
+    rows = [
+        [
+            measure,
+            _fmt(test.mean_difference, 4),
+            _fmt(test.effect_size_dz, 3),
+            _fmt(test.anova_F, 3),
+            _pvalue(test.anova_p),
+            _pvalue(test.anova_p_holm),
+            _fmt(test.paired_t, 3),
+            _pvalue(test.paired_p),
+            _pvalue(test.paired_p_holm),
+            test.note,
+        ]
+        for measure, test in result.statistics.items()
+    ]
+    header = [
+        "aided vs unaided",
+        "mean diff",
+        "d_z",
+        "ANOVA F",
+        "p",
+        "p Holm",
+        "paired t",
+        "p",
+        "p Holm",
+        "note",
+    ]
+    return ["tests (aided − unaided; Holm across tasks):", *table(header, rows)]
+
+
+def _agreement_tables(result: TaskMetricsOut) -> list[str]:
+    found = result.agreement
+    if found is None or not found.modes:
+        return []
+    counted = found.count_label or "every label"
+    lines = [f"agreement (label kappa weights: {found.label_kappa_weights}; counts of {counted} per image):"]
+    rows = []
+    for mode, agreed in found.modes.items():
+        for expert, row in agreed.experts.items():
+            limits = row.count_bland_altman
+            rows.append(
+                [
+                    mode,
+                    expert,
+                    str(row.matched_cells),
+                    _fmt(row.label_kappa, 3),
+                    str(row.images),
+                    _fmt(row.count_icc, 3),
+                    _fmt(limits.bias, 2),
+                    f"{_fmt(limits.lower, 2)}..{_fmt(limits.upper, 2)}",
+                    _count(row.threshold_over),
+                    _count(row.threshold_under),
+                ]
+            )
+    header = ["mode", "expert", "matched", "kappa", "images", "count ICC", "bias", "limits", "over", "under"]
+    lines += table(header, rows)
+    mode_rows = []
+    for mode, agreed in found.modes.items():
+        limits = agreed.count_bland_altman
+        threshold = agreed.threshold
+        mode_rows.append(
+            [
+                mode,
+                str(agreed.clusters),
+                _fmt(agreed.fleiss_kappa, 3),
+                _fmt(agreed.krippendorff_alpha, 3),
+                _fmt(agreed.count_icc_experts, 3),
+                _fmt(limits.bias, 2),
+                f"{_fmt(limits.lower, 2)}..{_fmt(limits.upper, 2)}",
+                "-" if threshold is None else f"{threshold.over}/{threshold.under} of {threshold.cases}",
+            ]
+        )
+    lines.append(
+        f"across experts (clusters within {found.consensus_radius:g} px"
+        + (f"; threshold {found.count_threshold:g} per image" if found.count_threshold is not None else "")
+        + "):"
+    )
+    header = ["mode", "clusters", "Fleiss κ", "Krippendorff α", "ICC experts", "bias", "limits", "over/under"]
+    return lines + table(header, mode_rows)
+
+
+def _uncertainty_table(result: TaskMetricsOut) -> list[str]:
+    found = result.uncertainty
+    if found is None:
+        return []
+    rows = [
+        [measure, mode, _fmt(interval.estimate), f"{_fmt(interval.low)}..{_fmt(interval.high)}"]
+        for measure, modes in found.measures.items()
+        for mode, interval in modes.items()
+    ]
+    title = f"bootstrap {found.level:.0%} intervals ({found.replicates} replicates, seed {found.seed}):"
+    return [title, *table(["measure", "mode", "estimate", "interval"], rows)]
+
+
+def _pvalue(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if value >= 0.001 else f"{value:.1e}"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return _fmt(value)
+    return "-" if value is None else str(value)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

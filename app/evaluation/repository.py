@@ -232,6 +232,7 @@ class StudyRows:
     suggestions: Table
     injected: Table
     rebuilt: dict[int, tuple[int, object_columns.FloatTable]] = field(default_factory=dict)
+    task_kinds: dict[int, str] = field(default_factory=dict)
 
 
 async def read_study(session: AsyncSession, study_id: int) -> StudyRows:
@@ -260,7 +261,7 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
         tasks = fetch(queries.tasks)  # revisions first: objects read later are at least as new
         objects, rebuilt = _objects(tasks, fetch(queries.stored_objects), fetch, queries.annotations)
         return StudyRows(
-            tasks=[(task_id, name) for task_id, name, _ in tasks],
+            tasks=[(task_id, name) for task_id, name, *_ in tasks],
             labels=fetch(queries.labels),
             images=fetch(queries.images),
             users=fetch(queries.users),
@@ -273,6 +274,7 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
             suggestions=fetch(queries.suggestions),
             injected=fetch(queries.injected),
             rebuilt=rebuilt,
+            task_kinds={task_id: kind for task_id, _, _, kind in tasks},
         )
     finally:
         cursor.close()
@@ -282,7 +284,7 @@ def _objects(
     tasks: Table, stored: Table, fetch: Any, annotations: SQLCompiler
 ) -> tuple[dict[int, object_columns.FloatTable], dict[int, tuple[int, object_columns.FloatTable]]]:
     """Each task's object table: the stored one when its revision is the task's, else read and rebuilt."""
-    revisions = {task_id: revision for task_id, _, revision in tasks}
+    revisions = {task_id: revision for task_id, _, revision, *_ in tasks}
     objects = {}
     for task_id, revision, layout, rows, payload in stored:
         if revisions.get(task_id) == revision and layout == object_columns.LAYOUT:
@@ -395,7 +397,7 @@ def _compile_study_queries(dialect: Dialect) -> StudyQueries:
 
     return StudyQueries(
         tasks=compiled(
-            select(Task.id, Task.name, Task.objects_revision)
+            select(Task.id, Task.name, Task.objects_revision, Task.kind)
             .where(Task.study_id == study_id)
             .order_by(Task.id)
         ),

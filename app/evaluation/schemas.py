@@ -122,6 +122,82 @@ class TestsOut(BaseModel):
     paired_df: int
     paired_p: float | None
     note: str = ""
+    mean_difference: float | None = Field(
+        default=None, description="mean of aided − unaided over the experts in both modes"
+    )
+    effect_size_dz: float | None = Field(
+        default=None, description="Cohen's d_z of the paired differences aided − unaided (mean / SD)"
+    )
+    paired_p_holm: float | None = Field(
+        default=None, description="paired p, Holm-adjusted across the study's tasks (same measure)"
+    )
+    anova_p_holm: float | None = Field(
+        default=None, description="ANOVA p, Holm-adjusted across the study's tasks (same measure)"
+    )
+
+
+# ---------------------------------------------------------------- statistics a reviewer asks for
+
+
+class BlandAltmanOut(BaseModel):
+    bias: float | None = Field(description="mean of expert − reference")
+    lower: float | None = Field(description="bias − 1.96 SD")
+    upper: float | None = Field(description="bias + 1.96 SD")
+    pairs: int
+
+
+class ThresholdOut(BaseModel):
+    """Expert × image cases whose count is on the other side of the threshold than the reference's."""
+
+    threshold: float
+    cases: int
+    over: int = Field(description="expert ≥ threshold > reference")
+    under: int = Field(description="reference ≥ threshold > expert")
+
+
+class ExpertAgreementOut(BaseModel):
+    label_kappa: float | None = Field(description="Cohen's kappa of labels vs reference on matched cells")
+    matched_cells: int
+    images: int = Field(description="images seen, over which counts are compared")
+    count_icc: float | None = Field(description="ICC(A,1) of counts per image vs reference")
+    count_bland_altman: BlandAltmanOut
+    threshold_over: int | None = None
+    threshold_under: int | None = None
+
+
+class ModeAgreementOut(BaseModel):
+    experts: dict[str, ExpertAgreementOut]
+    clusters: int = Field(description="centre-radius clusters of all experts' objects (units of agreement)")
+    fleiss_kappa: float | None = Field(description="across experts, labels + 'not marked' on clusters")
+    krippendorff_alpha: float | None = Field(
+        description="across experts, labels on clusters, unmarked missing"
+    )
+    count_icc_experts: float | None = Field(description="ICC(A,1) of counts among experts, images all saw")
+    count_bland_altman: BlandAltmanOut = Field(description="pooled over every expert × image")
+    threshold: ThresholdOut | None = None
+
+
+class AgreementOut(BaseModel):
+    label_kappa_weights: Literal["none", "quadratic"]
+    count_label: str | None = Field(description="label counted per image; null: every label")
+    count_threshold: float | None = Field(description="clinical threshold (detection tasks)")
+    consensus_radius: float
+    modes: dict[str, ModeAgreementOut]
+
+
+class IntervalOut(BaseModel):
+    estimate: float | None
+    low: float | None
+    high: float | None
+
+
+class UncertaintyOut(BaseModel):
+    """Bootstrap percentile intervals: measure → mode (or aided_minus_unaided) → interval."""
+
+    replicates: int
+    seed: int
+    level: float
+    measures: dict[str, dict[str, IntervalOut]]
 
 
 class TaskMetricsOut(BaseModel):
@@ -129,6 +205,10 @@ class TaskMetricsOut(BaseModel):
     suggestions: SuggestionsOut
     injected_errors: dict[str, dict[str, dict[str, InjectedModeOut]]]
     statistics: dict[str, TestsOut]
+    agreement: AgreementOut | None = None
+    uncertainty: UncertaintyOut | None = Field(
+        default=None, description="bootstrap intervals, when asked for (bootstrap > 0)"
+    )
 
 
 class TimingOut(BaseModel):

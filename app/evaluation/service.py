@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Invalid, NotFound
 from app.evaluation import metrics as m
-from app.evaluation import object_columns, repository, statistics
+from app.evaluation import object_columns, repository, review, statistics
 from app.evaluation.schemas import (
     ConsensusOut,
     CountOut,
@@ -43,6 +43,8 @@ from app.offload import Compute, in_thread
 
 MODES = repository.EVALUATED_MODES
 ALL_GROUPS = "all"
+DEFAULT_COUNT_THRESHOLD = 7.0  # mitotic figures per high-power field (Elston and Ellis, cited by the paper)
+MAX_BOOTSTRAP = 5_000
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class MetricsParams:
     error_iou: float | None = None
     consensus_radius: float | None = None
     min_votes: int = 1
+    count_threshold: float = DEFAULT_COUNT_THRESHOLD
+    bootstrap: int = 0
+    seed: int = 0
 
     @property
     def register_iou(self) -> float:
@@ -66,6 +71,12 @@ class MetricsParams:
             raise Invalid("the consensus radius must be positive")
         if self.min_votes < 1:
             raise Invalid("minimum votes must be at least 1")
+        if not (math.isfinite(self.count_threshold) and self.count_threshold >= 0):
+            raise Invalid(f"the count threshold must be a number ≥ 0, got {self.count_threshold}")
+        if not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
+            raise Invalid(f"bootstrap replicates must lie in 0..{MAX_BOOTSTRAP}, got {self.bootstrap}")
+        if not 0 <= self.seed < 2**32:
+            raise Invalid(f"the bootstrap seed must lie in 0..2³²−1, got {self.seed}")
         return self
 
 
@@ -107,6 +118,8 @@ class TaskData:
     suggestion_set_id: int | None
     register: dict[str, list[tuple[int | None, Boxes]]]  # kind → [(group, entries)], see _register
     span: int = 1  # more than any image id of the study
+    kind: str = "classify"
+    images: m.IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # the task's, ascending
 
 
 @dataclass(frozen=True)
@@ -152,8 +165,10 @@ def build_tasks(rows: repository.StudyRows) -> dict[int, TaskData]:
         )
         for task_id, name in rows.tasks
     }
-    for task in tasks.values():
+    for task_id, task in tasks.items():
         task.span = int(sizes.ids.max(initial=0)) + 1
+        task.kind = rows.task_kinds.get(task_id, task.kind)
+        task.images = sizes.ids[sizes.tasks == task_id]
     _add_reference(tasks, rows.ground_truth, sizes)
     _add_work(tasks, rows, sizes, users)
     _add_suggestions(tasks, rows, sizes)
@@ -335,7 +350,9 @@ async def study_metrics(
 
 def all_task_metrics(rows: repository.StudyRows, params: MetricsParams) -> dict[str, TaskMetricsOut]:
     """Every task's metrics from the study's rows, by task name (pure CPU work, for a worker thread)."""
-    return {task.name: task_metrics(task, params) for task in build_tasks(rows).values()}
+    results = {task.name: task_metrics(task, params) for task in build_tasks(rows).values()}
+    adjust_across_tasks(results)
+    return results
 
 
 def task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
@@ -346,6 +363,10 @@ def task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
         suggestions=_suggestions_metrics(task, params),
         injected_errors=_injected_metrics(task, batches, params),
         statistics=_statistics(modes),
+        agreement=review.task_agreement(task, batches, params),
+        uncertainty=review.task_uncertainty(task, params, _natural_key, seconds_by_image)
+        if params.bootstrap
+        else None,
     )
 
 
@@ -449,6 +470,20 @@ def _per_class_ap(
     ap = m.grouped_average_precision(true_positive, groups, np.tile(n_ref, rows)).reshape(rows, width)
     detected = np.bincount(groups, minlength=rows * width).reshape(rows, width) > 0
     return classes, ap, detected | (n_ref > 0)
+
+
+def seconds_by_image(work: ExpertWork) -> m.FloatArray:
+    """Active seconds of each image the expert saw, the terms of `seconds_per_image`'s mean."""
+    seen = list(dict.fromkeys(work.images_seen)) or list(dict.fromkeys(work.objects.images.tolist()))
+    if work.visit_seconds:
+        images = list(dict.fromkeys([*seen, *work.visit_seconds]))
+        return np.array([work.visit_seconds.get(image, 0.0) for image in images], dtype=np.float64)
+    if not seen:
+        return np.zeros(0)
+    chosen = np.array(seen, dtype=np.int64)
+    n_images = int(max(chosen.max(), work.objects.images.max(initial=0))) + 1
+    totals = m.seconds_per_image_gaps(work.objects.images, work.edited_seconds, n_images)
+    return np.asarray(totals[chosen], dtype=np.float64)
 
 
 def seconds_per_image(work: ExpertWork) -> float:
@@ -572,7 +607,9 @@ def _tests(modes: dict[str, ModeMetricsOut], value: Any) -> TestsOut:
     second = {name: value(result) for name, result in aided.experts.items()} if aided else {}
     anova = statistics.anova_oneway(_finite(first.values()), _finite(second.values()))
     both = [name for name in first if name in second]
-    paired = statistics.paired_t([_nan(first[name]) for name in both], [_nan(second[name]) for name in both])
+    before, after = [_nan(first[name]) for name in both], [_nan(second[name]) for name in both]
+    paired = statistics.paired_t(before, after)
+    differences = [b - a for a, b in zip(before, after, strict=True) if math.isfinite(b - a)]
     return TestsOut(
         anova_F=_number(anova.f),
         anova_df=[anova.df_between, anova.df_within],
@@ -581,7 +618,20 @@ def _tests(modes: dict[str, ModeMetricsOut], value: Any) -> TestsOut:
         paired_df=paired.df,
         paired_p=_number(paired.p),
         note="; ".join(reason for reason in (anova.reason, paired.reason) if reason),
+        mean_difference=float(np.mean(differences)) if differences else None,
+        effect_size_dz=_number(statistics.paired_effect_size(before, after)),
     )
+
+
+def adjust_across_tasks(results: dict[str, TaskMetricsOut]) -> None:
+    """Holm adjustment of each measure's paired and ANOVA p-values across the study's tasks."""
+    measures = {measure for result in results.values() for measure in result.statistics}
+    for measure in measures:
+        tests = [result.statistics[measure] for result in results.values() if measure in result.statistics]
+        for adjusted, test in zip(statistics.holm([test.paired_p for test in tests]), tests, strict=True):
+            test.paired_p_holm = adjusted
+        for adjusted, test in zip(statistics.holm([test.anova_p for test in tests]), tests, strict=True):
+            test.anova_p_holm = adjusted
 
 
 def spread(values: Iterable[float | None]) -> SpreadOut:

@@ -1,4 +1,4 @@
-"""Aided vs unaided tests over per-expert values (DESIGN.md "Statistics").
+"""Aided vs unaided tests over per-expert values (DESIGN.md "Statistics"), paired effect sizes, Holm correction.
 
 The paper's F values are a one-way ANOVA of the two modes; the paired t-test (repeated measures over the
 same experts) is the right one. Degenerate inputs give NaN with a reason instead of a scipy warning.
@@ -88,3 +88,40 @@ def paired_t(a: Sequence[float], b: Sequence[float]) -> PairedTResult:
 def _finite(values: Sequence[float]) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     return array[np.isfinite(array)]
+
+
+def paired_effect_size(a: Sequence[float], b: Sequence[float]) -> float:
+    """Cohen's d_z of paired values (same expert i): d = b − a, d_z = mean(d) / sd(d) (sample SD).
+
+    Pairs with a non-finite value are dropped; NaN for fewer than 2 pairs or differences that do not vary.
+    d_z = t / √n of `paired_t` (with the sign of b − a).
+
+    Example: a = [1, 2, 3], b = [2, 4, 5] → d = [1, 2, 2], d_z = (5/3) / 0.577 ≈ 2.887.
+    """
+    first, second = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(first) != len(second):
+        return NAN
+    keep = np.isfinite(first) & np.isfinite(second)
+    differences = second[keep] - first[keep]
+    if len(differences) < 2 or np.ptp(differences) == 0:
+        return NAN
+    return float(differences.mean() / differences.std(ddof=1))
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values, in the input order; None (or NaN) entries stay None and do not count.
+
+    With the m finite p sorted ascending p_(1) ≤ … ≤ p_(m): p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j)).
+    The same numbers as statsmodels' multipletests(method="holm") (pinned by a test).
+
+    Example: [0.01, 0.04, 0.03] → [0.03, 0.06, 0.06].
+    """
+    finite = [
+        (value, index) for index, value in enumerate(p_values) if value is not None and np.isfinite(value)
+    ]
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (value, index) in enumerate(sorted(finite)):
+        running = max(running, min(1.0, (len(finite) - rank) * value))
+        adjusted[index] = running
+    return adjusted

@@ -1,0 +1,174 @@
+"""Agreement statistics of DESIGN.md "Evaluation" ("Statistics a reviewer asks for"): pure numpy, no I/O.
+
+- Cohen's kappa (unweighted for classes, quadratic weights for ordered grades) of two raters' category codes;
+- Fleiss' kappa of many raters per subject (counts table), Krippendorff's alpha (the `krippendorff` library);
+- ICC(A,1) (Shrout & Fleiss ICC(2,1), two-way random, absolute agreement, single rater) and Bland–Altman
+  bias and 95 % limits of agreement for counts per image;
+- clinical threshold: cases where a rater's count lies on the other side of a threshold than the reference.
+
+Kappa, Fleiss and ICC are written in closed form: they run per expert and mode on every evaluation, where the
+libraries' per-call overhead (and statsmodels' import time) would dominate. The tests pin each closed form
+to statsmodels (kappa, Fleiss) and to Shrout & Fleiss's published example (ICC).
+Undefined values (no data, no spread) are NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+NAN = float("nan")
+LIMITS_Z = 1.96
+
+
+def cohen_kappa(
+    first: IntArray, second: IntArray, n_categories: int, weights: Literal["none", "quadratic"] = "none"
+) -> float:
+    """Cohen's kappa of two raters' codes (N,) in 0..K−1: κ = 1 − Σ W·O / Σ W·E.
+
+    O = observed proportions (K, K), E = outer product of the two raters' marginal proportions, W the
+    disagreement weights: 1 − I (unweighted) or (i − j)² / (K − 1)² (quadratic, for ordered grades).
+    NaN when N = 0 or Σ W·E = 0 (both raters used one and the same category).
+
+    Example: first = [0, 1, 1, 0], second = [0, 1, 0, 0], K = 2 → O = [[.5, 0], [.25, .25]],
+    E = [[.375, .125], [.375, .125]] → κ = 1 − .25 / .5 = 0.5.
+    """
+    if len(first) == 0 or n_categories < 1:
+        return NAN
+    observed = np.bincount(first * n_categories + second, minlength=n_categories**2).reshape(
+        n_categories, n_categories
+    ) / len(first)
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
+    codes = np.arange(n_categories, dtype=np.float64)
+    if weights == "quadratic":
+        weight = (codes[:, None] - codes[None, :]) ** 2 / max(n_categories - 1, 1) ** 2
+    else:
+        weight = 1.0 - np.eye(n_categories)
+    chance = float((weight * expected).sum())
+    if chance == 0.0:
+        return NAN
+    return 1.0 - float((weight * observed).sum()) / chance
+
+
+def fleiss_kappa(counts: IntArray) -> float:
+    """Fleiss' kappa of a counts table (subjects N, categories K); every subject rated by the same n raters.
+
+    P_i = (Σ_j n_ij² − n) / (n (n − 1)), P̄ = mean P_i; p_j = Σ_i n_ij / (N n), P_e = Σ_j p_j²;
+    κ = (P̄ − P_e) / (1 − P_e). NaN when N = 0, n < 2 or P_e = 1.
+
+    Example: [[2, 0], [0, 2], [1, 1]] (two raters) → P̄ = 2/3, P_e = 1/2 → κ = 1/3.
+    """
+    table = np.asarray(counts, dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] == 0:
+        return NAN
+    raters = table.sum(axis=1)
+    n = float(raters[0])
+    if n < 2 or not np.all(raters == n):
+        return NAN
+    agreement = float(((table**2).sum(axis=1) - n).mean() / (n * (n - 1)))
+    shares = table.sum(axis=0) / (table.shape[0] * n)
+    chance = float((shares**2).sum())
+    if chance >= 1.0:
+        return NAN
+    return (agreement - chance) / (1.0 - chance)
+
+
+def krippendorff_alpha(value_counts: IntArray, level: Literal["nominal", "ordinal"]) -> float:
+    """Krippendorff's alpha from a value-counts table (units, values), by the `krippendorff` library.
+
+    value_counts[u, v] = number of raters who gave unit u the value v (values in their order, which matters
+    for "ordinal"). Units with fewer than two values cannot be paired and do not count; a rater may leave a
+    unit out (missing data). NaN when fewer than two values are pairable or there is no variation.
+    """
+    table = np.asarray(value_counts, dtype=np.float64)
+    if table.ndim != 2 or table.shape[1] < 2:
+        return NAN
+    pairable = table[table.sum(axis=1) >= 2]
+    if len(pairable) == 0 or np.count_nonzero(pairable.sum(axis=0)) < 2:
+        return NAN
+    import krippendorff  # small; imported here to keep it off the import path of the API
+
+    return float(
+        krippendorff.alpha(
+            value_counts=pairable, value_domain=list(range(table.shape[1])), level_of_measurement=level
+        )
+    )
+
+
+def icc_absolute(ratings: FloatArray) -> float:
+    """ICC(A,1) of a ratings table (subjects n, raters k): two-way random effects, absolute agreement.
+
+    ICC = (MSR − MSE) / (MSR + (k − 1) MSE + k (MSC − MSE) / n), MSR = k Σ_i (ȳ_i· − ȳ)² / (n − 1),
+    MSC = n Σ_j (ȳ_·j − ȳ)² / (k − 1), MSE = Σ (y_ij − ȳ_i· − ȳ_·j + ȳ)² / ((n − 1)(k − 1)).
+    Shrout & Fleiss (1979) call it ICC(2,1); their 6 × 4 example gives 0.29. NaN for n < 2, k < 2 or a
+    zero denominator (no variation at all).
+    """
+    table = np.asarray(ratings, dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] < 2 or table.shape[1] < 2:
+        return NAN
+    n, k = table.shape
+    grand = table.mean()
+    rows, cols = table.mean(axis=1), table.mean(axis=0)
+    msr = k * float(((rows - grand) ** 2).sum()) / (n - 1)
+    msc = n * float(((cols - grand) ** 2).sum()) / (k - 1)
+    residual = table - rows[:, None] - cols[None, :] + grand
+    mse = float((residual**2).sum()) / ((n - 1) * (k - 1))
+    denominator = msr + (k - 1) * mse + k * (msc - mse) / n
+    if denominator == 0.0:
+        return NAN
+    return float((msr - mse) / denominator)
+
+
+@dataclass(frozen=True)
+class BlandAltman:
+    """Bias (mean of rater − reference) and 95 % limits of agreement bias ± 1.96 · SD (ddof 1), n pairs."""
+
+    bias: float
+    lower: float
+    upper: float
+    n: int
+
+
+def bland_altman(rater: FloatArray, reference: FloatArray) -> BlandAltman:
+    """Bland–Altman agreement of paired values (N,): d = rater − reference, bias = mean d,
+    limits = bias ± 1.96 · sd(d) (sample SD). Limits NaN for N < 2, everything NaN for N = 0.
+
+    Example: rater [3, 5, 7], reference [2, 5, 5] → d = [1, 0, 2], bias 1, sd 1 → limits −0.96, 2.96.
+    """
+    differences = np.asarray(rater, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    n = len(differences)
+    if n == 0:
+        return BlandAltman(NAN, NAN, NAN, 0)
+    bias = float(differences.mean())
+    if n < 2:
+        return BlandAltman(bias, NAN, NAN, 1)
+    half_width = LIMITS_Z * float(differences.std(ddof=1))
+    return BlandAltman(bias, bias - half_width, bias + half_width, n)
+
+
+@dataclass(frozen=True)
+class ThresholdCases:
+    """Cases (rater × image) whose count is on the other side of the threshold than the reference's."""
+
+    cases: int
+    over: int  # rater ≥ threshold > reference
+    under: int  # reference ≥ threshold > rater
+
+
+def threshold_cases(rater: FloatArray, reference: FloatArray, threshold: float) -> ThresholdCases:
+    """Counts at or above `threshold` are positive (the paper: ≥ 7 mitotic figures per high-power field).
+
+    Example: rater [8, 3, 7], reference [6, 9, 7], threshold 7 → over 1 (8 vs 6), under 1 (3 vs 9).
+    """
+    mine = np.asarray(rater, dtype=np.float64) >= threshold
+    theirs = np.asarray(reference, dtype=np.float64) >= threshold
+    return ThresholdCases(
+        cases=len(mine),
+        over=int(np.count_nonzero(mine & ~theirs)),
+        under=int(np.count_nonzero(~mine & theirs)),
+    )

@@ -1,0 +1,405 @@
+"""Statistics a reviewer asks for, per task: agreement, counts per image, clinical threshold, bootstrap CIs.
+
+Works on the arrays that `service.build_tasks` made (TaskData: counted objects in detection order) and the
+pure functions of `agreement`, `bootstrap` and `metrics`.
+
+- Labels vs reference: each expert's objects are matched to the reference by the paper's greedy rule at the
+  concordance IoU, ignoring labels; on the matched cells, Cohen's kappa of the expert's label vs the
+  reference label (quadratic weights in label order for grading tasks, unweighted otherwise).
+- Across experts, per mode: all experts' objects are clustered per image by box centre (the consensus radius,
+  default 50 px); each cluster is a unit that every expert labels (their first object in it) or leaves out.
+  Fleiss' kappa over labels + "not marked" (detection and label agreement), Krippendorff's alpha over labels
+  with "not marked" as missing (label agreement; ordinal for grading tasks).
+- Counts per image: of every label, or of the task's first label for detection tasks (the counted figure,
+  e.g. mitotic figures), on the images the expert saw. Per expert ICC(A,1) and Bland–Altman vs reference;
+  per mode pooled Bland–Altman and ICC(A,1) among experts on the images all of them saw.
+- Clinical threshold (detection tasks): expert × image cases on the other side of the threshold than the
+  reference, over and under.
+- Bootstrap (when asked): 95 % percentile intervals of the mean concordance, mean seconds per image and the
+  pooled register rate per kind, per mode and for aided − unaided (experts in both modes), by
+  `bootstrap.replicate_ratios`; cached per task content and parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from app.evaluation import agreement
+from app.evaluation import bootstrap as bs
+from app.evaluation import metrics as m
+from app.evaluation.schemas import (
+    AgreementOut,
+    BlandAltmanOut,
+    ExpertAgreementOut,
+    IntervalOut,
+    ModeAgreementOut,
+    ThresholdOut,
+    UncertaintyOut,
+)
+
+if TYPE_CHECKING:
+    from app.evaluation.service import Batch, Boxes, ExpertWork, MetricsParams, TaskData
+
+DETECT = "detect"
+GRADE = "grade"
+DIFFERENCE = "aided_minus_unaided"
+CACHE_SIZE = 32
+_CACHE: OrderedDict[str, UncertaintyOut] = OrderedDict()
+
+
+def _number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _names(experts: dict[str, ExpertWork], order: Callable[[str], Any]) -> list[str]:
+    return sorted(experts, key=order)
+
+
+# ---------------------------------------------------------------- agreement
+
+
+def task_agreement(task: TaskData, batches: dict[str, Batch], params: MetricsParams) -> AgreementOut:
+    """Agreement of every mode of a task (see the module text); batches: `service.Batch` of each mode."""
+    label_ids = list(task.labels)
+    counted_labels = label_ids[:1] if task.kind == DETECT else label_ids
+    threshold = params.count_threshold if task.kind == DETECT else None
+    radius = params.consensus_radius or m.CONSENSUS_RADIUS_PX
+    modes = {
+        mode: _mode_agreement(task, task.work[mode], batch, params, counted_labels, threshold, radius)
+        for mode, batch in batches.items()
+    }
+    return AgreementOut(
+        label_kappa_weights="quadratic" if task.kind == GRADE else "none",
+        count_label=task.labels[counted_labels[0]] if task.kind == DETECT and counted_labels else None,
+        count_threshold=threshold,
+        consensus_radius=radius,
+        modes=modes,
+    )
+
+
+def _mode_agreement(
+    task: TaskData,
+    experts: dict[str, ExpertWork],
+    batch: Batch,
+    params: MetricsParams,
+    counted_labels: list[int],
+    threshold: float | None,
+    radius: float,
+) -> ModeAgreementOut:
+    names = batch.names
+    codes = _label_codes(task.labels)
+    kappas = _label_kappas(
+        batch, task.reference, codes, params.iou, "quadratic" if task.kind == GRADE else "none"
+    )
+    reference_counts = _counts_by_image(task.reference, counted_labels, task.span)
+    rows: dict[str, ExpertAgreementOut] = {}
+    pooled_expert: list[np.ndarray] = []
+    pooled_reference: list[np.ndarray] = []
+    seen_counts: dict[str, dict[int, float]] = {}
+    over = under = cases = 0
+    for name in names:
+        work = experts[name]
+        kappa, matched = kappas[name]
+        seen = _images_seen(work)
+        mine = _counts_by_image(work.objects, counted_labels, task.span)[seen]
+        theirs = reference_counts[seen]
+        seen_counts[name] = dict(zip(seen.tolist(), mine.tolist(), strict=True))
+        pooled_expert.append(mine)
+        pooled_reference.append(theirs)
+        limits = agreement.bland_altman(mine, theirs)
+        split = agreement.threshold_cases(mine, theirs, threshold) if threshold is not None else None
+        if split is not None:
+            over, under, cases = over + split.over, under + split.under, cases + split.cases
+        rows[name] = ExpertAgreementOut(
+            label_kappa=_number(kappa),
+            matched_cells=matched,
+            images=len(seen),
+            count_icc=_number(agreement.icc_absolute(np.stack([mine, theirs], axis=1))),
+            count_bland_altman=_limits(limits),
+            threshold_over=None if split is None else split.over,
+            threshold_under=None if split is None else split.under,
+        )
+    fleiss, alpha, clusters = _cluster_agreement(task, experts, names, codes, radius)
+    return ModeAgreementOut(
+        experts=rows,
+        clusters=clusters,
+        fleiss_kappa=_number(fleiss),
+        krippendorff_alpha=_number(alpha),
+        count_icc_experts=_number(_icc_among(seen_counts)),
+        count_bland_altman=_limits(agreement.bland_altman(_joined(pooled_expert), _joined(pooled_reference))),
+        threshold=None
+        if threshold is None
+        else ThresholdOut(threshold=threshold, cases=cases, over=over, under=under),
+    )
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _limits(result: agreement.BlandAltman) -> BlandAltmanOut:
+    return BlandAltmanOut(
+        bias=_number(result.bias), lower=_number(result.lower), upper=_number(result.upper), pairs=result.n
+    )
+
+
+class LabelCodes:
+    """Label ids → codes 0..K−1 in the task's label order (grade order for grading tasks)."""
+
+    def __init__(self, label_ids: list[int]) -> None:
+        self.count = len(label_ids)
+        self._sorted = np.array(sorted(label_ids), dtype=np.int64)
+        self._codes = np.array([label_ids.index(label) for label in self._sorted.tolist()], dtype=np.int64)
+
+    def __call__(self, labels: np.ndarray) -> np.ndarray:
+        codes: np.ndarray = self._codes[np.searchsorted(self._sorted, labels)]
+        return codes
+
+
+def _label_codes(labels: dict[int, str]) -> LabelCodes:
+    return LabelCodes(list(labels))
+
+
+def _label_kappas(
+    batch: Batch, reference: Boxes, codes: LabelCodes, iou: float, weights: Any
+) -> dict[str, tuple[float, int]]:
+    """Each expert's kappa of its label vs the reference label on the cells matched regardless of label,
+    with the number of matched cells; one greedy match for every expert of the batch."""
+    references = batch.repeat(reference)
+    match = m.greedy_match(
+        batch.objects.boxes,
+        np.zeros(len(batch.objects), dtype=np.int64),
+        batch.objects.images,
+        references.boxes,
+        np.zeros(len(references), dtype=np.int64),
+        references.images,
+        iou=iou,
+    )
+    hits = np.flatnonzero(match.true_positive)
+    mine = codes(batch.objects.labels[hits])
+    theirs = codes(references.labels[match.best_reference[hits]])
+    owners = batch.owners[hits]
+    result = {}
+    for row, name in enumerate(batch.names):
+        chosen = owners == row
+        count = int(np.count_nonzero(chosen))
+        kappa = (
+            agreement.cohen_kappa(mine[chosen], theirs[chosen], codes.count, weights) if count else math.nan
+        )
+        result[name] = (kappa, count)
+    return result
+
+
+def _images_seen(work: ExpertWork) -> np.ndarray:
+    seen = list(dict.fromkeys(work.images_seen)) or list(dict.fromkeys(work.objects.images.tolist()))
+    seen += [image for image in work.visit_seconds if image not in set(seen)]
+    return np.array(seen, dtype=np.int64)
+
+
+def _counts_by_image(objects: Boxes, labels: list[int], span: int) -> np.ndarray:
+    keep = np.isin(objects.labels, labels)
+    return np.bincount(objects.images[keep], minlength=span).astype(np.float64)
+
+
+def _icc_among(seen_counts: dict[str, dict[int, float]]) -> float:
+    """ICC(A,1) among experts on the images every one of them saw."""
+    if len(seen_counts) < 2:
+        return math.nan
+    common = set.intersection(*(set(counts) for counts in seen_counts.values()))
+    images = sorted(common)
+    table = np.array([[counts[image] for counts in seen_counts.values()] for image in images])
+    return agreement.icc_absolute(table.reshape(len(images), len(seen_counts)))
+
+
+def _cluster_agreement(
+    task: TaskData, experts: dict[str, ExpertWork], names: list[str], codes: LabelCodes, radius: float
+) -> tuple[float, float, int]:
+    """(Fleiss' kappa, Krippendorff's alpha, clusters) of the mode's experts on centre-radius clusters."""
+    parts = [experts[name].objects for name in names]
+    owners = np.concatenate([np.full(len(part), row, dtype=np.int64) for row, part in enumerate(parts)])
+    if len(owners) == 0 or len(names) < 2:
+        return math.nan, math.nan, 0
+    boxes = np.concatenate([part.boxes for part in parts]).reshape(-1, 4)
+    images = np.concatenate([part.images for part in parts])
+    labels = codes(np.concatenate([part.labels for part in parts]))
+    cluster = _clusters(m.box_centres(boxes), images, radius)
+    n_clusters = int(cluster.max()) + 1
+    # each expert's first object in a cluster gives its label (objects are in detection order)
+    _, first = np.unique(cluster * len(names) + owners, return_index=True)
+    value_counts = np.zeros((n_clusters, codes.count), dtype=np.int64)
+    np.add.at(value_counts, (cluster[first], labels[first]), 1)
+    not_marked = len(names) - value_counts.sum(axis=1, keepdims=True)
+    fleiss = agreement.fleiss_kappa(np.hstack([value_counts, not_marked]))
+    alpha = agreement.krippendorff_alpha(value_counts, "ordinal" if task.kind == GRADE else "nominal")
+    return fleiss, alpha, n_clusters
+
+
+def _clusters(centres: np.ndarray, images: np.ndarray, radius: float) -> np.ndarray:
+    """Cluster id (N,) of each object: `metrics` leader clustering of box centres, per image."""
+    cluster = np.zeros(len(images), dtype=np.int64)
+    order = np.argsort(images, kind="stable")
+    starts = np.flatnonzero(np.r_[True, images[order][1:] != images[order][:-1]])
+    offset = 0
+    for start, stop in zip(starts, [*starts[1:], len(order)], strict=True):
+        members = order[start:stop]
+        found = m._leader_clusters(centres[members], radius)
+        cluster[members] = found + offset
+        offset += int(found.max(initial=-1)) + 1
+    return cluster
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def task_uncertainty(
+    task: TaskData, params: MetricsParams, order: Callable[[str], Any], seconds_by_image: Callable[..., Any]
+) -> UncertaintyOut:
+    """Bootstrap intervals of a task (cached: the same task content and parameters are computed once)."""
+    key = _cache_key(task, params)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    result = _uncertainty(task, params, order, seconds_by_image)
+    _CACHE[key] = result
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return result
+
+
+def _cache_key(task: TaskData, params: MetricsParams) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(repr((task.name, task.kind, sorted(task.labels.items()), params)).encode())
+    for boxes in (task.reference, *(part for _, parts in sorted(task.register.items()) for _, part in parts)):
+        _update(digest, boxes)
+    for mode, experts in sorted(task.work.items()):
+        for name, work in sorted(experts.items()):
+            digest.update(f"{mode}/{name}".encode())
+            _update(digest, work.objects)
+            digest.update(np.ascontiguousarray(work.edited_seconds).tobytes())
+            digest.update(repr((work.images_seen, sorted(work.visit_seconds.items()))).encode())
+    digest.update(np.ascontiguousarray(task.images).tobytes())
+    return digest.hexdigest()
+
+
+def _update(digest: Any, boxes: Boxes) -> None:
+    for array in (boxes.boxes, boxes.labels, boxes.images):
+        digest.update(np.ascontiguousarray(array).tobytes())
+
+
+def _uncertainty(
+    task: TaskData, params: MetricsParams, order: Callable[[str], Any], seconds_by_image: Callable[..., Any]
+) -> UncertaintyOut:
+    universe = np.asarray(task.images, dtype=np.int64)
+    modes = {mode: experts for mode, experts in task.work.items() if experts}
+    samples: dict[str, dict[str, dict[str, bs.ExpertSample]]] = {}  # measure → mode → expert → sample
+    for mode, experts in modes.items():
+        names = _names(experts, order)
+        for measure, by_expert in _samples(task, experts, names, universe, params, seconds_by_image).items():
+            samples.setdefault(measure, {})[mode] = by_expert
+    measures = {
+        measure: _intervals(task.name, measure, by_mode, params) for measure, by_mode in samples.items()
+    }
+    return UncertaintyOut(replicates=params.bootstrap, seed=params.seed, level=bs.LEVEL, measures=measures)
+
+
+def _intervals(
+    task_name: str, measure: str, by_mode: dict[str, dict[str, bs.ExpertSample]], params: MetricsParams
+) -> dict[str, IntervalOut]:
+    """Per mode, and aided − unaided over the experts in both modes (one paired run when every expert did both)."""
+    out: dict[str, IntervalOut] = {}
+    paired = [name for name in by_mode.get("unaided", {}) if name in by_mode.get("aided", {})]
+    alone = [mode for mode, by_expert in by_mode.items() if not paired or set(by_expert) != set(paired)]
+    for mode in alone:
+        experts = list(by_mode[mode].values())
+        rng = bs.generator(params.seed, task_name, measure, mode)
+        values = bs.replicate_ratios([experts], params.bootstrap, rng)[:, 0]
+        out[mode] = _interval(bs.percentile_interval(_estimate(experts), values))
+    if paired:
+        groups = [[by_mode[mode][name] for name in paired] for mode in ("unaided", "aided")]
+        rng = bs.generator(params.seed, task_name, measure, DIFFERENCE)
+        values = bs.replicate_ratios(groups, params.bootstrap, rng)
+        estimates = [_estimate(group) for group in groups]
+        for column, mode in enumerate(("unaided", "aided")):
+            if mode not in out:
+                out[mode] = _interval(bs.percentile_interval(estimates[column], values[:, column]))
+        difference = estimates[1] - estimates[0]
+        out[DIFFERENCE] = _interval(bs.percentile_interval(difference, values[:, 1] - values[:, 0]))
+    return {key: out[key] for key in (*MODE_ORDER, DIFFERENCE) if key in out}
+
+
+MODE_ORDER = ("unaided", "aided")
+
+
+def _estimate(experts: list[bs.ExpertSample]) -> float:
+    """The statistic on the data as observed: every expert once, every image once."""
+    numerator = denominator = 0.0
+    for sample in experts:
+        top, bottom = sample.values(np.ones((1, sample.universe), dtype=np.int64))
+        numerator, denominator = numerator + float(top[0]), denominator + float(bottom[0])
+    return numerator / denominator if denominator > 0 else math.nan
+
+
+def _interval(interval: bs.Interval) -> IntervalOut:
+    return IntervalOut(
+        estimate=_number(interval.estimate), low=_number(interval.low), high=_number(interval.high)
+    )
+
+
+def _samples(
+    task: TaskData,
+    experts: dict[str, ExpertWork],
+    names: list[str],
+    universe: np.ndarray,
+    params: MetricsParams,
+    seconds_by_image: Callable[..., Any],
+) -> dict[str, dict[str, bs.ExpertSample]]:
+    """measure → expert → sample, for one mode: concordance, seconds per image, register rate per kind."""
+    classes = np.union1d(
+        task.reference.labels, np.concatenate([experts[name].objects.labels for name in names])
+    )
+    reference_counts = _image_class_counts(task.reference, universe, classes)
+    result: dict[str, dict[str, bs.ExpertSample]] = {"concordance": {}, "seconds_per_image": {}}
+    registers = {kind: _joined_boxes([part for _, part in parts]) for kind, parts in task.register.items()}
+    for name in names:
+        objects = experts[name].objects
+        match = m.greedy_match(*_fields(objects), *_fields(task.reference), iou=params.iou)
+        result["concordance"][name] = bs.concordance_sample(
+            match.true_positive,
+            np.searchsorted(classes, objects.labels),
+            np.searchsorted(universe, objects.images),
+            reference_counts,
+        )
+        result["seconds_per_image"][name] = bs.mean_sample(seconds_by_image(experts[name]))
+        for kind, entries in registers.items():
+            found = m.matched_register_entries(*_fields(entries), *_fields(objects), iou=params.register_iou)
+            result.setdefault(f"matched_rate.{kind}", {})[name] = bs.rate_sample(
+                found.astype(np.float64), np.searchsorted(universe, entries.images), len(universe)
+            )
+    return result
+
+
+def _fields(boxes: Boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return boxes.boxes, boxes.labels, boxes.images
+
+
+def _joined_boxes(parts: list[Boxes]) -> Boxes:
+    first = parts[0]
+    return type(first)(
+        np.concatenate([part.boxes for part in parts]).reshape(-1, 4),
+        np.concatenate([part.labels for part in parts]),
+        np.concatenate([part.images for part in parts]),
+    )
+
+
+def _image_class_counts(reference: Boxes, universe: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    counts = np.zeros((len(universe), len(classes)), dtype=np.int64)
+    np.add.at(
+        counts, (np.searchsorted(universe, reference.images), np.searchsorted(classes, reference.labels)), 1
+    )
+    return counts
