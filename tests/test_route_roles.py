@@ -128,6 +128,7 @@ ACCESS: dict[str, Rule] = {
     "POST /api/v1/import/exact": Rule("admin", None, files=True),
     "GET /api/v1/studies/{study_id}/metrics": Rule("admin", 200),
     "GET /api/v1/studies/{study_id}/metrics/{table}.csv": Rule("admin", 200),
+    "GET /api/v1/studies/{study_id}/export.zip": Rule("admin", 200),
     "GET /api/v1/tasks/{task_id}/annotations/export": Rule("admin", 200),
     "GET /api/v1/tasks/{task_id}/ground-truth/export": Rule("admin", 200),
     "POST /api/v1/detectors": Rule("admin", None, files=True),

@@ -121,6 +121,23 @@ async def get_metrics_csv(
     return _download(exports.rows_csv(header, rows), "csv", f"{study.name}-{table}")
 
 
+@router.get("/studies/{study_id}/export.zip", responses=file_responses("application/zip"))
+async def export_study_bundle(
+    study_id: PathId, session: SessionDep, _admin: AdminUser, compute: ComputeDep
+) -> Response:
+    """The study bundle: design, protocols, register, ground truth, expert objects, edit log, metrics, plots."""
+    from app.evaluation.bundle import bundle_of_study
+
+    study = await _study(session, study_id)
+    payload = await bundle_of_study(session, study, compute)
+    filename = "".join(char if char.isalnum() or char in "-_." else "_" for char in study.name)
+    return Response(
+        payload,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}.zip"'},
+    )
+
+
 @router.get("/tasks/{task_id}/annotations/export", responses=file_responses(*MEDIA.values()))
 async def export_annotations(
     task_id: PathId,

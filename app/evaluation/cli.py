@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
@@ -21,6 +21,67 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def register(commands: Subparsers) -> None:
     _register_import(commands)
     _register_evaluate(commands)
+    _register_bundle(commands)
+
+
+def _register_bundle(commands: Subparsers) -> None:
+    exporter = commands.add_parser("export-study", help="write a study bundle (zip) for publication")
+    exporter.add_argument("--study", required=True, help="name or id")
+    exporter.add_argument("--out", required=True, type=Path, help="the zip to write")
+    exporter.set_defaults(handler=cmd_export_study)
+    importer = commands.add_parser(
+        "import-study", help="read a study bundle into this Concord (all or nothing)"
+    )
+    importer.add_argument("bundle", type=Path, metavar="BUNDLE.zip")
+    importer.add_argument("--as", dest="rename", help="import under this study name")
+    importer.set_defaults(handler=cmd_import_study)
+
+
+def cmd_export_study(args: argparse.Namespace) -> int:
+    from app.cli import run_async
+
+    payload = run_async(lambda settings: run_export_study(settings, args.study))
+    try:
+        args.out.write_bytes(payload)
+    except OSError as error:
+        raise Invalid(f"{args.out}: cannot write ({error})") from error
+    print(f"wrote {args.out} ({len(payload)} bytes)")
+    return 0
+
+
+async def run_export_study(settings: Settings, study: str) -> bytes:
+    from app.evaluation.bundle import bundle_of_study
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return await bundle_of_study(session, await find_study(session, study))
+    finally:
+        await engine.dispose()
+
+
+def cmd_import_study(args: argparse.Namespace) -> int:
+    from app.cli import run_async
+    from app.evaluation.bundle import describe
+
+    try:
+        payload = args.bundle.read_bytes()
+    except OSError as error:
+        raise Invalid(f"{args.bundle}: cannot read ({error})") from error
+    imported = run_async(lambda settings: run_import_study(settings, payload, args.rename))
+    print(describe(imported))
+    return 0
+
+
+async def run_import_study(settings: Settings, payload: bytes, rename: str | None) -> Any:
+    from app.evaluation.bundle import import_study
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            return await import_study(session, payload, rename)
+    finally:
+        await engine.dispose()
 
 
 def _register_import(commands: Subparsers) -> None:
