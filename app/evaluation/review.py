@@ -241,17 +241,45 @@ def _cluster_agreement(
 
 
 def _clusters(centres: np.ndarray, images: np.ndarray, radius: float) -> np.ndarray:
-    """Cluster id (N,) of each object: `metrics` leader clustering of box centres, per image."""
-    cluster = np.zeros(len(images), dtype=np.int64)
-    order = np.argsort(images, kind="stable")
-    starts = np.flatnonzero(np.r_[True, images[order][1:] != images[order][:-1]])
-    offset = 0
-    for start, stop in zip(starts, [*starts[1:], len(order)], strict=True):
-        members = order[start:stop]
-        found = m._leader_clusters(centres[members], radius)
-        cluster[members] = found + offset
-        offset += int(found.max(initial=-1)) + 1
-    return cluster
+    """Cluster id (N,) of each object by the leader rule of `metrics.consensus`, per image, without a Python
+    loop over objects (the same partition; pinned by a test).
+
+    In array order a point is a seed unless an earlier seed lies within `radius` (same image); a point
+    that is not a seed joins the earliest seed within `radius`. Decided in rounds over the neighbour pairs:
+    a point whose earlier neighbours are all decided non-seeds is a seed, a point with an earlier seed
+    neighbour is not; each round decides at least the earliest undecided point.
+    """
+    n = len(images)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    from scipy.spatial import cKDTree
+
+    # images side by side along x, far enough apart that no pair crosses from one to another
+    _, image_rank = np.unique(images, return_inverse=True)
+    width = float(np.ptp(centres[:, 0])) + 4.0 * radius + 1.0
+    placed = np.column_stack([centres[:, 0] - centres[:, 0].min() + image_rank * width, centres[:, 1]])
+    pairs = cKDTree(placed).query_pairs(r=radius, output_type="ndarray").astype(np.int64).reshape(-1, 2)
+    earlier, later = pairs.min(axis=1), pairs.max(axis=1)
+    UNDECIDED, SEED, MEMBER = 0, 1, 2
+    state = np.zeros(n, dtype=np.int8)
+    while True:
+        undecided = state == UNDECIDED
+        if not undecided.any():
+            break
+        # a point with an earlier seed neighbour is a member
+        claimed = np.zeros(n, dtype=np.bool_)
+        claimed[later[state[earlier] == SEED]] = True
+        state[undecided & claimed] = MEMBER
+        # a point whose earlier neighbours are all members is a seed
+        blocked = np.zeros(n, dtype=np.bool_)
+        blocked[later[state[earlier] != MEMBER]] = True
+        state[(state == UNDECIDED) & ~blocked] = SEED
+    seeds = np.flatnonzero(state == SEED)
+    cluster = np.full(n, n, dtype=np.int64)
+    cluster[seeds] = seeds
+    from_seed = state[earlier] == SEED
+    np.minimum.at(cluster, later[from_seed], earlier[from_seed])
+    return np.unique(cluster, return_inverse=True)[1].astype(np.int64).reshape(n)
 
 
 # ---------------------------------------------------------------- bootstrap

@@ -208,3 +208,23 @@ def test_holm_runs_across_tasks_in_the_study() -> None:
         [0.02, 0.04]
     )
     assert results["x"].statistics["concordance"].anova_p_holm is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_clusters_of_agreement_are_the_consensus_leader_clusters(seed: int) -> None:
+    from app.evaluation import metrics as m
+    from app.evaluation.review import _clusters
+
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 300, size=(400, 2))
+    images = rng.integers(0, 3, 400)
+
+    found = _clusters(centres, images, 30.0)
+
+    for image in range(3):
+        members = np.flatnonzero(images == image)
+        expected = m._leader_clusters(centres[members], 30.0)
+        # the same partition: equal ids ⇔ equal ids
+        same_found = found[members][:, None] == found[members][None, :]
+        np.testing.assert_array_equal(same_found, expected[:, None] == expected[None, :])
+    assert not set(found[images == 0]) & set(found[images == 1])
