@@ -147,8 +147,8 @@ def best_reference(
     ...                np.array([[0.0, 0, 9, 9], [0.0, 0, 9, 9]]), np.array([7, 7]))
     (array([0]), array([1.]))
     """
-    det_index, ref_index = _same_key_pairs(det_keys, ref_keys)
-    best = np.full(len(det_keys), NO_MATCH, dtype=np.int64)
+    det_index, ref_index = _overlapping_same_key_pairs(det_boxes, det_keys, ref_boxes, ref_keys, plus_one)
+    best = _first_reference_of_key(det_keys, ref_keys)  # IoU 0 with every reference of its key
     best_iou = np.zeros(len(det_keys), dtype=np.float64)
     if len(det_index) == 0:
         return best, best_iou
@@ -185,6 +185,68 @@ def _same_key_pairs(det_keys: IntArray, ref_keys: IntArray) -> tuple[IntArray, I
     position = np.arange(int(counts.sum()), dtype=np.int64) - group_start + np.repeat(starts, counts)
     ref_index = ref_order[position].astype(np.int64)
     return det_index, ref_index
+
+
+def _first_reference_of_key(det_keys: IntArray, ref_keys: IntArray) -> IntArray:
+    """For each detection, the first reference (array order) with its key, NO_MATCH where none has it."""
+    order = np.argsort(ref_keys, kind="stable")
+    sorted_keys = ref_keys[order]
+    where = np.searchsorted(sorted_keys, det_keys, side="left")
+    clipped = np.minimum(where, max(len(sorted_keys) - 1, 0))
+    found = (where < len(sorted_keys)) & (sorted_keys[clipped] == det_keys) if len(sorted_keys) else where < 0
+    first: IntArray = np.where(found, order[clipped] if len(order) else NO_MATCH, NO_MATCH).astype(np.int64)
+    return first
+
+
+def _overlapping_same_key_pairs(
+    det_boxes: FloatArray, det_keys: IntArray, ref_boxes: FloatArray, ref_keys: IntArray, plus_one: bool
+) -> tuple[IntArray, IntArray]:
+    """The (detection, reference) pairs of `_same_key_pairs` whose boxes intersect (IoU > 0), in its order.
+
+    Only these can have a positive IoU, and on large images with hundreds of objects they are a small part of
+    all same-key pairs. Boxes are put on a grid of cells about twice the median box size; two boxes that
+    intersect share the cell holding the top-left corner of their intersection, so each pair is found in
+    exactly that cell.
+    """
+    if len(det_keys) == 0 or len(ref_keys) == 0:
+        return _same_key_pairs(det_keys, ref_keys)
+    pad = 1.0 if plus_one else 0.0
+    both = np.concatenate([det_boxes, ref_boxes])
+    size = float(np.median(np.maximum(both[:, 2] - both[:, 0], both[:, 3] - both[:, 1]) + pad))
+    cell = max(2.0 * size, 1.0)
+    origin = both[:, :2].min(axis=0)
+    span = np.ceil((both[:, 2:] + pad - origin) / cell).max(axis=0).astype(np.int64) + 1
+    columns, rows = int(span[0]), int(span[1])
+    key_codes = np.unique(np.concatenate([det_keys, ref_keys]), return_inverse=True)[1].reshape(-1)
+
+    def spread(boxes: FloatArray, codes: IntArray) -> tuple[IntArray, IntArray]:
+        """(box index, grid key) for every grid cell that the box's pixels [x1, x2 + pad) touch."""
+        low = np.floor((boxes[:, :2] - origin) / cell).astype(np.int64)
+        high = np.maximum(np.ceil((boxes[:, 2:] + pad - origin) / cell).astype(np.int64) - 1, low)
+        nx, ny = high[:, 0] - low[:, 0] + 1, high[:, 1] - low[:, 1] + 1
+        count = nx * ny
+        index = np.repeat(np.arange(len(boxes), dtype=np.int64), count)
+        step = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+        gx = low[index, 0] + step % nx[index]
+        gy = low[index, 1] + step // nx[index]
+        return index, (codes[index] * rows + gy) * columns + gx
+
+    det_cells, det_grid = spread(det_boxes, key_codes[: len(det_keys)])
+    ref_cells, ref_grid = spread(ref_boxes, key_codes[len(det_keys) :])
+    pair_det, pair_ref = _same_key_pairs(det_grid, ref_grid)
+    det_index, ref_index = det_cells[pair_det], ref_cells[pair_ref]
+    corner = np.maximum(det_boxes[det_index, :2], ref_boxes[ref_index, :2])
+    far_corner = np.minimum(det_boxes[det_index, 2:], ref_boxes[ref_index, 2:]) + pad
+    owner = np.floor((corner - origin) / cell).astype(np.int64)
+    grid = det_grid[pair_det]
+    keep = (
+        np.all(corner < far_corner, axis=1)
+        & (owner[:, 0] == grid % columns)
+        & (owner[:, 1] == (grid // columns) % rows)
+    )
+    det_index, ref_index = det_index[keep], ref_index[keep]
+    order = np.lexsort((ref_index, det_index))
+    return det_index[order], ref_index[order]
 
 
 def match_keys(labels: IntArray, images: IntArray) -> IntArray:

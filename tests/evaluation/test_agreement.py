@@ -228,3 +228,26 @@ def test_clusters_of_agreement_are_the_consensus_leader_clusters(seed: int) -> N
         same_found = found[members][:, None] == found[members][None, :]
         np.testing.assert_array_equal(same_found, expected[:, None] == expected[None, :])
     assert not set(found[images == 0]) & set(found[images == 1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_best_reference_with_the_overlap_grid_equals_all_pairs(seed: int) -> None:
+    from app.evaluation import metrics as m
+
+    rng = np.random.default_rng(seed)
+    n_det, n_ref = 300, 250
+    sizes = rng.integers(1, 80, size=(n_det + n_ref, 2)).astype(np.float64)
+    corners = rng.integers(0, 600, size=(n_det + n_ref, 2)).astype(np.float64) + rng.random(
+        (n_det + n_ref, 2)
+    ) * (seed % 2)
+    boxes = np.hstack([corners, corners + sizes])
+    det_keys, ref_keys = rng.integers(0, 4, n_det), rng.integers(0, 5, n_ref)
+    for plus_one in (True, False):
+        best, best_iou = m.best_reference(boxes[:n_det], det_keys, boxes[n_det:], ref_keys, plus_one)
+        for d in range(n_det):
+            same = np.flatnonzero(ref_keys == det_keys[d])
+            if len(same) == 0:
+                assert best[d] == m.NO_MATCH
+                continue
+            iou = m.iou_matrix(boxes[d : d + 1], boxes[n_det:][same], plus_one)[0]
+            assert best[d] == same[int(np.argmax(iou))] and best_iou[d] == pytest.approx(iou.max()), d
