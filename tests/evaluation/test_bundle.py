@@ -166,3 +166,72 @@ async def test_bad_bundles_are_refused_and_nothing_is_written(app: Any, client_f
             await import_study(session, payload)  # the name exists
     assert issubclass(Invalid, AppError)
     assert set(read_bundle(payload)) >= {"study", "annotation", "injected_error"}
+
+
+def test_export_and_import_study_commands_round_trip_into_a_fresh_concord(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "gt.txt").write_text(GT_FILE, encoding="utf-8")
+    (tmp_path / "alice.txt").write_text(MORE, encoding="utf-8")
+    bundle = tmp_path / "S.zip"
+
+    def concord(data: str, *args: str) -> str:
+        env = {"CONCORD_DATA_DIR": str(tmp_path / data), "PATH": "/usr/bin:/bin"}
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    for data in ("first", "fresh"):
+        concord(data, "migrate")
+    concord(
+        "first",
+        "import-exact",
+        str(tmp_path / "gt.txt"),
+        "--study",
+        "S",
+        "--task",
+        "T",
+        "--kind",
+        "detect",
+        "--role",
+        "ground-truth",
+    )
+    concord(
+        "first",
+        "import-exact",
+        str(tmp_path / "alice.txt"),
+        "--study",
+        "S",
+        "--task",
+        "T",
+        "--kind",
+        "detect",
+        "--role",
+        "expert",
+        "--mode",
+        "unaided",
+    )
+    assert "wrote" in concord("first", "export-study", "--study", "S", "--out", str(bundle))
+    assert "imported" in concord("fresh", "import-study", str(bundle))
+
+    def metrics(data: str) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(concord(data, "evaluate", "--study", "S", "--json"))
+        result.pop("timing")
+        return result
+
+    assert metrics("fresh") == metrics("first")
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip at all")
+    env = {"CONCORD_DATA_DIR": str(tmp_path / "fresh"), "PATH": "/usr/bin:/bin"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "app.cli", "import-study", str(broken)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode != 0 and "not a study bundle" in refused.stderr + refused.stdout
+    assert "Traceback" not in refused.stderr
