@@ -26,6 +26,7 @@ BORDER_MARGIN_PX = 2.0
 CONSENSUS_RADIUS_PX = 50.0
 MAX_GAP_SECONDS = 300.0
 NO_MATCH = -1
+GRID_CELL_BOXES = 2.0  # grid cell of `_overlapping_same_key_pairs`, in median box sizes
 
 
 # ---------------------------------------------------------------- boxes
@@ -213,7 +214,7 @@ def _overlapping_same_key_pairs(
     pad = 1.0 if plus_one else 0.0
     both = np.concatenate([det_boxes, ref_boxes])
     size = float(np.median(np.maximum(both[:, 2] - both[:, 0], both[:, 3] - both[:, 1]) + pad))
-    cell = max(2.0 * size, 1.0)
+    cell = max(GRID_CELL_BOXES * size, 1.0)
     origin = both[:, :2].min(axis=0)
     span = np.ceil((both[:, 2:] + pad - origin) / cell).max(axis=0).astype(np.int64) + 1
     columns, rows = int(span[0]), int(span[1])
