@@ -90,7 +90,10 @@ async def handle_app_error(request: Request, exc: Exception) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     if request.headers.get("HX-Request") == "true":
         toast = f'<div class="toast toast-error" role="alert">{_escape(exc.message)}</div>'
-        return HTMLResponse(toast, status_code=exc.status_code, headers={"HX-Reswap": "none"})
+        # htmx swaps 422 answers (forms showing their field errors): this one goes to the toasts instead.
+        swap = {"HX-Retarget": "#toasts", "HX-Reswap": "beforeend"} if exc.status_code == 422 else {}
+        headers = {"HX-Reswap": "none", **swap}
+        return HTMLResponse(toast, status_code=exc.status_code, headers=headers)
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
 
