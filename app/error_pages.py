@@ -70,12 +70,19 @@ async def _principal(request: Request) -> Principal | None:
     return Principal(user=found[0], csrf_token=found[1]) if found else None
 
 
+def _phrase(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return "Error"
+
+
 async def error_page(request: Request, status_code: int, message: str) -> Response:
     principal = await _principal(request)
     context = {
         "principal": principal,
         "status_code": status_code,
-        "reason": HTTPStatus(status_code).phrase if status_code in HTTPStatus._value2member_map_ else "Error",
+        "reason": _phrase(status_code),
         "parts": message_parts(message),
         "home_url": "/dashboard" if principal else "/login",
     }

@@ -2,6 +2,7 @@
 grid, the injection form, a multi-file upload with a corrupt file, the detect banner, the done hint, the
 studies list, job rows and the favicon."""
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -10,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from httpx import AsyncClient
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from app.models import Job, JobStatus
 from tests.browser.conftest import VIEWPORT
@@ -71,10 +72,10 @@ async def test_assignment_grid_fits_its_card_and_shows_the_assigned_sets(
         if task_id != setup.task.id:
             assert (await admin.post(f"/api/v1/tasks/{task_id}/images", files=files)).status_code == 201
         box = {"image": "img0.png", "label": "tumor", "x1": 5, "y1": 5, "x2": 30, "y2": 30}
-        body = {"name": "suggestions of the detector", "suggestions": [box]}
-        set_ids[task_id] = (await admin.post(f"/api/v1/tasks/{task_id}/suggestion-sets", json=body)).json()[
-            "id"
-        ]
+        suggestions = {"name": "suggestions of the detector", "suggestions": [box]}
+        set_ids[task_id] = (
+            await admin.post(f"/api/v1/tasks/{task_id}/suggestion-sets", json=suggestions)
+        ).json()["id"]
         assignment = {
             "task_id": task_id,
             "expert": "alice",
@@ -206,3 +207,29 @@ async def test_studies_list_job_rows_and_favicon(app, live_server, page: Page, c
     for url in (icon, "/favicon.ico"):
         response = await page.request.get(f"{live_server}{url}")
         assert response.status == 200 and response.headers["content-type"] == "image/svg+xml"
+
+
+async def test_plots_show_a_placeholder_until_they_load(app, live_server, page: Page, client_for):
+    setup = await make_study(app, experts=("alice",), image_count=1)
+    alice: AsyncClient = await client_for("alice")
+    box = {"label": "tumor", "x1": 5, "y1": 5, "x2": 30, "y2": 30}
+    url = f"/api/v1/images/{setup.images[0].id}/annotations?mode=unaided"
+    assert (await alice.post(url, json=box)).status_code == 201
+    release = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/evaluation/plots/**", hold)
+    await login(page, live_server, "admin")
+    await page.goto(f"{live_server}/studies/{setup.study.id}/evaluation", wait_until="domcontentloaded")
+    plot = page.locator("#results .plots img").first
+    await expect(plot).to_be_visible()
+    frame = await plot.bounding_box()
+    assert frame and frame["height"] >= 199, frame  # a sized card, not a blank strip
+    assert "gradient" in await plot.evaluate("image => getComputedStyle(image).backgroundImage")
+    await expect(plot).not_to_have_class(re.compile(r"\bloaded\b"))
+    release.set()
+    await expect(plot).to_have_class(re.compile(r"\bloaded\b"))
+    assert await plot.evaluate("image => getComputedStyle(image).backgroundImage") == "none"
