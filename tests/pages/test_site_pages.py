@@ -280,3 +280,22 @@ async def test_job_rows_name_their_task_and_link_to_the_result(app, sessionmaker
     assert task_link in page.text
     result_link = f'href="/admin/tasks/{setup.task.id}/suggestions#set-77">suggestion set #77</a>'
     assert result_link in page.text
+
+
+async def test_workspace_offers_finishing_once_every_image_is_done(app, client_for):
+    setup = await make_study(app, experts=("alice",), image_count=2)
+    ids = await _api_ids(client_for, "alice")
+    alice = await client_for("alice")
+    first, second = (image.id for image in setup.images)
+    client, _ = await browser_client(app, "alice")
+    async with client:
+        assert (await alice.post(f"/api/v1/images/{first}/done?mode=unaided")).status_code == 200
+        one_left = await client.get(f"/work/{ids['unaided']}/images/{first}")
+        assert (await alice.post(f"/api/v1/images/{second}/done?mode=unaided")).status_code == 200
+        all_done = await client.get(f"/work/{ids['unaided']}/images/{first}")
+    assert '<div class="finish-box" id="finish-box" role="status" hidden>' in one_left.text
+    assert f'"nextOpenUrl": "/work/{ids["unaided"]}/images/{second}"' in one_left.text
+    assert '"othersLeft": 1' in one_left.text
+    assert '<div class="finish-box" id="finish-box" role="status">' in all_done.text
+    assert f'href="/work/{ids["unaided"]}/finish">Finish assignment…</a>' in all_done.text
+    assert '"nextOpenUrl": null' in all_done.text and '"othersLeft": 0' in all_done.text
