@@ -6,6 +6,7 @@ import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,15 @@ from app.db import make_engine, make_sessionmaker
 from app.detectors.service import ensure_builtin_detectors, run_detection
 from app.images.service import NewImage, add_images
 from app.images.tiles import Window
+from app.jobs.params import DetectParams
 from app.models import (
     Assignment,
     DetectorModel,
     GroundTruthObject,
     Image,
     ImagePurpose,
+    Job,
+    JobStatus,
     Label,
     Mode,
     Study,
@@ -34,6 +38,7 @@ from app.models import (
     TaskKind,
     User,
 )
+from app.models.base import utcnow
 from app.phantoms import (
     CLASSIFY_LABELS,
     DETECT_LABELS,
@@ -139,12 +144,40 @@ async def _suggestions_with_errors(
     """Run the project's detector, then inject errors by the paper's preset for this task kind."""
     threshold = CANDIDATE_SCORE_THRESHOLD if task.kind == TaskKind.detect else None
     name = f"{detector.name} on {task.name}"
+    started = utcnow()
     detected = await run_detection(session, settings, task, detector, name=name, score_threshold=threshold)
+    session.add(_detect_job_record(task, detector, detected, name, started))
     request = InjectionRequest(preset=f"paper-{task.kind}", overrides={"seed": seed})
     injected = await suggestions.inject(session, detected, request)
     shown = await session.get(SuggestionSet, injected.suggestion_set.id)
     assert shown is not None
     return shown
+
+
+def _detect_job_record(
+    task: Task, detector: DetectorModel, detected: SuggestionSet, name: str, started: datetime
+) -> Job:
+    """The demo runs its detectors in-process; a finished `detect` job records each run on the jobs page."""
+    params = DetectParams(task_id=task.id, detector_id=detector.id, name=name)
+    return Job(
+        kind="detect",
+        params=params.model_dump(exclude_none=True),
+        status=JobStatus.succeeded,
+        progress=1.0,
+        message=f"ran {detector.name} on task {task.name} (concord demo)",
+        result={
+            "suggestion_set_id": detected.id,
+            "provider": detected.provider,
+            "images_per_second": detected.images_per_second,
+            "detector_id": detector.id,
+            "model_sha256": detector.sha256,
+        },
+        attempts=1,
+        max_attempts=1,
+        created_at=started,
+        started_at=started,
+        finished_at=utcnow(),
+    )
 
 
 def _task_data(spec: DemoTask) -> TaskCreate:

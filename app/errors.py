@@ -85,22 +85,15 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 """Documented on every API route: AppError answers carry `detail` as text, validation errors as a list."""
 
 
-def _wants_html(request: Request) -> bool:
-    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
-
-
 async def handle_app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     if request.headers.get("HX-Request") == "true":
         toast = f'<div class="toast toast-error" role="alert">{_escape(exc.message)}</div>'
-        return HTMLResponse(toast, status_code=exc.status_code, headers={"HX-Reswap": "none"})
-    if _wants_html(request):
-        return HTMLResponse(
-            f"<!doctype html><title>Error</title><main><h1>{exc.status_code}</h1>"
-            f"<p>{_escape(exc.message)}</p><a href='/'>Back</a></main>",
-            status_code=exc.status_code,
-        )
+        # htmx swaps 422 answers (forms showing their field errors): this one goes to the toasts instead.
+        swap = {"HX-Retarget": "#toasts", "HX-Reswap": "beforeend"} if exc.status_code == 422 else {}
+        headers = {"HX-Reswap": "none", **swap}
+        return HTMLResponse(toast, status_code=exc.status_code, headers=headers)
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
 

@@ -15,6 +15,7 @@ from app.api_docs import router as api_docs_router
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.deps import SessionDep
+from app.error_pages import ServerErrorPage
 from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.security_headers import install_security_headers
 from app.studies.api import router as studies_router
@@ -54,6 +55,7 @@ def page_routers() -> list[APIRouter]:
     from app.evaluation.pages import router as evaluation_pages
     from app.images.pages import router as images_pages
     from app.jobs.pages import router as jobs_pages
+    from app.site import router as site_pages
     from app.studies.pages import router as studies_pages
     from app.suggestions.pages import router as suggestions_pages
     from app.training.pages import router as training_pages
@@ -67,6 +69,7 @@ def page_routers() -> list[APIRouter]:
         jobs_pages,
         suggestions_pages,
         training_pages,
+        site_pages,
     ]
 
 
@@ -113,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.add_middleware(UploadGuard)  # added first, so the headers middleware wraps its refusals too
+    app.add_middleware(ServerErrorPage)  # inside the headers middleware: its 500 page gets them
     install_security_headers(app, settings)
     install_error_handlers(app)
     install_page_handlers(app)

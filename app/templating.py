@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 from jinja2_fragments.fastapi import Jinja2Blocks
 
 from app.deps import SESSION_COOKIE, OptionalPrincipal, Principal
+from app.error_pages import install_error_pages
 from app.errors import Forbidden
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -79,6 +80,7 @@ async def handle_login_required(request: Request, exc: Exception) -> Response:
 
 def install_page_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LoginRequired, handle_login_required)
+    install_error_pages(app)
 
 
 def _next_of(request: Request) -> str:

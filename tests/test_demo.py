@@ -48,3 +48,13 @@ async def test_demo_training_uses_practice_images_disjoint_from_the_study(
             assert (
                 await expert.get(f"/api/v1/images/{image_id}/annotations?mode=training")
             ).status_code == 404
+
+    admin = await client_for("admin")
+    jobs = [job for job in (await admin.get("/api/v1/jobs")).json() if job["kind"] == "detect"]
+    assert len(jobs) == 3 and {job["status"] for job in jobs} == {"succeeded"}
+    page = (await admin.get("/admin/jobs")).text
+    for job in jobs:
+        task_id, set_id = job["params"]["task_id"], job["result"]["suggestion_set_id"]
+        sets = (await admin.get(f"/api/v1/tasks/{task_id}/suggestion-sets")).json()
+        assert set_id in {item["id"] for item in sets if item["source"] == "detector"}
+        assert f'href="/admin/tasks/{task_id}/suggestions#set-{set_id}"' in page

@@ -156,6 +156,14 @@ ACCESS: dict[str, Rule] = {
     # The reference is for training mode only: the owner of an unaided assignment is refused too.
     "GET /work/{assignment_id}/images/{image_id}/reference": Rule("owner", 403),
     "GET /studies/{study_id}/evaluation": Rule("admin", 200),
+    "GET /admin/evaluation": Rule("admin", 200),
+    # Finishing in the pages needs every image done: the owner gets 409 (an image is left), others 404.
+    "GET /work/{assignment_id}/finish": Rule("owner", 200),
+    "POST /work/{assignment_id}/finish": Rule("owner", 409, form={}),
+    "POST /admin/assignments/{assignment_id}/washout-override": Rule(
+        "admin", 303, form={"reason": "pilot run"}, path_ids={"assignment_id": "aided_assignment_id"}
+    ),
+    "GET /favicon.ico": Rule("public", 200),
     "GET /studies/{study_id}/evaluation/plots/{task}/{plot}.{fmt}": Rule("admin"),
     "GET /admin/jobs": Rule("admin", 200),
     "GET /admin/jobs/{job_id}/progress": Rule("admin", 200),

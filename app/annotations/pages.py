@@ -12,7 +12,7 @@ from app.errors import NotFound
 from app.images import repository as images_repository
 from app.images import service as images
 from app.images.tiles import TileCache
-from app.models import AssignmentStatus, Image, Mode, purpose_of_mode
+from app.models import Assignment, AssignmentStatus, Image, Mode, Study, TaskKind, purpose_of_mode
 from app.schemas_common import PathId
 from app.studies import repository as studies_repository
 from app.studies import service as studies
@@ -25,9 +25,20 @@ HEARTBEAT_SECONDS = 15
 API = "/api/v1"
 MODE_BANNERS = {
     Mode.training: "practice images: after marking an image done you may compare with the reference.",
-    Mode.unaided: "annotate every cell you see.",
     Mode.aided: "the objects start from an algorithm's suggestions. Check and correct every one.",
 }
+UNAIDED_BANNERS = {
+    TaskKind.classify: "box every cell you see and give it its label.",
+    TaskKind.grade: "box every cell you see and give it its grade.",
+    TaskKind.detect: "find and box every object of the labels below; most of the image holds none.",
+}
+
+
+def mode_banner(mode: str, kind: str) -> str:
+    """The workspace's one-line instruction: the unaided one depends on what the task asks for."""
+    if mode == Mode.unaided:
+        return UNAIDED_BANNERS[TaskKind(kind)]
+    return MODE_BANNERS[Mode(mode)]
 
 
 async def _own_workspace(
@@ -42,14 +53,19 @@ async def _own_workspace(
     return workspace
 
 
+async def _own_assignment(session: SessionDep, principal: Principal, assignment_id: int) -> Assignment:
+    assignment = await studies.get_assignment(session, principal.user, assignment_id)
+    if assignment.expert_id != principal.user.id:
+        raise NotFound(f"no assignment {assignment_id} of yours")
+    return assignment
+
+
 @router.get("/work/{assignment_id}")
 async def resume(
     request: Request, assignment_id: PathId, session: SessionDep, principal: PagePrincipal
 ) -> Response:
     """Open the first image of an own assignment that is not done yet."""
-    assignment = await studies.get_assignment(session, principal.user, assignment_id)
-    if assignment.expert_id != principal.user.id:
-        raise NotFound(f"no assignment {assignment_id} of yours")
+    assignment = await _own_assignment(session, principal, assignment_id)
     purpose = purpose_of_mode(assignment.mode)
     image_list = await images_repository.images_of_task(session, assignment.task_id, purpose)
     if not image_list:
@@ -77,15 +93,16 @@ async def workspace_page(
     described = await images.describe(cache, settings, workspace.image)
     objects = await service.list_annotations(session, workspace)
     index = next(i for i, image in enumerate(image_list) if image.id == image_id)
-    config = _config(workspace, described.levels, objects, image_list, index, image_id in done)
+    config = _config(workspace, described.levels, objects, image_list, index, done)
     context = {
         "principal": principal,
         "nav": "dashboard",
         "workspace": workspace,
-        "banner": MODE_BANNERS[Mode(workspace.assignment.mode)],
+        "banner": mode_banner(workspace.assignment.mode, workspace.task.kind),
         "images": image_list,
         "index": index,
         "done": done,
+        "all_done": all(image.id in done for image in image_list),
         "labels": sorted(workspace.labels_by_name.values(), key=lambda label: label.position),
         "config": config,
     }
@@ -102,7 +119,7 @@ def _config(
     objects: list[Any],
     image_list: list[Image],
     index: int,
-    is_done: bool,
+    done: set[int],
 ) -> dict[str, Any]:
     """What annotate.js needs; never suggestion origins, scores or register data."""
     image, mode = workspace.image, workspace.assignment.mode
@@ -131,11 +148,19 @@ def _config(
         ],
         "prevUrl": _url(workspace, image_list[index - 1]) if index > 0 else None,
         "nextUrl": _url(workspace, image_list[index + 1]) if index + 1 < len(image_list) else None,
-        "done": is_done,
+        "done": image.id in done,
+        "nextOpenUrl": _next_open_url(workspace, image_list, index, done),
+        "othersLeft": sum(1 for other in image_list if other.id not in done and other.id != image.id),
         "readOnly": workspace.assignment.status == AssignmentStatus.finished,
         "heartbeatSeconds": HEARTBEAT_SECONDS,
         "referenceUrl": f"{_url(workspace, image)}/reference" if mode == Mode.training else None,
     }
+
+
+def _next_open_url(workspace: Workspace, image_list: list[Image], index: int, done: set[int]) -> str | None:
+    """The next image not done yet after this one, wrapping round; None when all others are done."""
+    following = image_list[index + 1 :] + image_list[:index]
+    return next((_url(workspace, image) for image in following if image.id not in done), None)
 
 
 @router.get("/work/{assignment_id}/images/{image_id}/reference")
@@ -153,3 +178,26 @@ async def reference_overlay(
         "missed": sum(1 for _, found in comparison.reference if not found),
     }
     return render(request, "work/reference.html", context)
+
+
+@router.get("/work/{assignment_id}/finish")
+async def finish_page(
+    request: Request, assignment_id: PathId, session: SessionDep, principal: PagePrincipal
+) -> Response:
+    """What finishing an own assignment means (images left, the washout it starts), and its button."""
+    assignment = await _own_assignment(session, principal, assignment_id)
+    preview = await studies.finish_preview(session, assignment)
+    task = await studies.get_task(session, principal.user, assignment.task_id)
+    study = await session.get(Study, task.study_id)
+    context = {"principal": principal, "nav": "dashboard", "preview": preview, "task": task, "study": study}
+    return render(request, "work/finish.html", context)
+
+
+@router.post("/work/{assignment_id}/finish")
+async def finish(
+    request: Request, assignment_id: PathId, session: SessionDep, principal: PagePrincipal
+) -> Response:
+    """Finish an own assignment once every image is done; its annotations become read only."""
+    assignment = await _own_assignment(session, principal, assignment_id)
+    await studies.finish_when_all_done(session, assignment)
+    return redirect(request, "/dashboard")

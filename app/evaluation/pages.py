@@ -14,6 +14,7 @@ from app.evaluation.service import MetricsParams, study_metrics
 from app.models import Study
 from app.offload import ComputeDep
 from app.schemas_common import FiniteFloat, PathId
+from app.studies import service as studies
 from app.templating import PageAdmin, render
 from app.training import service as training
 
@@ -26,12 +27,20 @@ def _params(iou: float, error_iou: float | None, radius: float | None, min_votes
     return MetricsParams(iou=iou, error_iou=error_iou, consensus_radius=radius, min_votes=min_votes)
 
 
+@router.get("/admin/evaluation")
+async def evaluation_index(request: Request, session: SessionDep, principal: PageAdmin) -> Response:
+    """Every study with a link to its evaluation dashboard (admin)."""
+    summaries = await studies.study_summaries(session, principal.user)
+    context = {"principal": principal, "nav": "evaluation", "summaries": summaries}
+    return render(request, "evaluation/index.html", context)
+
+
 @router.get("/studies/{study_id}/evaluation")
 async def evaluation_page(
     request: Request,
     study_id: PathId,
     session: SessionDep,
-    _admin: PageAdmin,
+    principal: PageAdmin,
     compute: ComputeDep,
     iou: Iou = 0.25,
     error_iou: Annotated[FiniteFloat | None, Query(gt=0, le=1)] = None,
@@ -45,6 +54,8 @@ async def evaluation_page(
     query = f"iou={params.iou}&error_iou={params.register_iou}"
     training_runs = await training.runs_of_study(session, study.id)
     context = {
+        "principal": principal,
+        "nav": "evaluation",
         "training_runs": len(training_runs),
         "study": study,
         "metrics": metrics,

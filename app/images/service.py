@@ -37,17 +37,36 @@ class NewImage:
 
 
 def _stage_all(settings: Settings, items: Sequence[NewImage]) -> list[storage.StagedFile]:
+    """Every file staged and checked; when any is refused, none is kept and the answer names each refused
+    file with its reason (all or nothing: an upload never adds part of a batch)."""
     staged: list[storage.StagedFile] = []
+    refused: list[tuple[str, ImageRejected]] = []
     try:
         for item in items:
             try:
                 staged.append(storage.stage_stream(settings, item.stream))
             except ImageRejected as rejected:
-                raise AppError(f"{item.name}: {rejected.reason}", status_code=rejected.status) from rejected
+                refused.append((item.name, rejected))
     except BaseException:
         storage.discard(staged)
         raise
+    if refused:
+        storage.discard(staged)
+        raise AppError(_refusal_message(refused, len(items)), status_code=refused[0][1].status)
     return staged
+
+
+def _refusal_message(refused: list[tuple[str, ImageRejected]], total: int) -> str:
+    reasons = "; ".join(f"{name}: {rejected.reason}" for name, rejected in refused)
+    if total == 1:
+        return reasons
+    fine = total - len(refused)
+    if not fine:
+        return f"nothing was added: all {total} files refused ({reasons})"
+    return (
+        f"nothing was added: {len(refused)} of {total} files refused ({reasons}); "
+        f"upload the other {fine} again without {'it' if len(refused) == 1 else 'them'}"
+    )
 
 
 async def add_images(

@@ -1,13 +1,15 @@
 """HTML routes of the job queue: the admin job list, a self-polling progress row, and cancel."""
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import SessionDep
 from app.jobs import service
-from app.models import Job, JobStatus
+from app.models import Job, JobStatus, Task
 from app.schemas_common import PathId
 from app.templating import PageAdmin, is_htmx, redirect, render
 
@@ -23,9 +25,56 @@ def is_live(job: Job) -> bool:
     return job.status in LIVE_STATUSES
 
 
-def render_progress(request: Request, job: Job, principal: PageAdmin) -> Response:
+@dataclass(frozen=True)
+class Link:
+    text: str
+    url: str
+
+
+@dataclass(frozen=True)
+class JobSubject:
+    """What a job row names: the task it works on, and where its result is once it succeeded."""
+
+    task: Link | None
+    result: Link | None
+
+
+RESULT_PAGES = {"detect": "suggestions", "train": "training", "train_experiment": "training"}
+
+
+async def job_subjects(session: AsyncSession, jobs: list[Job]) -> dict[int, JobSubject]:
+    subjects = {}
+    for job in jobs:
+        task_id = job.params.get("task_id") if isinstance(job.params, dict) else None
+        task = await session.get(Task, task_id) if isinstance(task_id, int) else None
+        subjects[job.id] = JobSubject(_task_link(task, job), _result_link(task, job))
+    return subjects
+
+
+def _task_link(task: Task | None, job: Job) -> Link | None:
+    if task is None:
+        return None
+    page = RESULT_PAGES.get(job.kind, "suggestions")
+    return Link(f"task {task.name}", f"/admin/tasks/{task.id}/{page}")
+
+
+def _result_link(task: Task | None, job: Job) -> Link | None:
+    if task is None or job.status != JobStatus.succeeded or not job.result:
+        return None
+    set_id = job.result.get("suggestion_set_id")
+    if job.kind == "detect" and isinstance(set_id, int):
+        return Link(f"suggestion set #{set_id}", f"/admin/tasks/{task.id}/suggestions#set-{set_id}")
+    if job.kind in ("train", "train_experiment"):
+        return Link("training results", f"/admin/tasks/{task.id}/training")
+    return None
+
+
+async def render_progress(
+    request: Request, session: AsyncSession, job: Job, principal: PageAdmin
+) -> Response:
     """The job's progress row; once the job has ended it tells the page (`job-ended`) and stops polling."""
-    context: dict[str, Any] = {"principal": principal, "job": job}
+    subjects = await job_subjects(session, [job])
+    context: dict[str, Any] = {"principal": principal, "job": job, "job_subjects": subjects}
     response = render(request, "admin/job_progress.html", context)
     if not is_live(job):
         response.headers["HX-Trigger"] = JOB_ENDED_EVENT
@@ -42,6 +91,7 @@ async def jobs_page(
         "principal": principal,
         "nav": "jobs",
         "jobs": jobs,
+        "job_subjects": await job_subjects(session, list(jobs)),
         "statuses": [item.value for item in JobStatus],
         "status": status,
     }
@@ -53,7 +103,7 @@ async def job_progress(
     request: Request, job_id: PathId, session: SessionDep, principal: PageAdmin
 ) -> Response:
     """One job's progress row; it polls itself while the job is queued or running (admin)."""
-    return render_progress(request, await service.get_job(session, job_id), principal)
+    return await render_progress(request, session, await service.get_job(session, job_id), principal)
 
 
 @router.post("/admin/jobs/{job_id}/cancel")
@@ -61,5 +111,5 @@ async def cancel_job(request: Request, job_id: PathId, session: SessionDep, prin
     """Cancel a queued job, or ask the worker to stop a running one (admin)."""
     job = await service.cancel(session, job_id)
     if is_htmx(request):
-        return render_progress(request, job, principal)
+        return await render_progress(request, session, job, principal)
     return redirect(request, "/admin/jobs")

@@ -105,6 +105,7 @@
   let idleWaiters = [];
 
   function enqueue(op) {
+    if (config.done) showDoneHint();
     op.key = newKey();
     op.clientTs = new Date().toISOString();
     queue.push(op);
@@ -635,8 +636,27 @@
     doneButton.textContent = "Done ✓";
     const referenceButton = document.getElementById("reference-button");
     if (referenceButton) referenceButton.disabled = false;
+    else afterDone();  // training mode stays: the reference is shown next
   }
   doneButton.addEventListener("click", markDone);
+
+  // After an image is done: on to the next image not done yet, or, after the last one, offer to finish.
+  function afterDone() {
+    if (config.othersLeft > 0 && config.nextOpenUrl) return go(config.nextOpenUrl);
+    const finishBox = document.getElementById("finish-box");
+    if (!finishBox) return;
+    finishBox.hidden = false;
+    document.getElementById("finish-link").focus();
+  }
+
+  let doneHintShown = false;
+  function showDoneHint() {
+    if (doneHintShown) return;
+    doneHintShown = true;
+    const hint = document.getElementById("done-hint");
+    if (hint) hint.hidden = false;
+    if (window.concordToast) window.concordToast("This image is marked done; your changes are still saved.", "info");
+  }
 
   window.addEventListener("beforeunload", (event) => {
     if (queue.length || running || halted) event.preventDefault();

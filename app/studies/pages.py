@@ -13,9 +13,9 @@ from app.errors import AppError, NotFound
 from app.models import ImagePurpose, Mode, Role, Study, TaskKind
 from app.schemas_common import PathId
 from app.studies import repository, service
-from app.studies.schemas import LabelIn, StudyCreate, TaskCreate
+from app.studies.schemas import AssignmentOut, LabelIn, StudyCreate, TaskCreate, WashoutOverride
 from app.suggestions import service as suggestions
-from app.templating import PageAdmin, PagePrincipal, redirect, render
+from app.templating import PageAdmin, PagePrincipal, is_htmx, redirect, render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -56,11 +56,10 @@ async def _studies_page(
     values: dict[str, Any],
     status_code: int = 200,
 ) -> Response:
-    studies = await repository.list_studies(session, None)
     context = {
         "principal": principal,
         "nav": "studies",
-        "studies": studies,
+        "summaries": await service.study_summaries(session, principal.user),
         "errors": errors,
         "values": values,
     }
@@ -136,12 +135,27 @@ async def _study_context(session: SessionDep, principal: PageAdmin, study_id: in
         "experts": await service.experts(session),
         "progress": progress,
         "assigned": {_cell(item.expert, item.task_id, item.mode) for item in progress},
+        "assigned_sets": {
+            _cell(item.expert, item.task_id, item.mode): item.suggestion_set_id
+            for item in progress
+            if item.suggestion_set_id is not None
+        },
+        "task_sets": _latest_set_per_task(progress),
         "suggestion_sets": suggestion_sets,
         "modes": MODES,
         "kinds": [kind.value for kind in TaskKind],
         "errors": {},
         "values": {},
     }
+
+
+def _latest_set_per_task(progress: list[AssignmentOut]) -> dict[int, int]:
+    """The suggestion set of each task's newest aided assignment: the grid's choice for the next ones."""
+    chosen: dict[int, int] = {}
+    for item in sorted(progress, key=lambda item: item.id):
+        if item.suggestion_set_id is not None:
+            chosen[item.task_id] = item.suggestion_set_id
+    return chosen
 
 
 def _cell(expert: str, task_id: int, mode: str) -> str:
@@ -269,3 +283,27 @@ def _parse_cell(cell: str, task_ids: set[int]) -> tuple[str, int, str]:
     if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) not in task_ids or parts[2] not in MODES:
         raise NotFound(f"no such cell {cell!r} in this study")
     return parts[0], int(parts[1]), parts[2]
+
+
+@router.post("/admin/assignments/{assignment_id}/washout-override")
+async def override_washout(
+    request: Request,
+    assignment_id: PathId,
+    session: SessionDep,
+    principal: PageAdmin,
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    """Open an aided assignment before its washout period ends, recording the reason (admin)."""
+    assignment = await service.get_assignment(session, principal.user, assignment_id)
+    task = await service.get_task(session, principal.user, assignment.task_id)
+    try:
+        data = WashoutOverride.model_validate({"reason": reason.strip()})
+    except ValidationError as error:
+        message = field_errors(error, "override")["override.reason"]
+        errors = {f"override.{assignment.id}": f"The reason is needed: {message.lower()}"}
+        values = {f"override.{assignment.id}": reason}
+        return await _study_page(request, session, principal, task.study_id, errors, values, 422)
+    await service.override_washout(session, principal.user, assignment, data.reason)
+    if not is_htmx(request):
+        return redirect(request, f"/admin/studies/{task.study_id}")
+    return await _study_page(request, session, principal, task.study_id)

@@ -1,6 +1,7 @@
 """Rules of studies, tasks, assignments, the washout period and who may see what."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -211,6 +212,43 @@ async def finish_assignment(session: AsyncSession, assignment: Assignment) -> No
     assignment.finished_at = utcnow()
 
 
+@dataclass(frozen=True)
+class FinishPreview:
+    """What finishing an assignment means: images left, and the aided assignment whose washout it starts."""
+
+    assignment: Assignment
+    images_total: int
+    images_left: int
+    aided: Assignment | None
+    washout_days: int
+    aided_opens_at: datetime | None  # if finished now (or when it was finished); None without an aided one
+
+
+async def finish_preview(session: AsyncSession, assignment: Assignment) -> FinishPreview:
+    task = await session.get(Task, assignment.task_id)
+    assert task is not None
+    study = await session.get(Study, task.study_id)
+    assert study is not None
+    purpose = purpose_of_mode(assignment.mode)
+    total = (await repository.image_counts(session, {task.id}, purpose)).get(task.id, 0)
+    done = len(await repository.completed_image_ids(session, assignment.id))
+    aided = None
+    if assignment.mode == Mode.unaided:
+        aided = await repository.assignment_for(session, assignment.expert_id, task.id, Mode.aided)
+    finished_at = assignment.finished_at or utcnow()
+    opens_at = finished_at + timedelta(days=study.washout_days) if aided is not None else None
+    return FinishPreview(assignment, total, max(total - done, 0), aided, study.washout_days, opens_at)
+
+
+async def finish_when_all_done(session: AsyncSession, assignment: Assignment) -> None:
+    """The pages' finish: only once every image is marked done (the API lets a client finish any time)."""
+    preview = await finish_preview(session, assignment)
+    if assignment.status != AssignmentStatus.finished and preview.images_left:
+        left = preview.images_left
+        raise Conflict(f"{left} image{'' if left == 1 else 's'} of this assignment not marked done yet")
+    await finish_assignment(session, assignment)
+
+
 async def override_washout(session: AsyncSession, admin: User, assignment: Assignment, reason: str) -> None:
     if assignment.mode != Mode.aided:
         raise Invalid("only aided assignments have a washout period")
@@ -278,3 +316,39 @@ def _assignment_out(
 
 async def experts(session: AsyncSession) -> Sequence[User]:
     return [user for user in await accounts_repository.list_users(session) if user.role == Role.expert]
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """A study's size and progress for the admin's lists: images count study images only."""
+
+    study: Study
+    tasks: int
+    images: int
+    experts: int
+    assignments: int
+    finished: int
+    images_done: int
+    images_total: int
+
+
+async def study_summaries(session: AsyncSession, admin: User) -> list[StudySummary]:
+    assignments = await describe_assignments(session, admin)
+    summaries = []
+    for study in await repository.list_studies(session, None):
+        tasks = await repository.tasks_of_study(session, study.id, None)
+        images = await repository.image_counts(session, {task.id for task in tasks})
+        own = [item for item in assignments if item.study_id == study.id]
+        summaries.append(
+            StudySummary(
+                study=study,
+                tasks=len(tasks),
+                images=sum(images.values()),
+                experts=len({item.expert for item in own}),
+                assignments=len(own),
+                finished=sum(1 for item in own if item.status == AssignmentStatus.finished),
+                images_done=sum(item.images_done for item in own),
+                images_total=sum(item.images_total for item in own),
+            )
+        )
+    return summaries

@@ -36,14 +36,38 @@ class InjectionForm:
     name: str = ""
 
     def request(self) -> InjectionRequest:
-        """The service request; a bad seed or overrides document raises ValueError with the reason."""
-        overrides = _parse_overrides(self.overrides)
+        """The service request; a bad seed, overrides document or name raises FieldError with the reason."""
+        try:
+            overrides = _parse_overrides(self.overrides)
+        except ValueError as error:
+            raise FieldError("overrides", str(error)) from error
         if self.seed.strip():
-            overrides["seed"] = _parse_seed(self.seed)
+            try:
+                overrides["seed"] = _parse_seed(self.seed)
+            except ValueError as error:
+                raise FieldError("seed", str(error)) from error
         try:
             return InjectionRequest(preset=self.preset, overrides=overrides, name=self.name.strip() or None)
         except ValidationError as error:
-            raise ValueError(error.errors()[0]["msg"]) from error
+            raise FieldError("name", error.errors()[0]["msg"]) from error
+
+
+class FieldError(ValueError):
+    """A field of the injection form that cannot be read; the page outlines that field alone."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _error_field(form: InjectionForm, error: Exception, presets: list[str]) -> str | None:
+    """The form field to outline: the one that failed to parse, else the preset when it does not fit,
+    else the overrides when some were given (a fitting preset alone is valid), else none (a data problem)."""
+    if isinstance(error, FieldError):
+        return error.field
+    if form.preset not in presets:
+        return "preset"
+    return "overrides" if form.overrides.strip() else None
 
 
 def _parse_overrides(text: str) -> dict[str, Any]:
@@ -129,7 +153,7 @@ async def _context(session: AsyncSession, principal: PageAdmin, task: Task, **ex
         "study": study,
         "task": task,
         "sets": await service.list_sets(session, task),
-        "presets": protocols.preset_names(),
+        "presets": protocols.presets_for(task.kind),
         "default_form": InjectionForm(preset=_default_preset(task)),
         "forms": {},
         "previews": {},
@@ -240,7 +264,8 @@ async def _form_error(
     error: Exception,
 ) -> Response:
     message = error.message if isinstance(error, Invalid) else str(error)
-    extra = {"forms": {shown.id: form}, "errors": {shown.id: message}, "item": shown}
+    field = _error_field(form, error, protocols.presets_for(task.kind))
+    extra = {"forms": {shown.id: form}, "errors": {shown.id: (field, message)}, "item": shown}
     context = await _context(session, principal, task, **extra)
     return render(request, TEMPLATE, context, block="injection", status_code=422)
 

@@ -197,6 +197,11 @@ def preset_names() -> list[str]:
     return sorted(PRESETS)
 
 
+def presets_for(task_kind: str) -> list[str]:
+    """The presets that fit a task kind: a `paper-<kind>` preset fits only tasks of that kind."""
+    return [name for name in preset_names() if name.removeprefix("paper-") in (name, task_kind)]
+
+
 def resolve_protocol(
     preset: str | None, protocol: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None
 ) -> Protocol:
