@@ -90,7 +90,9 @@ async def test_axe_finds_no_serious_violation_on_any_page(app, live_server, axe_
             await page.goto(f"{live_server}{url}")
             await page.wait_for_load_state("networkidle")
             found[f"{role} {url}"] = await _violations(page)
-        if role == "alice":  # the workspace's help overlay, open
+        if role == "alice":  # the last workspace with its dark background, then its help overlay open
+            await page.get_by_label("Dark background").check()
+            found[f"{role} dark background"] = await _violations(page)
             await page.keyboard.press("?")
             found[f"{role} help overlay"] = await _violations(page)
         await page.context.clear_cookies()
