@@ -486,7 +486,9 @@
       group.appendChild(svgEl("rect", { class: "box-rect", x: obj.x1, y: obj.y1, width: obj.x2 - obj.x1,
         height: obj.y2 - obj.y1, stroke: colour, "data-lid": obj.lid, "vector-effect": "non-scaling-stroke" }));
       if (showLabels) {
-        const text = svgEl("text", { class: "box-label", x: obj.x1, y: obj.y1 - 4 / view.scale,
+        const above = obj.y1 - 4 / view.scale;
+        const y = above < 12 / view.scale ? obj.y1 + 14 / view.scale : above; // inside when no room above
+        const text = svgEl("text", { class: "box-label", x: obj.x1 + 2 / view.scale, y,
           "font-size": 12 / view.scale, "stroke-width": 3 / view.scale });
         text.textContent = obj.label;
         group.appendChild(text);
