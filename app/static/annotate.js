@@ -809,7 +809,7 @@
   doneButton.addEventListener("click", markDone);
 
   window.addEventListener("beforeunload", (event) => {
-    if (queue.length || running || halted) event.preventDefault();
+    if (queue.length || running || halted || nudgeStart) event.preventDefault();
   });
 
   // ------------------------------------------------------------------ visits
