@@ -56,6 +56,7 @@ def page_routers() -> list[APIRouter]:
     from app.images.pages import router as images_pages
     from app.jobs.pages import router as jobs_pages
     from app.site import router as site_pages
+    from app.studies.overview_pages import router as overview_pages
     from app.studies.pages import router as studies_pages
     from app.suggestions.pages import router as suggestions_pages
     from app.training.pages import router as training_pages
@@ -63,6 +64,7 @@ def page_routers() -> list[APIRouter]:
     return [
         accounts_pages,
         studies_pages,
+        overview_pages,
         images_pages,
         annotations_pages,
         evaluation_pages,

@@ -11,6 +11,7 @@ from jinja2_fragments.fastapi import Jinja2Blocks
 from app.deps import SESSION_COOKIE, OptionalPrincipal, Principal
 from app.error_pages import install_error_pages
 from app.errors import Forbidden
+from app.flash import clear_flash, read_flash
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 HTMX_VERSION = "2.0.11"
@@ -45,9 +46,14 @@ def render(
     """The whole page, or only `block` when HTMX asks; always `Vary: HX-Request`."""
     templates = get_templates(request)
     block_name = block if block and is_htmx(request) else None
+    message = read_flash(request) if block_name is None else None
+    if message:
+        context = {**context, "flash": message}
     response: Response = templates.TemplateResponse(
         request, name, context, status_code=status_code, block_name=block_name
     )
+    if message:
+        clear_flash(response)
     response.headers["Vary"] = "HX-Request"
     return response
 

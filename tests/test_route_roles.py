@@ -142,6 +142,7 @@ ACCESS: dict[str, Rule] = {
     "POST /login": Rule("public", form={"name": "nobody", "password": "wrong-password"}),
     "POST /logout": Rule("public", 303),
     "GET /dashboard": Rule("user", 200),
+    "GET /admin": Rule("admin", 200),
     "GET /admin/studies": Rule("admin", 200),
     "POST /admin/studies": Rule("admin", form={"name": "page study"}),
     "GET /admin/studies/{study_id}": Rule("admin", 200),

@@ -15,6 +15,7 @@ from app.templating import PagePrincipal, redirect, render
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 DASHBOARD = "/dashboard"
+ADMIN_LANDING = "/admin"  # the study overview (app/studies/overview_pages.py)
 
 
 def safe_next(next_url: str | None) -> str:
@@ -26,8 +27,10 @@ def safe_next(next_url: str | None) -> str:
 
 @router.get("/")
 async def root(request: Request, principal: OptionalPrincipal) -> Response:
-    """The dashboard when logged in, else the login page."""
-    return redirect(request, DASHBOARD if principal else "/login")
+    """The overview (admins) or the dashboard when logged in, else the login page."""
+    if principal is None:
+        return redirect(request, "/login")
+    return redirect(request, ADMIN_LANDING if principal.is_admin else DASHBOARD)
 
 
 @router.get("/login")
@@ -102,7 +105,10 @@ async def login(
         return response
     except NotAuthenticated as error:
         return _login_form(request, next_url=safe_next(next), name=name, error=error.message, status_code=422)
-    response = redirect(request, safe_next(next))
+    landing = safe_next(next)
+    if landing == DASHBOARD and done.user.is_admin:
+        landing = ADMIN_LANDING
+    response = redirect(request, landing)
     response.set_cookie(
         SESSION_COOKIE,
         done.session_token,

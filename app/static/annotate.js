@@ -14,6 +14,11 @@
   const zoomStatus = document.getElementById("zoom-status");
   const errorBox = document.getElementById("error-box");
   const errorText = document.getElementById("error-text");
+  const labelTotal = document.getElementById("label-total");
+  const helpDialog = document.getElementById("help-dialog");
+  const labelsToggle = document.getElementById("show-labels");
+  const darkToggle = document.getElementById("dark-background");
+  const workspaceEl = document.getElementById("workspace");
   const SVG = "http://www.w3.org/2000/svg";
   const W = config.width;
   const H = config.height;
@@ -30,6 +35,7 @@
   let currentLabel = config.labels[0] ? config.labels[0].name : null;
   const undoStack = [];
   const view = { scale: 1, tx: 0, ty: 0 };
+  let showLabels = true;
 
   function adopt(serverObjects) {
     const previous = selected !== null && objects.get(selected) ? objects.get(selected).id : null;
@@ -44,9 +50,18 @@
   }
 
   function fromServer(obj, answer) {
-    // Only geometry, label, version and state: origins are never kept in the page.
-    Object.assign(obj, { id: answer.id, label: answer.label, x1: answer.x1, y1: answer.y1, x2: answer.x2,
-      y2: answer.y2, version: answer.version, deleted: answer.deleted });
+    // Only geometry, label, version and state: origins are never kept in the page. While a later edit
+    // of the same object waits (queued, a keyboard move not sent yet, a drag), the page's geometry and
+    // label are newer than this answer: keep them, take only the id and version.
+    Object.assign(obj, { id: answer.id, version: answer.version });
+    if (hasLocalChange(obj.lid)) return;
+    Object.assign(obj, { label: answer.label, x1: answer.x1, y1: answer.y1, x2: answer.x2, y2: answer.y2,
+      deleted: answer.deleted });
+  }
+
+  function hasLocalChange(lid) {
+    return queue.slice(1).some((op) => op.lid === lid) || (nudgeStart !== null && nudgeStart.lid === lid) ||
+      (gesture !== null && gesture.lid === lid);
   }
 
   const boxOf = (obj) => ({ label: obj.label, x1: obj.x1, y1: obj.y1, x2: obj.x2, y2: obj.y2 });
@@ -109,6 +124,7 @@
     op.key = newKey();
     op.clientTs = new Date().toISOString();
     queue.push(op);
+    refreshStatus();
     pump();
   }
 
@@ -116,7 +132,7 @@
     if (running || halted) return;
     running = true;
     while (queue.length && !halted) {
-      setStatus(`Saving… (${queue.length})`, "busy");
+      refreshStatus();
       const op = queue[0];
       try {
         await runOp(op);
@@ -126,8 +142,8 @@
       }
     }
     running = false;
+    refreshStatus();
     if (!halted) {
-      setStatus("All edits saved", "ok");
       idleWaiters.forEach((resolve) => resolve(true));
       idleWaiters = [];
     }
@@ -168,7 +184,7 @@
     halted = { op, error };
     errorText.textContent = `Edit not saved (${error.message || "no connection"}). Your edits are kept here.`;
     errorBox.hidden = false;
-    setStatus(`${queue.length} edit(s) waiting`, "error");
+    refreshStatus();
   }
 
   function retryHalted() {
@@ -195,6 +211,15 @@
   function setStatus(text, state) {
     saveStatus.textContent = text;
     saveStatus.dataset.state = state;
+  }
+
+  // The indicator follows the real state only: "saved" means nothing is pending locally, in the queue
+  // or in flight, and every request so far was acknowledged by the server.
+  function refreshStatus() {
+    if (halted) setStatus(`Not saved: ${queue.length} edit(s) waiting`, "error");
+    else if (running || queue.length) setStatus(`Saving… (${queue.length})`, "busy");
+    else if (nudgeStart || (gesture && gesture.active)) setStatus("Unsaved change", "dirty");
+    else setStatus("All edits saved", "ok");
   }
 
   function toast(message) {
@@ -319,10 +344,78 @@
     applyView();
   }
 
+  // A minimap for large (tiled) regions: the whole image small, the visible part outlined; a click or
+  // drag on it centres the view there.
+  const MINIMAP_MIN_SIDE = 2048;
+  const MINIMAP_SIDE = 160;
+  const minimap = Math.max(W, H) >= MINIMAP_MIN_SIDE ? buildMinimap() : null;
+
+  function buildMinimap() {
+    const box = document.createElement("div");
+    box.className = "minimap";
+    box.id = "minimap";
+    box.setAttribute("aria-hidden", "true");
+    const ratio = MINIMAP_SIDE / Math.max(W, H);
+    box.style.width = `${Math.round(W * ratio)}px`;
+    box.style.height = `${Math.round(H * ratio)}px`;
+    const picture = document.createElement("img");
+    picture.alt = "";
+    picture.draggable = false;
+    picture.src = `${config.api}/images/${config.imageId}/thumbnail?max_side=256`;
+    const frame = document.createElement("div");
+    frame.className = "minimap-view";
+    box.append(picture, frame);
+    viewer.appendChild(box);
+    let dragging = false;
+    const centreAt = (event) => {
+      const rect = box.getBoundingClientRect();
+      const viewRect = viewer.getBoundingClientRect();
+      const x = ((event.clientX - rect.left) / rect.width) * W;
+      const y = ((event.clientY - rect.top) / rect.height) * H;
+      view.tx = viewRect.width / 2 - x * view.scale;
+      view.ty = viewRect.height / 2 - y * view.scale;
+      applyView();
+    };
+    box.addEventListener("pointerdown", (event) => {
+      event.stopPropagation();
+      event.preventDefault();
+      dragging = true;
+      box.setPointerCapture(event.pointerId);
+      centreAt(event);
+    });
+    box.addEventListener("pointermove", (event) => {
+      event.stopPropagation();
+      if (dragging) centreAt(event);
+    });
+    for (const name of ["pointerup", "pointercancel"]) {
+      box.addEventListener(name, (event) => {
+        event.stopPropagation();
+        dragging = false;
+      });
+    }
+    box.addEventListener("wheel", (event) => event.stopPropagation(), { passive: true });
+    return { box, frame, ratio };
+  }
+
+  function drawMinimap() {
+    if (!minimap) return;
+    const rect = viewer.getBoundingClientRect();
+    const x1 = clamp(-view.tx / view.scale, 0, W);
+    const y1 = clamp(-view.ty / view.scale, 0, H);
+    const x2 = clamp((rect.width - view.tx) / view.scale, 0, W);
+    const y2 = clamp((rect.height - view.ty) / view.scale, 0, H);
+    Object.assign(minimap.frame.style, {
+      left: `${x1 * minimap.ratio}px`, top: `${y1 * minimap.ratio}px`,
+      width: `${Math.max(2, (x2 - x1) * minimap.ratio)}px`, height: `${Math.max(2, (y2 - y1) * minimap.ratio)}px`,
+    });
+    minimap.box.dataset.view = [x1, y1, x2, y2].map(Math.round).join(",");
+  }
+
   let tileTimer = null;
   function applyView() {
     stage.style.transform = `translate(${view.tx}px, ${view.ty}px) scale(${view.scale})`;
     zoomStatus.textContent = `zoom ${Math.round(view.scale * 100)} %`;
+    drawMinimap();
     clearTimeout(tileTimer);
     tileTimer = setTimeout(loadTiles, 30);
     render();
@@ -393,6 +486,14 @@
         "data-id": obj.id === null ? "" : obj.id, "data-label": obj.label });
       group.appendChild(svgEl("rect", { class: "box-rect", x: obj.x1, y: obj.y1, width: obj.x2 - obj.x1,
         height: obj.y2 - obj.y1, stroke: colour, "data-lid": obj.lid, "vector-effect": "non-scaling-stroke" }));
+      if (showLabels) {
+        const above = obj.y1 - 4 / view.scale;
+        const y = above < 12 / view.scale ? obj.y1 + 14 / view.scale : above; // inside when no room above
+        const text = svgEl("text", { class: "box-label", x: obj.x1 + 2 / view.scale, y,
+          "font-size": 12 / view.scale, "stroke-width": 3 / view.scale });
+        text.textContent = obj.label;
+        group.appendChild(text);
+      }
       if (isSelected && editable()) {
         for (const [name, x, y] of [["nw", obj.x1, obj.y1], ["ne", obj.x2, obj.y1], ["sw", obj.x1, obj.y2], ["se", obj.x2, obj.y2]]) {
           group.appendChild(svgEl("rect", { class: `handle handle-${name}`, x: x - handle / 2, y: y - handle / 2,
@@ -418,6 +519,8 @@
     for (const count of document.querySelectorAll("[data-count-for]")) {
       count.textContent = counts.get(count.dataset.countFor) || 0;
     }
+    const total = [...counts.values()].reduce((sum, n) => sum + n, 0);
+    labelTotal.textContent = `${total} object${total === 1 ? "" : "s"} on this image`;
   }
 
   // ------------------------------------------------------------------ pointer
@@ -471,10 +574,13 @@
       if (gesture.active) {
         Object.assign(objects.get(gesture.lid), moved(gesture.start, point.x - gesture.startX, point.y - gesture.startY));
         render();
+        refreshStatus();
       }
     } else if (gesture.kind === "resize") {
+      gesture.active = true;
       Object.assign(objects.get(gesture.lid), normalised(gesture.fixedX, gesture.fixedY, point.x, point.y));
       render();
+      refreshStatus();
     }
   });
 
@@ -483,6 +589,7 @@
     const done = gesture;
     gesture = null;
     preview = null;
+    refreshStatus();
     if (viewer.hasPointerCapture(event.pointerId)) viewer.releasePointerCapture(event.pointerId);
     if (event.type === "pointercancel") return restore(done);
     const point = toImage(event.clientX, event.clientY);
@@ -521,14 +628,27 @@
   let nudgeTimer = null;
   let nudgeStart = null;
 
-  function nudge(dx, dy) {
+  // Arrow keys move (and Ctrl+arrows resize) the selected box locally; one edit is sent 400 ms after
+  // the last key, shown as "Unsaved change" until then.
+  function nudgeWith(change) {
     const obj = objects.get(selected);
     if (!obj || !editable()) return;
+    if (nudgeStart && nudgeStart.lid !== obj.lid) commitNudge();
     if (!nudgeStart) nudgeStart = { lid: obj.lid, box: boxOf(obj) };
-    Object.assign(obj, moved(obj, dx, dy));
+    Object.assign(obj, change(obj));
     render();
+    refreshStatus();
     clearTimeout(nudgeTimer);
     nudgeTimer = setTimeout(commitNudge, 400);
+  }
+
+  const nudge = (dx, dy) => nudgeWith((obj) => moved(obj, dx, dy));
+
+  function resizeBy(dw, dh) {
+    nudgeWith((obj) => ({
+      x2: clamp(obj.x2 + dw, obj.x1 + 2, W),
+      y2: clamp(obj.y2 + dh, obj.y1 + 2, H),
+    }));
   }
 
   function commitNudge() {
@@ -540,6 +660,7 @@
     const now = { x1: obj.x1, y1: obj.y1, x2: obj.x2, y2: obj.y2 };
     Object.assign(obj, box);
     updateBox(lid, now);
+    refreshStatus();
   }
 
   function cycleSelection(step) {
@@ -559,15 +680,21 @@
   document.addEventListener("keydown", (event) => {
     const tag = (event.target.tagName || "").toLowerCase();
     if (["input", "textarea", "select"].includes(tag) || event.altKey) return;
+    if (helpDialog.open) return; // the dialog has the keys (Escape closes it)
     markActive();
     const key = event.key;
+    const arrows = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
     if ((event.ctrlKey || event.metaKey) && key.toLowerCase() === "z") {
       event.preventDefault();
       commitNudge();
       return undo();
     }
+    if (event.ctrlKey && arrows[key] && selected !== null) {
+      event.preventDefault();
+      const [dw, dh] = arrows[key];
+      return resizeBy(dw * (event.shiftKey ? 10 : 1), dh * (event.shiftKey ? 10 : 1));
+    }
     if (event.ctrlKey || event.metaKey) return;
-    const arrows = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
     if (arrows[key] && (document.activeElement === viewer || selected !== null)) {
       event.preventDefault();
       const [dx, dy] = arrows[key];
@@ -587,6 +714,8 @@
       b: () => boxAtCentre(), B: () => boxAtCentre(),
       "]": () => cycleSelection(1), "[": () => cycleSelection(-1),
       "+": () => zoomCentre(1.25), "=": () => zoomCentre(1.25), "-": () => zoomCentre(0.8), 0: () => fit(),
+      "?": () => openHelp(),
+      l: () => setShowLabels(!showLabels), L: () => setShowLabels(!showLabels),
     };
     if (key === " " && document.activeElement === viewer) {
       spaceHeld = true;
@@ -605,6 +734,47 @@
   for (const button of document.querySelectorAll(".label-button")) {
     button.addEventListener("click", () => relabelSelected(button.dataset.label));
   }
+
+  // ------------------------------------------------------------------ view options and help
+  function openHelp() {
+    if (!helpDialog.open) helpDialog.showModal();
+  }
+  document.getElementById("help-button").addEventListener("click", openHelp);
+  document.getElementById("help-close").addEventListener("click", () => helpDialog.close());
+  helpDialog.addEventListener("close", () => viewer.focus({ preventScroll: true }));
+
+  function remember(name, value) {
+    try {
+      localStorage.setItem(`concord.${name}`, value ? "1" : "0");
+    } catch {
+      // private mode: the choice lasts for this page only
+    }
+  }
+
+  function remembered(name, fallback) {
+    try {
+      const value = localStorage.getItem(`concord.${name}`);
+      return value === null ? fallback : value === "1";
+    } catch {
+      return fallback;
+    }
+  }
+
+  function setShowLabels(on) {
+    showLabels = on;
+    labelsToggle.checked = on;
+    remember("showLabels", on);
+    render();
+  }
+  labelsToggle.addEventListener("change", () => setShowLabels(labelsToggle.checked));
+
+  function setDark(on) {
+    darkToggle.checked = on;
+    document.body.classList.toggle("workspace-dark", on);
+    workspaceEl.classList.toggle("dark-background", on);
+    remember("darkBackground", on);
+  }
+  darkToggle.addEventListener("change", () => setDark(darkToggle.checked));
   document.getElementById("retry-button").addEventListener("click", retryHalted);
 
   // ------------------------------------------------------------------ navigation and done
@@ -659,7 +829,7 @@
   }
 
   window.addEventListener("beforeunload", (event) => {
-    if (queue.length || running || halted) event.preventDefault();
+    if (queue.length || running || halted || nudgeStart) event.preventDefault();
   });
 
   // ------------------------------------------------------------------ visits
@@ -710,6 +880,9 @@
 
   // ------------------------------------------------------------------ start
   adopt(config.objects);
+  showLabels = remembered("showLabels", true);
+  labelsToggle.checked = showLabels;
+  setDark(remembered("darkBackground", false));
   window.addEventListener("resize", () => applyView());
   fit();
   openVisit();

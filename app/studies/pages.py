@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from app.accounts import service as accounts
 from app.deps import HasherDep, SessionDep
 from app.errors import AppError, NotFound
+from app.flash import flash
 from app.models import ImagePurpose, Mode, Role, Study, TaskKind
 from app.schemas_common import PathId
 from app.studies import repository, service
@@ -87,7 +88,7 @@ async def create_study(
     except AppError as error:
         errors = {"study.name": error.message}
         return await _studies_page(request, session, principal, errors, values, 422)
-    return redirect(request, f"/admin/studies/{study.id}")
+    return flash(redirect(request, f"/admin/studies/{study.id}"), f"Study {study.name} created.")
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,8 @@ async def create_task(
     except AppError as error:
         errors = {"task.name": error.message}
         return await _study_page(request, session, principal, study_id, errors, values, 422)
-    return await _study_page(request, session, principal, study_id)
+    message = f"Task {data.name} created: add its images next."
+    return flash(await _study_page(request, session, principal, study_id), message)
 
 
 @router.post("/admin/studies/{study_id}/experts")
@@ -251,7 +253,8 @@ async def add_expert(
         field = "expert.password" if "password" in error.message else "expert.name"
         values = {"expert_name": name}
         return await _study_page(request, session, principal, study_id, {field: error.message}, values, 422)
-    return await _study_page(request, session, principal, study_id)
+    message = f"Expert {name.strip()} added: tick their assignments in the grid."
+    return flash(await _study_page(request, session, principal, study_id), message)
 
 
 @router.post("/admin/studies/{study_id}/assignments")
@@ -263,6 +266,7 @@ async def create_assignments(
     task_ids = {task.id for task in context["tasks"]}
     form = await request.form()
     wanted = [value for value in form.getlist("cell") if isinstance(value, str)]
+    created = 0
     for cell in wanted:
         if cell in context["assigned"]:
             continue
@@ -270,7 +274,9 @@ async def create_assignments(
         task = await service.get_task(session, principal.user, task_id)
         set_id = _chosen_set(form.get(f"suggestion_set-{task_id}")) if mode == Mode.aided else None
         await service.create_assignment(session, task, expert, mode, set_id)
-    return await _study_page(request, session, principal, study_id)
+        created += 1
+    message = f"{created} assignment(s) created." if created else "No new cell was ticked: nothing created."
+    return flash(await _study_page(request, session, principal, study_id), message)
 
 
 def _chosen_set(value: object) -> int | None:
