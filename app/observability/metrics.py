@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app.jobs import service as jobs
-from app.jobs.repository import KindCounts
 from app.jobs.registry import job_kinds
+from app.jobs.repository import KindCounts
 from app.models import AnnotationEvent, JobStatus, WorkerHeartbeat
 from app.models.base import utcnow
 
