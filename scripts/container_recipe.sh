@@ -53,6 +53,27 @@ choose_service_user() {  # as root: an unprivileged user, as in the image, with 
     echo "recipe: no Python 3.11 that an unprivileged user may run (pyenv under /root is closed): running as root" >&2
 }
 
+start_service() {  # LOG COMMAND...: in the background, in its own process group (stopped as a whole)
+    local log=$1
+    shift
+    if [ -n "$SERVICE_USER" ]; then
+        setsid runuser -u "$SERVICE_USER" -- env "${SERVICE_ENV[@]}" "$@" 2> "$log" &
+    else
+        setsid env "${SERVICE_ENV[@]}" "$@" 2> "$log" &
+    fi
+    pids+=($!)
+}
+
+stop_services() {  # SIGTERM to each group, SIGKILL to what is left after 30 s
+    local pid waited=0
+    for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do
+        while kill -0 -- "-$pid" 2>/dev/null && [ "$waited" -lt 60 ]; do sleep 0.5; waited=$((waited + 1)); done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+
 as_service_user() {
     if [ -n "$SERVICE_USER" ]; then
         runuser -u "$SERVICE_USER" -- env "${SERVICE_ENV[@]}" "$@"
@@ -79,8 +100,7 @@ check() {
     chmod 755 "$work"
     venv="$work/venv" data="$work/data" url="" workers=1 database="" started=$SECONDS pids=()
     cleanup() {
-        for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-        for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+        stop_services
         [ -n "$database" ] && database_admin "$venv" "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)" || true
         rm -rf "$work"
     }
@@ -105,10 +125,8 @@ check() {
 
     echo "recipe: migrate (as $(as_service_user id -un))"
     as_service_user "$venv/bin/concord" migrate
-    as_service_user "$venv/bin/concord" serve --host 127.0.0.1 --port "$PORT" --workers "$workers" 2> "$work/serve.log" &
-    pids+=($!)
-    as_service_user "$venv/bin/concord" worker --name recipe-worker --poll-interval 0.5 2> "$work/worker.log" &
-    pids+=($!)
+    start_service "$work/serve.log" "$venv/bin/concord" serve --host 127.0.0.1 --port "$PORT" --workers "$workers"
+    start_service "$work/worker.log" "$venv/bin/concord" worker --name recipe-worker --poll-interval 0.5
 
     local base="http://127.0.0.1:$PORT" tries=0
     until healthcheck "$venv" "$base" 2>/dev/null; do
