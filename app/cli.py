@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, TypeVar
@@ -41,13 +44,17 @@ def _safe_url(settings: Settings) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.observability.logs import logging_config
+
     cmd_migrate(args)
-    if args.workers > 1 and get_settings().is_sqlite:
+    settings = get_settings()
+    if args.workers > 1 and settings.is_sqlite:
         print(
             "concord: SQLite takes one writer at a time; more server processes only wait for each other "
             "(use PostgreSQL for --workers > 1)",
             file=sys.stderr,
         )
+    metrics_dir = _multiprocess_metrics_dir() if args.workers > 1 else None
     worker = _start_worker() if args.with_worker else None
     print(f"Concord listens on http://{args.host}:{args.port}/  (API docs: /docs)", flush=True)
     try:
@@ -58,14 +65,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            log_level="info",
+            log_config=logging_config(settings),
+            access_log=False,  # the observability middleware writes one line per request
             proxy_headers=False,
         )
     finally:
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=30)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _multiprocess_metrics_dir() -> str | None:
+    """Several server processes: each writes its metrics to files in one fresh folder, /metrics sums them.
+
+    Returns the folder to remove at the end, or None when PROMETHEUS_MULTIPROC_DIR was given (kept).
+    """
+    from app.observability.metrics import MULTIPROCESS_ENV
+
+    if os.environ.get(MULTIPROCESS_ENV):
+        return None
+    folder = tempfile.mkdtemp(prefix="concord-metrics-")
+    os.environ[MULTIPROCESS_ENV] = folder  # inherited by the server processes uvicorn spawns
+    return folder
 
 
 def _start_worker() -> subprocess.Popen[bytes]:

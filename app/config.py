@@ -2,6 +2,7 @@
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -30,6 +31,10 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = 50
     forwarded_allow_ips: str = ""
     hsts_seconds: int = 31_536_000
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_enabled: bool = True
+    metrics_token: str = ""
 
     @cached_property
     def resolved_database_url(self) -> str:

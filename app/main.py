@@ -17,6 +17,7 @@ from app.db import make_engine, make_sessionmaker
 from app.deps import SessionDep
 from app.error_pages import ServerErrorPage
 from app.errors import ERROR_RESPONSES, install_error_handlers
+from app.observability.install import install_observability
 from app.security_headers import install_security_headers
 from app.studies.api import router as studies_router
 from app.templating import install_page_handlers, make_templates
@@ -129,4 +130,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in page_routers():
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Observability: request ids, logs and metrics wrap everything above; /healthz, /readyz, /metrics.
+    install_observability(app)
     return app

@@ -1,11 +1,11 @@
 """Apply Alembic migrations from code (CLI and tests)."""
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from app.resources import resource_root
+
+PROJECT_ROOT = resource_root()
 
 
 def alembic_config(database_url: str) -> Config:

@@ -1,6 +1,5 @@
 """Jinja2 templates with block rendering for HTMX, and the page-only login redirect."""
 
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
@@ -12,8 +11,9 @@ from app.deps import SESSION_COOKIE, OptionalPrincipal, Principal
 from app.error_pages import install_error_pages
 from app.errors import Forbidden
 from app.flash import clear_flash, read_flash
+from app.resources import resource_root
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATE_DIR = resource_root() / "templates"
 HTMX_VERSION = "2.0.11"
 
 

@@ -56,6 +56,9 @@ class Rule:
 
 ACCESS: dict[str, Rule] = {
     "GET /api/v1/health": Rule("public", 200),
+    "GET /healthz": Rule("public", 200),
+    "GET /readyz": Rule("public", 200),
+    "GET /metrics": Rule("public", 200),  # open by default, as Prometheus expects (CONCORD_METRICS_TOKEN)
     "GET /api/v1/me": Rule("user", 200),
     "GET /api/v1/users": Rule("admin", 200),
     "POST /api/v1/users": Rule("admin", 201, lambda ids: {"name": "newbie", "role": "expert"}),

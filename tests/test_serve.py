@@ -1,5 +1,6 @@
 """`concord serve --with-worker` answers on its port, runs one worker, and takes the worker down with it."""
 
+import json
 import os
 import signal
 import socket
@@ -75,3 +76,47 @@ def test_serve_with_workers_runs_that_many_server_processes(tmp_path: Path) -> N
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def _healthz_count(exposition: str) -> float:
+    from tests.observability.helpers import parse_samples, value
+
+    samples = parse_samples(exposition)
+    return value(
+        samples, "concord_http_request_duration_seconds_count", method="GET", route="/healthz", status="200"
+    )
+
+
+def test_metrics_of_several_server_processes_add_up_and_requests_log_json(tmp_path: Path) -> None:
+    """Each scrape may land on either process: only summed counts give the same total every time."""
+    port = _free_port()
+    env = {**os.environ, "CONCORD_DATA_DIR": str(tmp_path), "CONCORD_DATABASE_URL": ""}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_health(port, process)
+        for _ in range(60):
+            if len(_server_children(process.pid)) == 2:
+                break
+            time.sleep(0.5)
+        for _ in range(40):
+            _get(port, "/healthz")
+        totals = {_healthz_count(_get(port, "/metrics")) for _ in range(6)}
+        assert totals == {40.0}
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    lines = [json.loads(line) for line in errors.decode().splitlines() if line.startswith("{")]
+    requests = [
+        line for line in lines if line.get("logger") == "concord.request" and line["route"] == "/healthz"
+    ]
+    assert len(requests) == 40
+    assert len({line["request_id"] for line in requests}) == 40

@@ -2,7 +2,7 @@
 
 import argparse
 import asyncio
-import logging
+import logging.config
 from collections.abc import Sequence
 
 from app.config import get_settings
@@ -27,9 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from app.observability.logs import logging_config
     from worker.runner import WorkerOptions, default_worker_name, serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    logging.config.dictConfig(logging_config(settings))
     options = WorkerOptions(
         name=args.name or default_worker_name(),
         lease_s=args.lease_seconds,
@@ -37,7 +39,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         once=args.once,
         kinds=tuple(args.kind),
     )
-    return asyncio.run(serve(get_settings(), options))
+    return asyncio.run(serve(settings, options))
 
 
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

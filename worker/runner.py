@@ -12,6 +12,7 @@ On a clean stop (SIGTERM/SIGINT) the running job is released: status queued, its
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import socket
@@ -30,6 +31,7 @@ from app.jobs import service
 from app.jobs.registry import job_kind
 from app.jobs.repository import ClaimKey
 from app.models import Job
+from app.observability.logs import job_context
 from worker.child import child_main
 
 log = logging.getLogger("worker")
@@ -87,13 +89,16 @@ class Worker:
         self.options = options
         self.stop = stop or asyncio.Event()
         self._maker: async_sessionmaker[AsyncSession] | None = None
+        self._announce = False  # only a polling worker (run) keeps a heartbeat row
+        self._last_beat = -math.inf
 
     async def run(self) -> int:
         """Claim and run jobs until stopped (or after one claim attempt with `once`)."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.settings.resolved_database_url)
         self._maker = make_sessionmaker(engine)
-        log.info("worker %s polls for jobs", self.options.name)
+        self._announce = True
+        log.info("worker %s polls for jobs", self.options.name, extra={"worker": self.options.name})
         try:
             while not self.stop.is_set():
                 ran = await self._step_or_log()
@@ -102,6 +107,7 @@ class Worker:
                 if not ran:
                     await self._sleep(self.options.poll_interval_s)
         finally:
+            await self._forget_heartbeat()
             await engine.dispose()
         log.info("worker %s stopped", self.options.name)
         return 0
@@ -127,6 +133,7 @@ class Worker:
         """Recover expired leases, claim one job and run it; False when the queue had nothing."""
         async with self._session() as session, session.begin():
             requeued, failed = await service.recover_expired_leases(session)
+            await self._beat_if_due(session, job_id=None)
         if requeued or failed:
             log.warning("expired leases: %d re-queued, %d failed", requeued, failed)
         async with self._session() as session, session.begin():
@@ -135,10 +142,33 @@ class Worker:
             )
         if job is None:
             return False
-        log.info("job %d (%s) claimed, attempt %d", job.id, job.kind, job.attempts)
-        outcome = await self._run_claimed(job)
-        await self._record(job, outcome)
+        with job_context(job.id):
+            step = {"kind": job.kind, "attempt": job.attempts, "worker": self.options.name}
+            log.info(
+                "job %d (%s) claimed, attempt %d",
+                job.id,
+                job.kind,
+                job.attempts,
+                extra=step | {"step": "claim"},
+            )
+            started = time.monotonic()
+            outcome = await self._run_claimed(job)
+            step |= {"outcome": outcome.kind, "duration_s": round(time.monotonic() - started, 3)}
+            await self._record(job, outcome, step)
         return True
+
+    async def _beat_if_due(self, session: AsyncSession, job_id: int | None) -> None:
+        """Renew this worker's heartbeat row (every `heartbeat_s`), in the caller's transaction."""
+        if self._announce and time.monotonic() - self._last_beat >= self.options.heartbeat_s:
+            await service.worker_alive(session, self.options.name, job_id)
+            self._last_beat = time.monotonic()
+
+    async def _forget_heartbeat(self) -> None:
+        try:
+            async with self._session() as session, session.begin():
+                await service.worker_stopped(session, self.options.name)
+        except Exception:
+            log.exception("worker %s: removing its heartbeat row failed", self.options.name)
 
     def _session(self) -> AsyncSession:
         assert self._maker is not None, "Worker.run() builds the session factory"
@@ -208,6 +238,7 @@ class Worker:
         try:
             async with self._session() as session, session.begin():
                 cancel = await service.heartbeat(session, state.key, self.options.lease_s, state.progress)
+                await self._beat_if_due(session, job_id=state.key.job_id)
         except Exception:
             log.exception("job %d: heartbeat failed; will retry", state.key.job_id)
             return None
@@ -216,7 +247,7 @@ class Worker:
             return Outcome("lost")
         return Outcome("cancelled") if cancel else None
 
-    async def _record(self, job: Job, outcome: Outcome) -> None:
+    async def _record(self, job: Job, outcome: Outcome, step: dict[str, Any]) -> None:
         """Write the outcome, retrying a few times: a lost write means the job runs again."""
         key = ClaimKey(job.id, self.options.name, job.attempts)
         for attempt in range(1, RECORD_TRIES + 1):
@@ -230,7 +261,14 @@ class Worker:
                 log.exception("job %d: writing the outcome failed; retrying", job.id)
                 await asyncio.sleep(attempt)
         level = logging.INFO if written else logging.WARNING
-        log.log(level, "job %d: %s%s", job.id, outcome.kind, "" if written else " (lease lost, not recorded)")
+        log.log(
+            level,
+            "job %d: %s%s",
+            job.id,
+            outcome.kind,
+            "" if written else " (lease lost, not recorded)",
+            extra=step | {"step": "finish", "recorded": written},
+        )
 
 
 async def _write_outcome(

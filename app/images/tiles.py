@@ -529,6 +529,8 @@ class TileCache:
         self._lock = threading.Lock()
         self._sources: OrderedDict[Path, ImageSource] = OrderedDict()
         self._encoded = _ByteLru(max_encoded_bytes)
+        self._hits = 0
+        self._misses = 0
 
     def source(self, path: Path) -> ImageSource:
         with self._lock:
@@ -632,6 +634,12 @@ class TileCache:
             return list(self._sources)
 
     @property
+    def lookups(self) -> tuple[int, int]:
+        """Encoded-cache hits and misses since the cache was made (for the hit rate in /metrics)."""
+        with self._lock:
+            return self._hits, self._misses
+
+    @property
     def encoded_bytes(self) -> int:
         with self._lock:
             return self._encoded.total_bytes
@@ -645,6 +653,10 @@ class TileCache:
     ) -> bytes:
         with self._lock:
             hit = self._encoded.get(key)
+            if hit is None:
+                self._misses += 1
+            else:
+                self._hits += 1
         if hit is not None:
             return hit
         source = self.source(path)

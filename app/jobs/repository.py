@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, and_, cast, literal, select, update
+from sqlalchemy import ColumnElement, Select, String, and_, cast, delete, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Job, JobStatus
+from app.models import Job, JobStatus, WorkerHeartbeat
 
 FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
@@ -188,3 +188,51 @@ async def finish_claim(session: AsyncSession, key: ClaimKey, values: dict[str, A
         .execution_options(synchronize_session=False)
     )
     return (await session.scalar(statement)) is not None
+
+
+@dataclass(frozen=True)
+class KindCounts:
+    kind: str
+    status: str
+    count: int
+    oldest_created_at: datetime | None
+
+
+async def counts_by_kind(session: AsyncSession, statuses: Sequence[str]) -> list[KindCounts]:
+    """How many jobs of each kind are in each of `statuses`, with the oldest one's creation time."""
+    query = (
+        select(Job.kind, Job.status, func.count(), func.min(Job.created_at))
+        .where(Job.status.in_(statuses))
+        .group_by(Job.kind, Job.status)
+    )
+    rows = (await session.execute(query)).all()
+    return [KindCounts(kind, status, count, oldest) for kind, status, count, oldest in rows]
+
+
+async def touch_worker(session: AsyncSession, name: str, now: datetime, job_id: int | None) -> None:
+    """Renew a worker's heartbeat row, creating it on the first beat (a name belongs to one worker)."""
+    statement = (
+        update(WorkerHeartbeat)
+        .where(WorkerHeartbeat.name == name)
+        .values(seen_at=now, job_id=job_id)
+        .returning(WorkerHeartbeat.name)
+        .execution_options(synchronize_session=False)
+    )
+    if (await session.scalar(statement)) is None:
+        session.add(WorkerHeartbeat(name=name, started_at=now, seen_at=now, job_id=job_id))
+        await session.flush()
+
+
+async def forget_worker(session: AsyncSession, name: str) -> None:
+    await session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.name == name))
+
+
+async def forget_workers_seen_before(session: AsyncSession, moment: datetime) -> int:
+    statement = (
+        delete(WorkerHeartbeat).where(WorkerHeartbeat.seen_at < moment).returning(WorkerHeartbeat.name)
+    )
+    return len((await session.scalars(statement)).all())
+
+
+async def worker_heartbeats(session: AsyncSession) -> Sequence[WorkerHeartbeat]:
+    return (await session.scalars(select(WorkerHeartbeat).order_by(WorkerHeartbeat.name))).all()

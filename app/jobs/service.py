@@ -19,7 +19,7 @@ from app.errors import Conflict, Invalid, NotFound
 from app.jobs import repository
 from app.jobs.registry import InvalidParams, job_kind, job_kinds
 from app.jobs.repository import ClaimKey
-from app.models import Job, JobStatus
+from app.models import Job, JobStatus, WorkerHeartbeat
 from app.models.base import utcnow
 
 
@@ -154,3 +154,26 @@ def _requeue_values(message: str) -> dict[str, Any]:
         "progress": 0.0,
         "cancel_requested": False,
     }
+
+
+WORKER_ROW_KEPT = timedelta(days=1)
+
+
+async def worker_alive(session: AsyncSession, name: str, job_id: int | None) -> None:
+    """A worker's heartbeat; rows of workers gone without a clean stop for a day are removed."""
+    now = utcnow()
+    await repository.touch_worker(session, name, now, job_id)
+    await repository.forget_workers_seen_before(session, now - WORKER_ROW_KEPT)
+
+
+async def worker_stopped(session: AsyncSession, name: str) -> None:
+    await repository.forget_worker(session, name)
+
+
+async def queue_counts(session: AsyncSession) -> list[repository.KindCounts]:
+    """Queued and running jobs per kind, with the oldest one's creation time (for /metrics)."""
+    return await repository.counts_by_kind(session, (JobStatus.queued, JobStatus.running))
+
+
+async def worker_heartbeats(session: AsyncSession) -> Sequence[WorkerHeartbeat]:
+    return await repository.worker_heartbeats(session)

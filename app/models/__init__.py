@@ -34,6 +34,7 @@ from app.models.suggestion import (
 )
 from app.models.training import TrainingRun
 from app.models.user import ApiToken, LoginFailures, Role, User, WebSession
+from app.models.worker import WorkerHeartbeat
 
 __all__ = [
     "Annotation",
@@ -68,5 +69,6 @@ __all__ = [
     "TrainingRun",
     "User",
     "WebSession",
+    "WorkerHeartbeat",
     "purpose_of_mode",
 ]

@@ -487,7 +487,8 @@ class _RowBlocks:
             if top not in self._blocks:
                 self._blocks[top] = self._read(top, height)
                 while len(self._blocks) > KEPT_ROWS:
-                    del self._blocks[min(self._blocks)]
+                    # Rows may be asked for out of order (threads): never evict the block just read.
+                    del self._blocks[min(start for start in self._blocks if start != top)]
             return self._blocks[top]
 
     def _read(self, top: int, height: int) -> np.ndarray:

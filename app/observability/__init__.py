@@ -1,0 +1,1 @@
+"""Structured logs, Prometheus metrics, and the orchestration probes /healthz and /readyz."""
