@@ -1,6 +1,7 @@
 """Queries of annotations, their events, visits and image views."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, select, update
@@ -16,21 +17,31 @@ from app.models import (
     Image,
     ImageView,
     ImageVisit,
+    Label,
     Study,
     Suggestion,
     Task,
 )
 from app.models.study import purpose_of_mode
 
-WorkspaceRow = tuple[Image, Task, Study, Assignment, bool]
+
+@dataclass(frozen=True)
+class WorkspaceRow:
+    image: Image
+    task: Task
+    study: Study
+    assignment: Assignment
+    seen: bool
+    labels: list[Label]
+
 
 # The edit routes' statements are built once, with bound parameters: building a statement costs more CPU
 # than SQLAlchemy's cached compilation and the database's own work together.
 _expert: BindParameter[int] = bindparam("b_expert")
 _image: BindParameter[int] = bindparam("b_image")
 _mode: BindParameter[str] = bindparam("b_mode")
-_WORKSPACE_ROW = (
-    select(Image, Task, Study, Assignment, ImageView.id)
+_WORKSPACE_ROWS = (
+    select(Image, Task, Study, Assignment, ImageView.id, Label)
     .join(Task, Task.id == Image.task_id)
     .join(Study, Study.id == Task.study_id)
     .join(
@@ -41,27 +52,31 @@ _WORKSPACE_ROW = (
         ImageView,
         and_(ImageView.image_id == Image.id, ImageView.expert_id == _expert, ImageView.mode == _mode),
     )
+    .outerjoin(Label, Label.task_id == Task.id)
     .where(Image.id == _image, Image.purpose == bindparam("b_purpose"))
+    .order_by(Label.position)
 )
 
 
 async def workspace_row(
     session: AsyncSession, expert_id: int, image_id: int, mode: str
 ) -> WorkspaceRow | None:
-    """In one query: the image, its task and study, the expert's assignment of that task in the mode, and
-    whether the expert has opened the image in the mode before. None when any of them is missing or the
-    image is not of the mode's purpose (practice images for training, study images otherwise)."""
+    """In one query: the image, its task and study, the expert's assignment of that task in the mode,
+    whether the expert has opened the image in the mode before, and the task's labels (one row each).
+    None when any of them is missing or the image is not of the mode's purpose (practice images for
+    training, study images otherwise)."""
     parameters = {
         "b_expert": expert_id,
         "b_image": image_id,
         "b_mode": mode,
         "b_purpose": purpose_of_mode(mode),
     }
-    row = (await session.execute(_WORKSPACE_ROW, parameters)).first()
-    if row is None:
+    rows = (await session.execute(_WORKSPACE_ROWS, parameters)).all()
+    if not rows:
         return None
-    image, task, study, assignment, view_id = row
-    return image, task, study, assignment, view_id is not None
+    image, task, study, assignment, view_id, _ = rows[0]
+    labels = [row[5] for row in rows if row[5] is not None]
+    return WorkspaceRow(image, task, study, assignment, view_id is not None, labels)
 
 
 async def annotations_of(
