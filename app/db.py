@@ -36,6 +36,12 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+async def _acquire_within(lock: asyncio.Lock, seconds: float) -> None:
+    # asyncio.timeout, not wait_for: wait_for (3.11) can lose a lock acquired just as it is cancelled
+    async with asyncio.timeout(seconds):
+        await lock.acquire()
+
+
 class SQLiteWriteGate:
     """One writing transaction at a time per process, queued in asyncio instead of in SQLite.
 
@@ -67,7 +73,7 @@ class SQLiteWriteGate:
         lock = self._lock()
         wait_s = conn.info.get(WRITE_GATE_WAIT_S, SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
-            await_(asyncio.wait_for(lock.acquire(), wait_s))
+            await_(_acquire_within(lock, wait_s))
         except TimeoutError as error:
             locked = sqlite3.OperationalError("database is locked (write gate)")
             raise OperationalError(statement, parameters, locked) from error

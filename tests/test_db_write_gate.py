@@ -92,3 +92,21 @@ async def test_a_writer_with_a_short_wait_gives_up_with_database_locked(
     await first.commit()
     await _write(second, "later")
     assert await _names(engine) == ["first", "later"]
+
+
+async def test_a_cancelled_waiter_leaves_the_gate_usable(
+    engine: AsyncEngine, pair: tuple[AsyncConnection, AsyncConnection]
+) -> None:
+    """A request cancelled while it waits (its client went away) must not keep the gate shut."""
+    first, second = pair
+    await first.execute(INSERT, {"name": "first"})
+    waiting = asyncio.create_task(_write(second, "cancelled"))
+    await asyncio.sleep(0.1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await first.commit()
+    async with engine.connect() as third:
+        third.info[WRITE_GATE_WAIT_S] = 5.0
+        await _write(third, "after")
+    assert await _names(engine) == ["first", "after"]
