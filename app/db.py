@@ -1,19 +1,28 @@
 """Engine and session factories, and the per-request unit of work."""
 
+import asyncio
+import sqlite3
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_
 
 SQLITE_BUSY_TIMEOUT_MS = 30000
+# Connection.info key: seconds a connection waits for the write gate (default: the busy timeout)
+WRITE_GATE_WAIT_S = "concord_write_gate_wait_s"
+_HOLDS_GATE = "concord_holds_write_gate"
+_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -27,10 +36,92 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+async def _acquire_within(lock: asyncio.Lock, seconds: float) -> None:
+    # asyncio.timeout, not wait_for: wait_for (3.11) can lose a lock acquired just as it is cancelled
+    async with asyncio.timeout(seconds):
+        await lock.acquire()
+
+
+class SQLiteWriteGate:
+    """One writing transaction at a time per process, queued in asyncio instead of in SQLite.
+
+    SQLite allows one writer; a second connection that tries to write meanwhile is refused and sleeps in
+    SQLite's busy handler (1, 2, 5 … 100 ms steps) before it tries again. Under many concurrent edits those
+    sleeps, not the work, set the pace (p99 of seconds). The gate lets a connection start its write (the
+    first INSERT/UPDATE/DELETE, where the sqlite3 module begins the transaction) only when no other
+    connection of this engine is writing, and opens at its commit or rollback: writers queue fairly and
+    wake at once. Other processes (the worker, the CLI) still meet the busy timeout as before.
+    """
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+    def before_execute(
+        self, conn: Connection, _cursor: Any, statement: str, parameters: Any, *_args: Any
+    ) -> None:
+        if _HOLDS_GATE in conn.info or not statement.lstrip()[:7].upper().startswith(_WRITE_VERBS):
+            return
+        lock = self._lock()
+        wait_s = conn.info.get(WRITE_GATE_WAIT_S, SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            await_(_acquire_within(lock, wait_s))
+        except TimeoutError as error:
+            locked = sqlite3.OperationalError("database is locked (write gate)")
+            raise OperationalError(statement, parameters, locked) from error
+        conn.info[_HOLDS_GATE] = lock
+
+    def _release(self, info: dict[Any, Any]) -> None:
+        lock = info.pop(_HOLDS_GATE, None)
+        if lock is not None:
+            lock.release()
+
+    def _release_connection(self, dbapi_connection: Any) -> None:
+        try:
+            info = dbapi_connection.info
+        except NotImplementedError:  # the pool's first-connect probe has no record
+            return
+        self._release(info)
+
+    def install(self, engine: Engine) -> None:
+        """Opened after the COMMIT or ROLLBACK has run (SQLAlchemy's commit event fires before it: the
+        next writer would meet the lock still held while this commit syncs), and when a connection goes
+        back to the pool or is dropped mid-transaction."""
+        dialect = engine.dialect
+        do_commit, do_rollback = dialect.do_commit, dialect.do_rollback
+
+        def commit_then_open(dbapi_connection: Any) -> None:
+            try:
+                do_commit(dbapi_connection)
+            finally:
+                self._release_connection(dbapi_connection)
+
+        def rollback_then_open(dbapi_connection: Any) -> None:
+            try:
+                do_rollback(dbapi_connection)
+            finally:
+                self._release_connection(dbapi_connection)
+
+        dialect.do_commit = commit_then_open  # type: ignore[method-assign]
+        dialect.do_rollback = rollback_then_open  # type: ignore[method-assign]
+        event.listen(engine, "before_cursor_execute", self.before_execute)
+        event.listen(engine.pool, "checkin", lambda _dbapi, record: self._release(record.info))
+        event.listen(engine.pool, "invalidate", lambda _dbapi, record, _exc: self._release(record.info))
+
+
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
+        SQLiteWriteGate().install(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 

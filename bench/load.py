@@ -226,9 +226,16 @@ class ServiceProcess:
             self.process.wait()
 
 
-def server_process(port: int, data_dir: Path, url: str, log: TextIO) -> ServiceProcess:
+def server_process(port: int, data_dir: Path, url: str, log: TextIO, workers: int = 1) -> ServiceProcess:
     command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     return ServiceProcess(command, data_dir, url, log, whole_group=True)
+
+
+def default_server_workers(url: str) -> int:
+    """As deployed: one process on SQLite (one writer at a time), one per core on PostgreSQL."""
+    return 1 if url.startswith("sqlite") else os.cpu_count() or 1
 
 
 def worker_process(data_dir: Path, url: str, log: TextIO) -> ServiceProcess:
@@ -736,6 +743,11 @@ def main() -> None:
     parser.add_argument(
         "--database-url", help="PostgreSQL server URL (a fresh database is made on it); default: SQLite"
     )
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        help="server processes (`concord serve --workers`); default 1 on SQLite, one per core on PostgreSQL",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="concord-load-") as folder:
         result = asyncio.run(run(args, Path(folder)))
@@ -761,7 +773,8 @@ async def _run_on(args: argparse.Namespace, folder: Path, url: str) -> dict[str,
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     with open(folder / "server.log", "w") as server_log, open(folder / "worker.log", "w") as worker_log:
-        server = server_process(port, data_dir, url, server_log)
+        workers = args.server_workers or default_server_workers(url)
+        server = server_process(port, data_dir, url, server_log, workers)
         worker = worker_process(data_dir, url, worker_log)
         server.start()
         try:
@@ -826,6 +839,7 @@ def _summary(
         "client_cpu_ms_per_edit": round(1000 * clean.client_cpu_s / clean.acked, 2),
         "server_cpu_ms_per_edit": round(1000 * clean.server_cpu_s / clean.acked, 2),
         "clients": args.clients,
+        "server_workers": args.server_workers or default_server_workers(url),
         "edits": clean.acked,
         "clean_refused": clean.refused(),
         "soak_clients": args.soak_clients,

@@ -1,11 +1,13 @@
 """Queries of annotations, their events, visits and image views."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import BindParameter
 
 from app.models import (
     Annotation,
@@ -15,40 +17,66 @@ from app.models import (
     Image,
     ImageView,
     ImageVisit,
+    Label,
     Study,
     Suggestion,
     Task,
 )
 from app.models.study import purpose_of_mode
 
-WorkspaceRow = tuple[Image, Task, Study, Assignment, bool]
+
+@dataclass(frozen=True)
+class WorkspaceRow:
+    image: Image
+    task: Task
+    study: Study
+    assignment: Assignment
+    seen: bool
+    labels: list[Label]
+
+
+# The edit routes' statements are built once, with bound parameters: building a statement costs more CPU
+# than SQLAlchemy's cached compilation and the database's own work together.
+_expert: BindParameter[int] = bindparam("b_expert")
+_image: BindParameter[int] = bindparam("b_image")
+_mode: BindParameter[str] = bindparam("b_mode")
+_WORKSPACE_ROWS = (
+    select(Image, Task, Study, Assignment, ImageView.id, Label)
+    .join(Task, Task.id == Image.task_id)
+    .join(Study, Study.id == Task.study_id)
+    .join(
+        Assignment,
+        and_(Assignment.task_id == Task.id, Assignment.expert_id == _expert, Assignment.mode == _mode),
+    )
+    .outerjoin(
+        ImageView,
+        and_(ImageView.image_id == Image.id, ImageView.expert_id == _expert, ImageView.mode == _mode),
+    )
+    .outerjoin(Label, Label.task_id == Task.id)
+    .where(Image.id == _image, Image.purpose == bindparam("b_purpose"))
+    .order_by(Label.position)
+)
 
 
 async def workspace_row(
     session: AsyncSession, expert_id: int, image_id: int, mode: str
 ) -> WorkspaceRow | None:
-    """In one query: the image, its task and study, the expert's assignment of that task in the mode, and
-    whether the expert has opened the image in the mode before. None when any of them is missing or the
-    image is not of the mode's purpose (practice images for training, study images otherwise)."""
-    query = (
-        select(Image, Task, Study, Assignment, ImageView.id)
-        .join(Task, Task.id == Image.task_id)
-        .join(Study, Study.id == Task.study_id)
-        .join(
-            Assignment,
-            and_(Assignment.task_id == Task.id, Assignment.expert_id == expert_id, Assignment.mode == mode),
-        )
-        .outerjoin(
-            ImageView,
-            and_(ImageView.image_id == Image.id, ImageView.expert_id == expert_id, ImageView.mode == mode),
-        )
-        .where(Image.id == image_id, Image.purpose == purpose_of_mode(mode))
-    )
-    row = (await session.execute(query)).first()
-    if row is None:
+    """In one query: the image, its task and study, the expert's assignment of that task in the mode,
+    whether the expert has opened the image in the mode before, and the task's labels (one row each).
+    None when any of them is missing or the image is not of the mode's purpose (practice images for
+    training, study images otherwise)."""
+    parameters = {
+        "b_expert": expert_id,
+        "b_image": image_id,
+        "b_mode": mode,
+        "b_purpose": purpose_of_mode(mode),
+    }
+    rows = (await session.execute(_WORKSPACE_ROWS, parameters)).all()
+    if not rows:
         return None
-    image, task, study, assignment, view_id = row
-    return image, task, study, assignment, view_id is not None
+    image, task, study, assignment, view_id, _ = rows[0]
+    labels = [row[5] for row in rows if row[5] is not None]
+    return WorkspaceRow(image, task, study, assignment, view_id is not None, labels)
 
 
 async def annotations_of(
@@ -68,42 +96,50 @@ async def annotations_of(
     return (await session.scalars(query.order_by(Annotation.position, Annotation.id))).all()
 
 
+_NEXT_POSITION = select(func.max(Annotation.position)).where(
+    Annotation.image_id == _image, Annotation.expert_id == _expert, Annotation.mode == _mode
+)
+
+
 async def next_position(session: AsyncSession, image_id: int, expert_id: int, mode: str) -> int:
-    query = select(func.max(Annotation.position)).where(
-        Annotation.image_id == image_id,
-        Annotation.expert_id == expert_id,
-        Annotation.mode == mode,
-    )
-    current = await session.scalar(query)
+    parameters = {"b_image": image_id, "b_expert": expert_id, "b_mode": mode}
+    current = await session.scalar(_NEXT_POSITION, parameters)
     return 0 if current is None else current + 1
+
+
+def _claim_statement(insert: Any) -> Any:
+    return (
+        insert(IdempotentRequest)
+        .values(expert_id=_expert, key=bindparam("b_key"), fingerprint=bindparam("b_fingerprint"))
+        .on_conflict_do_nothing(index_elements=["expert_id", "key"])
+        .returning(IdempotentRequest.id)
+    )
+
+
+_CLAIM = {"postgresql": _claim_statement(postgresql.insert), "sqlite": _claim_statement(sqlite.insert)}
+_REQUEST_BY_KEY = select(IdempotentRequest).where(
+    IdempotentRequest.expert_id == _expert, IdempotentRequest.key == bindparam("b_key")
+)
+_REMEMBER_ANSWER = (
+    update(IdempotentRequest)
+    .where(IdempotentRequest.expert_id == _expert, IdempotentRequest.key == bindparam("b_key"))
+    .values(response=bindparam("b_response", type_=IdempotentRequest.response.type))
+)
 
 
 async def claim_key(session: AsyncSession, expert_id: int, key: str, fingerprint: str) -> bool:
     """Insert the key's row unless the key is taken; a concurrent holder is waited for until it ends."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(IdempotentRequest)
-        .values(expert_id=expert_id, key=key, fingerprint=fingerprint)
-        .on_conflict_do_nothing(index_elements=["expert_id", "key"])
-        .returning(IdempotentRequest.id)
-    )
-    return (await session.execute(statement)).first() is not None
+    statement = _CLAIM[session.get_bind().dialect.name]
+    parameters = {"b_expert": expert_id, "b_key": key, "b_fingerprint": fingerprint}
+    return (await session.execute(statement, parameters)).first() is not None
 
 
 async def request_by_key(session: AsyncSession, expert_id: int, key: str) -> IdempotentRequest | None:
-    query = select(IdempotentRequest).where(
-        IdempotentRequest.expert_id == expert_id, IdempotentRequest.key == key
-    )
-    return await session.scalar(query)
+    return await session.scalar(_REQUEST_BY_KEY, {"b_expert": expert_id, "b_key": key})
 
 
 async def remember_answer(session: AsyncSession, expert_id: int, key: str, response: Any) -> None:
-    await session.execute(
-        update(IdempotentRequest)
-        .where(IdempotentRequest.expert_id == expert_id, IdempotentRequest.key == key)
-        .values(response=response)
-    )
+    await session.execute(_REMEMBER_ANSWER, {"b_expert": expert_id, "b_key": key, "b_response": response})
 
 
 async def events_of(

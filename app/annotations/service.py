@@ -59,19 +59,26 @@ class Workspace:
         return {label.id: label for label in self.labels_by_name.values()}
 
 
+MODES = frozenset(Mode)
+
+
 async def open_workspace(session: AsyncSession, user: User, image_id: int, mode: str) -> Workspace:
     """The expert's workspace, authorised in one query on the usual path (an open, already opened
     assignment); anything else takes the checked path, which answers the precise 403/404/422."""
-    row = await repository.workspace_row(session, user.id, image_id, mode) if mode in set(Mode) else None
+    row = await repository.workspace_row(session, user.id, image_id, mode) if mode in MODES else None
     if row is None:
         return await _checked_workspace(session, user, image_id, mode)
-    image, task, study, assignment, seen = row
-    is_open, _ = await studies.assignment_opens_at(session, assignment, study)
-    if not is_open or assignment.opened_at is None:
+    is_open, _ = await studies.assignment_opens_at(session, row.assignment, row.study)
+    if not is_open or row.assignment.opened_at is None:
         return await _checked_workspace(session, user, image_id, mode)
-    labels = await studies.label_map(session, task.id)
-    workspace = Workspace(user=user, image=image, task=task, assignment=assignment, labels_by_name=labels)
-    if not seen:
+    workspace = Workspace(
+        user=user,
+        image=row.image,
+        task=row.task,
+        assignment=row.assignment,
+        labels_by_name={label.name: label for label in row.labels},
+    )
+    if not row.seen:
         await _first_open(session, workspace)
     return workspace
 

@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from app.db import SQLITE_BUSY_TIMEOUT_MS
+from app.db import SQLITE_BUSY_TIMEOUT_MS, WRITE_GATE_WAIT_S
 from app.evaluation import object_columns
 from app.models import (
     Annotation,
@@ -335,11 +335,13 @@ async def _upsert_waiting_briefly(connection: AsyncConnection, values: list[dict
     statement = _upsert_object_columns(connection.dialect)
     if connection.dialect.name == "sqlite":
         await connection.exec_driver_sql(f"PRAGMA busy_timeout = {STORE_LOCK_WAIT_MS}")
+        connection.info[WRITE_GATE_WAIT_S] = STORE_LOCK_WAIT_MS / 1000
         try:
             await connection.execute(statement, values)
             await connection.commit()
         finally:
             await connection.rollback()
+            connection.info.pop(WRITE_GATE_WAIT_S, None)
             await connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         return
     await connection.exec_driver_sql(f"SET LOCAL lock_timeout = {STORE_LOCK_WAIT_MS}")

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Assignment, Image, ImageCompletion, ImagePurpose, Label, Study, Task, User
@@ -32,9 +32,11 @@ async def task_by_name(session: AsyncSession, study_id: int, name: str) -> Task 
     return await session.scalar(select(Task).where(Task.study_id == study_id, Task.name == name))
 
 
+_LABELS_OF_TASK = select(Label).where(Label.task_id == bindparam("task_id")).order_by(Label.position)
+
+
 async def labels_of_task(session: AsyncSession, task_id: int) -> Sequence[Label]:
-    query = select(Label).where(Label.task_id == task_id).order_by(Label.position)
-    return (await session.scalars(query)).all()
+    return (await session.scalars(_LABELS_OF_TASK, {"task_id": task_id})).all()
 
 
 async def has_assignment(session: AsyncSession, expert_id: int, task_id: int) -> bool:
