@@ -31,6 +31,7 @@ def api_routers() -> list[APIRouter]:
     from app.evaluation.api import router as evaluation_router
     from app.images.api import router as images_router
     from app.jobs.api import router as jobs_router
+    from app.simulation.api import router as simulation_router
     from app.suggestions.api import router as suggestions_router
     from app.training.api import router as training_router
 
@@ -44,6 +45,7 @@ def api_routers() -> list[APIRouter]:
         evaluation_router,
         detectors_router,
         training_router,
+        simulation_router,
     ]
 
 
