@@ -1,0 +1,201 @@
+"""`concord simulate` (a whole study with simulated experts, or the calibration table) and `concord plan`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from app.config import Settings
+from app.simulation.runner import SimulationReport
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 1.0 <= value <= 10_000.0:
+        raise argparse.ArgumentTypeError("give a number from 1 to 10000")
+    return value
+
+
+def _experts(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 40:
+        raise argparse.ArgumentTypeError("give 1 to 40 experts")
+    return value
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    simulate = commands.add_parser(
+        "simulate", help="run a study with simulated experts (unaided, washout, aided) through the API"
+    )
+    simulate.add_argument("--study", help="study name or id (not with --calibration)")
+    simulate.add_argument("--experts", type=_experts, default=10)
+    simulate.add_argument("--preset", default="paper")
+    simulate.add_argument(
+        "--speedup", type=_positive_float, default=50.0, help="model seconds per wall second"
+    )
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument(
+        "--url", help="a running Concord (token from --token or CONCORD_TOKEN); default: in process"
+    )
+    simulate.add_argument("--token", help="an admin's API token for --url")
+    simulate.add_argument("--admin", help="in process: the admin to act as (default: the first admin)")
+    simulate.add_argument(
+        "--calibration",
+        action="store_true",
+        help="print the preset's calibration table (no server, no study)",
+    )
+    simulate.add_argument("--populations", type=int, default=4, help="--calibration: populations averaged")
+    simulate.add_argument("--json", action="store_true")
+    simulate.set_defaults(handler=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.calibration:
+        return _calibration(args)
+    if not args.study:
+        print("concord simulate: give --study (or --calibration)", file=sys.stderr)
+        return 2
+    from app.cli import run_async
+    from app.simulation.presets import PRESETS
+
+    if args.preset not in PRESETS:
+        print(
+            f"concord simulate: unknown preset {args.preset!r}; known: {', '.join(PRESETS)}", file=sys.stderr
+        )
+        return 2
+    try:
+        if args.url:
+            token = args.token or os.environ.get("CONCORD_TOKEN")
+            if not token:
+                print("concord simulate: --url needs --token or CONCORD_TOKEN (an admin's)", file=sys.stderr)
+                return 2
+            report = run_async(lambda _settings: _remote(args, token))
+        else:
+            from app.cli import cmd_migrate
+
+            cmd_migrate(args)
+            report = run_async(lambda settings: simulate_in_process(settings, args))
+    except (LookupError, PermissionError) as error:
+        print(f"concord simulate: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        from app.client import ApiError
+
+        if isinstance(error, ApiError):
+            print(f"concord simulate: {error}", file=sys.stderr)
+            return 2
+        raise
+    print(json.dumps(report) if args.json else _describe(report))
+    return 0
+
+
+def _describe(report: dict[str, Any]) -> str:
+    return (
+        f"simulated study {report['study_id']}: {len(report['experts'])} experts, {report['edits']} edits, "
+        f"{report['requests']} requests ({report['retries']} retried) in {report['wall_s']:.0f} s"
+    )
+
+
+async def _remote(args: argparse.Namespace, token: str) -> dict[str, Any]:
+    from app.simulation.runner import simulate_study
+
+    report = await simulate_study(
+        args.url,
+        token,
+        args.study,
+        experts=args.experts,
+        preset_name=args.preset,
+        speedup=args.speedup,
+        seed=args.seed,
+    )
+    return report.as_json()
+
+
+async def simulate_in_process(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    report = await run_in_process(
+        settings,
+        args.study,
+        args.admin,
+        experts=args.experts,
+        preset_name=args.preset,
+        speedup=args.speedup,
+        seed=args.seed,
+    )
+    return report.as_json()
+
+
+async def run_in_process(
+    settings: Settings,
+    study: str,
+    admin: str | None,
+    *,
+    experts: int,
+    preset_name: str = "paper",
+    speedup: float = 50.0,
+    seed: int = 0,
+) -> SimulationReport:
+    """Start the app in this process (on a migrated database) and simulate through an in-memory transport."""
+    from app.main import create_app
+    from app.simulation.runner import simulate_study
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        token = await admin_token(app.state.sessionmaker, admin)
+        transport = httpx.ASGITransport(app=app)
+        return await simulate_study(
+            "http://concord",
+            token,
+            study,
+            experts=experts,
+            preset_name=preset_name,
+            speedup=speedup,
+            seed=seed,
+            transport=transport,
+        )
+
+
+async def admin_token(sessionmaker: Any, name: str | None) -> str:
+    """A one-day token of the named admin, or of the first admin."""
+    from app.accounts import service as accounts
+    from app.models import User
+
+    async with sessionmaker() as session, session.begin():
+        query = select(User).where(User.role == "admin").order_by(User.id)
+        if name:
+            query = query.where(User.name == name)
+        admin = await session.scalar(query.limit(1))
+        if admin is None:
+            raise LookupError(
+                f"no admin {name!r}" if name else "no admin user (concord user add NAME --role admin)"
+            )
+        token: str = await accounts.issue_token(session, admin.name, 1)
+        return token
+
+
+def _calibration(args: argparse.Namespace) -> int:
+    from app.simulation.calibration import calibrate, markdown
+
+    rows = calibrate(args.preset, experts=args.experts, seed=args.seed, populations=args.populations)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "figure": r.target.label,
+                        "paper": r.target.value,
+                        "simulated": r.simulated,
+                        "within": r.within,
+                    }
+                    for r in rows
+                ]
+            )
+        )
+    else:
+        print(markdown(rows))
+    return 0 if all(row.within for row in rows) else 1
