@@ -54,6 +54,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     simulate.add_argument("--json", action="store_true")
     simulate.set_defaults(handler=cmd_simulate)
 
+    plan = commands.add_parser(
+        "plan",
+        help="power to detect the concordance gain and time saving, by repeated simulation (no server)",
+    )
+    plan.add_argument("--kind", choices=["classify", "grade", "detect"], default="detect")
+    plan.add_argument("--experts", default="3,5,10", help="experts per mode, comma-separated")
+    plan.add_argument("--images", default="5,15", help="images per mode, comma-separated")
+    plan.add_argument("--preset", default="paper")
+    plan.add_argument("--repetitions", type=int, default=200)
+    plan.add_argument("--seed", type=int, default=0)
+    plan.add_argument("--figure", help="also write the power plot to this SVG or PNG file")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(handler=cmd_plan)
+
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     if args.calibration:
@@ -199,3 +213,51 @@ def _calibration(args: argparse.Namespace) -> int:
     else:
         print(markdown(rows))
     return 0 if all(row.within for row in rows) else 1
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from app.errors import AppError
+    from app.simulation import service
+    from app.simulation.schemas import PlanQuery, describe
+
+    try:
+        query = PlanQuery(
+            kind=args.kind,
+            experts=[int(part) for part in args.experts.split(",") if part.strip()],
+            images=[int(part) for part in args.images.split(",") if part.strip()],
+            preset=args.preset,
+            repetitions=args.repetitions,
+            seed=args.seed,
+        )
+        result = service.plan(query)
+    except (ValueError, ValidationError, AppError) as error:
+        if isinstance(error, ValidationError):
+            message = describe(error)
+        else:
+            message = error.message if isinstance(error, AppError) else f"give whole numbers: {error}"
+        print(f"concord plan: {message}", file=sys.stderr)
+        return 2
+    if args.figure:
+        fmt = "png" if args.figure.endswith(".png") else "svg"
+        with open(args.figure, "wb") as out:
+            out.write(service.plan_figure(result, fmt))
+    if args.json:
+        print(result.model_dump_json())
+        return 0
+    print(
+        f"{result.kind}, preset {result.preset}, {result.repetitions} repetitions, paired t-test at α {result.alpha}"
+    )
+    print("experts images  power(concordance) power(time)  gain    s saved  caught unaided → aided")
+    for row in result.rows:
+        caught = "; ".join(
+            f"{kind} {modes['unaided'].mean:.2f}→{modes['aided'].mean:.2f}"
+            for kind, modes in row.caught.items()
+            if "unaided" in modes and "aided" in modes
+        )
+        print(
+            f"{row.experts:>7} {row.images:>6}  {row.concordance_power:>18.2f} {row.seconds_power:>11.2f}"
+            f"  {row.concordance_gain:+.3f} {row.seconds_saved:>8.0f}  {caught}"
+        )
+    return 0

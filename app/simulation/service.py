@@ -31,6 +31,10 @@ from app.models import (
 )
 from app.simulation.presets import PRESETS
 from app.simulation.schemas import (
+    PlanOut,
+    PlanQuery,
+    PlanRowOut,
+    RateOut,
     SceneImageOut,
     SceneObjectOut,
     SceneOut,
@@ -188,3 +192,73 @@ def _lookalikes(truth: list[SceneObjectOut], candidates: list[Suggestion]) -> li
         for c, keep in zip(candidates, alone, strict=True)
         if keep
     ]
+
+
+def plan(query: PlanQuery) -> PlanOut:
+    """Power and caught rates by repeated simulation (CPU work: run it off the event loop)."""
+    from app.simulation import planning
+
+    if query.preset not in PRESETS:
+        raise Invalid(f"unknown preset {query.preset!r}; known: {', '.join(sorted(PRESETS))}")
+    rows = planning.plan(
+        query.kind,
+        query.experts,
+        query.images,
+        preset_name=query.preset,
+        reps=query.repetitions,
+        seed=query.seed,
+    )
+    return PlanOut(
+        kind=query.kind,
+        preset=query.preset,
+        repetitions=query.repetitions,
+        alpha=planning.ALPHA,
+        rows=[
+            PlanRowOut(
+                experts=row.experts,
+                images=row.images,
+                concordance_power=row.concordance_power,
+                seconds_power=row.seconds_power,
+                concordance_gain=row.concordance_gain,
+                seconds_saved=row.seconds_saved,
+                caught={
+                    kind: {mode: RateOut(mean=mean, sd=sd) for mode, (mean, sd) in modes.items()}
+                    for kind, modes in row.caught.items()
+                },
+            )
+            for row in rows
+        ],
+    )
+
+
+def plan_figure(result: PlanOut, fmt: str = "svg") -> bytes:
+    """Power vs. experts, one line per number of images, for the concordance gain and the time saving."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8.0, 3.4), layout="constrained")
+    for column, (field, title) in enumerate(
+        (("concordance_power", "concordance gain"), ("seconds_power", "time saving"))
+    ):
+        axes = figure.add_subplot(1, 2, column + 1)
+        for images in sorted({row.images for row in result.rows}):
+            rows = sorted((row for row in result.rows if row.images == images), key=lambda row: row.experts)
+            axes.plot(
+                [r.experts for r in rows],
+                [getattr(r, field) for r in rows],
+                marker="o",
+                label=f"{images} images",
+            )
+        axes.axhline(0.8, color="#888888", linestyle=":", linewidth=1)
+        axes.set_ylim(0, 1.02)
+        axes.set_xlabel("experts per mode")
+        axes.set_ylabel("power (α 0.05, paired t)")
+        axes.set_title(f"{result.kind}: {title}")
+        axes.legend(fontsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, dpi=110)
+    return buffer.getvalue()
