@@ -62,7 +62,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     plan.add_argument("--experts", default="3,5,10", help="experts per mode, comma-separated")
     plan.add_argument("--images", default="5,15", help="images per mode, comma-separated")
     plan.add_argument("--preset", default="paper")
-    plan.add_argument("--repetitions", type=int, default=200)
+    plan.add_argument("--repetitions", type=int, default=100)
     plan.add_argument("--seed", type=int, default=0)
     plan.add_argument("--figure", help="also write the power plot to this SVG or PNG file")
     plan.add_argument("--json", action="store_true")

@@ -26,7 +26,7 @@ def _query(params: dict[str, str]) -> PlanQuery:
         experts=_numbers(params.get("experts", "3,5,10")),
         images=_numbers(params.get("images", "5,15")),
         preset=params.get("preset", "paper"),
-        repetitions=int(params.get("repetitions", "200")),
+        repetitions=int(params.get("repetitions", "100")),
         seed=int(params.get("seed", "0")),
     )
 
@@ -49,7 +49,7 @@ async def plan_page(request: Request, principal: PageAdmin) -> Response:
             "kind": params.get("kind", "detect"),
             "experts": params.get("experts", "3,5,10"),
             "images": params.get("images", "5,15"),
-            "repetitions": params.get("repetitions", "200"),
+            "repetitions": params.get("repetitions", "100"),
             "preset": params.get("preset", "paper"),
         },
         "result": None,

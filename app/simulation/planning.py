@@ -218,6 +218,6 @@ def plan(
 ) -> list[PlanRow]:
     """Power and caught rates for every (experts, images) pair; images are per mode."""
     chosen = params or preset(preset_name)[kind]
-    pool = build_pool(kind, chosen, seed)
+    pool = build_pool(kind, chosen)  # one pool per population; the seed draws experts and images from it
     labels = len(world.LABELS[kind])
     return [plan_row(pool, labels, e, n, reps, seed) for e in experts for n in images]

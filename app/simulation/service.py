@@ -8,6 +8,7 @@ by the admin who runs the simulation and handed to the expert model on the clien
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
@@ -195,11 +196,18 @@ def _lookalikes(truth: list[SceneObjectOut], candidates: list[Suggestion]) -> li
 
 
 def plan(query: PlanQuery) -> PlanOut:
-    """Power and caught rates by repeated simulation (CPU work: run it off the event loop)."""
-    from app.simulation import planning
-
+    """Power and caught rates by repeated simulation (CPU work: run it off the event loop). The last few
+    answers are kept, so a page and its plot compute once."""
     if query.preset not in PRESETS:
         raise Invalid(f"unknown preset {query.preset!r}; known: {', '.join(sorted(PRESETS))}")
+    return _plan(query.model_dump_json())
+
+
+@lru_cache(maxsize=16)
+def _plan(query_json: str) -> PlanOut:
+    from app.simulation import planning
+
+    query = PlanQuery.model_validate_json(query_json)
     rows = planning.plan(
         query.kind,
         query.experts,
