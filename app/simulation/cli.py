@@ -65,6 +65,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     plan.add_argument("--repetitions", type=int, default=100)
     plan.add_argument("--seed", type=int, default=0)
     plan.add_argument("--figure", help="also write the power plot to this SVG or PNG file")
+    plan.add_argument(
+        "--fit-study", help="fit the population to this finished study's results (name or id) before planning"
+    )
+    plan.add_argument("--fit-task", help="with --fit-study: the task (default: the study's task of --kind)")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(handler=cmd_plan)
 
@@ -231,8 +235,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
             repetitions=args.repetitions,
             seed=args.seed,
         )
-        result = service.plan(query)
-    except (ValueError, ValidationError, AppError) as error:
+        if args.fit_study:
+            from app.cli import run_async
+
+            fitted = run_async(lambda settings: fit_to_study(settings, args.fit_study, args.fit_task, query))
+            _print_fit(fitted)
+            result = service.plan_with(query, fitted.params, f"fitted to {args.fit_study}")
+        else:
+            result = service.plan(query)
+    except (ValueError, ValidationError, AppError, LookupError) as error:
         if isinstance(error, ValidationError):
             message = describe(error)
         else:
@@ -261,3 +272,40 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"  {row.concordance_gain:+.3f} {row.seconds_saved:>8.0f}  {caught}"
         )
     return 0
+
+
+async def fit_to_study(settings: Settings, study_ref: str, task_name: str | None, query: Any) -> Any:
+    """The population of the query's preset, fitted to one task of a finished study (see app.simulation.fitting)."""
+    from app.db import make_engine, make_sessionmaker
+    from app.evaluation.service import MetricsParams, find_study, study_metrics
+    from app.models import Task
+    from app.offload import in_thread
+    from app.simulation import fitting
+    from app.simulation.presets import preset
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            study = await find_study(session, study_ref)
+            metrics = await study_metrics(session, study, MetricsParams())
+            kinds = {
+                task.name: task.kind
+                for task in await session.scalars(select(Task).where(Task.study_id == study.id))
+            }
+    finally:
+        await engine.dispose()
+    names = [name for name, kind in kinds.items() if (name == task_name if task_name else kind == query.kind)]
+    if len(names) != 1:
+        raise LookupError(f"give --fit-task: the study's tasks of kind {query.kind} are {names or 'none'}")
+    if kinds[names[0]] != query.kind:
+        raise LookupError(f"task {names[0]!r} is of kind {kinds[names[0]]}, not {query.kind}")
+    observed = fitting.Observed.of(metrics.tasks[names[0]])
+    return await in_thread(fitting.fit, query.kind, preset(query.preset)[query.kind], observed, query.seed)
+
+
+def _print_fit(fitted: Any) -> None:
+    print("fit to the study (observed → fitted; mean, sd over experts):")
+    for measure, mode, observed, simulated, observed_sd, simulated_sd in fitted.quality():
+        print(
+            f"  {measure:<11} {mode:<7} mean {observed:8.3f} → {simulated:8.3f}   sd {observed_sd:7.3f} → {simulated_sd:7.3f}"
+        )

@@ -30,6 +30,7 @@ from app.models import (
     SuggestionSet,
     Task,
 )
+from app.simulation.model import ExpertParams
 from app.simulation.presets import PRESETS
 from app.simulation.schemas import (
     PlanOut,
@@ -205,20 +206,25 @@ def plan(query: PlanQuery) -> PlanOut:
 
 @lru_cache(maxsize=16)
 def _plan(query_json: str) -> PlanOut:
+    return plan_with(PlanQuery.model_validate_json(query_json), None)
+
+
+def plan_with(query: PlanQuery, params: ExpertParams | None, population_name: str | None = None) -> PlanOut:
+    """The plan for a preset's population, or for `params` (e.g. fitted to a finished study)."""
     from app.simulation import planning
 
-    query = PlanQuery.model_validate_json(query_json)
     rows = planning.plan(
         query.kind,
         query.experts,
         query.images,
+        params=params,
         preset_name=query.preset,
         reps=query.repetitions,
         seed=query.seed,
     )
     return PlanOut(
         kind=query.kind,
-        preset=query.preset,
+        preset=population_name or query.preset,
         repetitions=query.repetitions,
         alpha=planning.ALPHA,
         rows=[

@@ -70,3 +70,24 @@ def test_plan_command_prints_a_table_and_refuses_bad_input(capsys: pytest.Captur
     bad = build_parser().parse_args(["plan", "--experts", "x"])
     assert cmd_plan(bad) == 2
     assert "concord plan: give whole numbers" in capsys.readouterr().err
+
+
+def test_a_population_fitted_to_a_study_reproduces_its_means() -> None:
+    from dataclasses import replace
+
+    from app.simulation import fitting
+    from app.simulation.presets import PAPER
+
+    # a "finished study" whose experts are weaker, more trusting and slower than the preset's
+    truth = replace(
+        PAPER["grade"],
+        sensitivity=0.3,
+        label_skill=3.3,
+        bias_omission=(0.8, 0.85, 0.9),
+        unaided_s=(40.0, 3.0, 1.0),
+    )
+    observed = fitting._simulate("grade", truth, seed=3)
+    fitted = fitting.fit("grade", PAPER["grade"], observed, seed=0)
+    for measure, mode, want, got, _, _ in fitted.quality():
+        tolerance = 0.04 if measure == "concordance" else 0.1 * want
+        assert got == pytest.approx(want, abs=tolerance), (measure, mode)
