@@ -39,7 +39,7 @@ PAPER: dict[str, ExpertParams] = {
         time_noise=0.25,
     ),
     "grade": ExpertParams(
-        sensitivity=0.8,
+        sensitivity=0.6,
         difficulty_slope=1.0,
         label_skill=4.0,
         label_difficulty_slope=4.0,
