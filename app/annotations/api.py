@@ -187,7 +187,7 @@ async def heartbeat(
 ) -> VisitOut:
     """The page is visible and the expert active; idle gaps beyond the limit do not count."""
     visit = await service.get_visit(session, user, visit_id)
-    scale = await simulation_repository.time_scale_of_image(session, visit.image_id)
+    scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)
     service.record_presence(
         visit, settings.heartbeat_idle_seconds, (data or ClientTime()).active, close=False, time_scale=scale
     )
@@ -204,7 +204,7 @@ async def close_visit(
 ) -> VisitOut:
     """The expert left the image."""
     visit = await service.get_visit(session, user, visit_id)
-    scale = await simulation_repository.time_scale_of_image(session, visit.image_id)
+    scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)
     active = (data or ClientTime()).active
     service.record_presence(visit, settings.heartbeat_idle_seconds, active, close=True, time_scale=scale)
     return VisitOut.model_validate(visit)

@@ -91,8 +91,7 @@ class ExpertRun:
     report: SimulationReport
 
     async def work(self, mode: str) -> list[int]:
-        """Work every task of the mode in task order; returns the assignments finished (or, for an aided
-        mode that is not open yet, nothing)."""
+        """Work every task of the mode in task order; returns the assignments finished."""
         finished = []
         for assignment in sorted(await self.client.assignments(), key=lambda a: a.task_id):
             if assignment.mode != mode or assignment.task_id not in self.scenes:

@@ -30,6 +30,7 @@ from app.models import (
     SuggestionSet,
     Task,
 )
+from app.simulation import repository
 from app.simulation.model import ExpertParams
 from app.simulation.presets import PRESETS
 from app.simulation.schemas import (
@@ -59,18 +60,22 @@ async def start(
     session: AsyncSession, hasher: PasswordHasher, study: Study, data: SimulationStart
 ) -> SimulationSetupOut:
     """Mark the study simulated, create its simulated experts with tokens and their unaided and aided
-    assignments on every task (aided shows the task's injected suggestion set). Once per study (else 409)."""
+    assignments on every task (aided shows the task's injected suggestion set). Once per study, and only
+    before anyone worked on it (else 409): the time scale then applies to the simulated experts' visits."""
     if study.simulated:
         raise Conflict(f"study {study.name!r} is already simulated")
     if data.preset not in PRESETS:
         raise Invalid(f"unknown preset {data.preset!r}; known: {', '.join(sorted(PRESETS))}")
+    if await repository.study_has_visits(session, study.id):
+        raise Conflict(f"study {study.name!r} already has work of real experts; simulate a study of its own")
     tasks = list(await studies_repository.tasks_of_study(session, study.id, None))
     if not tasks:
         raise Invalid("the study has no tasks to simulate")
     shown_sets = {task.id: await _shown_set(session, task) for task in tasks}
-    experts = []
+    experts, expert_ids = [], []
     for name in expert_names(study, data.experts):
         user = await accounts.create_user(session, hasher, name, "expert", None)
+        expert_ids.append(user.id)
         for task in tasks:
             for mode in (Mode.unaided, Mode.aided):
                 shown = shown_sets[task.id] if mode == Mode.aided else None
@@ -81,7 +86,7 @@ async def start(
             SimulatedExpertOut(name=name, token=await accounts.issue_token(session, name, TOKEN_DAYS))
         )
     study.simulation_time_scale = float(data.speedup)
-    study.simulation = data.model_dump()
+    study.simulation = {**data.model_dump(), "expert_ids": expert_ids}
     await session.flush()
     return SimulationSetupOut(
         study_id=study.id,
