@@ -24,8 +24,9 @@ from app.phantoms import (
     detect_region,
     grade_patch,
 )
-from app.phantoms.model import Phantom
+from app.phantoms.model import Phantom, PhantomObject
 from app.simulation.model import (
+    Box,
     Decision,
     Expert,
     ImageWork,
@@ -71,18 +72,26 @@ def expert_name(index: int) -> str:
 # ---------------------------------------------------------------- scenes from phantoms
 
 
-def _scene_objects(phantom: Phantom, labels: Sequence[str], window: tuple[int, int, int, int]) -> Scene:
+def _inside(obj: PhantomObject, window: tuple[int, int, int, int]) -> Box | None:
+    """The object's box in the window's pixels, or None when the window cuts it (the demo leaves those out)."""
     left, top, width, height = window
-    truth, looks = [], []
-    for obj in phantom.objects:
-        box = (obj.x1 - left, obj.y1 - top, obj.x2 - left, obj.y2 - top)
-        if box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height:
-            truth.append(SceneObject(tuple(map(float, box)), labels.index(obj.label), obj.difficulty))  # type: ignore[arg-type]
-    for obj in phantom.distractors:
-        box = (obj.x1 - left, obj.y1 - top, obj.x2 - left, obj.y2 - top)
-        if box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height:
-            looks.append(SceneObject(tuple(map(float, box)), -1, obj.difficulty))  # type: ignore[arg-type]
-    return Scene(key=0, width=width, height=height, truth=tuple(truth), lookalikes=tuple(looks))
+    box = (float(obj.x1 - left), float(obj.y1 - top), float(obj.x2 - left), float(obj.y2 - top))
+    inside = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
+    return box if inside else None
+
+
+def _scene_objects(phantom: Phantom, labels: Sequence[str], window: tuple[int, int, int, int]) -> Scene:
+    truth = [
+        SceneObject(box, labels.index(obj.label), obj.difficulty)
+        for obj in phantom.objects
+        if (box := _inside(obj, window)) is not None
+    ]
+    looks = [
+        SceneObject(box, -1, obj.difficulty)
+        for obj in phantom.distractors
+        if (box := _inside(obj, window)) is not None
+    ]
+    return Scene(key=0, width=window[2], height=window[3], truth=tuple(truth), lookalikes=tuple(looks))
 
 
 @lru_cache(maxsize=8)
