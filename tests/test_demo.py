@@ -85,3 +85,12 @@ async def test_demo_with_simulated_experts_opens_on_a_finished_study(
     assert await db.scalar(select(Annotation.id).where(Annotation.expert_id == untouched.id)) is None
     expert = await client_for("expert1")
     assert {item["status"] for item in (await expert.get("/api/v1/assignments")).json()} == {"open"}
+
+    # plan the next study from this one: the population fitted to its results
+    query = f"kind=classify&experts=2,4&images=3&repetitions=30&fit_study={study['id']}"
+    plan = await admin.get(f"/admin/plan?{query}")
+    assert plan.status_code == 200, plan.text
+    assert 'id="plan-fit-quality"' in plan.text and 'id="plan-table"' in plan.text
+    assert (await admin.get(f"/admin/plan/figure.svg?{query}")).status_code == 200
+    wrong_kind = await admin.get(f"/admin/plan?kind=grade&experts=2&images=3&fit_study={study['id']}")
+    assert wrong_kind.status_code == 422 and "fitting needs one" in wrong_kind.text

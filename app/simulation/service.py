@@ -8,8 +8,9 @@ by the admin who runs the simulation and handed to the expert model on the clien
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from argon2 import PasswordHasher
@@ -30,6 +31,7 @@ from app.models import (
     SuggestionSet,
     Task,
 )
+from app.offload import Compute
 from app.simulation import repository
 from app.simulation.model import ExpertParams
 from app.simulation.presets import PRESETS
@@ -281,3 +283,44 @@ def plan_figure(result: PlanOut, fmt: str = "svg") -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=fmt, dpi=110)
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class FittedPlan:
+    study: str
+    task: str
+    fit: Any  # fitting.Fit
+    plan: PlanOut
+
+
+async def fitted_plan(session: AsyncSession, compute: Compute, query: PlanQuery, study_id: int) -> FittedPlan:
+    """Fit the query's preset population to the study's task of the query's kind, then plan with it. The
+    fit is kept per study, task revision, kind, preset and seed, so a page and its plot fit once."""
+    from app.evaluation.service import MetricsParams, study_metrics
+
+    study = await session.get(Study, study_id)
+    if study is None:
+        raise NotFound(f"no study {study_id}")
+    tasks = [
+        t for t in await studies_repository.tasks_of_study(session, study.id, None) if t.kind == query.kind
+    ]
+    if len(tasks) != 1:
+        raise Invalid(f"study {study.name!r} has {len(tasks)} tasks of kind {query.kind}; fitting needs one")
+    task = tasks[0]
+    key = (study.id, task.id, task.objects_revision, query.kind, query.preset, query.seed)
+    metrics = await study_metrics(session, study, MetricsParams(), compute)
+    if task.name not in metrics.tasks:
+        raise Invalid(f"task {task.name!r} has no results to fit to")
+    fitted = await compute(_fit_cached, key, metrics.tasks[task.name].model_dump_json())
+    plan = await compute(plan_with, query, fitted.params, f"fitted to {study.name} / {task.name}")
+    return FittedPlan(study.name, task.name, fitted, plan)
+
+
+@lru_cache(maxsize=8)
+def _fit_cached(key: tuple[Any, ...], metrics_json: str) -> Any:
+    from app.evaluation.schemas import TaskMetricsOut
+    from app.simulation import fitting
+
+    _, _, _, kind, preset_name, seed = key
+    observed = fitting.Observed.of(TaskMetricsOut.model_validate_json(metrics_json))
+    return fitting.fit(kind, PRESETS[preset_name][kind], observed, seed)
