@@ -172,7 +172,8 @@ ACCESS: dict[str, Rule] = {
     "GET /api/v1/studies/{study_id}/training-runs.csv": Rule("admin", 200),
     "GET /api/v1/studies/{study_id}/training-runs/figure.{fmt}": Rule("admin", 200),
     "GET /api/v1/training-runs/{run_id}/model.onnx": Rule("admin", 404),  # no such run
-    "POST /api/v1/studies/{study_id}/simulation": Rule("admin", 201, body=lambda ids: {"experts": 1}),
+    # the prepared study already has an expert's visit: a study with real work cannot become simulated
+    "POST /api/v1/studies/{study_id}/simulation": Rule("admin", 409, body=lambda ids: {"experts": 1}),
     "GET /api/v1/tasks/{task_id}/simulation-scene": Rule("admin", 200),
     "POST /api/v1/plan": Rule("admin", 200, body=lambda ids: SMALL_PLAN),
     "POST /api/v1/plan/figure.svg": Rule("admin", 200, body=lambda ids: SMALL_PLAN),
