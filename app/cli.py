@@ -162,11 +162,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from app.demo import create_demo
 
     cmd_migrate(args)
-    credentials = run_async(lambda settings: create_demo(settings, seed=args.seed))
+    credentials = run_async(
+        lambda settings: create_demo(
+            settings, seed=args.seed, simulated_experts=args.experts, speedup=args.speedup
+        )
+    )
     print("Demo study ready. Log in with:")
     for name, role, password in credentials:
         print(f"  {role:<7} {name:<10} password: {password}")
+    if args.experts:
+        print(
+            f"The study was run by {args.experts} simulated experts (marked simulated; see its evaluation); "
+            "expert1 and expert2 are untouched for trying the workspace by hand."
+        )
     return 0
+
+
+def _simulated_experts(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 40:
+        raise argparse.ArgumentTypeError("give 0 to 40 simulated experts")
+    return value
+
+
+def _speedup(text: str) -> float:
+    value = float(text)
+    if not 1.0 <= value <= 10_000.0:
+        raise argparse.ArgumentTypeError("give a speedup from 1 to 10000")
+    return value
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -241,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="create (or reset) the demo study and print its logins")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--experts",
+        type=_simulated_experts,
+        default=4,
+        help="simulated experts who run the study once, so the dashboard has numbers (0: none)",
+    )
+    demo.add_argument("--speedup", type=_speedup, default=100.0, help="simulated seconds per wall second")
     demo.set_defaults(handler=cmd_demo)
 
     for register in _extensions():
@@ -253,10 +283,18 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.Argument
     from app.detectors.cli import register as register_detectors
     from app.evaluation.cli import register as register_evaluation
     from app.jobs.cli import register as register_jobs
+    from app.simulation.cli import register as register_simulation
     from app.training.cli import register as register_training
     from worker.cli import register as register_worker
 
-    return [register_worker, register_evaluation, register_detectors, register_training, register_jobs]
+    return [
+        register_worker,
+        register_evaluation,
+        register_detectors,
+        register_training,
+        register_jobs,
+        register_simulation,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -315,3 +315,36 @@ def _checked(response: httpx.Response) -> httpx.Response:
     except ValueError:
         detail = response.text
     raise ApiError(response.status_code, detail)
+
+
+class SimulationClient(ConcordClient):
+    """The calls a simulated study needs beyond an expert's: an admin starts the simulation, reads the
+    scene the expert model works from and overrides the washout; an expert pauses a visit's clock."""
+
+    async def studies(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await self._json("GET", "/studies")
+        return found
+
+    async def start_simulation(
+        self, study_id: int, *, experts: int, preset: str, seed: int, speedup: float
+    ) -> dict[str, Any]:
+        """Not keyed: a retry after a lost answer meets the started simulation and answers 409."""
+        body = {"experts": experts, "preset": preset, "seed": seed, "speedup": speedup}
+        setup: dict[str, Any] = await self._json("POST", f"/studies/{study_id}/simulation", json=body)
+        return setup
+
+    async def simulation_scene(self, task_id: int) -> dict[str, Any]:
+        scene: dict[str, Any] = await self._json("GET", f"/tasks/{task_id}/simulation-scene")
+        return scene
+
+    async def assignment_rows(self) -> list[dict[str, Any]]:
+        """The assignments as the API gives them (for an admin: everyone's, with the expert's name)."""
+        rows: list[dict[str, Any]] = await self._json("GET", "/assignments")
+        return rows
+
+    async def override_washout(self, assignment_id: int, reason: str) -> None:
+        await self.request("POST", f"/assignments/{assignment_id}/washout-override", json={"reason": reason})
+
+    async def pause(self, visit_id: int) -> None:
+        """A heartbeat that counts the time since the last one as inactive."""
+        await self.request("POST", f"/visits/{visit_id}/heartbeat", json={"active": False})

@@ -5,9 +5,10 @@ import secrets
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
@@ -83,14 +84,59 @@ DEMO_TASKS = (
 )
 
 
-async def create_demo(settings: Settings, seed: int = 0, patches: int = 15) -> list[tuple[str, str, str]]:
-    """Create the demo study once; every run sets fresh passwords and returns (name, role, password)."""
+DEMO_SIMULATED_EXPERTS = 4
+DEMO_SPEEDUP = 100.0
+
+
+@dataclass(frozen=True)
+class DemoShape:
+    """Which tasks the demo builds and how its errors are injected: the default is the paper's study; tests
+    build smaller ones (fewer kinds, fewer patches, injection overrides that fit them)."""
+
+    kinds: tuple[str, ...] = ("classify", "grade", "detect")
+    injection_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+async def create_demo(
+    settings: Settings,
+    seed: int = 0,
+    patches: int = 15,
+    simulated_experts: int = 0,
+    speedup: float = DEMO_SPEEDUP,
+    shape: DemoShape | None = None,
+) -> list[tuple[str, str, str]]:
+    """Create the demo study once, and run it with simulated experts once (`simulated_experts` > 0) so
+    that its dashboard has numbers; expert1 and expert2 stay untouched for trying the workspace by hand.
+    Every run sets fresh passwords and returns (name, role, password)."""
+    credentials = await _create_study(settings, seed, patches, shape or DemoShape())
+    if simulated_experts and not await _is_simulated(settings):
+        from app.simulation.cli import run_in_process
+
+        await run_in_process(
+            settings, DEMO_STUDY, "admin", experts=simulated_experts, speedup=speedup, seed=seed
+        )
+    return credentials
+
+
+async def _is_simulated(settings: Settings) -> bool:
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            study = await studies_repository.study_by_name(session, DEMO_STUDY)
+            return study is not None and study.simulated
+    finally:
+        await engine.dispose()
+
+
+async def _create_study(
+    settings: Settings, seed: int, patches: int, shape: DemoShape
+) -> list[tuple[str, str, str]]:
     engine = make_engine(settings.resolved_database_url)
     try:
         async with make_sessionmaker(engine)() as session, session.begin():
             credentials = await _reset_users(session, settings)
             if await studies_repository.study_by_name(session, DEMO_STUDY) is None:
-                await _build_study(session, settings, seed, patches)
+                await _build_study(session, settings, seed, patches, shape)
         return credentials
     finally:
         await engine.dispose()
@@ -110,7 +156,9 @@ async def _reset_users(session: AsyncSession, settings: Settings) -> list[tuple[
     return credentials
 
 
-async def _build_study(session: AsyncSession, settings: Settings, seed: int, patches: int) -> None:
+async def _build_study(
+    session: AsyncSession, settings: Settings, seed: int, patches: int, shape: DemoShape
+) -> None:
     study = await studies.create_study(
         session,
         StudyCreate(
@@ -120,13 +168,14 @@ async def _build_study(session: AsyncSession, settings: Settings, seed: int, pat
     )
     experts = await _demo_experts(session)
     detectors = await ensure_builtin_detectors(session, settings)
-    for spec in DEMO_TASKS:
+    for spec in (spec for spec in DEMO_TASKS if spec.kind in shape.kinds):
         task, labels = await studies.create_task(session, study, _task_data(spec))
         images_and_truth = await _add_phantoms(session, settings, task, spec, seed, patches)
         images_and_truth += await _add_practice(session, settings, task, spec, seed)
         _add_ground_truth(session, labels, images_and_truth)
         await session.flush()
-        shown = await _suggestions_with_errors(session, settings, task, detectors[spec.kind], seed)
+        overrides = shape.injection_overrides.get(spec.kind, {})
+        shown = await _suggestions_with_errors(session, settings, task, detectors[spec.kind], seed, overrides)
         _assign(session, task, experts, shown.id)
     await session.flush()
 
@@ -139,7 +188,12 @@ async def _demo_experts(session: AsyncSession) -> list[User]:
 
 
 async def _suggestions_with_errors(
-    session: AsyncSession, settings: Settings, task: Task, detector: DetectorModel, seed: int
+    session: AsyncSession,
+    settings: Settings,
+    task: Task,
+    detector: DetectorModel,
+    seed: int,
+    overrides: dict[str, Any],
 ) -> SuggestionSet:
     """Run the project's detector, then inject errors by the paper's preset for this task kind."""
     threshold = CANDIDATE_SCORE_THRESHOLD if task.kind == TaskKind.detect else None
@@ -147,7 +201,7 @@ async def _suggestions_with_errors(
     started = utcnow()
     detected = await run_detection(session, settings, task, detector, name=name, score_threshold=threshold)
     session.add(_detect_job_record(task, detector, detected, name, started))
-    request = InjectionRequest(preset=f"paper-{task.kind}", overrides={"seed": seed})
+    request = InjectionRequest(preset=f"paper-{task.kind}", overrides={"seed": seed, **overrides})
     injected = await suggestions.inject(session, detected, request)
     shown = await session.get(SuggestionSet, injected.suggestion_set.id)
     assert shown is not None

@@ -33,6 +33,7 @@ def api_routers() -> list[APIRouter]:
     from app.evaluation.api import router as evaluation_router
     from app.images.api import router as images_router
     from app.jobs.api import router as jobs_router
+    from app.simulation.api import router as simulation_router
     from app.suggestions.api import router as suggestions_router
     from app.training.api import router as training_router
 
@@ -46,6 +47,7 @@ def api_routers() -> list[APIRouter]:
         evaluation_router,
         detectors_router,
         training_router,
+        simulation_router,
     ]
 
 
@@ -58,6 +60,7 @@ def page_routers() -> list[APIRouter]:
     from app.jobs.pages import router as jobs_pages
     from app.site import router as site_pages
     from app.studies.overview_pages import router as overview_pages
+    from app.simulation.pages import router as simulation_pages
     from app.studies.pages import router as studies_pages
     from app.suggestions.pages import router as suggestions_pages
     from app.training.pages import router as training_pages
@@ -73,6 +76,7 @@ def page_routers() -> list[APIRouter]:
         suggestions_pages,
         training_pages,
         site_pages,
+        simulation_pages,
     ]
 
 

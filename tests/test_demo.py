@@ -58,3 +58,48 @@ async def test_demo_training_uses_practice_images_disjoint_from_the_study(
         sets = (await admin.get(f"/api/v1/tasks/{task_id}/suggestion-sets")).json()
         assert set_id in {item["id"] for item in sets if item["source"] == "detector"}
         assert f'href="/admin/tasks/{task_id}/suggestions#set-{set_id}"' in page
+
+async def test_demo_with_simulated_experts_opens_on_a_finished_study(
+    app: object, settings: Settings, db: AsyncSession, client_for: ClientFactory
+) -> None:
+    """A small demo (one task, five patches, two simulated experts) as `concord demo` builds the full one."""
+    from app.demo import DEMO_STUDY
+    from app.models import Annotation, User
+    from tests.simulation.helpers import SMALL_CLASSIFY, SMALL_PATCHES
+
+    credentials = await create_demo(
+        settings, patches=SMALL_PATCHES, shape=SMALL_CLASSIFY, simulated_experts=2, speedup=2000
+    )
+    assert {name for name, _, _ in credentials} == {"admin", "expert1", "expert2"}
+    again = await create_demo(settings, patches=SMALL_PATCHES, shape=SMALL_CLASSIFY, simulated_experts=2)
+    assert {name for name, _, _ in again} == {"admin", "expert1", "expert2"}  # simulated once, logins fresh
+
+    admin = await client_for("admin")
+    study = next(item for item in (await admin.get("/api/v1/studies")).json() if item["name"] == DEMO_STUDY)
+    assert study["simulated"] is True
+    metrics = (await admin.get(f"/api/v1/studies/{study['id']}/metrics")).json()
+    assert metrics["simulated"] is True
+    (task,) = metrics["tasks"].values()
+    for mode in ("unaided", "aided"):
+        experts = task["modes"][mode]["experts"]
+        assert len(experts) == 2
+        assert all(value["concordance"] > 0 and value["seconds_per_image"] > 0 for value in experts.values())
+    assert task["statistics"]["concordance"]["paired_df"] == 1
+    page = await admin.get(f"/studies/{study['id']}/evaluation")
+    assert page.status_code == 200 and "Simulated study" in page.text
+    assert "needs at least 2 experts" not in page.text
+
+    untouched = await db.scalar(select(User).where(User.name == "expert1"))
+    assert untouched is not None
+    assert await db.scalar(select(Annotation.id).where(Annotation.expert_id == untouched.id)) is None
+    expert = await client_for("expert1")
+    assert {item["status"] for item in (await expert.get("/api/v1/assignments")).json()} == {"open"}
+
+    # plan the next study from this one: the population fitted to its results
+    query = f"kind=classify&experts=2,4&images=3&repetitions=30&fit_study={study['id']}"
+    plan = await admin.get(f"/admin/plan?{query}")
+    assert plan.status_code == 200, plan.text
+    assert 'id="plan-fit-quality"' in plan.text and 'id="plan-table"' in plan.text
+    assert (await admin.get(f"/admin/plan/figure.svg?{query}")).status_code == 200
+    wrong_kind = await admin.get(f"/admin/plan?kind=grade&experts=2&images=3&fit_study={study['id']}")
+    assert wrong_kind.status_code == 422 and "fitting needs one" in wrong_kind.text

@@ -27,6 +27,7 @@ from tests.factories import make_study, make_user, png_bytes
 ROLES = ("anonymous", "expert", "other", "admin")
 Who = Literal["public", "user", "member", "owner", "admin"]
 BOX = {"label": "tumor", "x1": 5, "y1": 5, "x2": 25, "y2": 25}
+SMALL_PLAN = {"kind": "grade", "experts": [2], "images": [1], "repetitions": 20}
 FRAMEWORK_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
@@ -184,6 +185,13 @@ ACCESS: dict[str, Rule] = {
     "GET /api/v1/studies/{study_id}/training-runs.csv": Rule("admin", 200),
     "GET /api/v1/studies/{study_id}/training-runs/figure.{fmt}": Rule("admin", 200),
     "GET /api/v1/training-runs/{run_id}/model.onnx": Rule("admin", 404),  # no such run
+    # the prepared study already has an expert's visit: a study with real work cannot become simulated
+    "POST /api/v1/studies/{study_id}/simulation": Rule("admin", 409, body=lambda ids: {"experts": 1}),
+    "GET /api/v1/tasks/{task_id}/simulation-scene": Rule("admin", 200),
+    "POST /api/v1/plan": Rule("admin", 200, body=lambda ids: SMALL_PLAN),
+    "POST /api/v1/plan/figure.svg": Rule("admin", 200, body=lambda ids: SMALL_PLAN),
+    "GET /admin/plan": Rule("admin", 200),
+    "GET /admin/plan/figure.svg": Rule("admin", 200, query="kind=grade&experts=2&images=1&repetitions=20"),
 }
 
 ALLOWED: dict[Who, set[str]] = {

@@ -17,6 +17,7 @@ from app.annotations.schemas import (
 from app.deps import CurrentUser, SessionDep, SettingsDep
 from app.models import EventKind, Mode
 from app.schemas_common import PathId
+from app.simulation import repository as simulation_repository
 from app.studies import service as studies
 
 router = APIRouter(tags=["annotations"])
@@ -186,8 +187,9 @@ async def heartbeat(
 ) -> VisitOut:
     """The page is visible and the expert active; idle gaps beyond the limit do not count."""
     visit = await service.get_visit(session, user, visit_id)
+    scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)
     service.record_presence(
-        visit, settings.heartbeat_idle_seconds, (data or ClientTime()).active, close=False
+        visit, settings.heartbeat_idle_seconds, (data or ClientTime()).active, close=False, time_scale=scale
     )
     return VisitOut.model_validate(visit)
 
@@ -202,7 +204,9 @@ async def close_visit(
 ) -> VisitOut:
     """The expert left the image."""
     visit = await service.get_visit(session, user, visit_id)
-    service.record_presence(visit, settings.heartbeat_idle_seconds, (data or ClientTime()).active, close=True)
+    scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)
+    active = (data or ClientTime()).active
+    service.record_presence(visit, settings.heartbeat_idle_seconds, active, close=True, time_scale=scale)
     return VisitOut.model_validate(visit)
 
 

@@ -489,16 +489,18 @@ def record_presence(
     active: bool,
     close: bool,
     now: datetime | None = None,
+    time_scale: float = 1.0,
 ) -> None:
     """Add the time since the last sign of life, at most the idle limit, and only if the user was active.
     Closing a closed visit changes nothing and succeeds: a client whose close was committed but whose
-    answer was lost (a dropped connection, a restarted server) retries it."""
+    answer was lost (a dropped connection, a restarted server) retries it. A simulated study's visits count
+    wall seconds × its time scale (the simulated experts work that much faster than real time)."""
     if visit.closed_at is not None:
         if close:
             return
         raise Conflict("this visit is closed; open a new one")
     now = now or utcnow()
-    elapsed = max((now - visit.last_seen_at).total_seconds(), 0.0)
+    elapsed = max((now - visit.last_seen_at).total_seconds(), 0.0) * time_scale
     if active:
         visit.active_seconds += min(elapsed, idle_limit_s)
     visit.last_seen_at = now

@@ -218,6 +218,7 @@ class TimingOut(BaseModel):
 
 class StudyMetricsOut(BaseModel):
     study: str
+    simulated: bool = Field(False, description="the study was run by simulated experts (concord simulate)")
     iou: float
     error_iou: float
     tasks: dict[str, TaskMetricsOut]

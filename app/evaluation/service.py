@@ -341,6 +341,7 @@ async def study_metrics(
     computed = perf_counter()
     return StudyMetricsOut(
         study=study.name,
+        simulated=study.simulated,
         iou=params.iou,
         error_iou=params.register_iou,
         tasks=results,

@@ -2,8 +2,9 @@
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt, UTCDateTime
@@ -45,6 +46,13 @@ class Study(CreatedAt, Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     washout_days: Mapped[int] = mapped_column(Integer, default=14)
+    # Set for a study run by simulated experts (migration 0007): visits count wall seconds × this scale.
+    simulation_time_scale: Mapped[float | None] = mapped_column(Float)
+    simulation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    @property
+    def simulated(self) -> bool:
+        return self.simulation_time_scale is not None
 
 
 class Task(CreatedAt, Base):

@@ -37,6 +37,8 @@ class StudyOut(BaseModel):
     description: str
     washout_days: int
     created_at: datetime
+    simulated: bool = Field(False, description="run by simulated experts (concord simulate), not by people")
+    simulation_time_scale: float | None = None
 
 
 class LabelIn(BaseModel):
