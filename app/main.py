@@ -58,9 +58,9 @@ def page_routers() -> list[APIRouter]:
     from app.evaluation.pages import router as evaluation_pages
     from app.images.pages import router as images_pages
     from app.jobs.pages import router as jobs_pages
+    from app.simulation.pages import router as simulation_pages
     from app.site import router as site_pages
     from app.studies.overview_pages import router as overview_pages
-    from app.simulation.pages import router as simulation_pages
     from app.studies.pages import router as studies_pages
     from app.suggestions.pages import router as suggestions_pages
     from app.training.pages import router as training_pages

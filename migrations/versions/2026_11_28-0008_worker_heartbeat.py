@@ -1,7 +1,7 @@
 """worker heartbeats: one row per running worker, so the API can report workers on other machines
 
-Revision ID: 0013
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-28 12:00:00
 
 A worker renews its row on every poll and lease heartbeat and removes it on a clean stop; /metrics
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
