@@ -59,6 +59,7 @@ async def test_demo_training_uses_practice_images_disjoint_from_the_study(
         assert set_id in {item["id"] for item in sets if item["source"] == "detector"}
         assert f'href="/admin/tasks/{task_id}/suggestions#set-{set_id}"' in page
 
+
 async def test_demo_with_simulated_experts_opens_on_a_finished_study(
     app: object, settings: Settings, db: AsyncSession, client_for: ClientFactory
 ) -> None:
