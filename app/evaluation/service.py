@@ -402,8 +402,7 @@ def _mode_metrics(
 ) -> ModeMetricsOut:
     """Concordance and vote-weighted concordance of every expert from one shared greedy matching."""
     match = m.greedy_match(*_fields(batch.objects), *_fields(batch.repeat(task.reference)), iou=params.iou)
-    matched = match.reference_taken.reshape(len(batch.names), len(task.reference))
-    weighted = m.vote_weighted_concordance(matched) if batch.names else np.zeros(0)
+    weighted = vote_weighted(task, batch, params.iou)
     classes, ap, counted = _per_class_ap(batch, match.true_positive, task.reference)
     results: dict[str, ExpertMetricsOut] = {}
     for row, name in enumerate(batch.names):
@@ -413,7 +412,10 @@ def _mode_metrics(
             objects=stop - start,
             seconds_per_image=_number(seconds_per_image(experts[name])),
             concordance=float(np.mean(scores)) if len(scores) else 0.0,
-            vote_weighted_concordance=_number(float(weighted[row])),
+            vote_weighted_concordance=_number(float(weighted.scores[row])),
+            vote_weighted_precision=_number(float(weighted.precision[row])),
+            vote_weighted_recall=_number(float(weighted.recall[row])),
+            vote_weighted_note=_vote_weighted_note(weighted),
             per_class={
                 task.labels.get(label, str(label)): value
                 for label, value in zip(classes[counted[row]].tolist(), scores.tolist(), strict=True)
@@ -427,6 +429,33 @@ def _mode_metrics(
         ),
         consensus=_consensus(task, experts, batch.names, params),
     )
+
+
+# ---------------------------------------------------------------- vote-weighted concordance
+
+
+def vote_weighted(task: TaskData, batch: Batch, iou: float) -> m.VoteWeighted:
+    """`metrics.vote_weighted_concordance` of the batch's experts: one-to-one matching (Hungarian, IoU) of
+    every expert against the reference, kept errors costed by the other experts' kept errors."""
+    rows, size = len(batch.names), len(task.reference)
+    det, ref = m.one_to_one_match(*_fields(batch.objects), *_fields(batch.repeat(task.reference)), "iou", iou)
+    matched = np.zeros(rows * size, dtype=np.bool_)
+    matched[ref] = True
+    kept = np.ones(len(batch.objects), dtype=np.bool_)
+    kept[det] = False
+    errors = np.flatnonzero(kept)
+    owners = batch.owners[errors]
+    objects = batch.objects
+    costs = m.kept_error_costs(
+        objects.boxes[errors], objects.labels[errors], objects.images[errors] % batch.span, owners, rows, iou
+    )
+    return m.vote_weighted_concordance(
+        matched.reshape(rows, size), [costs[owners == row] for row in range(rows)]
+    )
+
+
+def _vote_weighted_note(weighted: m.VoteWeighted) -> str:
+    return "" if weighted.others else "no other expert in this task and mode: plain F1"
 
 
 def _fields(boxes: Boxes) -> tuple[m.FloatArray, m.IntArray, m.IntArray]:
@@ -498,7 +527,8 @@ def _suggestions_metrics(task: TaskData, params: MetricsParams) -> SuggestionsOu
 def _injected_metrics(
     task: TaskData, batches: dict[str, Batch], params: MetricsParams
 ) -> dict[str, dict[str, dict[str, InjectedModeOut]]]:
-    """kind → group (and 'all') → mode → per-expert and pooled counts of entries found with their label."""
+    """kind → group (and 'all') → mode → per-expert and pooled counts: caught and missed by the per-kind rule,
+    and the published analysis's raw `matched` (entries found with their label)."""
     results: dict[str, dict[str, dict[str, InjectedModeOut]]] = {}
     registers = {kind: _concat([part for _, part in parts]) for kind, parts in task.register.items()}
     candidates = {
@@ -513,11 +543,32 @@ def _injected_metrics(
             found = m.matched_register_entries(
                 *_fields(batch.repeat(entries)), *_fields(candidates[mode]), iou=params.register_iou
             ).reshape(len(batch.names), len(entries))
-            per_expert = dict(zip(batch.names, found, strict=True))
+            caught = caught_entries(task, kind, entries, batch, params.register_iou)
+            per_expert = {name: (found[row], caught[row]) for row, name in enumerate(batch.names)}
             for key, mask in _group_masks(groups):
                 by_group[key][mode] = _injected_mode(per_expert, mask)
         results[kind] = dict(by_group)
     return results
+
+
+# ---------------------------------------------------------------- injected errors caught or missed
+
+
+def caught_entries(task: TaskData, kind: str, entries: Boxes, batch: Batch, iou: float) -> m.BoolArray:
+    """caught (E, K): whether each expert of the batch caught each register entry of one kind
+    (`metrics.caught_errors`; a duplicate's original is the reference object overlapping the copy most)."""
+    rows = len(batch.names)
+    originals = None
+    if kind == "duplicate":
+        original = m.duplicate_originals(
+            entries.boxes, entries.images, task.reference.boxes, task.reference.images
+        )
+        boxes = np.vstack([task.reference.boxes, np.full((1, 4), np.nan)])
+        originals = np.tile(boxes[original], (rows, 1))  # NO_MATCH (−1) picks the NaN row
+    on_register_images = np.isin(batch.objects.images % batch.span, entries.images)
+    detections = batch.objects.take(np.flatnonzero(on_register_images))
+    caught = m.caught_errors(kind, _fields(batch.repeat(entries)), _fields(detections), originals, iou)
+    return caught.reshape(rows, len(entries))
 
 
 def _register_candidates(batch: Batch, registers: list[Boxes]) -> m.IntArray:
@@ -545,16 +596,31 @@ def _group_masks(groups: m.IntArray) -> list[tuple[str, m.BoolArray]]:
     return masks
 
 
-def _injected_mode(found: dict[str, m.BoolArray], mask: m.BoolArray) -> InjectedModeOut:
-    experts = {
-        name: CountOut(total=int(mask.sum()), matched=int(matched[mask].sum()))
-        for name, matched in found.items()
-    }
+def _injected_mode(found: dict[str, tuple[m.BoolArray, m.BoolArray]], mask: m.BoolArray) -> InjectedModeOut:
+    """found: expert → (matched, caught) per register entry; mask: the entries of one group."""
+    experts = {}
+    for name, (matched, caught) in found.items():
+        total, hits = int(mask.sum()), int(caught[mask].sum())
+        experts[name] = CountOut(
+            total=total,
+            caught=hits,
+            missed=total - hits,
+            caught_rate=hits / total if total else None,
+            matched=int(matched[mask].sum()),
+        )
     total = sum(count.total for count in experts.values())
-    matched = sum(count.matched for count in experts.values())
+    pooled_matched = sum(count.matched for count in experts.values())
+    pooled_caught = sum(count.caught for count in experts.values())
     return InjectedModeOut(
         experts=experts,
-        pooled=PooledOut(total=total, matched=matched, rate=matched / total if total else None),
+        pooled=PooledOut(
+            total=total,
+            caught=pooled_caught,
+            missed=total - pooled_caught,
+            caught_rate=pooled_caught / total if total else None,
+            matched=pooled_matched,
+            rate=pooled_matched / total if total else None,
+        ),
     )
 
 
