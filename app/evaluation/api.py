@@ -11,6 +11,7 @@ from app.deps import AdminUser, SessionDep
 from app.errors import Invalid, NotFound
 from app.evaluation import exports
 from app.evaluation.importer import ImportFile, ImportRequest, import_exact
+from app.evaluation.metrics import CONSENSUS_RADIUS_PX
 from app.evaluation.schemas import (
     ErrorKind,
     EvaluatedMode,
@@ -32,6 +33,16 @@ IouQuery = Annotated[
 ]
 ErrorIouQuery = Annotated[
     FiniteFloat | None, Query(gt=0, le=1, description="IoU threshold of injected errors (default: iou)")
+]
+RadiusQuery = Annotated[
+    FiniteFloat | None, Query(gt=0, description="consensus by clustering box centres within this radius (px)")
+]
+NmsQuery = Annotated[
+    FiniteFloat | None,
+    Query(gt=0, le=1, description="consensus by NMS vote counting over all experts' boxes at this IoU"),
+]
+MinVotesQuery = Annotated[
+    int, Query(ge=1, le=1000, description="keep consensus objects with at least N votes")
 ]
 MEDIA = {
     "exact": "text/plain; charset=utf-8",
@@ -80,12 +91,13 @@ async def get_metrics(
     compute: ComputeDep,
     iou: IouQuery = 0.25,
     error_iou: ErrorIouQuery = None,
-    consensus_radius: Annotated[FiniteFloat | None, Query(gt=0)] = None,
-    min_votes: Annotated[int, Query(ge=1)] = 1,
+    consensus_radius: RadiusQuery = None,
+    consensus_nms: NmsQuery = None,
+    min_votes: MinVotesQuery = 1,
 ) -> StudyMetricsOut:
     """Concordance, time per image, injected errors caught, statistics of every task and mode."""
     study = await _study(session, study_id)
-    params = MetricsParams(iou, error_iou, consensus_radius, min_votes)
+    params = MetricsParams(iou, error_iou, consensus_radius, min_votes, consensus_nms)
     return await study_metrics(session, study, params, compute)
 
 
@@ -104,6 +116,29 @@ async def get_metrics_csv(
     metrics = await study_metrics(session, study, MetricsParams(iou, error_iou), compute)
     header, rows = exports.metrics_table(metrics, table)
     return _download(exports.rows_csv(header, rows), "csv", f"{study.name}-{table}")
+
+
+@router.get("/tasks/{task_id}/consensus/export", responses=file_responses(*MEDIA.values()))
+async def export_consensus(
+    task_id: PathId,
+    session: SessionDep,
+    _admin: AdminUser,
+    compute: ComputeDep,
+    mode: EvaluatedMode,
+    format: Annotated[ExportFormat, Query(description="csv, coco, json or exact")] = "csv",
+    consensus_radius: RadiusQuery = None,
+    consensus_nms: NmsQuery = None,
+    min_votes: MinVotesQuery = 1,
+) -> Response:
+    """Consensus objects of a task and mode with votes and VotesLoss weights (default: radius 50 px)."""
+    task = await _task(session, task_id)
+    if consensus_radius is None and consensus_nms is None:
+        consensus_radius = CONSENSUS_RADIUS_PX
+    params = MetricsParams(
+        consensus_radius=consensus_radius, min_votes=min_votes, consensus_nms=consensus_nms
+    )
+    text = await exports.consensus_export(session, task, mode, params, compute, format)
+    return _download(text, format, f"{task.name}-{mode}-consensus")
 
 
 @router.get("/tasks/{task_id}/annotations/export", responses=file_responses(*MEDIA.values()))

@@ -12,7 +12,7 @@ from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.errors import Invalid
 from app.evaluation.importer import ERROR_KINDS, ImportFile, ImportRequest, import_exact
-from app.evaluation.schemas import ImportReport, StudyMetricsOut
+from app.evaluation.schemas import ConsensusOut, ImportReport, StudyMetricsOut
 from app.evaluation.service import MetricsParams, find_study, study_metrics
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -49,7 +49,22 @@ def _register_evaluate(commands: Subparsers) -> None:
     parser.add_argument("--iou", type=float, default=0.25)
     parser.add_argument("--error-iou", type=float, default=None)
     parser.add_argument("--json", action="store_true", help="print the JSON of GET /studies/{id}/metrics")
+    _add_consensus_arguments(parser)
     parser.set_defaults(handler=cmd_evaluate)
+
+
+def _add_consensus_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--consensus-radius PX | --consensus-nms IOU [--min-votes N]`, the metrics route's query names."""
+    method = parser.add_mutually_exclusive_group()
+    method.add_argument(
+        "--consensus-radius", type=float, metavar="PX", help="consensus by box centres within PX pixels"
+    )
+    method.add_argument(
+        "--consensus-nms", type=float, metavar="IOU", help="consensus by NMS vote counting at this IoU"
+    )
+    parser.add_argument(
+        "--min-votes", type=int, default=1, metavar="N", help="keep consensus objects with ≥ N votes"
+    )
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -100,7 +115,13 @@ def describe_import(report: ImportReport) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from app.cli import run_async
 
-    params = MetricsParams(iou=args.iou, error_iou=args.error_iou)
+    params = MetricsParams(
+        iou=args.iou,
+        error_iou=args.error_iou,
+        consensus_radius=args.consensus_radius,
+        consensus_nms=args.consensus_nms,
+        min_votes=args.min_votes,
+    )
     metrics = run_async(lambda settings: run_evaluate(settings, args.study, params))
     if args.json:
         print(json.dumps(metrics.model_dump(mode="json")))
@@ -134,8 +155,19 @@ def describe_metrics(metrics: StudyMetricsOut) -> str:
                 f"    concordance mean {_fmt(summary.mean)} (min {_fmt(summary.min)}, max {_fmt(summary.max)}, "
                 f"sd {_fmt(summary.sd)})"
             )
+            if mode_result.consensus is not None:
+                lines.append(f"    {describe_consensus(mode_result.consensus)}")
     lines.append(f"timing: load {metrics.timing.load_s:.3f} s, compute {metrics.timing.compute_s:.3f} s")
     return "\n".join(lines) + "\n"
+
+
+def describe_consensus(result: ConsensusOut) -> str:
+    how = f"radius {result.radius:g} px" if result.method == "radius" else f"NMS at IoU {result.nms_iou:g}"
+    votes = ", ".join(f"{count}×{votes}" for votes, count in result.votes.items()) or "none"
+    return (
+        f"consensus ({how}, ≥ {result.min_votes} votes): {result.objects} objects, concordance "
+        f"{_fmt(result.concordance)}; objects × votes: {votes}"
+    )
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

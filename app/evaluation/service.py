@@ -47,12 +47,14 @@ ALL_GROUPS = "all"
 
 @dataclass(frozen=True)
 class MetricsParams:
-    """Thresholds of an evaluation; error_iou None means the same as iou; radius None: no consensus block."""
+    """Thresholds of an evaluation; error_iou None means the same as iou. Consensus: by centre radius (px) or
+    by NMS vote counting (IoU), at most one of them; neither: no consensus block."""
 
     iou: float = m.PAPER_IOU
     error_iou: float | None = None
     consensus_radius: float | None = None
     min_votes: int = 1
+    consensus_nms: float | None = None
 
     @property
     def register_iou(self) -> float:
@@ -64,6 +66,10 @@ class MetricsParams:
                 raise Invalid(f"{name} must lie in (0, 1], got {value}")
         if self.consensus_radius is not None and self.consensus_radius <= 0:
             raise Invalid("the consensus radius must be positive")
+        if self.consensus_nms is not None and not 0.0 < self.consensus_nms <= 1.0:
+            raise Invalid(f"the consensus NMS IoU must lie in (0, 1], got {self.consensus_nms}")
+        if self.consensus_radius is not None and self.consensus_nms is not None:
+            raise Invalid("choose one consensus: by centre radius or by NMS, not both")
         if self.min_votes < 1:
             raise Invalid("minimum votes must be at least 1")
         return self
@@ -493,28 +499,87 @@ def seconds_per_image(work: ExpertWork) -> float:
     )
 
 
+# ---------------------------------------------------------------- consensus
+
+
+def consensus_of(experts: dict[str, ExpertWork], params: MetricsParams) -> m.Consensus | None:
+    """Consensus of one task and mode's experts: centre-radius clustering or NMS vote counting (params);
+    None when params ask for none. Objects are pooled in the experts' natural name order."""
+    if params.consensus_radius is None and params.consensus_nms is None:
+        return None
+    pooled = [experts[name].objects for name in sorted(experts, key=_natural_key)]
+    owners = np.concatenate(
+        [_ints(), *(np.full(len(part), row, dtype=np.int64) for row, part in enumerate(pooled))]
+    )
+    boxes = _concat(pooled) if pooled else _empty()
+    if params.consensus_nms is not None:
+        return m.nms_consensus(
+            boxes.boxes, boxes.labels, owners, boxes.images, params.consensus_nms, params.min_votes
+        )
+    assert params.consensus_radius is not None
+    return m.consensus(
+        boxes.boxes, boxes.labels, owners, boxes.images, params.consensus_radius, params.min_votes
+    )
+
+
 def _consensus(
     task: TaskData, experts: dict[str, ExpertWork], names: list[str], params: MetricsParams
 ) -> ConsensusOut | None:
-    if params.consensus_radius is None:
+    found = consensus_of(experts, params)
+    if found is None:
         return None
-    pooled = [experts[name].objects for name in names]
-    owners = np.concatenate([np.full(len(part), row, dtype=np.int64) for row, part in enumerate(pooled)])
-    boxes = Boxes(
-        np.concatenate([part.boxes for part in pooled]).reshape(-1, 4),
-        np.concatenate([part.labels for part in pooled]),
-        np.concatenate([part.images for part in pooled]),
-    )
-    found = m.consensus(
-        boxes.boxes, boxes.labels, owners, boxes.images, params.consensus_radius, params.min_votes
-    )
     agreed = Boxes(found.boxes, found.labels, found.images)
+    values, counts = np.unique(found.votes, return_counts=True)
     return ConsensusOut(
+        method="nms" if params.consensus_nms is not None else "radius",
         radius=params.consensus_radius,
+        nms_iou=params.consensus_nms,
         min_votes=params.min_votes,
         objects=len(agreed),
         concordance=concordance(agreed, task.reference, params.iou).mean,
+        votes={int(value): int(count) for value, count in zip(values, counts, strict=True)},
     )
+
+
+@dataclass(frozen=True)
+class ConsensusObject:
+    """One consensus object for export: image and label ids, box in pixels, votes and VotesLoss weight."""
+
+    image_id: int
+    label_id: int
+    box: tuple[float, float, float, float]
+    votes: int
+    weight: float
+
+
+async def task_consensus(
+    session: AsyncSession, study_id: int, task_id: int, mode: str, params: MetricsParams, compute: Compute
+) -> list[ConsensusObject]:
+    """Consensus objects of one task and mode with their votes and VotesLoss weights (over these objects)."""
+    params.check()
+    rows = await repository.read_study(session, study_id)
+    return await compute(_consensus_objects, rows, task_id, mode, params)
+
+
+def _consensus_objects(
+    rows: repository.StudyRows, task_id: int, mode: str, params: MetricsParams
+) -> list[ConsensusObject]:
+    task = build_tasks(rows)[task_id]
+    found = consensus_of(task.work.get(mode, {}), params)
+    if found is None:
+        return []
+    weights = m.votes_loss_weights(found.votes)
+    return [
+        ConsensusObject(int(image), int(label), (box[0], box[1], box[2], box[3]), int(votes), float(weight))
+        for image, label, box, votes, weight in zip(
+            found.images.tolist(),
+            found.labels.tolist(),
+            found.boxes.tolist(),
+            found.votes.tolist(),
+            weights.tolist(),
+            strict=True,
+        )
+    ]
 
 
 def _suggestions_metrics(task: TaskData, params: MetricsParams) -> SuggestionsOut:
