@@ -80,7 +80,7 @@ async def test_consensus_export_carries_votes_and_votes_loss_weights(
     report = await _study(app)
     admin = await client_for("admin")
     url = f"/api/v1/tasks/{report.task_id}/consensus/export"
-    query = {"mode": "aided", "consensus_nms": 0.5}
+    query: dict[str, str | float] = {"mode": "aided", "consensus_nms": 0.5}
 
     rows = list(csv.DictReader(io.StringIO((await admin.get(url, params=query)).text)))
     coco = (await admin.get(url, params={**query, "format": "coco"})).json()
