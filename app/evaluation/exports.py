@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import Invalid, NotFound
 from app.evaluation import repository, service
 from app.evaluation.exact_format import NOT_IN_IMAGE, ExactObject, format_exact
-from app.evaluation.schemas import StudyMetricsOut
+from app.evaluation.schemas import CountOut, PooledOut, StudyMetricsOut
 from app.models import Image, Task
 from app.offload import Compute
 
@@ -413,20 +413,50 @@ def _summary_table(metrics: StudyMetricsOut) -> tuple[list[str], list[list[Any]]
 
 
 def _injected_table(metrics: StudyMetricsOut) -> tuple[list[str], list[list[Any]]]:
-    header = ["task", "kind", "group", "mode", "expert", "total", "matched"]
+    """caught / missed by the per-kind rules; matched (and the pooled rate = matched / total) are the
+    published analysis's raw figures."""
+    header = [
+        "task",
+        "kind",
+        "group",
+        "mode",
+        "expert",
+        "total",
+        "caught",
+        "missed",
+        "caught_rate",
+        "matched",
+        "rate",
+    ]
     rows: list[list[Any]] = []
     for task, task_result in metrics.tasks.items():
         for kind, groups in task_result.injected_errors.items():
             for group, modes in groups.items():
                 for mode, result in modes.items():
                     rows += [
-                        [task, kind, group, mode, expert, count.total, count.matched]
+                        [
+                            task,
+                            kind,
+                            group,
+                            mode,
+                            expert,
+                            *_count_cells(count),
+                            _rate(count.matched, count.total),
+                        ]
                         for expert, count in result.experts.items()
                     ]
                     rows.append(
-                        [task, kind, group, mode, "pooled", result.pooled.total, result.pooled.matched]
+                        [task, kind, group, mode, "pooled", *_count_cells(result.pooled), result.pooled.rate]
                     )
     return header, rows
+
+
+def _count_cells(count: CountOut | PooledOut) -> list[Any]:
+    return [count.total, count.caught, count.missed, count.caught_rate, count.matched]
+
+
+def _rate(part: int, total: int) -> float | None:
+    return part / total if total else None
 
 
 def _statistics_table(metrics: StudyMetricsOut) -> tuple[list[str], list[list[Any]]]:

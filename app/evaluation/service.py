@@ -320,6 +320,10 @@ async def find_study(session: AsyncSession, reference: str) -> Study:
     return study
 
 
+async def task_ids_of_study(session: AsyncSession, study_id: int) -> dict[str, int]:
+    return {task.name: task.id for task in await repository.tasks_of_study(session, study_id)}
+
+
 async def study_metrics(
     session: AsyncSession, study: Study, params: MetricsParams, compute: Compute = in_thread
 ) -> StudyMetricsOut:
