@@ -108,6 +108,11 @@ def describe_import(report: ImportReport) -> str:
             f"{item.file}:{who} read {item.objects} objects ({item.deleted} deleted), {item.visits} open/close "
             f"lines, {item.empty_images} 'not in image' lines, {item.images} images; stored {item.stored}"
         )
+        if item.size_disagreements or item.outside_image:
+            lines.append(
+                f"  {item.size_disagreements} lines give an image size other than the one kept; "
+                f"{item.outside_image} objects lie outside the image or on its border (not counted)"
+            )
         lines += [f"  skipped line {line.line}: {line.reason}" for line in item.skipped]
     return "\n".join(lines)
 

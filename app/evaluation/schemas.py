@@ -38,6 +38,15 @@ class ImportedFileOut(BaseModel):
     empty_images: int = Field(description="'not in image' lines read")
     images: int = Field(description="distinct images named, template header excluded")
     stored: int = Field(description="rows stored: annotations, reference objects, suggestions or entries")
+    size_disagreements: int = Field(
+        default=0,
+        description="object lines whose image size disagrees with the size kept (the task's, or the first "
+        "file's for a new image); such files are imported, the size the task knows stays",
+    )
+    outside_image: int = Field(
+        default=0,
+        description="objects (not deleted) outside the kept image size or within 2 px of its border",
+    )
     skipped: list[SkippedLineOut]
 
 
