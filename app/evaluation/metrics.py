@@ -413,18 +413,40 @@ def one_to_one_match(
     Example: det [[0,0,9,9]], ref [[1,1,10,10]], same class, by iou 0.5 → ([0], [0]) (IoU 81/119 ≈ 0.68).
     """
     det_keys, ref_keys = _joint_keys(det_labels, det_images, ref_labels, ref_images)
-    det_pairs: list[IntArray] = []
-    ref_pairs: list[IntArray] = []
-    for key in np.intersect1d(det_keys, ref_keys):
-        det_index = np.flatnonzero(det_keys == key)
-        ref_index = np.flatnonzero(ref_keys == key)
-        score, admissible = _pair_scores(det_boxes[det_index], ref_boxes[ref_index], by, threshold)
-        rows, cols = _assign(score, admissible, method)
-        det_pairs.append(det_index[rows])
-        ref_pairs.append(ref_index[cols])
-    if not det_pairs:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(det_pairs).astype(np.int64), np.concatenate(ref_pairs).astype(np.int64)
+    det_index, ref_index = _same_key_pairs(det_keys, ref_keys)
+    admissible = _paired_admissible(det_boxes[det_index], ref_boxes[ref_index], by, threshold)
+    det_index, ref_index = det_index[admissible], ref_index[admissible]
+    # A pair whose detection and reference have no other admissible partner is in every optimal assignment
+    # (greedy or Hungarian); only the keys with contested pairs need the assignment solver.
+    lone = (np.bincount(det_index, minlength=len(det_keys))[det_index] == 1) & (
+        np.bincount(ref_index, minlength=len(ref_keys))[ref_index] == 1
+    )
+    det_pairs: list[IntArray] = [det_index[lone]]
+    ref_pairs: list[IntArray] = [ref_index[lone]]
+    contested_dets, contested_refs = np.unique(det_index[~lone]), np.unique(ref_index[~lone])
+    for key in np.unique(det_keys[contested_dets]):
+        dets = contested_dets[det_keys[contested_dets] == key]
+        refs = contested_refs[ref_keys[contested_refs] == key]
+        score, allowed = _pair_scores(det_boxes[dets], ref_boxes[refs], by, threshold)
+        rows, cols = _assign(score, allowed, method)
+        det_pairs.append(dets[rows])
+        ref_pairs.append(refs[cols])
+    dets_found = np.concatenate(det_pairs).astype(np.int64)
+    refs_found = np.concatenate(ref_pairs).astype(np.int64)
+    order = np.argsort(dets_found, kind="stable")
+    return dets_found[order], refs_found[order]
+
+
+def _paired_admissible(
+    det_boxes: FloatArray, ref_boxes: FloatArray, by: Literal["iou", "centre"], threshold: float
+) -> BoolArray:
+    """Row k of det (K, 4) with row k of ref (K, 4): admissible as in `_pair_scores`."""
+    if by == "iou":
+        admissible: BoolArray = paired_iou(det_boxes, ref_boxes) >= threshold
+        return admissible
+    distance = np.linalg.norm(box_centres(det_boxes) - box_centres(ref_boxes), axis=1)
+    near: BoolArray = distance <= threshold
+    return near
 
 
 def _pair_scores(

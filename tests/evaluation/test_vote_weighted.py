@@ -133,3 +133,35 @@ def test_an_expert_who_keeps_every_fake_scores_lower_than_one_who_removes_them()
     assert result["keeps"].vote_weighted_concordance < 1.0
     # The paper's AP-based concordance cannot tell them apart when the fakes come after every true cell.
     assert result["keeps"].concordance == result["removes"].concordance == 1.0
+
+
+def _hungarian_per_key(
+    det: m.FloatArray, det_keys: m.IntArray, ref: m.FloatArray, ref_keys: m.IntArray
+) -> float:
+    """The plain rule: Hungarian on every key's full IoU matrix; returns the total IoU of the assignment."""
+    total = 0.0
+    for key in np.intersect1d(det_keys, ref_keys):
+        rows, cols = np.flatnonzero(det_keys == key), np.flatnonzero(ref_keys == key)
+        score, allowed = m._pair_scores(det[rows], ref[cols], "iou", 0.25)
+        chosen_rows, chosen_cols = m._assign_hungarian(score, allowed)
+        total += float(score[chosen_rows, chosen_cols].sum())
+    return total
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_one_to_one_matching_shortcut_gives_an_optimal_assignment(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    corners = rng.integers(0, 400, (240, 2)).astype(np.float64)
+    boxes = np.concatenate([corners, corners + rng.integers(10, 40, (240, 2))], axis=1)
+    labels, images = rng.integers(0, 3, 240), rng.integers(0, 4, 240)
+    det, ref = slice(0, 140), slice(140, 240)
+
+    rows, cols = m.one_to_one_match(
+        boxes[det], labels[det], images[det], boxes[ref], labels[ref], images[ref]
+    )
+
+    det_keys, ref_keys = m._joint_keys(labels[det], images[det], labels[ref], images[ref])
+    assert len(set(rows.tolist())) == len(rows) and len(set(cols.tolist())) == len(cols)
+    assert (det_keys[rows] == ref_keys[cols]).all()
+    achieved = float(m.paired_iou(boxes[det][rows], boxes[ref][cols]).sum())
+    assert achieved == pytest.approx(_hungarian_per_key(boxes[det], det_keys, boxes[ref], ref_keys))
