@@ -50,8 +50,30 @@ def test_database_commands_work_on_a_fresh_data_dir_from_any_directory(tmp_path:
         data_dir=data, cwd=elsewhere,
     )  # fmt: skip
     assert imported.returncode == 0, imported.stderr
-    evaluated = concord("evaluate", "--study", "S", "--json", data_dir=data, cwd=ROOT)
-    assert evaluated.returncode == 0 and json.loads(evaluated.stdout.splitlines()[-1])["study"] == "S"
+    expert = concord(
+        "import-exact", "gt.txt", "--study", "S", "--task", "T", "--kind", "classify", "--role", "expert",
+        "--mode", "aided", "--expert", "bob", data_dir=data, cwd=elsewhere,
+    )  # fmt: skip
+    assert expert.returncode == 0, expert.stderr
+    evaluated = concord(
+        "evaluate", "--study", "S", "--json", "--consensus-nms", "0.5", data_dir=data, cwd=ROOT
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout.splitlines()[-1])
+    consensus = metrics["tasks"]["T"]["modes"]["aided"]["consensus"]
+    assert (consensus["method"], consensus["nms_iou"], consensus["objects"]) == ("nms", 0.5, 1)
+    both = concord(
+        "evaluate",
+        "--study",
+        "S",
+        "--consensus-nms",
+        "0.5",
+        "--consensus-radius",
+        "50",
+        data_dir=data,
+        cwd=ROOT,
+    )
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
     jobs = concord("jobs", "list", data_dir=tmp_path / "other", cwd=elsewhere)
     assert jobs.returncode == 0, jobs.stderr
 
