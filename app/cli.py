@@ -12,23 +12,45 @@ import sys
 import tempfile
 from collections.abc import Callable, Coroutine
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
-from app.config import Settings, get_settings
+from app.config import DataDirUnusable, Settings, get_settings
 
 T = TypeVar("T")
 
 
 def run_async(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(work(get_settings()))
+    """Runs a command's database work on the newest schema: a fresh data dir is migrated first, as serve does."""
+    settings = get_settings()
+    prepare_database(settings)
+    return asyncio.run(work(settings))
+
+
+def prepare_database(settings: Settings) -> None:
+    """Creates and checks the data dir, then applies the migrations (a no-op on the newest schema)."""
+    from app.migrate import upgrade
+
+    usable_data_dir(settings.data_dir)
+    upgrade(settings.resolved_database_url)
+
+
+def usable_data_dir(folder: Path) -> Path:
+    """The data dir, created if missing; DataDirUnusable when it cannot be created or written."""
+    hint = "set CONCORD_DATA_DIR to a folder you can write"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise DataDirUnusable(f"cannot use the data dir {folder}: {reason}; {hint}") from error
+    return folder
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from app.migrate import upgrade
-
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url)
+    prepare_database(settings)
     print(f"database is at the newest schema: {_safe_url(settings)}")
     return 0
 
@@ -56,6 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     metrics_dir = _multiprocess_metrics_dir() if args.workers > 1 else None
     worker = _start_worker() if args.with_worker else None
+    print(f"data dir: {get_settings().data_dir.resolve()}", flush=True)
     print(f"Concord listens on http://{args.host}:{args.port}/  (API docs: /docs)", flush=True)
     try:
         # proxy_headers off: CONCORD_FORWARDED_ALLOW_IPS alone decides whom X-Forwarded-* is believed from
@@ -167,7 +190,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             settings, seed=args.seed, simulated_experts=args.experts, speedup=args.speedup
         )
     )
-    print("Demo study ready. Log in with:")
+    print(f"Demo study ready (data dir: {get_settings().data_dir.resolve()}). Log in with:")
     for name, role, password in credentials:
         print(f"  {role:<7} {name:<10} password: {password}")
     if args.experts:
@@ -306,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except AppError as error:
         print(f"concord: {error.message}", file=sys.stderr)
+        return 2
+    except DataDirUnusable as error:
+        print(f"concord: {error}", file=sys.stderr)
         return 2
 
 

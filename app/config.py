@@ -4,13 +4,25 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from platformdirs import user_data_path
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DataDirUnusable(Exception):
+    """The data dir cannot be created or written: the CLI says so in one line, never a traceback."""
+
+
+def default_data_dir() -> Path:
+    """A per-user folder (Linux: ~/.local/share/concord), so that every command finds the same data from
+    any working directory."""
+    return user_data_path("concord", appauthor=False)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONCORD_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Path("concord-data")
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = ""
     secret_cookie_secure: bool = False
     session_hours: float = 12.0

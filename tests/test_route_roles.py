@@ -135,6 +135,7 @@ ACCESS: dict[str, Rule] = {
     "GET /api/v1/studies/{study_id}/export.zip": Rule("admin", 200),
     "GET /api/v1/tasks/{task_id}/annotations/export": Rule("admin", 200),
     "GET /api/v1/tasks/{task_id}/ground-truth/export": Rule("admin", 200),
+    "GET /api/v1/tasks/{task_id}/consensus/export": Rule("admin", 200, query="mode=aided"),
     "POST /api/v1/detectors": Rule("admin", None, files=True),
     "GET /api/v1/detectors": Rule("admin", 200),
     "GET /api/v1/detectors/{detector_id}": Rule("admin", 404),  # none registered: the admin is let through

@@ -11,6 +11,7 @@ from app.deps import AdminUser, SessionDep
 from app.errors import Invalid, NotFound
 from app.evaluation import exports
 from app.evaluation.importer import ImportFile, ImportRequest, import_exact
+from app.evaluation.metrics import CONSENSUS_RADIUS_PX
 from app.evaluation.schemas import (
     ErrorKind,
     EvaluatedMode,
@@ -32,6 +33,16 @@ IouQuery = Annotated[
 ]
 ErrorIouQuery = Annotated[
     FiniteFloat | None, Query(gt=0, le=1, description="IoU threshold of injected errors (default: iou)")
+]
+RadiusQuery = Annotated[
+    FiniteFloat | None, Query(gt=0, description="consensus by clustering box centres within this radius (px)")
+]
+NmsQuery = Annotated[
+    FiniteFloat | None,
+    Query(gt=0, le=1, description="consensus by NMS vote counting over all experts' boxes at this IoU"),
+]
+MinVotesQuery = Annotated[
+    int, Query(ge=1, le=1000, description="keep consensus objects with at least N votes")
 ]
 MEDIA = {
     "exact": "text/plain; charset=utf-8",
@@ -80,8 +91,9 @@ async def get_metrics(
     compute: ComputeDep,
     iou: IouQuery = 0.25,
     error_iou: ErrorIouQuery = None,
-    consensus_radius: Annotated[FiniteFloat | None, Query(gt=0)] = None,
-    min_votes: Annotated[int, Query(ge=1)] = 1,
+    consensus_radius: RadiusQuery = None,
+    consensus_nms: NmsQuery = None,
+    min_votes: MinVotesQuery = 1,
     count_threshold: Annotated[
         FiniteFloat, Query(ge=0, description="clinical count threshold per image (detection tasks)")
     ] = DEFAULT_COUNT_THRESHOLD,
@@ -97,6 +109,7 @@ async def get_metrics(
         error_iou,
         consensus_radius,
         min_votes,
+        consensus_nms,
         count_threshold=count_threshold,
         bootstrap=bootstrap,
         seed=seed,
@@ -136,6 +149,29 @@ async def export_study_bundle(
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{filename}.zip"'},
     )
+
+
+@router.get("/tasks/{task_id}/consensus/export", responses=file_responses(*MEDIA.values()))
+async def export_consensus(
+    task_id: PathId,
+    session: SessionDep,
+    _admin: AdminUser,
+    compute: ComputeDep,
+    mode: EvaluatedMode,
+    format: Annotated[ExportFormat, Query(description="csv, coco, json or exact")] = "csv",
+    consensus_radius: RadiusQuery = None,
+    consensus_nms: NmsQuery = None,
+    min_votes: MinVotesQuery = 1,
+) -> Response:
+    """Consensus objects of a task and mode with votes and VotesLoss weights (default: radius 50 px)."""
+    task = await _task(session, task_id)
+    if consensus_radius is None and consensus_nms is None:
+        consensus_radius = CONSENSUS_RADIUS_PX
+    params = MetricsParams(
+        consensus_radius=consensus_radius, min_votes=min_votes, consensus_nms=consensus_nms
+    )
+    text = await exports.consensus_export(session, task, mode, params, compute, format)
+    return _download(text, format, f"{task.name}-{mode}-consensus")
 
 
 @router.get("/tasks/{task_id}/annotations/export", responses=file_responses(*MEDIA.values()))

@@ -12,7 +12,7 @@ from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.errors import Invalid
 from app.evaluation.importer import ERROR_KINDS, ImportFile, ImportRequest, import_exact
-from app.evaluation.schemas import ImportReport, StudyMetricsOut, TaskMetricsOut
+from app.evaluation.schemas import ConsensusOut, ImportReport, StudyMetricsOut, TaskMetricsOut
 from app.evaluation.service import DEFAULT_COUNT_THRESHOLD, MetricsParams, find_study, study_metrics
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -124,7 +124,22 @@ def _register_evaluate(commands: Subparsers) -> None:
         help="bootstrap replicates for 95%% intervals (0: none)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    _add_consensus_arguments(parser)
     parser.set_defaults(handler=cmd_evaluate)
+
+
+def _add_consensus_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--consensus-radius PX | --consensus-nms IOU [--min-votes N]`, the metrics route's query names."""
+    method = parser.add_mutually_exclusive_group()
+    method.add_argument(
+        "--consensus-radius", type=float, metavar="PX", help="consensus by box centres within PX pixels"
+    )
+    method.add_argument(
+        "--consensus-nms", type=float, metavar="IOU", help="consensus by NMS vote counting at this IoU"
+    )
+    parser.add_argument(
+        "--min-votes", type=int, default=1, metavar="N", help="keep consensus objects with ≥ N votes"
+    )
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -168,6 +183,11 @@ def describe_import(report: ImportReport) -> str:
             f"{item.file}:{who} read {item.objects} objects ({item.deleted} deleted), {item.visits} open/close "
             f"lines, {item.empty_images} 'not in image' lines, {item.images} images; stored {item.stored}"
         )
+        if item.size_disagreements or item.outside_image:
+            lines.append(
+                f"  {item.size_disagreements} lines give an image size other than the one kept; "
+                f"{item.outside_image} objects lie outside the image or on its border (not counted)"
+            )
         lines += [f"  skipped line {line.line}: {line.reason}" for line in item.skipped]
     return "\n".join(lines)
 
@@ -178,6 +198,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     params = MetricsParams(
         iou=args.iou,
         error_iou=args.error_iou,
+        consensus_radius=args.consensus_radius,
+        consensus_nms=args.consensus_nms,
+        min_votes=args.min_votes,
         count_threshold=args.count_threshold,
         bootstrap=args.bootstrap,
         seed=args.seed,
@@ -206,6 +229,7 @@ def describe_metrics(metrics: StudyMetricsOut) -> str:
         lines.append("")
         lines.append(f"== task {task!r}: all suggestions accepted: {_fmt(result.suggestions.concordance)}")
         lines += _experts_table(result)
+        lines += _consensus_lines(result)
         lines += _injected_table(result)
         lines += _tests_table(result)
         lines += _agreement_tables(result)
@@ -380,6 +404,23 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return _fmt(value)
     return "-" if value is None else str(value)
+
+
+def describe_consensus(result: ConsensusOut) -> str:
+    how = f"radius {result.radius:g} px" if result.method == "radius" else f"NMS at IoU {result.nms_iou:g}"
+    votes = ", ".join(f"{count}×{votes}" for votes, count in result.votes.items()) or "none"
+    return (
+        f"consensus ({how}, ≥ {result.min_votes} votes): {result.objects} objects, concordance "
+        f"{_fmt(result.concordance)}; objects × votes: {votes}"
+    )
+
+
+def _consensus_lines(result: TaskMetricsOut) -> list[str]:
+    return [
+        f"{mode}: {describe_consensus(mode_result.consensus)}"
+        for mode, mode_result in result.modes.items()
+        if mode_result.consensus is not None
+    ]
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

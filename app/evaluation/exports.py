@@ -21,10 +21,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Invalid, NotFound
-from app.evaluation import repository
+from app.evaluation import repository, service
 from app.evaluation.exact_format import NOT_IN_IMAGE, ExactObject, format_exact
-from app.evaluation.schemas import StudyMetricsOut
-from app.models import Task
+from app.evaluation.schemas import CountOut, PooledOut, StudyMetricsOut
+from app.models import Image, Task
+from app.offload import Compute
 
 UUID_NAMESPACE = uuid.UUID("6f1d4c3e-2b0a-4e8f-9a57-0c5e1d2b3a49")
 CSV_FIELDS = (
@@ -58,6 +59,8 @@ class ExportObject:
     created_at: datetime | None
     updated_at: datetime | None
     key: str
+    votes: int | None = None
+    weight: float | None = None
 
 
 def naive(at: datetime) -> datetime:
@@ -194,10 +197,15 @@ def coco(objects: Sequence[ExportObject]) -> dict[str, Any]:
                 "expert": obj.expert,
                 "mode": obj.mode,
                 "deleted": obj.deleted,
+                **_votes_fields(obj),
             }
             for number, obj in enumerate(objects, start=1)
         ],
     }
+
+
+def _votes_fields(obj: ExportObject) -> dict[str, Any]:
+    return {} if obj.votes is None else {"votes": obj.votes, "weight": obj.weight}
 
 
 def coco_text(objects: Sequence[ExportObject]) -> str:
@@ -249,6 +257,73 @@ def objects_csv(objects: Sequence[ExportObject]) -> str:
             for obj in objects
         ),
     )
+
+
+# ---------------------------------------------------------------- consensus objects
+
+CONSENSUS_EXPERT = "consensus"
+CONSENSUS_CSV_FIELDS = ("image", "label", "x1", "y1", "x2", "y2", "votes", "weight")
+
+
+async def consensus_export(
+    session: AsyncSession,
+    task: Task,
+    mode: str,
+    params: service.MetricsParams,
+    compute: Compute,
+    format: str,
+) -> str:
+    """A task's consensus objects of one mode with votes and VotesLoss weights, as CSV, COCO, JSON or EXACT.
+
+    CSV and COCO carry `votes` and `weight` columns / keys; EXACT has no field for them, so both editors read
+    `consensus` and the uuid field holds `votes=V;weight=W` (re-importable as ground truth).
+    """
+    found = await service.task_consensus(session, task.study_id, task.id, mode, params, compute)
+    images, labels = await repository.images_and_labels_of_task(session, task.id)
+    objects = [_consensus_object(item, images[item.image_id], labels[item.label_id], mode) for item in found]
+    if format == "csv":
+        return rows_csv(
+            CONSENSUS_CSV_FIELDS,
+            (
+                (obj.image, obj.label, obj.x1, obj.y1, obj.x2, obj.y2, obj.votes, obj.weight)
+                for obj in objects
+            ),
+        )
+    if format == "exact":
+        return format_exact(_exact_object(obj) for obj in objects)
+    if format == "json":
+        return json.dumps({"objects": [_consensus_record(obj) for obj in objects]}, indent=1)
+    return coco_text(objects)
+
+
+def _consensus_object(item: service.ConsensusObject, image: Image, label: str, mode: str) -> ExportObject:
+    x1, y1, x2, y2 = item.box
+    return ExportObject(
+        image=image.name,
+        image_width=image.width,
+        image_height=image.height,
+        label=label,
+        x1=x1,
+        y1=y1,
+        x2=x2,
+        y2=y2,
+        expert=CONSENSUS_EXPERT,
+        mode=mode,
+        deleted=False,
+        created_at=None,
+        updated_at=None,
+        key=f"votes={item.votes};weight={item.weight:.6g}",
+        votes=item.votes,
+        weight=item.weight,
+    )
+
+
+def _consensus_record(obj: ExportObject) -> dict[str, Any]:
+    return {
+        **{field: getattr(obj, field) for field in ("image", "label", "x1", "y1", "x2", "y2", "mode")},
+        "votes": obj.votes,
+        "weight": obj.weight,
+    }
 
 
 # A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV injection").
@@ -338,20 +413,50 @@ def _summary_table(metrics: StudyMetricsOut) -> tuple[list[str], list[list[Any]]
 
 
 def _injected_table(metrics: StudyMetricsOut) -> tuple[list[str], list[list[Any]]]:
-    header = ["task", "kind", "group", "mode", "expert", "total", "matched"]
+    """caught / missed by the per-kind rules; matched (and the pooled rate = matched / total) are the
+    published analysis's raw figures."""
+    header = [
+        "task",
+        "kind",
+        "group",
+        "mode",
+        "expert",
+        "total",
+        "caught",
+        "missed",
+        "caught_rate",
+        "matched",
+        "rate",
+    ]
     rows: list[list[Any]] = []
     for task, task_result in metrics.tasks.items():
         for kind, groups in task_result.injected_errors.items():
             for group, modes in groups.items():
                 for mode, result in modes.items():
                     rows += [
-                        [task, kind, group, mode, expert, count.total, count.matched]
+                        [
+                            task,
+                            kind,
+                            group,
+                            mode,
+                            expert,
+                            *_count_cells(count),
+                            _rate(count.matched, count.total),
+                        ]
                         for expert, count in result.experts.items()
                     ]
                     rows.append(
-                        [task, kind, group, mode, "pooled", result.pooled.total, result.pooled.matched]
+                        [task, kind, group, mode, "pooled", *_count_cells(result.pooled), result.pooled.rate]
                     )
     return header, rows
+
+
+def _count_cells(count: CountOut | PooledOut) -> list[Any]:
+    return [count.total, count.caught, count.missed, count.caught_rate, count.matched]
+
+
+def _rate(part: int, total: int) -> float | None:
+    return part / total if total else None
 
 
 def _statistics_table(metrics: StudyMetricsOut) -> tuple[list[str], list[list[Any]]]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 from argon2 import PasswordHasher
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +21,7 @@ from app.accounts import service as accounts
 from app.errors import Conflict, Invalid
 from app.evaluation import repository
 from app.evaluation.exact_format import ExactFile, ExactFormatError, ExactObject, parse_exact
+from app.evaluation.metrics import inside_image_mask
 from app.evaluation.schemas import ImportedFileOut, ImportReport, ImportRole, SkippedLineOut
 from app.models import (
     Annotation,
@@ -101,7 +103,7 @@ async def import_exact(
     for item in parsed:
         stored, set_id = await _store(session, request, target, item)
         suggestion_set_id = set_id if set_id is not None else suggestion_set_id
-        reports.append(_file_report(request, item, stored))
+        reports.append(_file_report(request, item, stored, _size_report(item, target.images)))
     await session.flush()
     return ImportReport(
         study=target.study.name,
@@ -157,16 +159,24 @@ def _expert_of(request: ImportRequest, name: str, parsed: ExactFile) -> str:
 
 
 def _image_sizes(parsed: Sequence[ParsedFile]) -> dict[str, tuple[int, int]]:
-    """Width and height of every image named by an object line; disagreement is an error."""
+    """Width and height of every image named by an object line, the first file's where files disagree.
+
+    A file that gives one image two sizes contradicts itself and is refused; files that disagree with each
+    other or with the task (scripts often write a placeholder size such as 10000×10000) are imported, and
+    the report counts their lines (`_size_report`).
+    """
     sizes: dict[str, tuple[int, int]] = {}
     for item in parsed:
+        own: dict[str, tuple[int, int]] = {}
         for obj in item.parsed.objects:
-            size = sizes.setdefault(obj.image, (obj.width, obj.height))
+            size = own.setdefault(obj.image, (obj.width, obj.height))
             if size != (obj.width, obj.height):
                 raise Invalid(
                     f"{item.name}:{obj.line_no}: image {obj.image!r} is {obj.width}×{obj.height} here "
-                    f"but {size[0]}×{size[1]} elsewhere; nothing was imported"
+                    f"but {size[0]}×{size[1]} earlier in the same file; nothing was imported"
                 )
+        for name, size in own.items():
+            sizes.setdefault(name, size)
     return sizes
 
 
@@ -271,13 +281,26 @@ def _missing_image(task: Task, name: str, width: int, height: int, position: int
 
 
 def _check_size(image: Image, width: int, height: int) -> None:
+    """A size-less image takes the file's size; an image whose size the task knows keeps it."""
     if (image.width, image.height) == (0, 0) and image.file_format == MISSING_FORMAT:
         image.width = image.file_width = width
         image.height = image.file_height = height
-    elif (image.width, image.height) != (width, height):
-        raise Conflict(
-            f"image {image.name!r} is {image.width}×{image.height} in the task but {width}×{height} in the file"
-        )
+
+
+def _size_report(item: ParsedFile, images: dict[str, Image]) -> tuple[int, int]:
+    """(object lines whose size disagrees with the image's kept size, objects not deleted that then lie
+    outside the image or on its border: within 2 px, so that no evaluation counts them)."""
+    objects = [obj for obj in item.parsed.objects if obj.image in images]
+    disagreeing = sum(
+        (obj.width, obj.height) != (images[obj.image].width, images[obj.image].height) for obj in objects
+    )
+    kept = [obj for obj in objects if not obj.deleted]
+    if not kept:
+        return disagreeing, 0
+    boxes = np.array([(obj.x1, obj.y1, obj.x2, obj.y2) for obj in kept], dtype=np.float64)
+    widths = np.array([images[obj.image].width for obj in kept], dtype=np.float64)
+    heights = np.array([images[obj.image].height for obj in kept], dtype=np.float64)
+    return disagreeing, int(np.count_nonzero(~inside_image_mask(boxes, widths, heights)))
 
 
 async def _ensure_experts(session: AsyncSession, names: list[str]) -> list[str]:
@@ -461,7 +484,9 @@ async def _register_set(session: AsyncSession, task: Task) -> SuggestionSet:
 # ---------------------------------------------------------------- report
 
 
-def _file_report(request: ImportRequest, item: ParsedFile, stored: int) -> ImportedFileOut:
+def _file_report(
+    request: ImportRequest, item: ParsedFile, stored: int, sizes: tuple[int, int]
+) -> ImportedFileOut:
     parsed = item.parsed
     skipped = [
         SkippedLineOut(line=line.line_no, reason=line.reason, text=line.text) for line in parsed.skipped
@@ -487,5 +512,7 @@ def _file_report(request: ImportRequest, item: ParsedFile, stored: int) -> Impor
         empty_images=len(parsed.empty_images),
         images=len(parsed.image_order),
         stored=stored,
+        size_disagreements=sizes[0],
+        outside_image=sizes[1],
         skipped=sorted(skipped, key=lambda line: line.line),
     )

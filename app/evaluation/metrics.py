@@ -476,18 +476,40 @@ def one_to_one_match(
     Example: det [[0,0,9,9]], ref [[1,1,10,10]], same class, by iou 0.5 → ([0], [0]) (IoU 81/119 ≈ 0.68).
     """
     det_keys, ref_keys = _joint_keys(det_labels, det_images, ref_labels, ref_images)
-    det_pairs: list[IntArray] = []
-    ref_pairs: list[IntArray] = []
-    for key in np.intersect1d(det_keys, ref_keys):
-        det_index = np.flatnonzero(det_keys == key)
-        ref_index = np.flatnonzero(ref_keys == key)
-        score, admissible = _pair_scores(det_boxes[det_index], ref_boxes[ref_index], by, threshold)
-        rows, cols = _assign(score, admissible, method)
-        det_pairs.append(det_index[rows])
-        ref_pairs.append(ref_index[cols])
-    if not det_pairs:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(det_pairs).astype(np.int64), np.concatenate(ref_pairs).astype(np.int64)
+    det_index, ref_index = _same_key_pairs(det_keys, ref_keys)
+    admissible = _paired_admissible(det_boxes[det_index], ref_boxes[ref_index], by, threshold)
+    det_index, ref_index = det_index[admissible], ref_index[admissible]
+    # A pair whose detection and reference have no other admissible partner is in every optimal assignment
+    # (greedy or Hungarian); only the keys with contested pairs need the assignment solver.
+    lone = (np.bincount(det_index, minlength=len(det_keys))[det_index] == 1) & (
+        np.bincount(ref_index, minlength=len(ref_keys))[ref_index] == 1
+    )
+    det_pairs: list[IntArray] = [det_index[lone]]
+    ref_pairs: list[IntArray] = [ref_index[lone]]
+    contested_dets, contested_refs = np.unique(det_index[~lone]), np.unique(ref_index[~lone])
+    for key in np.unique(det_keys[contested_dets]):
+        dets = contested_dets[det_keys[contested_dets] == key]
+        refs = contested_refs[ref_keys[contested_refs] == key]
+        score, allowed = _pair_scores(det_boxes[dets], ref_boxes[refs], by, threshold)
+        rows, cols = _assign(score, allowed, method)
+        det_pairs.append(dets[rows])
+        ref_pairs.append(refs[cols])
+    dets_found = np.concatenate(det_pairs).astype(np.int64)
+    refs_found = np.concatenate(ref_pairs).astype(np.int64)
+    order = np.argsort(dets_found, kind="stable")
+    return dets_found[order], refs_found[order]
+
+
+def _paired_admissible(
+    det_boxes: FloatArray, ref_boxes: FloatArray, by: Literal["iou", "centre"], threshold: float
+) -> BoolArray:
+    """Row k of det (K, 4) with row k of ref (K, 4): admissible as in `_pair_scores`."""
+    if by == "iou":
+        admissible: BoolArray = paired_iou(det_boxes, ref_boxes) >= threshold
+        return admissible
+    distance = np.linalg.norm(box_centres(det_boxes) - box_centres(ref_boxes), axis=1)
+    near: BoolArray = distance <= threshold
+    return near
 
 
 def _pair_scores(
@@ -642,16 +664,22 @@ def _summarise_clusters(
     )
     distinct_pairs = np.unique(np.stack([cluster, experts.astype(np.int64)], axis=1), axis=0)
     votes = np.bincount(distinct_pairs[:, 0], minlength=n_clusters).astype(np.int64)
-    label_values, label_codes = np.unique(labels, return_inverse=True)
-    tally = np.zeros((n_clusters, len(label_values)), dtype=np.int64)
-    np.add.at(tally, (cluster, label_codes.reshape(-1)), 1)
-    majority = (
-        label_values[np.argmax(tally, axis=1)].astype(np.int64) if n_clusters else np.zeros(0, np.int64)
-    )
+    majority = _majority_labels(cluster, labels, n_clusters)
     cluster_image = np.zeros(n_clusters, dtype=np.int64)
     cluster_image[cluster] = images
     keep = votes >= min_votes
     return Consensus(mean_boxes[keep], majority[keep], votes[keep], cluster_image[keep])
+
+
+def _majority_labels(cluster: IntArray, labels: IntArray, n_clusters: int) -> IntArray:
+    """The most frequent label (smallest id on ties) of each cluster 0..n_clusters−1."""
+    label_values, label_codes = np.unique(labels, return_inverse=True)
+    tally = np.zeros((n_clusters, len(label_values)), dtype=np.int64)
+    np.add.at(tally, (cluster, label_codes.reshape(-1)), 1)
+    if not n_clusters:
+        return np.zeros(0, np.int64)
+    majority: IntArray = label_values[np.argmax(tally, axis=1)].astype(np.int64)
+    return majority
 
 
 VOTES_NMS_IOU = 0.5
@@ -699,6 +727,28 @@ def nms_votes(
     return VoteCells(boxes[keepers].reshape(-1, 4), votes, images[keepers].astype(np.int64), cell_of)
 
 
+def nms_consensus(
+    boxes: FloatArray,
+    labels: IntArray,
+    experts: IntArray,
+    images: IntArray,
+    iou: float = VOTES_NMS_IOU,
+    min_votes: int = 1,
+) -> Consensus:
+    """Multi-expert consensus by the paper's vote counting: the cells of `nms_votes` as objects.
+
+    A cell's box is its keeper's box, its votes the distinct experts among its boxes, its label the most
+    frequent label of its boxes (smallest id on ties); cells with v ≥ min_votes are kept.
+    Shapes: boxes (N, 4), labels / experts / images (N,).
+
+    Example: experts 0 and 1 mark the same cell 5 px apart, expert 2 one 200 px away → votes [2, 1].
+    """
+    cells = nms_votes(boxes, experts, images, iou)
+    majority = _majority_labels(cells.cell_of, labels, len(cells.votes))
+    keep = cells.votes >= min_votes
+    return Consensus(cells.boxes[keep], majority[keep], cells.votes[keep], cells.images[keep])
+
+
 def votes_loss_weights(votes: npt.NDArray[np.integer] | FloatArray) -> FloatArray:
     """VotesLoss weights (N,): w = (v − min v) / (max v − min v); all 1 when max v = min v (or N = 0).
 
@@ -721,22 +771,158 @@ def reference_votes(matched: BoolArray) -> IntArray:
     return votes
 
 
-def vote_weighted_concordance(matched: BoolArray) -> FloatArray:
-    """Vote-weighted concordance (E,) of each expert from matched (E, M), one row per expert (task, mode).
+@dataclass(frozen=True)
+class VoteWeighted:
+    """`vote_weighted_concordance` of E experts: scores, weighted precision and recall (E,), and N = |O|."""
 
-    matched[e, g] = expert e matched reference object g (use `greedy_match(...).reference_taken`, i.e. the
-    paper's greedy matching: same image and class, IoU ≥ threshold). v_g = Σ_e matched[e, g],
-    w = votes_loss_weights(v); score_e = Σ_g w_g · matched[e, g] / Σ_g w_g (NaN when M = 0).
-    Missing a cell few experts found costs little; missing one everyone found costs most.
+    scores: FloatArray
+    precision: FloatArray
+    recall: FloatArray
+    others: int
 
-    Example: matched = [[1, 1], [1, 0], [1, 0]] → v = [3, 1], w = [1, 0] → scores [1, 1, 1].
+
+def vote_weighted_concordance(matched: BoolArray, kept_error_costs: list[FloatArray]) -> VoteWeighted:
+    """Vote-weighted concordance (E,) of each expert of one task and mode: a weighted F1 (DESIGN.md).
+
+    matched (E, M): expert e matched reference object g by one-to-one matching (`one_to_one_match`).
+    kept_error_costs: per expert e, the costs u_f (F_e,) of e's objects that match no reference object
+    (`kept_error_costs`). With O = the other experts, N = E − 1:
+    v_g = Σ_{o ∈ O} matched[o, g] (e's own votes never count for e), w = votes_loss_weights(v) over the M
+    reference objects; R = Σ_g w_g·matched[e, g] / Σ_g w_g;
+    P = Σ_g w_g·matched[e, g] / (Σ_g w_g·matched[e, g] + Σ_f u_f) (1 when both sums are 0);
+    score = 2PR / (P + R) (0 when P + R = 0; NaN when M = 0).
+    Properties: with all weights 1 (equal votes, no shared errors) it is F1 = 2TP / (2TP + FP + FN); missing a
+    cell few others found costs little, missing one all found costs most; an error others made too costs
+    less than one nobody else made; N = 0 gives plain F1.
+
+    Example: matched = [[1, 1], [1, 0], [1, 0]], no kept errors → expert 0 sees v = [2, 0], w = [1, 0]:
+    R = 1, P = 1 → 1; expert 1 sees v = [2, 1], w = [1, 0] → 1; all three score 1.
     """
-    weights = votes_loss_weights(reference_votes(matched))
-    total = float(weights.sum())
-    if total == 0.0:
-        return np.full(matched.shape[0], np.nan)
-    scores: FloatArray = (matched.astype(np.float64) @ weights) / total
-    return scores
+    experts, size = matched.shape
+    total_votes = reference_votes(matched)
+    scores = np.full(experts, np.nan)
+    precision = np.full(experts, np.nan)
+    recall = np.full(experts, np.nan)
+    for row in range(experts if size else 0):
+        weights = votes_loss_weights(total_votes - matched[row])
+        found = float(weights @ matched[row])
+        cost = float(kept_error_costs[row].sum())
+        recall[row] = found / float(weights.sum())
+        precision[row] = found / (found + cost) if found + cost > 0 else 1.0
+        both = precision[row] + recall[row]
+        scores[row] = 2.0 * precision[row] * recall[row] / both if both > 0 else 0.0
+    return VoteWeighted(scores, precision, recall, max(experts - 1, 0))
+
+
+def kept_error_costs(
+    boxes: FloatArray,
+    labels: IntArray,
+    images: IntArray,
+    experts: IntArray,
+    n_experts: int,
+    iou: float = PAPER_IOU,
+) -> FloatArray:
+    """Cost u_f (K,) of each kept error f: an object of some expert that matches no reference object.
+
+    boxes (K, 4), labels, images, experts (K,): every expert's unmatched objects of one task and mode.
+    u_f = 1 − |{o ≠ expert of f : o has an unmatched object of f's image and class with IoU ≥ iou}| / N,
+    N = n_experts − 1 (all 1 when N = 0). An error everybody else made too costs 0, one nobody else made 1.
+
+    Example: experts 0 and 1 keep the same fake, expert 2 another one elsewhere, n_experts = 3 →
+    u = [0.5, 0.5, 1].
+    """
+    others = n_experts - 1
+    if others <= 0 or len(labels) == 0:
+        return np.ones(len(labels), dtype=np.float64)
+    keys = match_keys(labels, images)
+    first, second = _same_key_pairs(keys, keys)
+    overlap = paired_iou(boxes[first], boxes[second]) >= iou
+    foreign = overlap & (experts[first] != experts[second])
+    distinct = np.unique(np.stack([first[foreign], experts[second[foreign]]], axis=1), axis=0)
+    sharing = np.bincount(distinct[:, 0], minlength=len(labels)) if len(distinct) else np.zeros(len(labels))
+    costs: FloatArray = 1.0 - sharing.astype(np.float64) / others
+    return costs
+
+
+# ---------------------------------------------------------------- injected errors caught or missed
+
+
+def overlapping_objects(
+    entry_boxes: FloatArray,
+    entry_keys: IntArray,
+    det_boxes: FloatArray,
+    det_keys: IntArray,
+    iou: float = PAPER_IOU,
+) -> tuple[IntArray, IntArray]:
+    """Pairs (entry index, detection index) with equal keys and IoU ≥ iou (+1-pixel convention).
+
+    Keys say what may match: image ids alone (any label) or `match_keys` (same image and class).
+    """
+    entry_index, det_index = _same_key_pairs(entry_keys, det_keys)
+    keep = paired_iou(entry_boxes[entry_index], det_boxes[det_index]) >= iou
+    return entry_index[keep], det_index[keep]
+
+
+def duplicate_originals(
+    copy_boxes: FloatArray, copy_images: IntArray, ref_boxes: FloatArray, ref_images: IntArray
+) -> IntArray:
+    """The original (K,) of each duplicate: the reference object of its image that overlaps the copy most
+    (any class, first on ties); NO_MATCH where none overlaps it."""
+    best, best_iou = best_reference(copy_boxes, copy_images, ref_boxes, ref_images)
+    originals: IntArray = np.where(best_iou > 0, best, NO_MATCH)
+    return originals
+
+
+def caught_errors(
+    kind: str,
+    entries: tuple[FloatArray, IntArray, IntArray],
+    detections: tuple[FloatArray, IntArray, IntArray],
+    originals: FloatArray | None = None,
+    iou: float = PAPER_IOU,
+) -> BoolArray:
+    """Whether each injected-error register entry (K,) was caught by the expert whose final objects are given.
+
+    entries, detections: (boxes (·, 4), labels, images); one expert per image id (shift image ids to
+    evaluate several experts at once). "Matches" = IoU ≥ iou with the entry's box.
+    - removed, class_changed, grade_shifted: caught ⇔ an object with the entry's (reference) label matches;
+    - false_positive: caught ⇔ no object of any label matches the fake box;
+    - duplicate: caught ⇔ at most one object of any label matches the pair (the copy or its original,
+      `originals` (K, 4), NaN rows where it has none); keeping both is missed.
+    Example: a duplicate whose copy and original each keep one expert object → 2 objects on the pair → missed.
+    """
+    entry_boxes, entry_labels, entry_images = entries
+    det_boxes, det_labels, det_images = detections
+    if kind == "false_positive":
+        hits, _ = overlapping_objects(entry_boxes, entry_images, det_boxes, det_images, iou)
+        caught: BoolArray = np.bincount(hits, minlength=len(entry_images)) == 0
+        return caught
+    if kind == "duplicate":
+        return _duplicates_caught(entry_boxes, entry_images, det_boxes, det_images, originals, iou)
+    entry_keys, det_keys = _joint_keys(entry_labels, entry_images, det_labels, det_images)
+    hits, _ = overlapping_objects(entry_boxes, entry_keys, det_boxes, det_keys, iou)
+    found: BoolArray = np.bincount(hits, minlength=len(entry_images)) > 0
+    return found
+
+
+def _duplicates_caught(
+    copy_boxes: FloatArray,
+    images: IntArray,
+    det_boxes: FloatArray,
+    det_images: IntArray,
+    originals: FloatArray | None,
+    iou: float,
+) -> BoolArray:
+    pairs = [overlapping_objects(copy_boxes, images, det_boxes, det_images, iou)]
+    if originals is not None:
+        known = np.flatnonzero(~np.isnan(originals[:, 0]))
+        entry, det = overlapping_objects(originals[known], images[known], det_boxes, det_images, iou)
+        pairs.append((known[entry], det))
+    entry_index = np.concatenate([pair[0] for pair in pairs])
+    det_index = np.concatenate([pair[1] for pair in pairs])
+    distinct = np.unique(entry_index * max(len(det_images), 1) + det_index)
+    on_pair = np.bincount(distinct // max(len(det_images), 1), minlength=len(images))
+    caught: BoolArray = on_pair <= 1
+    return caught
 
 
 # ---------------------------------------------------------------- time per image

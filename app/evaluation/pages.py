@@ -10,20 +10,31 @@ from fastapi.responses import Response
 from app.deps import SessionDep
 from app.errors import NotFound
 from app.evaluation import exports, plots
-from app.evaluation.service import MetricsParams, study_metrics
+from app.evaluation.schemas import StudyMetricsOut
+from app.evaluation.service import MetricsParams, study_metrics, task_ids_of_study
 from app.models import Study
 from app.offload import ComputeDep
 from app.schemas_common import FiniteFloat, PathId
 from app.studies import service as studies
-from app.templating import PageAdmin, render
+from app.templating import PageAdmin, is_htmx, render
 from app.training import service as training
 
 router = APIRouter(tags=["evaluation pages"], include_in_schema=False)
 
 Iou = Annotated[FiniteFloat, Query(gt=0, le=1)]
+ConsensusChoice = Literal["radius", "nms"]
 
 
-def _params(iou: float, error_iou: float | None, radius: float | None, min_votes: int) -> MetricsParams:
+def _params(
+    iou: float,
+    error_iou: float | None,
+    consensus: ConsensusChoice,
+    radius: float,
+    nms_iou: float,
+    min_votes: int,
+) -> MetricsParams:
+    if consensus == "nms":
+        return MetricsParams(iou=iou, error_iou=error_iou, consensus_nms=nms_iou, min_votes=min_votes)
     return MetricsParams(iou=iou, error_iou=error_iou, consensus_radius=radius, min_votes=min_votes)
 
 
@@ -44,27 +55,44 @@ async def evaluation_page(
     compute: ComputeDep,
     iou: Iou = 0.25,
     error_iou: Annotated[FiniteFloat | None, Query(gt=0, le=1)] = None,
-    radius: Annotated[FiniteFloat | None, Query(gt=0)] = 50.0,
-    min_votes: Annotated[int, Query(ge=1)] = 1,
+    consensus: ConsensusChoice = "radius",
+    radius: Annotated[FiniteFloat, Query(gt=0)] = 50.0,
+    nms_iou: Annotated[FiniteFloat, Query(gt=0, le=1)] = 0.5,
+    min_votes: Annotated[int, Query(ge=1, le=1000)] = 1,
 ) -> Response:
-    """A study's evaluation dashboard; HTMX requests get the results block alone."""
+    """A study's evaluation dashboard; the page shows a placeholder, its HTMX request gets the results block.
+
+    The results block computes the study once and draws every plot from that one computation (as data: URIs).
+    """
     study = await _study(session, study_id)
-    params = _params(iou, error_iou, radius, min_votes)
-    metrics = await study_metrics(session, study, params, compute)
-    query = f"iou={params.iou}&error_iou={params.register_iou}"
-    training_runs = await training.runs_of_study(session, study.id)
-    context = {
+    params = _params(iou, error_iou, consensus, radius, nms_iou, min_votes).check()
+    context: dict[str, object] = {
         "principal": principal,
         "nav": "evaluation",
-        "training_runs": len(training_runs),
         "study": study,
-        "metrics": metrics,
         "params": params,
-        "query": query,
-        "tables": {name: exports.metrics_table(metrics, name) for name in exports.METRICS_TABLES},
-        "plots": plots.PLOTS,
+        "consensus": consensus,
+        "metrics": None,
     }
+    context["load_url"] = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if is_htmx(request):
+        metrics = await study_metrics(session, study, params, compute)
+        context.update(
+            {
+                "metrics": metrics,
+                "training_runs": len(await training.runs_of_study(session, study.id)),
+                "query": f"iou={params.iou}&error_iou={params.register_iou}",
+                "tables": {name: exports.metrics_table(metrics, name) for name in exports.METRICS_TABLES},
+                "drawn": await compute(_draw_all, metrics),
+                "task_ids": await task_ids_of_study(session, study.id),
+            }
+        )
     return render(request, "evaluation/dashboard.html", context, block="results")
+
+
+def _draw_all(metrics: StudyMetricsOut) -> dict[str, dict[str, str]]:
+    """task → plot → SVG data: URI."""
+    return {name: plots.render_all_svg(task) for name, task in metrics.tasks.items()}
 
 
 @router.get("/studies/{study_id}/evaluation/plots/{task}/{plot}.{fmt}")

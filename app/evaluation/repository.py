@@ -203,6 +203,15 @@ async def ground_truth_for_export(session: AsyncSession, task_id: int) -> Rows:
     return (await session.execute(query)).all()
 
 
+async def images_and_labels_of_task(
+    session: AsyncSession, task_id: int
+) -> tuple[dict[int, Image], dict[int, str]]:
+    """The task's study images and label names by id (for exports of computed objects)."""
+    images = await session.scalars(select(Image).where(Image.task_id == task_id, STUDY_IMAGE))
+    labels = await session.execute(select(Label.id, Label.name).where(Label.task_id == task_id))
+    return {image.id: image for image in images}, {label_id: name for label_id, name in labels.all()}
+
+
 # ---------------------------------------------------------------- the study read for metrics
 
 Table = list[tuple[Any, ...]]

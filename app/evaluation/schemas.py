@@ -38,6 +38,15 @@ class ImportedFileOut(BaseModel):
     empty_images: int = Field(description="'not in image' lines read")
     images: int = Field(description="distinct images named, template header excluded")
     stored: int = Field(description="rows stored: annotations, reference objects, suggestions or entries")
+    size_disagreements: int = Field(
+        default=0,
+        description="object lines whose image size disagrees with the size kept (the task's, or the first "
+        "file's for a new image); such files are imported, the size the task knows stays",
+    )
+    outside_image: int = Field(
+        default=0,
+        description="objects (not deleted) outside the kept image size or within 2 px of its border",
+    )
     skipped: list[SkippedLineOut]
 
 
@@ -69,7 +78,13 @@ class ExpertMetricsOut(BaseModel):
     objects: int
     seconds_per_image: float | None
     concordance: float
-    vote_weighted_concordance: float | None
+    vote_weighted_concordance: float | None = Field(
+        description="weighted F1 against the reference: votes of the other experts weight the reference "
+        "objects, errors the other experts made too cost less (DESIGN.md)"
+    )
+    vote_weighted_precision: float | None = None
+    vote_weighted_recall: float | None = None
+    vote_weighted_note: str = Field(default="", description="says when no other expert voted (plain F1)")
     per_class: dict[str, float]
 
 
@@ -84,13 +99,22 @@ class ModeMetricsOut(BaseModel):
     consensus: ConsensusOut | None = None
 
 
-class ConsensusOut(BaseModel):
-    """Consensus of the mode's experts (votes ≥ min_votes within radius px) scored against the reference."""
+ConsensusMethod = Literal["radius", "nms"]
 
-    radius: float
+
+class ConsensusOut(BaseModel):
+    """Consensus of the mode's experts (votes ≥ min_votes; clusters by centre radius in px or cells by NMS at an
+    IoU) scored against the reference."""
+
+    method: ConsensusMethod = "radius"
+    radius: float | None
+    nms_iou: float | None = None
     min_votes: int
     objects: int
     concordance: float
+    votes: dict[int, int] = Field(
+        default_factory=dict, description="number of consensus objects per vote count"
+    )
 
 
 class SuggestionsOut(BaseModel):
@@ -99,12 +123,26 @@ class SuggestionsOut(BaseModel):
 
 
 class CountOut(BaseModel):
+    """One expert's register entries of one kind: caught or missed by the per-kind rule of DESIGN.md.
+
+    `matched` is the published analysis's raw count (an object with the entry's label matches the register
+    box, greedy matching): caught for removed and relabelled cells, but kept (missed) for fakes and duplicates.
+    """
+
     total: int
+    caught: int = 0
+    missed: int = 0
+    caught_rate: float | None = None
     matched: int
 
 
 class PooledOut(BaseModel):
+    """Over all experts of the mode; `rate` = matched / total is the published analysis's raw figure."""
+
     total: int
+    caught: int = 0
+    missed: int = 0
+    caught_rate: float | None = None
     matched: int
     rate: float | None
 

@@ -49,12 +49,14 @@ MAX_BOOTSTRAP = 5_000
 
 @dataclass(frozen=True)
 class MetricsParams:
-    """Thresholds of an evaluation; error_iou None means the same as iou; radius None: no consensus block."""
+    """Thresholds of an evaluation; error_iou None means the same as iou. Consensus: by centre radius (px) or
+    by NMS vote counting (IoU), at most one of them; neither: no consensus block."""
 
     iou: float = m.PAPER_IOU
     error_iou: float | None = None
     consensus_radius: float | None = None
     min_votes: int = 1
+    consensus_nms: float | None = None
     count_threshold: float = DEFAULT_COUNT_THRESHOLD
     bootstrap: int = 0
     seed: int = 0
@@ -69,6 +71,10 @@ class MetricsParams:
                 raise Invalid(f"{name} must lie in (0, 1], got {value}")
         if self.consensus_radius is not None and self.consensus_radius <= 0:
             raise Invalid("the consensus radius must be positive")
+        if self.consensus_nms is not None and not 0.0 < self.consensus_nms <= 1.0:
+            raise Invalid(f"the consensus NMS IoU must lie in (0, 1], got {self.consensus_nms}")
+        if self.consensus_radius is not None and self.consensus_nms is not None:
+            raise Invalid("choose one consensus: by centre radius or by NMS, not both")
         if self.min_votes < 1:
             raise Invalid("minimum votes must be at least 1")
         if not (math.isfinite(self.count_threshold) and self.count_threshold >= 0):
@@ -329,6 +335,10 @@ async def find_study(session: AsyncSession, reference: str) -> Study:
     return study
 
 
+async def task_ids_of_study(session: AsyncSession, study_id: int) -> dict[str, int]:
+    return {task.name: task.id for task in await repository.tasks_of_study(session, study_id)}
+
+
 async def study_metrics(
     session: AsyncSession, study: Study, params: MetricsParams, compute: Compute = in_thread
 ) -> StudyMetricsOut:
@@ -424,8 +434,7 @@ def _mode_metrics(
 ) -> ModeMetricsOut:
     """Concordance and vote-weighted concordance of every expert from one shared greedy matching."""
     match = m.greedy_match(*_fields(batch.objects), *_fields(batch.repeat(task.reference)), iou=params.iou)
-    matched = match.reference_taken.reshape(len(batch.names), len(task.reference))
-    weighted = m.vote_weighted_concordance(matched) if batch.names else np.zeros(0)
+    weighted = vote_weighted(task, batch, params.iou)
     classes, ap, counted = _per_class_ap(batch, match.true_positive, task.reference)
     results: dict[str, ExpertMetricsOut] = {}
     for row, name in enumerate(batch.names):
@@ -435,7 +444,10 @@ def _mode_metrics(
             objects=stop - start,
             seconds_per_image=_number(seconds_per_image(experts[name])),
             concordance=float(np.mean(scores)) if len(scores) else 0.0,
-            vote_weighted_concordance=_number(float(weighted[row])),
+            vote_weighted_concordance=_number(float(weighted.scores[row])),
+            vote_weighted_precision=_number(float(weighted.precision[row])),
+            vote_weighted_recall=_number(float(weighted.recall[row])),
+            vote_weighted_note=_vote_weighted_note(weighted),
             per_class={
                 task.labels.get(label, str(label)): value
                 for label, value in zip(classes[counted[row]].tolist(), scores.tolist(), strict=True)
@@ -449,6 +461,33 @@ def _mode_metrics(
         ),
         consensus=_consensus(task, experts, batch.names, params),
     )
+
+
+# ---------------------------------------------------------------- vote-weighted concordance
+
+
+def vote_weighted(task: TaskData, batch: Batch, iou: float) -> m.VoteWeighted:
+    """`metrics.vote_weighted_concordance` of the batch's experts: one-to-one matching (Hungarian, IoU) of
+    every expert against the reference, kept errors costed by the other experts' kept errors."""
+    rows, size = len(batch.names), len(task.reference)
+    det, ref = m.one_to_one_match(*_fields(batch.objects), *_fields(batch.repeat(task.reference)), "iou", iou)
+    matched = np.zeros(rows * size, dtype=np.bool_)
+    matched[ref] = True
+    kept = np.ones(len(batch.objects), dtype=np.bool_)
+    kept[det] = False
+    errors = np.flatnonzero(kept)
+    owners = batch.owners[errors]
+    objects = batch.objects
+    costs = m.kept_error_costs(
+        objects.boxes[errors], objects.labels[errors], objects.images[errors] % batch.span, owners, rows, iou
+    )
+    return m.vote_weighted_concordance(
+        matched.reshape(rows, size), [costs[owners == row] for row in range(rows)]
+    )
+
+
+def _vote_weighted_note(weighted: m.VoteWeighted) -> str:
+    return "" if weighted.others else "no other expert in this task and mode: plain F1"
 
 
 def _fields(boxes: Boxes) -> tuple[m.FloatArray, m.IntArray, m.IntArray]:
@@ -500,28 +539,87 @@ def seconds_per_image(work: ExpertWork) -> float:
     )
 
 
+# ---------------------------------------------------------------- consensus
+
+
+def consensus_of(experts: dict[str, ExpertWork], params: MetricsParams) -> m.Consensus | None:
+    """Consensus of one task and mode's experts: centre-radius clustering or NMS vote counting (params);
+    None when params ask for none. Objects are pooled in the experts' natural name order."""
+    if params.consensus_radius is None and params.consensus_nms is None:
+        return None
+    pooled = [experts[name].objects for name in sorted(experts, key=_natural_key)]
+    owners = np.concatenate(
+        [_ints(), *(np.full(len(part), row, dtype=np.int64) for row, part in enumerate(pooled))]
+    )
+    boxes = _concat(pooled) if pooled else _empty()
+    if params.consensus_nms is not None:
+        return m.nms_consensus(
+            boxes.boxes, boxes.labels, owners, boxes.images, params.consensus_nms, params.min_votes
+        )
+    assert params.consensus_radius is not None
+    return m.consensus(
+        boxes.boxes, boxes.labels, owners, boxes.images, params.consensus_radius, params.min_votes
+    )
+
+
 def _consensus(
     task: TaskData, experts: dict[str, ExpertWork], names: list[str], params: MetricsParams
 ) -> ConsensusOut | None:
-    if params.consensus_radius is None:
+    found = consensus_of(experts, params)
+    if found is None:
         return None
-    pooled = [experts[name].objects for name in names]
-    owners = np.concatenate([np.full(len(part), row, dtype=np.int64) for row, part in enumerate(pooled)])
-    boxes = Boxes(
-        np.concatenate([part.boxes for part in pooled]).reshape(-1, 4),
-        np.concatenate([part.labels for part in pooled]),
-        np.concatenate([part.images for part in pooled]),
-    )
-    found = m.consensus(
-        boxes.boxes, boxes.labels, owners, boxes.images, params.consensus_radius, params.min_votes
-    )
     agreed = Boxes(found.boxes, found.labels, found.images)
+    values, counts = np.unique(found.votes, return_counts=True)
     return ConsensusOut(
+        method="nms" if params.consensus_nms is not None else "radius",
         radius=params.consensus_radius,
+        nms_iou=params.consensus_nms,
         min_votes=params.min_votes,
         objects=len(agreed),
         concordance=concordance(agreed, task.reference, params.iou).mean,
+        votes={int(value): int(count) for value, count in zip(values, counts, strict=True)},
     )
+
+
+@dataclass(frozen=True)
+class ConsensusObject:
+    """One consensus object for export: image and label ids, box in pixels, votes and VotesLoss weight."""
+
+    image_id: int
+    label_id: int
+    box: tuple[float, float, float, float]
+    votes: int
+    weight: float
+
+
+async def task_consensus(
+    session: AsyncSession, study_id: int, task_id: int, mode: str, params: MetricsParams, compute: Compute
+) -> list[ConsensusObject]:
+    """Consensus objects of one task and mode with their votes and VotesLoss weights (over these objects)."""
+    params.check()
+    rows = await repository.read_study(session, study_id)
+    return await compute(_consensus_objects, rows, task_id, mode, params)
+
+
+def _consensus_objects(
+    rows: repository.StudyRows, task_id: int, mode: str, params: MetricsParams
+) -> list[ConsensusObject]:
+    task = build_tasks(rows)[task_id]
+    found = consensus_of(task.work.get(mode, {}), params)
+    if found is None:
+        return []
+    weights = m.votes_loss_weights(found.votes)
+    return [
+        ConsensusObject(int(image), int(label), (box[0], box[1], box[2], box[3]), int(votes), float(weight))
+        for image, label, box, votes, weight in zip(
+            found.images.tolist(),
+            found.labels.tolist(),
+            found.boxes.tolist(),
+            found.votes.tolist(),
+            weights.tolist(),
+            strict=True,
+        )
+    ]
 
 
 def _suggestions_metrics(task: TaskData, params: MetricsParams) -> SuggestionsOut:
@@ -534,7 +632,8 @@ def _suggestions_metrics(task: TaskData, params: MetricsParams) -> SuggestionsOu
 def _injected_metrics(
     task: TaskData, batches: dict[str, Batch], params: MetricsParams
 ) -> dict[str, dict[str, dict[str, InjectedModeOut]]]:
-    """kind → group (and 'all') → mode → per-expert and pooled counts of entries found with their label."""
+    """kind → group (and 'all') → mode → per-expert and pooled counts: caught and missed by the per-kind rule,
+    and the published analysis's raw `matched` (entries found with their label)."""
     results: dict[str, dict[str, dict[str, InjectedModeOut]]] = {}
     registers = {kind: _concat([part for _, part in parts]) for kind, parts in task.register.items()}
     candidates = {
@@ -549,11 +648,32 @@ def _injected_metrics(
             found = m.matched_register_entries(
                 *_fields(batch.repeat(entries)), *_fields(candidates[mode]), iou=params.register_iou
             ).reshape(len(batch.names), len(entries))
-            per_expert = dict(zip(batch.names, found, strict=True))
+            caught = caught_entries(task, kind, entries, batch, params.register_iou)
+            per_expert = {name: (found[row], caught[row]) for row, name in enumerate(batch.names)}
             for key, mask in _group_masks(groups):
                 by_group[key][mode] = _injected_mode(per_expert, mask)
         results[kind] = dict(by_group)
     return results
+
+
+# ---------------------------------------------------------------- injected errors caught or missed
+
+
+def caught_entries(task: TaskData, kind: str, entries: Boxes, batch: Batch, iou: float) -> m.BoolArray:
+    """caught (E, K): whether each expert of the batch caught each register entry of one kind
+    (`metrics.caught_errors`; a duplicate's original is the reference object overlapping the copy most)."""
+    rows = len(batch.names)
+    originals = None
+    if kind == "duplicate":
+        original = m.duplicate_originals(
+            entries.boxes, entries.images, task.reference.boxes, task.reference.images
+        )
+        boxes = np.vstack([task.reference.boxes, np.full((1, 4), np.nan)])
+        originals = np.tile(boxes[original], (rows, 1))  # NO_MATCH (−1) picks the NaN row
+    on_register_images = np.isin(batch.objects.images % batch.span, entries.images)
+    detections = batch.objects.take(np.flatnonzero(on_register_images))
+    caught = m.caught_errors(kind, _fields(batch.repeat(entries)), _fields(detections), originals, iou)
+    return caught.reshape(rows, len(entries))
 
 
 def _register_candidates(batch: Batch, registers: list[Boxes]) -> m.IntArray:
@@ -581,16 +701,31 @@ def _group_masks(groups: m.IntArray) -> list[tuple[str, m.BoolArray]]:
     return masks
 
 
-def _injected_mode(found: dict[str, m.BoolArray], mask: m.BoolArray) -> InjectedModeOut:
-    experts = {
-        name: CountOut(total=int(mask.sum()), matched=int(matched[mask].sum()))
-        for name, matched in found.items()
-    }
+def _injected_mode(found: dict[str, tuple[m.BoolArray, m.BoolArray]], mask: m.BoolArray) -> InjectedModeOut:
+    """found: expert → (matched, caught) per register entry; mask: the entries of one group."""
+    experts = {}
+    for name, (matched, caught) in found.items():
+        total, hits = int(mask.sum()), int(caught[mask].sum())
+        experts[name] = CountOut(
+            total=total,
+            caught=hits,
+            missed=total - hits,
+            caught_rate=hits / total if total else None,
+            matched=int(matched[mask].sum()),
+        )
     total = sum(count.total for count in experts.values())
-    matched = sum(count.matched for count in experts.values())
+    pooled_matched = sum(count.matched for count in experts.values())
+    pooled_caught = sum(count.caught for count in experts.values())
     return InjectedModeOut(
         experts=experts,
-        pooled=PooledOut(total=total, matched=matched, rate=matched / total if total else None),
+        pooled=PooledOut(
+            total=total,
+            caught=pooled_caught,
+            missed=total - pooled_caught,
+            caught_rate=pooled_caught / total if total else None,
+            matched=pooled_matched,
+            rate=pooled_matched / total if total else None,
+        ),
     )
 
 

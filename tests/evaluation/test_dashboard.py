@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.evaluation import plots
 from app.evaluation.importer import ImportRequest
+from app.evaluation.schemas import SuggestionsOut, TaskMetricsOut
 from app.models import TrainingRun
 from tests.conftest import ClientFactory
 from tests.evaluation.test_exports import MORE
@@ -21,9 +23,13 @@ async def test_dashboard_page_block_and_plots(app: Any, client_for: ClientFactor
 
     full = await admin.get(page)
     assert full.status_code == 200 and "<html" in full.text.lower() and "Concordance" not in full.text[:50]
+    # The page itself computes nothing: a placeholder loads the results block.
+    assert 'hx-trigger="load"' in full.text and "Computing the evaluation" in full.text
+    assert "data:image/svg+xml" not in full.text
     block = await admin.get(page, params={"iou": 0.5}, headers={"HX-Request": "true"})
     assert block.status_code == 200 and block.text.lstrip().startswith('<section id="results">')
     assert "IoU 0.5" in block.text and block.headers["Vary"] == "HX-Request"
+    assert block.text.count("data:image/svg+xml;base64,") == 3  # every plot drawn from the one computation
     png = await admin.get(f"{page}/plots/T/concordance.png")
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     svg = await admin.get(f"{page}/plots/T/seconds.svg")
@@ -40,12 +46,13 @@ async def test_dashboard_shows_the_training_figure_once_the_study_has_runs(
     admin = await client_for("admin")
     page = f"/studies/{report.study_id}/evaluation"
     figure = f"/api/v1/studies/{report.study_id}/training-runs/figure.svg"
-    assert figure not in (await admin.get(page)).text
+    htmx = {"HX-Request": "true"}
+    assert figure not in (await admin.get(page, headers=htmx)).text
 
     async with app.state.sessionmaker() as session:
         session.add(_finished_run(report.study_id, report.task_id))
         await session.commit()
-    text = (await admin.get(page)).text
+    text = (await admin.get(page, headers=htmx)).text
     assert figure in text and "1 training run " in text
     drawn = await admin.get(figure)
     assert drawn.status_code == 200 and b"unaided, VotesLoss" in drawn.content
@@ -72,3 +79,22 @@ def _finished_run(study_id: int, task_id: int) -> TrainingRun:
         val_samples=10,
         status="succeeded",
     )
+
+
+def test_plots_without_values_say_no_data_and_colour_caught_and_missed_apart() -> None:
+    empty = TaskMetricsOut(
+        modes={},
+        suggestions=SuggestionsOut(suggestion_set_id=None, concordance=None),
+        injected_errors={},
+        statistics={},
+    )
+    for plot in plots.PLOTS:
+        svg = plots.render(empty, plot, "svg").decode()
+        assert "no data" in svg and "-0.04" not in svg
+    colours = {
+        *plots.MODE_COLOURS.values(),
+        plots.CAUGHT_COLOUR,
+        plots.MISSED_COLOUR,
+        plots.SUGGESTIONS_COLOUR,
+    }
+    assert len(colours) == 5

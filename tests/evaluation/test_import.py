@@ -103,3 +103,40 @@ async def test_api_import_is_admin_only_and_reports(app: Any, client_for: Client
     assert response.json()["files"][0]["stored"] == 2
     image_id = (await admin.get(f"/api/v1/tasks/{response.json()['task_id']}/images")).json()[0]["id"]
     assert (await admin.get(f"/api/v1/images/{image_id}/thumbnail")).status_code == 404
+
+
+def sized(image: str, box: tuple[int, int, int, int], size: tuple[int, int]) -> str:
+    return line(image, "Neutrophile", box).replace("|200|150", f"|{size[0]}|{size[1]}")
+
+
+async def test_a_placeholder_image_size_is_imported_and_the_task_keeps_its_size(app: Any) -> None:
+    await _import(app, ImportRequest("S", "T", "classify", "ground-truth"), GT_FILE)  # a.png, b.png: 200×150
+    placeholder = "\n".join(
+        [
+            sized("a.png", (10, 10, 40, 40), (10000, 10000)),
+            sized("a.png", (180, 100, 260, 140), (10000, 10000)),  # beyond the real 200 px width
+            sized("b.png", (20, 20, 60, 60), (10000, 10000)),
+        ]
+    )
+
+    report = await _import(
+        app, ImportRequest("S", "T", "classify", "expert", mode="unaided", expert="bob"), placeholder
+    )
+
+    item = report.files[0]
+    assert (item.stored, item.size_disagreements, item.outside_image) == (3, 3, 1)
+    async with app.state.sessionmaker() as session:
+        sizes = (
+            await session.execute(select(Image.name, Image.width, Image.height).order_by(Image.name))
+        ).all()
+    assert [tuple(row) for row in sizes] == [("a.png", 200, 150), ("b.png", 200, 150)]
+
+
+async def test_a_file_that_gives_one_image_two_sizes_is_refused(app: Any) -> None:
+    contradicting = "\n".join(
+        [sized("a.png", (10, 10, 40, 40), (200, 150)), sized("a.png", (50, 50, 70, 70), (300, 150))]
+    )
+
+    with pytest.raises(Invalid, match="earlier in the same file; nothing was imported"):
+        await _import(app, ImportRequest("S", "T", "classify", "ground-truth"), contradicting)
+    assert await _count(app, Image) == 0

@@ -264,31 +264,6 @@ def test_votes_loss_weights_scale_between_min_and_max() -> None:
     assert m.votes_loss_weights(np.array([], dtype=np.int64)).shape == (0,)
 
 
-def test_missing_a_contested_cell_costs_less_than_missing_a_unanimous_one() -> None:
-    matched = np.array(
-        [
-            [True, True, True],
-            [True, False, True],  # misses cell 1, found by only two experts
-            [False, True, True],  # misses cell 0, found by three experts
-            [True, False, True],
-        ]
-    )
-
-    votes = m.reference_votes(matched)
-    scores = m.vote_weighted_concordance(matched)
-
-    np.testing.assert_array_equal(votes, [3, 2, 4])
-    # w = [0.5, 0, 1], Σ w = 1.5; plain recall would give experts 1 and 2 the same 2/3
-    np.testing.assert_allclose(scores, [1.0, 1.0, 1.0 / 1.5, 1.0])
-
-
-def test_vote_weighted_concordance_is_plain_recall_when_all_votes_are_equal() -> None:
-    matched = np.array([[True, True], [True, False], [False, True], [True, True]])  # v = [3, 3]
-
-    np.testing.assert_allclose(m.vote_weighted_concordance(matched), [1.0, 0.5, 0.5, 1.0])
-    assert np.isnan(m.vote_weighted_concordance(np.zeros((2, 0), dtype=bool))).all()
-
-
 # ---------------------------------------------------------------- time per image
 
 

@@ -30,7 +30,14 @@ async def test_metrics_shape_and_access(app: Any, client_for: ClientFactory) -> 
     # one counted object per image (the other on a.png is deleted): no gaps, 0 s over the 3 images seen
     assert alice["seconds_per_image"] == 0.0
     removed = body["tasks"]["T"]["injected_errors"]["removed"]
-    assert removed["all"]["unaided"]["pooled"] == {"total": 2, "matched": 2, "rate": 1.0}
+    assert removed["all"]["unaided"]["pooled"] == {
+        "total": 2,
+        "caught": 2,
+        "missed": 0,
+        "caught_rate": 1.0,
+        "matched": 2,
+        "rate": 1.0,
+    }
     assert set(removed) == {"all", "1"}
     assert body["tasks"]["T"]["statistics"]["concordance"]["anova_F"] is None
     assert set(body["timing"]) == {"load_s", "compute_s"}

@@ -66,7 +66,11 @@ async def test_every_number_of_the_calibration_table(app: Any, client_for: Clien
             assert row["seconds_per_image"] == pytest.approx(expected.seconds, abs=0.01), (participant, mode)
             for name, kind in REGISTER_FILES.items():
                 count = task["injected_errors"][kind]["all"][mode]["experts"][f"Participant_{participant}"]
-                assert count == {"total": REGISTER_TOTALS[name], "matched": expected.registers[name]}
+                published = {"total": count["total"], "matched": count["matched"]}
+                assert published == {"total": REGISTER_TOTALS[name], "matched": expected.registers[name]}
+                assert count["caught"] + count["missed"] == count["total"]
+                if kind != "duplicate":  # removed and relabelled cells: caught = found with the right label
+                    assert count["caught"] >= count["matched"]
     # The first request rebuilt the task's stored object columns; the second reads them: same numbers.
     assert (await _metrics(app, client_for, first=False))["tasks"] == metrics["tasks"]
 
