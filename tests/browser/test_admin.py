@@ -23,7 +23,7 @@ async def test_admin_creates_study_task_and_uploads_two_images(app, live_server,
     await make_user(app, "admin", "admin")
     await make_user(app, "alice")
     await login(page, live_server, "admin")
-    await page.get_by_role("link", name="Studies").click()
+    await page.get_by_role("link", name="Studies", exact=True).click()
     await page.fill("#study-name", "Equine asthma")
     await page.fill("#study-washout", "14")
     await page.get_by_role("button", name="Create study").click()

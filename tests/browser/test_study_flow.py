@@ -26,7 +26,7 @@ async def _logout(page: Page, base: str) -> None:
 
 async def _admin_sets_up_the_study(page: Page, base: str, admin: AsyncClient, tmp_path: Path) -> int:
     await login(page, base, "admin")
-    await page.get_by_role("link", name="Studies").click()
+    await page.get_by_role("link", name="Studies", exact=True).click()
     await page.fill("#study-name", "Flow study")
     await page.get_by_role("button", name="Create study").click()
     await expect(page.get_by_role("heading", name="Flow study")).to_be_visible()
@@ -118,7 +118,7 @@ async def _washout_page_is_a_styled_page(page: Page, base: str, aided_id: int) -
 
 async def _admin_overrides_alices_washout(page: Page, base: str, study_id: int) -> None:
     await login(page, base, "admin")
-    await page.get_by_role("link", name="Studies").click()
+    await page.get_by_role("link", name="Studies", exact=True).click()
     await page.get_by_role("link", name="Flow study").click()
     row = page.locator("#progress tbody tr").filter(has_text="alice").filter(has_text="aided").last
     await expect(row).to_contain_text("washout until")
