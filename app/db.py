@@ -25,7 +25,7 @@ _HOLDS_GATE = "concord_holds_write_gate"
 _WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
-def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -64,6 +64,16 @@ class SQLiteWriteGate:
         if lock is None:
             lock = self._locks[loop] = asyncio.Lock()
         return lock
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Hold the gate for writes made outside this engine's connections (the batched edit writer)."""
+        lock = self._lock()
+        await _acquire_within(lock, SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def before_execute(
         self, conn: Connection, _cursor: Any, statement: str, parameters: Any, *_args: Any
@@ -117,13 +127,22 @@ class SQLiteWriteGate:
         event.listen(engine.pool, "invalidate", lambda _dbapi, record, _exc: self._release(record.info))
 
 
+_WRITE_GATES: "weakref.WeakKeyDictionary[Engine, SQLiteWriteGate]" = weakref.WeakKeyDictionary()
+
+
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
-        SQLiteWriteGate().install(engine.sync_engine)
+        event.listen(engine.sync_engine, "connect", enable_sqlite_pragmas)
+        gate = SQLiteWriteGate()
+        gate.install(engine.sync_engine)
+        _WRITE_GATES[engine.sync_engine] = gate
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def write_gate_of(engine: AsyncEngine) -> SQLiteWriteGate | None:
+    return _WRITE_GATES.get(engine.sync_engine)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -12,6 +12,7 @@ from app.accounts.api import router as accounts_router
 from app.accounts.security import make_password_hasher
 from app.annotations.api import router as annotations_router
 from app.api_docs import router as api_docs_router
+from app.batched_writes import make_batch_writer
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.deps import SessionDep
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.batch_writer = make_batch_writer(engine)
         app.state.password_hasher = make_password_hasher(
             settings.argon2_time_cost, settings.argon2_memory_kib
         )
@@ -111,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.tile_cache.close()
+            if app.state.batch_writer is not None:
+                app.state.batch_writer.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -556,10 +556,10 @@ def _count(
 
 def baseline_sqlite(url: str, seeded: Seeded, expert_id: int, edits: int) -> float:
     """Edits per second of a sqlite3 loop writing an annotation and its event per transaction."""
-    from app.db import _enable_sqlite_pragmas  # the service's own pragmas: same journal, same durability
+    from app.db import enable_sqlite_pragmas  # the service's own pragmas: same journal, same durability
 
     connection = sqlite3.connect(url.split("///", 1)[1], isolation_level=None)
-    _enable_sqlite_pragmas(connection, None)
+    enable_sqlite_pragmas(connection, None)
     started = time.perf_counter()
     for position in range(edits):
         now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -619,10 +619,10 @@ async def baseline_postgres(url: str, seeded: Seeded, expert_id: int, edits: int
 
 def _sqlite_durability(url: str) -> str:
     """The journal mode and synchronous level a connection of the service gets (2 = FULL, 1 = NORMAL)."""
-    from app.db import _enable_sqlite_pragmas
+    from app.db import enable_sqlite_pragmas
 
     connection = sqlite3.connect(url.split("///", 1)[1])
-    _enable_sqlite_pragmas(connection, None)
+    enable_sqlite_pragmas(connection, None)
     journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
     synchronous = connection.execute("PRAGMA synchronous").fetchone()[0]
     connection.close()

@@ -1,8 +1,10 @@
 """JSON routes of the current expert's annotations, their event log, visits and done images."""
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.annotations import repository, service
 from app.annotations.schemas import (
@@ -14,8 +16,9 @@ from app.annotations.schemas import (
     StateChange,
     VisitOut,
 )
+from app.batched_writes import EditRunner
 from app.deps import CurrentUser, SessionDep, SettingsDep
-from app.models import EventKind, Mode
+from app.models import EventKind, Mode, User
 from app.schemas_common import PathId
 from app.simulation import repository as simulation_repository
 from app.studies import service as studies
@@ -25,6 +28,13 @@ router = APIRouter(tags=["annotations"])
 ModeQuery = Annotated[Mode, Query(description="training, unaided or aided")]
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=8, max_length=100)]
 MAX_BULK = 5000
+
+
+def _edit_runner(request: Request, session: SessionDep) -> EditRunner:
+    return EditRunner(session, request.app.state.batch_writer)
+
+
+Edits = Annotated[EditRunner, Depends(_edit_runner)]
 
 
 @router.get("/images/{image_id}/annotations")
@@ -42,6 +52,7 @@ async def create_annotation(
     mode: ModeQuery,
     data: AnnotationCreate,
     session: SessionDep,
+    edits: Edits,
     user: CurrentUser,
     response: Response,
     idempotency_key: IdempotencyHeader = None,
@@ -50,7 +61,7 @@ async def create_annotation(
     workspace = await service.open_workspace(session, user, image_id, mode)
     if data.idempotency_key is None and idempotency_key is not None:
         data = data.model_copy(update={"idempotency_key": idempotency_key})
-    created, is_new = await service.create_annotation(session, workspace, data)
+    created, is_new = await edits.run(partial(service.create_annotation, workspace=workspace, data=data))
     if not is_new:
         response.status_code = 200
     return created
@@ -62,13 +73,16 @@ async def upload_annotations(
     mode: ModeQuery,
     items: Annotated[list[AnnotationCreate], Body(max_length=MAX_BULK)],
     session: SessionDep,
+    edits: Edits,
     user: CurrentUser,
     response: Response,
     idempotency_key: IdempotencyHeader = None,
 ) -> list[AnnotationOut]:
     """Upload a JSON list of objects, each created with its own event; a keyed retry returns them (200)."""
     workspace = await service.open_workspace(session, user, image_id, mode)
-    created, is_new = await service.create_many(session, workspace, items, idempotency_key)
+    created, is_new = await edits.run(
+        partial(service.create_many, workspace=workspace, items=items, key=idempotency_key)
+    )
     if not is_new:
         response.status_code = 200
     return created
@@ -79,6 +93,7 @@ async def update_annotation(
     annotation_id: PathId,
     data: AnnotationUpdate,
     session: SessionDep,
+    edits: Edits,
     user: CurrentUser,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
@@ -86,21 +101,26 @@ async def update_annotation(
     workspace, annotation = await service.workspace_of_annotation(session, user, annotation_id)
     if data.idempotency_key is None and idempotency_key is not None:
         data = data.model_copy(update={"idempotency_key": idempotency_key})
-    return await service.update_annotation(session, workspace, annotation, data)
+    work = partial(service.update_annotation, workspace=workspace, annotation_id=annotation.id, data=data)
+    return await edits.run(work)
 
 
 async def _change(
     annotation_id: int,
     data: StateChange,
-    session: SessionDep,
-    user: CurrentUser,
+    session: AsyncSession,
+    edits: EditRunner,
+    user: User,
     kind: EventKind,
     key: str | None,
 ) -> AnnotationOut:
     workspace, annotation = await service.workspace_of_annotation(session, user, annotation_id)
     if data.idempotency_key is None and key is not None:
         data = data.model_copy(update={"idempotency_key": key})
-    return await service.change_state(session, workspace, annotation, data, kind)
+    work = partial(
+        service.change_state, workspace=workspace, annotation_id=annotation.id, data=data, kind=kind
+    )
+    return await edits.run(work)
 
 
 @router.post("/annotations/{annotation_id}/delete")
@@ -108,11 +128,12 @@ async def delete_annotation(
     annotation_id: PathId,
     data: StateChange,
     session: SessionDep,
+    edits: Edits,
     user: CurrentUser,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Delete an own object (soft delete: it can be restored)."""
-    return await _change(annotation_id, data, session, user, EventKind.delete, idempotency_key)
+    return await _change(annotation_id, data, session, edits, user, EventKind.delete, idempotency_key)
 
 
 @router.post("/annotations/{annotation_id}/restore")
@@ -120,11 +141,12 @@ async def restore_annotation(
     annotation_id: PathId,
     data: StateChange,
     session: SessionDep,
+    edits: Edits,
     user: CurrentUser,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Restore an own deleted object."""
-    return await _change(annotation_id, data, session, user, EventKind.restore, idempotency_key)
+    return await _change(annotation_id, data, session, edits, user, EventKind.restore, idempotency_key)
 
 
 @router.post("/annotations/{annotation_id}/accept")
@@ -132,11 +154,12 @@ async def accept_suggestion(
     annotation_id: PathId,
     data: StateChange,
     session: SessionDep,
+    edits: Edits,
     user: CurrentUser,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Accept a suggestion unchanged (recorded as an event)."""
-    return await _change(annotation_id, data, session, user, EventKind.accept, idempotency_key)
+    return await _change(annotation_id, data, session, edits, user, EventKind.accept, idempotency_key)
 
 
 @router.get("/images/{image_id}/events")

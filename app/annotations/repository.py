@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from app.models import (
@@ -101,9 +102,9 @@ _NEXT_POSITION = select(func.max(Annotation.position)).where(
 )
 
 
-async def next_position(session: AsyncSession, image_id: int, expert_id: int, mode: str) -> int:
+def next_position(session: Session, image_id: int, expert_id: int, mode: str) -> int:
     parameters = {"b_image": image_id, "b_expert": expert_id, "b_mode": mode}
-    current = await session.scalar(_NEXT_POSITION, parameters)
+    current = session.scalar(_NEXT_POSITION, parameters)
     return 0 if current is None else current + 1
 
 
@@ -127,19 +128,19 @@ _REMEMBER_ANSWER = (
 )
 
 
-async def claim_key(session: AsyncSession, expert_id: int, key: str, fingerprint: str) -> bool:
+def claim_key(session: Session, expert_id: int, key: str, fingerprint: str) -> bool:
     """Insert the key's row unless the key is taken; a concurrent holder is waited for until it ends."""
     statement = _CLAIM[session.get_bind().dialect.name]
     parameters = {"b_expert": expert_id, "b_key": key, "b_fingerprint": fingerprint}
-    return (await session.execute(statement, parameters)).first() is not None
+    return session.execute(statement, parameters).first() is not None
 
 
-async def request_by_key(session: AsyncSession, expert_id: int, key: str) -> IdempotentRequest | None:
-    return await session.scalar(_REQUEST_BY_KEY, {"b_expert": expert_id, "b_key": key})
+def request_by_key(session: Session, expert_id: int, key: str) -> IdempotentRequest | None:
+    return session.scalar(_REQUEST_BY_KEY, {"b_expert": expert_id, "b_key": key})
 
 
-async def remember_answer(session: AsyncSession, expert_id: int, key: str, response: Any) -> None:
-    await session.execute(_REMEMBER_ANSWER, {"b_expert": expert_id, "b_key": key, "b_response": response})
+def remember_answer(session: Session, expert_id: int, key: str, response: Any) -> None:
+    session.execute(_REMEMBER_ANSWER, {"b_expert": expert_id, "b_key": key, "b_response": response})
 
 
 async def events_of(

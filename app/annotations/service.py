@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.annotations import repository
@@ -205,15 +206,15 @@ def keyed(key: str | None, route: str, target: str, body: Any) -> Keyed | None:
     return Keyed(key=key, fingerprint=hashlib.sha256(canonical.encode()).hexdigest())
 
 
-async def _claim(session: AsyncSession, user: User, request: Keyed | None) -> Any | None:
+def _claim(session: Session, user: User, request: Keyed | None) -> Any | None:
     """None when this request may go ahead (it holds its key, or has none); else the earlier answer.
 
     A concurrent request with the same key is waited for by the database, so a retry racing its original
     gets the original's answer, never a conflict with itself. The same key with another request is 422.
     """
-    if request is None or await repository.claim_key(session, user.id, request.key, request.fingerprint):
+    if request is None or repository.claim_key(session, user.id, request.key, request.fingerprint):
         return None
-    earlier = await repository.request_by_key(session, user.id, request.key)
+    earlier = repository.request_by_key(session, user.id, request.key)
     if earlier is None or earlier.response is None:
         raise Conflict("this idempotency key is in use by another request; retry")
     if earlier.fingerprint != request.fingerprint:
@@ -221,8 +222,8 @@ async def _claim(session: AsyncSession, user: User, request: Keyed | None) -> An
     return earlier.response
 
 
-async def _remember(
-    session: AsyncSession, user: User, request: Keyed | None, answer: AnnotationOut | list[AnnotationOut]
+def _remember(
+    session: Session, user: User, request: Keyed | None, answer: AnnotationOut | list[AnnotationOut]
 ) -> None:
     if request is None:
         return
@@ -230,11 +231,11 @@ async def _remember(
         response: Any = [item.model_dump(mode="json") for item in answer]
     else:
         response = answer.model_dump(mode="json")
-    await repository.remember_answer(session, user.id, request.key, response)
+    repository.remember_answer(session, user.id, request.key, response)
 
 
 def _append_event(
-    session: AsyncSession,
+    session: Session,
     workspace: Workspace,
     annotation: Annotation,
     kind: EventKind,
@@ -271,13 +272,13 @@ async def list_annotations(
     return [to_out(annotation, labels_by_id) for annotation in found]
 
 
-async def create_annotation(
-    session: AsyncSession, workspace: Workspace, data: AnnotationCreate
+def create_annotation(
+    session: Session, workspace: Workspace, data: AnnotationCreate
 ) -> tuple[AnnotationOut, bool]:
     """Create one object; returns it and whether this request created it (False on a replay)."""
     mode = workspace.assignment.mode
     request = keyed(data.idempotency_key, "create", f"image {workspace.image.id} {mode}", _request_body(data))
-    earlier = await _claim(session, workspace.user, request)
+    earlier = _claim(session, workspace.user, request)
     if earlier is not None:
         return AnnotationOut.model_validate(earlier), False
     studies.require_unfinished(workspace.assignment)
@@ -293,22 +294,22 @@ async def create_annotation(
         x2=data.x2,
         y2=data.y2,
         origin=Origin.expert,
-        position=await repository.next_position(session, workspace.image.id, workspace.user.id, mode),
+        position=repository.next_position(session, workspace.image.id, workspace.user.id, mode),
     )
     session.add(annotation)
-    await session.flush()
-    created = await _record(session, workspace, annotation, EventKind.create, None, request, data.client_ts)
+    session.flush()
+    created = _record(session, workspace, annotation, EventKind.create, None, request, data.client_ts)
     return created, True
 
 
-async def create_many(
-    session: AsyncSession, workspace: Workspace, items: list[AnnotationCreate], key: str | None = None
+def create_many(
+    session: Session, workspace: Workspace, items: list[AnnotationCreate], key: str | None = None
 ) -> tuple[list[AnnotationOut], bool]:
     """All or nothing: every item is checked before any is written. The key covers the whole upload:
     a retry returns the same objects (and False), never a second copy."""
     target = f"image {workspace.image.id} {workspace.assignment.mode}"
     request = keyed(key, "bulk", target, [_request_body(item) for item in items])
-    earlier = await _claim(session, workspace.user, request)
+    earlier = _claim(session, workspace.user, request)
     if earlier is not None:
         return [AnnotationOut.model_validate(item) for item in earlier], False
     for index, item in enumerate(items):
@@ -320,22 +321,23 @@ async def create_many(
     keys = [item.idempotency_key for item in items if item.idempotency_key]
     if len(set(keys)) != len(keys) or key in keys:
         raise Invalid("idempotency keys repeat within the upload")
-    created = [(await create_annotation(session, workspace, item))[0] for item in items]
-    await _remember(session, workspace.user, request, created)
+    created = [create_annotation(session, workspace, item)[0] for item in items]
+    _remember(session, workspace.user, request, created)
     return created, True
 
 
-async def update_annotation(
-    session: AsyncSession,
+def update_annotation(
+    session: Session,
     workspace: Workspace,
-    annotation: Annotation,
+    annotation_id: int,
     data: AnnotationUpdate,
 ) -> AnnotationOut:
-    request = keyed(data.idempotency_key, "update", f"annotation {annotation.id}", _request_body(data))
-    earlier = await _claim(session, workspace.user, request)
+    request = keyed(data.idempotency_key, "update", f"annotation {annotation_id}", _request_body(data))
+    earlier = _claim(session, workspace.user, request)
     if earlier is not None:
         return AnnotationOut.model_validate(earlier)
     studies.require_unfinished(workspace.assignment)
+    annotation = _own_annotation(session, workspace, annotation_id)
     _check_version(annotation, data.version)
     if annotation.deleted:
         raise Conflict("this object is deleted; restore it first")
@@ -349,7 +351,7 @@ async def update_annotation(
     kind = _edit_kind(annotation, box, label)
     if kind is None:
         unchanged = to_out(annotation, workspace.labels_by_id)
-        await _remember(session, workspace.user, request, unchanged)
+        _remember(session, workspace.user, request, unchanged)
         return unchanged
     before = state_of(annotation, workspace.labels_by_id)
     if box is not None:
@@ -357,7 +359,7 @@ async def update_annotation(
     if label is not None:
         annotation.label_id = label.id
     _mark_edited(annotation)
-    return await _record(session, workspace, annotation, kind, before, request, data.client_ts)
+    return _record(session, workspace, annotation, kind, before, request, data.client_ts)
 
 
 def _edit_kind(
@@ -387,19 +389,20 @@ def _mark_edited(annotation: Annotation) -> None:
         annotation.origin = Origin.suggestion_edited
 
 
-async def change_state(
-    session: AsyncSession,
+def change_state(
+    session: Session,
     workspace: Workspace,
-    annotation: Annotation,
+    annotation_id: int,
     data: StateChange,
     kind: EventKind,
 ) -> AnnotationOut:
     """Delete (soft), restore, or accept a suggestion unchanged."""
-    request = keyed(data.idempotency_key, kind, f"annotation {annotation.id}", _request_body(data))
-    earlier = await _claim(session, workspace.user, request)
+    request = keyed(data.idempotency_key, kind, f"annotation {annotation_id}", _request_body(data))
+    earlier = _claim(session, workspace.user, request)
     if earlier is not None:
         return AnnotationOut.model_validate(earlier)
     studies.require_unfinished(workspace.assignment)
+    annotation = _own_annotation(session, workspace, annotation_id)
     _check_version(annotation, data.version)
     before = state_of(annotation, workspace.labels_by_id)
     if kind == EventKind.delete:
@@ -414,7 +417,15 @@ async def change_state(
             "only an untouched suggestion can be accepted",
         )
     annotation.updated_at = utcnow()
-    return await _record(session, workspace, annotation, kind, before, request, data.client_ts)
+    return _record(session, workspace, annotation, kind, before, request, data.client_ts)
+
+
+def _own_annotation(session: Session, workspace: Workspace, annotation_id: int) -> Annotation:
+    """The object as the writing transaction sees it (the route checked it is the expert's own)."""
+    annotation = session.get(Annotation, annotation_id)
+    if annotation is None or annotation.expert_id != workspace.user.id:
+        raise NotFound(f"no annotation {annotation_id}")
+    return annotation
 
 
 def _require(condition: bool, message: str) -> None:
@@ -430,8 +441,8 @@ def _check_version(annotation: Annotation, version: int) -> None:
         )
 
 
-async def _record(
-    session: AsyncSession,
+def _record(
+    session: Session,
     workspace: Workspace,
     annotation: Annotation,
     kind: EventKind,
@@ -441,15 +452,15 @@ async def _record(
 ) -> AnnotationOut:
     """Append the edit's event and write both in one flush; the answer is the object's new state."""
     _append_event(session, workspace, annotation, kind, before, request.key if request else None, client_ts)
-    await _flush_edit(session)
+    _flush_edit(session)
     answer = to_out(annotation, workspace.labels_by_id)
-    await _remember(session, workspace.user, request, answer)
+    _remember(session, workspace.user, request, answer)
     return answer
 
 
-async def _flush_edit(session: AsyncSession) -> None:
+def _flush_edit(session: Session) -> None:
     try:
-        await session.flush()
+        session.flush()
     except StaleDataError as error:
         raise Conflict("the object changed meanwhile; reload it") from error
     except IntegrityError as error:

@@ -8,6 +8,7 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db import write_gate_of
 from app.main import create_app
 from tests.conftest import ClientFactory
 from tests.factories import make_study
@@ -64,6 +65,34 @@ async def test_edits_written_count_committed_events_only(app: object, client_for
     edits = "concord_annotation_edits_total"
     assert value(after, edits, kind="create") - value(before, edits, kind="create") == 1
     assert value(after, edits, kind="relabel") - value(before, edits, kind="relabel") == 1
+
+
+async def test_edits_refused_beside_others_in_one_batch_do_not_uncount_them(
+    app: object, client_for: ClientFactory
+) -> None:
+    """Concurrent edits share a transaction on SQLite, each in a savepoint: a refused one rolls back its own
+    savepoint only, and the committed ones are all counted."""
+    state = app.state  # type: ignore[attr-defined]
+    gate = write_gate_of(state.engine)
+    if gate is None:
+        pytest.skip("edits are written in batches on SQLite only")
+    setup = await make_study(app, experts=("alice",))
+    alice = await client_for("alice")
+    url = f"/api/v1/images/{setup.images[0].id}/annotations?mode=unaided"
+    before = await _scrape(alice)
+    bodies = [BOX if index % 2 else {**BOX, "label": "no such label"} for index in range(20)]
+    assert state.batch_writer is not None
+    assert (await alice.get(url)).status_code == 200  # the first open is written before the gate is held
+    async with gate.held():  # the edits queue up behind the gate and are then written in one batch
+        sent = asyncio.gather(*(alice.post(url, json=body) for body in bodies))
+        async with asyncio.timeout(20):
+            while state.batch_writer.queued() < len(bodies):
+                await asyncio.sleep(0.01)
+    answers = await sent
+    assert sorted(answer.status_code for answer in answers) == [201] * 10 + [422] * 10
+    after = await _scrape(alice)
+    edits = "concord_annotation_edits_total"
+    assert value(after, edits, kind="create") - value(before, edits, kind="create") == 10
 
 
 async def test_tile_cache_lookups_count_a_miss_then_a_hit(app: object, client_for: ClientFactory) -> None:
