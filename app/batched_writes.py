@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
-from app.db import SQLiteWriteGate, enable_sqlite_pragmas, write_gate_of
+from app.db import SQLiteWriteGate, enable_sqlite_pragmas, is_in_memory, write_gate_of
 
 T = TypeVar("T")
 Work = Callable[[Session], Any]
@@ -144,6 +144,6 @@ class EditRunner:
 
 def make_batch_writer(engine: AsyncEngine) -> SQLiteBatchWriter | None:
     gate = write_gate_of(engine)
-    if gate is None or engine.url.database in (None, "", ":memory:"):
+    if gate is None or is_in_memory(engine.url.render_as_string(hide_password=False)):
         return None
     return SQLiteBatchWriter(engine, gate)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -127,12 +127,19 @@ class SQLiteWriteGate:
         event.listen(engine.pool, "invalidate", lambda _dbapi, record, _exc: self._release(record.info))
 
 
+def is_in_memory(url: str) -> bool:
+    return make_url(url).database in (None, "", ":memory:")
+
+
 _WRITE_GATES: "weakref.WeakKeyDictionary[Engine, SQLiteWriteGate]" = weakref.WeakKeyDictionary()
 
 
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # enough pooled connections for many concurrent requests: an overflow connection is closed at
+        # check-in, and opening one costs a thread, a file open and the pragmas
+        pooled = {} if is_in_memory(url) else {"pool_size": 32, "max_overflow": 32}
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **pooled)
         event.listen(engine.sync_engine, "connect", enable_sqlite_pragmas)
         gate = SQLiteWriteGate()
         gate.install(engine.sync_engine)
