@@ -286,6 +286,17 @@ def _clusters(centres: np.ndarray, images: np.ndarray, radius: float) -> np.ndar
 # ---------------------------------------------------------------- bootstrap
 
 
+def uncertainty_of_task(rows: Any, task_name: str, params: MetricsParams) -> UncertaintyOut | None:
+    """Bootstrap intervals of one task of a study's rows (`repository.StudyRows`), without computing the
+    other figures; None when the study has no task of that name."""
+    from app.evaluation import service  # service imports this module
+
+    for task in service.build_tasks(rows).values():
+        if task.name == task_name:
+            return task_uncertainty(task, params, service._natural_key, service.seconds_by_image)
+    return None
+
+
 def task_uncertainty(
     task: TaskData, params: MetricsParams, order: Callable[[str], Any], seconds_by_image: Callable[..., Any]
 ) -> UncertaintyOut:
