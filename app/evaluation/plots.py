@@ -153,6 +153,11 @@ def _per_expert(axes: Any, task: TaskMetricsOut, plot: str, title: str, bars: Er
                 intervals.append((position, bars[mode][name], _gid("ci", plot, mode, name)))
     for position, bounds, gid in intervals:
         _interval(axes, position, bounds, gid)
+    highest = max(
+        [value or 0.0 for column in values.values() for value in column]
+        + [high for _, (_, high), _ in intervals]
+    )
+    axes.set_ylim(0, None if highest > 0 else 1)  # seconds and concordance are never negative
     axes.set_xticks(
         positions, [*(_short(name) for name in experts), "mean"], rotation=45, ha="right", fontsize=8
     )

@@ -127,3 +127,16 @@ def test_plots_without_values_say_no_data() -> None:
     for plot in plots.PLOTS:
         svg = plots.render(empty, plot, "svg").decode()
         assert "no data" in svg and "-0.04" not in svg and 'id="bar-' not in svg
+
+
+def test_a_plot_of_zeros_keeps_its_axis_at_zero_and_above() -> None:
+    task = _task({"P1": [(CELL, 1)], "P2": [(CELL, 1)]}, {})
+    task.images = np.array([0], dtype=np.int64)
+    for work in task.work["aided"].values():
+        work.images_seen = [0]  # seen, but no edit: 0 s per image
+    metrics = service.task_metrics(task, MetricsParams(bootstrap=50))
+    assert {result.seconds_per_image for result in metrics.modes["aided"].experts.values()} == {0.0}
+
+    ticks = re.findall(r"<!-- (.*?) -->", plots.render(metrics, "seconds", "svg").decode())
+
+    assert "0.0" in ticks and "1.0" in ticks and not any(tick.startswith(("−", "-")) for tick in ticks)
