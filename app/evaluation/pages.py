@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import SessionDep
 from app.errors import NotFound
@@ -15,7 +16,7 @@ from app.evaluation import cache, exports, plots
 from app.evaluation.schemas import StudyMetricsOut, TaskMetricsOut, UncertaintyOut
 from app.evaluation.service import MAX_BOOTSTRAP, MetricsParams, task_ids_of_study
 from app.models import Study
-from app.offload import ComputeDep
+from app.offload import Compute, ComputeDep
 from app.schemas_common import FiniteFloat, PathId
 from app.studies import service as studies
 from app.templating import PageAdmin, is_htmx, render
@@ -128,28 +129,34 @@ async def evaluation_page(
     }
     context["load_url"] = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if is_htmx(request):
-        evaluation = await cache.study_evaluation(session, study, params, compute)
-        metrics = evaluation.metrics
-        known = {
-            name: cache.known_intervals(evaluation, name, params.bootstrap, params.seed)
-            if params.bootstrap
-            else None
-            for name in metrics.tasks
-        }
-        context.update(
-            {
-                "metrics": metrics,
-                "cached": not evaluation.computed,
-                "training_runs": len(await training.runs_of_study(session, study.id)),
-                "query": settings.page_query(),
-                "csv_query": settings.csv_query(),
-                "tables": {name: exports.metrics_table(metrics, name) for name in exports.METRICS_TABLES},
-                "drawn": await compute(_draw_all, metrics, known),
-                "known_intervals": known,
-                "task_ids": await task_ids_of_study(session, study.id),
-            }
-        )
+        context.update(await _results(session, study, settings, compute))
     return render(request, "evaluation/dashboard.html", context, block="results")
+
+
+async def _results(
+    session: AsyncSession, study: Study, settings: DashboardQuery, compute: Compute
+) -> dict[str, object]:
+    """What the results block shows: the cached evaluation, its plots (with intervals when known) and tables."""
+    params = settings.params
+    evaluation = await cache.study_evaluation(session, study, params, compute)
+    metrics = evaluation.metrics
+    known = {
+        name: cache.known_intervals(evaluation, name, params.bootstrap, params.seed)
+        if params.bootstrap
+        else None
+        for name in metrics.tasks
+    }
+    return {
+        "metrics": metrics,
+        "cached": not evaluation.computed,
+        "training_runs": len(await training.runs_of_study(session, study.id)),
+        "query": settings.page_query(),
+        "csv_query": settings.csv_query(),
+        "tables": {name: exports.metrics_table(metrics, name) for name in exports.METRICS_TABLES},
+        "drawn": await compute(_draw_all, metrics, known),
+        "known_intervals": known,
+        "task_ids": await task_ids_of_study(session, study.id),
+    }
 
 
 def _draw_all(
