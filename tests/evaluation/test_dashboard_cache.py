@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from app.evaluation import cache, review, service
 from app.evaluation.importer import ImportRequest
@@ -64,8 +64,9 @@ async def test_downloads_use_the_dashboard_evaluation_until_the_study_changes(
     assert computed.count == 1 and "kept from then" in again.text
 
     async with app.state.sessionmaker() as session, session.begin():
+        first = await session.scalar(select(func.min(Annotation.id)))
         edited = await session.execute(
-            update(Annotation).where(Annotation.id == 1).values(x2=Annotation.x2 + 5)
+            update(Annotation).where(Annotation.id == first).values(x2=Annotation.x2 + 5)
         )
         assert edited.rowcount == 1
     svg = await admin.get(f"{page}/plots/T/concordance.svg", params={"bootstrap": 0})
