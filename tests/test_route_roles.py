@@ -171,6 +171,7 @@ ACCESS: dict[str, Rule] = {
     ),
     "GET /favicon.ico": Rule("public", 200),
     "GET /studies/{study_id}/evaluation/plots/{task}/{plot}.{fmt}": Rule("admin"),
+    "GET /studies/{study_id}/evaluation/intervals/{task}": Rule("admin"),
     "GET /admin/jobs": Rule("admin", 200),
     "GET /admin/jobs/{job_id}/progress": Rule("admin", 200),
     "POST /admin/jobs/{job_id}/cancel": Rule("admin", form={}),

@@ -3,9 +3,10 @@
 import argparse
 import asyncio
 import logging.config
+import sys
 from collections.abc import Sequence
 
-from app.config import get_settings
+from app.config import DataDirUnusable, get_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,10 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    """Runs the worker on the newest schema: a fresh data dir is migrated first, as `serve` does."""
+    from app.cli import prepare_database
     from app.observability.logs import logging_config
     from worker.runner import WorkerOptions, default_worker_name, serve
 
     settings = get_settings()
+    prepare_database(settings)
     logging.config.dictConfig(logging_config(settings))
     options = WorkerOptions(
         name=args.name or default_worker_name(),
@@ -52,4 +56,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description="Claim and run Concord jobs.")
     add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    try:
+        return run_from_args(parser.parse_args(argv))
+    except DataDirUnusable as error:
+        print(f"worker: {error}", file=sys.stderr)
+        return 2

@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from app.deps import AdminUser, SessionDep
 from app.errors import Invalid, NotFound
-from app.evaluation import exports
+from app.evaluation import cache, exports
 from app.evaluation.importer import ImportFile, ImportRequest, import_exact
 from app.evaluation.metrics import CONSENSUS_RADIUS_PX
 from app.evaluation.schemas import (
@@ -126,10 +126,15 @@ async def get_metrics_csv(
     compute: ComputeDep,
     iou: IouQuery = 0.25,
     error_iou: ErrorIouQuery = None,
+    consensus_radius: RadiusQuery = None,
+    consensus_nms: NmsQuery = None,
+    min_votes: MinVotesQuery = 1,
 ) -> PlainTextResponse:
-    """One metrics table (experts, summary, injected, statistics) as CSV."""
+    """One metrics table (experts, summary, injected, statistics) as CSV, from the evaluation the dashboard
+    caches (computed again only when the study or the parameters changed)."""
     study = await _study(session, study_id)
-    metrics = await study_metrics(session, study, MetricsParams(iou, error_iou), compute)
+    params = MetricsParams(iou, error_iou, consensus_radius, min_votes, consensus_nms)
+    metrics = (await cache.study_evaluation(session, study, params, compute)).metrics
     header, rows = exports.metrics_table(metrics, table)
     return _download(exports.rows_csv(header, rows), "csv", f"{study.name}-{table}")
 

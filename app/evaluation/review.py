@@ -16,7 +16,8 @@ pure functions of `agreement`, `bootstrap` and `metrics`.
 - Clinical threshold (detection tasks): expert × image cases on the other side of the threshold than the
   reference, over and under.
 - Bootstrap (when asked): 95 % percentile intervals of the mean concordance, mean seconds per image and the
-  pooled register rate per kind, per mode and for aided − unaided (experts in both modes), by
+  pooled caught rate of each injected-error kind (`caught_rate.<kind>`, caught by the per-kind rules as in
+  the point figures), per mode and for aided − unaided (experts in both modes), by
   `bootstrap.replicate_ratios`; cached per task content and parameters.
 """
 
@@ -285,6 +286,17 @@ def _clusters(centres: np.ndarray, images: np.ndarray, radius: float) -> np.ndar
 # ---------------------------------------------------------------- bootstrap
 
 
+def uncertainty_of_task(rows: Any, task_name: str, params: MetricsParams) -> UncertaintyOut | None:
+    """Bootstrap intervals of one task of a study's rows (`repository.StudyRows`), without computing the
+    other figures; None when the study has no task of that name."""
+    from app.evaluation import service  # service imports this module
+
+    for task in service.build_tasks(rows).values():
+        if task.name == task_name:
+            return task_uncertainty(task, params, service._natural_key, service.seconds_by_image)
+    return None
+
+
 def task_uncertainty(
     task: TaskData, params: MetricsParams, order: Callable[[str], Any], seconds_by_image: Callable[..., Any]
 ) -> UncertaintyOut:
@@ -362,6 +374,7 @@ def _intervals(
 
 
 MODE_ORDER = ("unaided", "aided")
+CAUGHT_RATE = "caught_rate"
 
 
 def _estimate(experts: list[bs.ExpertSample]) -> float:
@@ -393,7 +406,8 @@ def _samples(
     )
     reference_counts = _image_class_counts(task.reference, universe, classes)
     result: dict[str, dict[str, bs.ExpertSample]] = {"concordance": {}, "seconds_per_image": {}}
-    registers = {kind: _joined_boxes([part for _, part in parts]) for kind, parts in task.register.items()}
+    for kind, by_expert in _caught_samples(task, experts, names, universe, params).items():
+        result[f"{CAUGHT_RATE}.{kind}"] = by_expert
     for name in names:
         objects = experts[name].objects
         match = m.greedy_match(*_fields(objects), *_fields(task.reference), iou=params.iou)
@@ -404,11 +418,31 @@ def _samples(
             reference_counts,
         )
         result["seconds_per_image"][name] = bs.mean_sample(seconds_by_image(experts[name]))
-        for kind, entries in registers.items():
-            found = m.matched_register_entries(*_fields(entries), *_fields(objects), iou=params.register_iou)
-            result.setdefault(f"matched_rate.{kind}", {})[name] = bs.rate_sample(
-                found.astype(np.float64), np.searchsorted(universe, entries.images), len(universe)
-            )
+    return result
+
+
+def _caught_samples(
+    task: TaskData,
+    experts: dict[str, ExpertWork],
+    names: list[str],
+    universe: np.ndarray,
+    params: MetricsParams,
+) -> dict[str, dict[str, bs.ExpertSample]]:
+    """kind → expert → sample of the pooled caught rate: the entries each expert caught by the per-kind rules
+    of `service.caught_entries` (duplicates judged on the pair), the same flags as the point figures."""
+    from app.evaluation import service  # service imports this module
+
+    batch = service.Batch.of(experts, task.span)
+    rows = {name: row for row, name in enumerate(batch.names)}
+    result: dict[str, dict[str, bs.ExpertSample]] = {}
+    for kind, parts in task.register.items():
+        entries = _joined_boxes([part for _, part in parts])
+        caught = service.caught_entries(task, kind, entries, batch, params.register_iou)
+        entry_images = np.searchsorted(universe, entries.images)
+        result[kind] = {
+            name: bs.rate_sample(caught[rows[name]].astype(np.float64), entry_images, len(universe))
+            for name in names
+        }
     return result
 
 

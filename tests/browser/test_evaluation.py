@@ -1,5 +1,7 @@
 """An admin reads a study's evaluation dashboard and changes the IoU without leaving the page."""
 
+import base64
+
 import pytest
 from playwright.async_api import Page, expect
 
@@ -27,6 +29,7 @@ async def test_dashboard_plots_and_settings_update_in_place(app, live_server, pa
     await login(page, live_server, "admin")
     await page.goto(f"{live_server}/studies/{study_id}/evaluation")
     await _expect_plots_drawn(page)
+    await _expect_error_bars(page)
     await _expect_concordance(page, api, study_id, 0.25)
     await page.evaluate("window.sameDocument = true")
 
@@ -37,6 +40,7 @@ async def test_dashboard_plots_and_settings_update_in_place(app, live_server, pa
     assert "iou=0.5" in page.url
     await _expect_plots_drawn(page)
     await _expect_concordance(page, api, study_id, 0.5)
+    await _expect_error_bars(page)
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.evaluate("window.scrollTo(0, 0)")
@@ -49,6 +53,14 @@ async def _expect_plots_drawn(page: Page) -> None:
     for index in range(3):
         await expect(plots.nth(index)).to_have_js_property("complete", True)
         assert await plots.nth(index).evaluate("image => image.naturalWidth") > 0
+
+
+async def _expect_error_bars(page: Page) -> None:
+    """The bootstrap intervals load after the plots and replace them with plots carrying error bars."""
+    await expect(page.locator("#results .task-plots[hx-get]")).to_have_count(0, timeout=60_000)
+    await _expect_plots_drawn(page)
+    source = await page.locator("#results figure img").nth(1).get_attribute("src") or ""
+    assert 'id="ci-concordance-aided-mean"' in base64.b64decode(source.split(",", 1)[1]).decode()
 
 
 async def _expect_concordance(page: Page, api, study_id: int, iou: float) -> None:
