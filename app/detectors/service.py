@@ -36,7 +36,7 @@ from app.images.tiles import ImageSource, RegionView, Window
 from app.images.validation import sniff_format
 from app.jobs import service as jobs_service
 from app.jobs.registry import ProgressReporter
-from app.models import DetectorModel, Image, Job, SuggestionSet, Task, User
+from app.models import DetectorModel, Image, Job, SuggestionSet, Task, TaskKind, User
 from app.studies import repository as studies_repository
 from app.suggestions import service as suggestions_service
 from app.suggestions.contract import DetectorRejected, DetectorSidecar, ValidatedDetector, parse_sidecar
@@ -53,7 +53,7 @@ from app.suggestions.schemas import SuggestionIn
 logger = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "detector_models"
-BUILTIN_KINDS = ("classify", "grade", "detect")
+BUILTIN_KINDS = tuple(TaskKind)
 DEFAULT_BATCH_SIZE = 8
 MIN_BOX_SIDE = 1.0
 

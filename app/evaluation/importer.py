@@ -38,6 +38,7 @@ from app.models import (
     Suggestion,
     SuggestionSet,
     Task,
+    TaskKind,
     User,
 )
 from app.models.base import utcnow
@@ -123,8 +124,8 @@ async def import_exact(
 def check_request(request: ImportRequest, file_count: int) -> None:
     if file_count == 0:
         raise Invalid("no files were sent")
-    if request.kind not in ("classify", "grade", "detect"):
-        raise Invalid(f"unknown task kind {request.kind!r}; use classify, grade or detect")
+    if request.kind not in tuple(TaskKind):
+        raise Invalid(f"unknown task kind {request.kind!r}; use {', '.join(TaskKind)}")
     if request.role == "expert":
         if request.mode not in ("unaided", "aided"):
             raise Invalid("expert files need --mode unaided or aided")

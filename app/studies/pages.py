@@ -207,7 +207,7 @@ async def create_task(
     session: SessionDep,
     principal: PageAdmin,
     name: Annotated[str, Form()] = "",
-    kind: Annotated[str, Form()] = "classify",
+    kind: Annotated[str, Form()] = TaskKind.classify,
     default_box_size: Annotated[str, Form()] = "50",
     labels: Annotated[str, Form()] = "",
 ) -> Response:
