@@ -71,16 +71,16 @@ PRACTICE_SEED_OFFSET = 500  # practice phantoms come from other seeds than the (
 @dataclass(frozen=True)
 class DemoTask:
     name: str
-    kind: str
+    kind: TaskKind
     labels: tuple[str, ...]
     colours: tuple[str, ...]
     box_size: int
 
 
 DEMO_TASKS = (
-    DemoTask("BAL cytology (equine asthma)", "classify", CLASSIFY_LABELS, CLASSIFY_COLOURS, 60),
-    DemoTask("EIPH hemosiderophages", "grade", GRADE_LABELS, GRADE_COLOURS, 50),
-    DemoTask("Mitotic figures", "detect", DETECT_LABELS, ("#e6194b",), 50),
+    DemoTask("BAL cytology (equine asthma)", TaskKind.classify, CLASSIFY_LABELS, CLASSIFY_COLOURS, 60),
+    DemoTask("EIPH hemosiderophages", TaskKind.grade, GRADE_LABELS, GRADE_COLOURS, 50),
+    DemoTask("Mitotic figures", TaskKind.detect, DETECT_LABELS, ("#e6194b",), 50),
 )
 
 
@@ -93,7 +93,7 @@ class DemoShape:
     """Which tasks the demo builds and how its errors are injected: the default is the paper's study; tests
     build smaller ones (fewer kinds, fewer patches, injection overrides that fit them)."""
 
-    kinds: tuple[str, ...] = ("classify", "grade", "detect")
+    kinds: tuple[str, ...] = tuple(TaskKind)
     injection_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -237,7 +237,7 @@ def _detect_job_record(
 def _task_data(spec: DemoTask) -> TaskCreate:
     return TaskCreate(
         name=spec.name,
-        kind=TaskKind(spec.kind),
+        kind=spec.kind,
         default_box_size=spec.box_size,
         labels=[
             LabelIn(name=name, colour=colour) for name, colour in zip(spec.labels, spec.colours, strict=True)
@@ -252,7 +252,7 @@ async def _add_phantoms(
     session: AsyncSession, settings: Settings, task: Task, spec: DemoTask, seed: int, patches: int
 ) -> ImageTruth:
     """The study images (unaided and aided mode)."""
-    if spec.kind == "detect":
+    if spec.kind == TaskKind.detect:
         phantom = detect_region(seed, *DETECT_REGION)
         return await _add_detect_regions(session, settings, task, phantom, "hpf", ImagePurpose.study)
     seeds = [seed * 1000 + index for index in range(patches)]
@@ -264,7 +264,7 @@ async def _add_practice(
 ) -> ImageTruth:
     """Practice images of their own (training mode shows their reference), never the study's images."""
     practice_seed = seed * 1000 + PRACTICE_SEED_OFFSET
-    if spec.kind == "detect":
+    if spec.kind == TaskKind.detect:
         columns, rows = DETECT_GRID
         phantom = detect_region(practice_seed, DETECT_REGION[0] // columns, DETECT_REGION[1] // rows)
         name = "practice-hpf"
@@ -283,7 +283,7 @@ async def _add_patches(
     name: str,
     purpose: ImagePurpose,
 ) -> ImageTruth:
-    make: Callable[[int], Phantom] = classify_patch if spec.kind == "classify" else grade_patch
+    make: Callable[[int], Phantom] = classify_patch if spec.kind == TaskKind.classify else grade_patch
     phantoms = [make(phantom_seed) for phantom_seed in seeds]
     items = [
         NewImage(name=f"{name}-{index + 1:02d}.png", stream=io.BytesIO(_png(phantom.image)), purpose=purpose)

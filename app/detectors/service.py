@@ -36,7 +36,7 @@ from app.images.tiles import ImageSource, RegionView, Window
 from app.images.validation import sniff_format
 from app.jobs import service as jobs_service
 from app.jobs.registry import ProgressReporter
-from app.models import DetectorModel, Image, Job, SuggestionSet, Task, User
+from app.models import DetectorModel, Image, Job, SuggestionSet, Task, TaskKind, User
 from app.studies import repository as studies_repository
 from app.suggestions import service as suggestions_service
 from app.suggestions.contract import DetectorRejected, DetectorSidecar, ValidatedDetector, parse_sidecar
@@ -53,7 +53,7 @@ from app.suggestions.schemas import SuggestionIn
 logger = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "detector_models"
-BUILTIN_KINDS = ("classify", "grade", "detect")
+BUILTIN_KINDS = tuple(TaskKind)
 DEFAULT_BATCH_SIZE = 8
 MIN_BOX_SIDE = 1.0
 
@@ -241,6 +241,83 @@ def ensure_raw_caches(settings: Settings, images: Sequence[Image]) -> None:
             logger.warning("no raw cache for image %s (%s): %s", image.id, image.name, error)
 
 
+@dataclass(frozen=True)
+class DetectionInputs:
+    """What a detection run reads from the database, in one short transaction, before it infers with
+    none open: the detector (a detached row), its sidecar fitted to the task, its stored model file and
+    the task's images (detached rows)."""
+
+    task_id: int
+    task_name: str
+    detector: DetectorModel
+    sidecar: DetectorSidecar
+    model: Path
+    images: Sequence[Image]
+
+
+async def read_detection_inputs(
+    session: AsyncSession,
+    settings: Settings,
+    task: Task,
+    detector: DetectorModel,
+    score_threshold: float | None = None,
+) -> DetectionInputs:
+    """Everything a run needs from the database; a task without images answers 422.
+
+    A lower ``score_threshold`` than the sidecar's keeps weak candidates, which the detect protocol
+    draws its false positives from (the paper's easy fakes score p ≤ 0.2).
+    """
+    sidecar = await fitting_sidecar(session, task, detector)
+    if score_threshold is not None:
+        sidecar = sidecar.model_copy(update={"score_threshold": score_threshold})
+    model = stored_model(settings, detector)
+    images = await images_repository.images_of_task(session, task.id)
+    if not images:
+        raise Invalid(f"task {task.id} has no images to run a detector on")
+    return DetectionInputs(task.id, task.name, detector, sidecar, model, images)
+
+
+def infer(
+    settings: Settings,
+    inputs: DetectionInputs,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: ProgressReporter | None = None,
+    prefer_cuda: bool = True,
+) -> DetectionRun:
+    """Blocking, without the database: build missing raw caches, then detect on every image."""
+    ensure_raw_caches(settings, inputs.images)
+    targets = targets_of(settings, inputs.images)
+    return detect_all(inputs.model, inputs.sidecar, targets, batch_size, progress, prefer_cuda)
+
+
+async def store_detection(
+    session: AsyncSession,
+    inputs: DetectionInputs,
+    run: DetectionRun,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    name: str | None = None,
+) -> SuggestionSet:
+    """Write a run's suggestions as a new set of its task (404 when the task went away meanwhile)."""
+    task = await studies_repository.task_by_id(session, inputs.task_id)
+    if task is None:
+        raise NotFound(f"no task {inputs.task_id}")
+    detector = inputs.detector
+    return await suggestions_service.create_suggestion_set(
+        session,
+        task,
+        (name or f"{detector.name} on {task.name}")[:200],
+        "detector",
+        run.items,
+        detector_model_id=detector.id,
+        provider=run.provider,
+        images_per_second=run.images_per_second,
+        notes=(
+            f"model sha256 {detector.sha256}; {len(inputs.images)} images, {run.tiles} tiles, batch {batch_size}"
+        ),
+    )
+
+
 async def run_detection(
     session: AsyncSession,
     settings: Settings,
@@ -253,34 +330,13 @@ async def run_detection(
     prefer_cuda: bool = True,
     score_threshold: float | None = None,
 ) -> SuggestionSet:
-    """Run the detector over every image of the task and store the result as a suggestion set.
+    """Read, infer and store in the caller's session: for in-process runs (the demo, benchmarks).
 
-    A lower ``score_threshold`` than the sidecar's keeps weak candidates, which the detect protocol
-    draws its false positives from (the paper's easy fakes score p ≤ 0.2).
+    The `detect` job calls the three steps itself, so that no transaction stays open while it infers.
     """
-    sidecar = await fitting_sidecar(session, task, detector)
-    if score_threshold is not None:
-        sidecar = sidecar.model_copy(update={"score_threshold": score_threshold})
-    path = stored_model(settings, detector)
-    images = await images_repository.images_of_task(session, task.id)
-    await to_thread.run_sync(ensure_raw_caches, settings, images)
-    targets = targets_of(settings, images)
-    if not targets:
-        raise Invalid(f"task {task.id} has no images to run a detector on")
-    run = await to_thread.run_sync(
-        lambda: detect_all(path, sidecar, targets, batch_size, progress, prefer_cuda)
-    )
-    return await suggestions_service.create_suggestion_set(
-        session,
-        task,
-        (name or f"{detector.name} on {task.name}")[:200],
-        "detector",
-        run.items,
-        detector_model_id=detector.id,
-        provider=run.provider,
-        images_per_second=run.images_per_second,
-        notes=f"model sha256 {detector.sha256}; {len(targets)} images, {run.tiles} tiles, batch {batch_size}",
-    )
+    inputs = await read_detection_inputs(session, settings, task, detector, score_threshold)
+    run = await to_thread.run_sync(lambda: infer(settings, inputs, batch_size, progress, prefer_cuda))
+    return await store_detection(session, inputs, run, batch_size=batch_size, name=name)
 
 
 def detect_all(
