@@ -26,7 +26,6 @@ BORDER_MARGIN_PX = 2.0
 CONSENSUS_RADIUS_PX = 50.0
 MAX_GAP_SECONDS = 300.0
 NO_MATCH = -1
-GRID_CELL_BOXES = 2.0  # grid cell of `_overlapping_same_key_pairs`, in median box sizes
 
 
 # ---------------------------------------------------------------- boxes
@@ -205,49 +204,38 @@ def _overlapping_same_key_pairs(
     """The (detection, reference) pairs of `_same_key_pairs` whose boxes intersect (IoU > 0), in its order.
 
     Only these can have a positive IoU, and on large images with hundreds of objects they are a small part of
-    all same-key pairs. Boxes are put on a grid of cells about twice the median box size; two boxes that
-    intersect share the cell holding the top-left corner of their intersection, so each pair is found in
-    exactly that cell.
+    all same-key pairs. A sweep along x: references sorted by (key, x1); a detection's candidates are the
+    references of its key whose x1 lies in [x1 − widest reference, x2 + p], found by two binary searches,
+    then kept when the boxes really intersect.
     """
     if len(det_keys) == 0 or len(ref_keys) == 0:
         return _same_key_pairs(det_keys, ref_keys)
     pad = 1.0 if plus_one else 0.0
-    both = np.concatenate([det_boxes, ref_boxes])
-    size = float(np.median(np.maximum(both[:, 2] - both[:, 0], both[:, 3] - both[:, 1]) + pad))
-    cell = max(GRID_CELL_BOXES * size, 1.0)
-    origin = both[:, :2].min(axis=0)
-    span = np.ceil((both[:, 2:] + pad - origin) / cell).max(axis=0).astype(np.int64) + 1
-    columns, rows = int(span[0]), int(span[1])
-    key_codes = np.unique(np.concatenate([det_keys, ref_keys]), return_inverse=True)[1].reshape(-1)
-
-    def spread(boxes: FloatArray, codes: IntArray) -> tuple[IntArray, IntArray]:
-        """(box index, grid key) for every grid cell that the box's pixels [x1, x2 + pad) touch."""
-        low = np.floor((boxes[:, :2] - origin) / cell).astype(np.int64)
-        high = np.maximum(np.ceil((boxes[:, 2:] + pad - origin) / cell).astype(np.int64) - 1, low)
-        nx, ny = high[:, 0] - low[:, 0] + 1, high[:, 1] - low[:, 1] + 1
-        count = nx * ny
-        index = np.repeat(np.arange(len(boxes), dtype=np.int64), count)
-        step = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
-        gx = low[index, 0] + step % nx[index]
-        gy = low[index, 1] + step // nx[index]
-        return index, (codes[index] * rows + gy) * columns + gx
-
-    det_cells, det_grid = spread(det_boxes, key_codes[: len(det_keys)])
-    ref_cells, ref_grid = spread(ref_boxes, key_codes[len(det_keys) :])
-    pair_det, pair_ref = _same_key_pairs(det_grid, ref_grid)
-    det_index, ref_index = det_cells[pair_det], ref_cells[pair_ref]
-    corner = np.maximum(det_boxes[det_index, :2], ref_boxes[ref_index, :2])
-    far_corner = np.minimum(det_boxes[det_index, 2:], ref_boxes[ref_index, 2:]) + pad
-    owner = np.floor((corner - origin) / cell).astype(np.int64)
-    grid = det_grid[pair_det]
+    codes = np.unique(np.concatenate([det_keys, ref_keys]), return_inverse=True)[1].reshape(-1)
+    det_codes, ref_codes = codes[: len(det_keys)], codes[len(det_keys) :]
+    left = min(float(det_boxes[:, 0].min()), float(ref_boxes[:, 0].min()))
+    right = max(float(det_boxes[:, 2].max()), float(ref_boxes[:, 2].max()))
+    widest = float((ref_boxes[:, 2] - ref_boxes[:, 0]).max()) + pad + 1.0
+    block = right - left + widest + pad + 2.0  # one key's x range, windows included: keys never mix
+    ref_position = ref_codes * block + (ref_boxes[:, 0] - left)
+    order = np.argsort(ref_position, kind="stable")
+    sorted_position = ref_position[order]
+    det_base = det_codes * block - left
+    low = np.searchsorted(sorted_position, det_base + det_boxes[:, 0] - widest, side="left")
+    high = np.searchsorted(sorted_position, det_base + det_boxes[:, 2] + pad + 1.0, side="right")
+    counts = high - low
+    det_index = np.repeat(np.arange(len(det_keys), dtype=np.int64), counts)
+    step = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    ref_index = order[np.repeat(low, counts) + step].astype(np.int64)
+    det_rows, ref_rows = det_boxes[det_index], ref_boxes[ref_index]
     keep = (
-        np.all(corner < far_corner, axis=1)
-        & (owner[:, 0] == grid % columns)
-        & (owner[:, 1] == (grid // columns) % rows)
+        (det_keys[det_index] == ref_keys[ref_index])
+        & (np.maximum(det_rows[:, 0], ref_rows[:, 0]) < np.minimum(det_rows[:, 2], ref_rows[:, 2]) + pad)
+        & (np.maximum(det_rows[:, 1], ref_rows[:, 1]) < np.minimum(det_rows[:, 3], ref_rows[:, 3]) + pad)
     )
     det_index, ref_index = det_index[keep], ref_index[keep]
-    order = np.lexsort((ref_index, det_index))
-    return det_index[order], ref_index[order]
+    pair_order = np.argsort(det_index * len(ref_keys) + ref_index, kind="stable")
+    return det_index[pair_order], ref_index[pair_order]
 
 
 def match_keys(labels: IntArray, images: IntArray) -> IntArray:
@@ -476,7 +464,7 @@ def one_to_one_match(
     Example: det [[0,0,9,9]], ref [[1,1,10,10]], same class, by iou 0.5 → ([0], [0]) (IoU 81/119 ≈ 0.68).
     """
     det_keys, ref_keys = _joint_keys(det_labels, det_images, ref_labels, ref_images)
-    det_index, ref_index = _same_key_pairs(det_keys, ref_keys)
+    det_index, ref_index = _candidate_pairs(det_boxes, det_keys, ref_boxes, ref_keys, by == "iou", threshold)
     admissible = _paired_admissible(det_boxes[det_index], ref_boxes[ref_index], by, threshold)
     det_index, ref_index = det_index[admissible], ref_index[admissible]
     # A pair whose detection and reference have no other admissible partner is in every optimal assignment
@@ -498,6 +486,16 @@ def one_to_one_match(
     refs_found = np.concatenate(ref_pairs).astype(np.int64)
     order = np.argsort(dets_found, kind="stable")
     return dets_found[order], refs_found[order]
+
+
+def _candidate_pairs(
+    det_boxes: FloatArray, det_keys: IntArray, ref_boxes: FloatArray, ref_keys: IntArray, by_iou: bool, iou: float
+) -> tuple[IntArray, IntArray]:
+    """Same-key pairs that may pass a test of IoU ≥ iou (+1-pixel convention): with iou > 0 only boxes that
+    intersect can, so only those are built; otherwise every same-key pair."""
+    if by_iou and iou > 0:
+        return _overlapping_same_key_pairs(det_boxes, det_keys, ref_boxes, ref_keys, plus_one=True)
+    return _same_key_pairs(det_keys, ref_keys)
 
 
 def _paired_admissible(
@@ -835,7 +833,7 @@ def kept_error_costs(
     if others <= 0 or len(labels) == 0:
         return np.ones(len(labels), dtype=np.float64)
     keys = match_keys(labels, images)
-    first, second = _same_key_pairs(keys, keys)
+    first, second = _candidate_pairs(boxes, keys, boxes, keys, True, iou)
     overlap = paired_iou(boxes[first], boxes[second]) >= iou
     foreign = overlap & (experts[first] != experts[second])
     distinct = np.unique(np.stack([first[foreign], experts[second[foreign]]], axis=1), axis=0)
@@ -858,7 +856,7 @@ def overlapping_objects(
 
     Keys say what may match: image ids alone (any label) or `match_keys` (same image and class).
     """
-    entry_index, det_index = _same_key_pairs(entry_keys, det_keys)
+    entry_index, det_index = _candidate_pairs(entry_boxes, entry_keys, det_boxes, det_keys, True, iou)
     keep = paired_iou(entry_boxes[entry_index], det_boxes[det_index]) >= iou
     return entry_index[keep], det_index[keep]
 
