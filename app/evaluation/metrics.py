@@ -211,12 +211,11 @@ def _overlapping_same_key_pairs(
     if len(det_keys) == 0 or len(ref_keys) == 0:
         return _same_key_pairs(det_keys, ref_keys)
     pad = 1.0 if plus_one else 0.0
-    codes = np.unique(np.concatenate([det_keys, ref_keys]), return_inverse=True)[1].reshape(-1)
-    det_codes, ref_codes = codes[: len(det_keys)], codes[len(det_keys) :]
     left = min(float(det_boxes[:, 0].min()), float(ref_boxes[:, 0].min()))
     right = max(float(det_boxes[:, 2].max()), float(ref_boxes[:, 2].max()))
     widest = float((ref_boxes[:, 2] - ref_boxes[:, 0]).max()) + pad + 1.0
     block = right - left + widest + pad + 2.0  # one key's x range, windows included: keys never mix
+    det_codes, ref_codes = _key_codes(det_keys, ref_keys, block)
     ref_position = ref_codes * block + (ref_boxes[:, 0] - left)
     order = np.argsort(ref_position, kind="stable")
     sorted_position = ref_position[order]
@@ -236,6 +235,17 @@ def _overlapping_same_key_pairs(
     det_index, ref_index = det_index[keep], ref_index[keep]
     pair_order = np.argsort(det_index * len(ref_keys) + ref_index, kind="stable")
     return det_index[pair_order], ref_index[pair_order]
+
+
+def _key_codes(det_keys: IntArray, ref_keys: IntArray, block: float) -> tuple[FloatArray, FloatArray]:
+    """Keys as small non-negative numbers, order kept, so that code · block + x stays exact to far below a
+    pixel in float64: the keys less their minimum when they span few values, else their ranks."""
+    low = min(int(det_keys.min()), int(ref_keys.min()))
+    high = max(int(det_keys.max()), int(ref_keys.max()))
+    if (high - low + 1) * block < 2.0**40:
+        return (det_keys - low).astype(np.float64), (ref_keys - low).astype(np.float64)
+    codes = np.unique(np.concatenate([det_keys, ref_keys]), return_inverse=True)[1].reshape(-1)
+    return codes[: len(det_keys)].astype(np.float64), codes[len(det_keys) :].astype(np.float64)
 
 
 def match_keys(labels: IntArray, images: IntArray) -> IntArray:
