@@ -147,14 +147,45 @@ def best_reference(
     ...                np.array([[0.0, 0, 9, 9], [0.0, 0, 9, 9]]), np.array([7, 7]))
     (array([0]), array([1.]))
     """
+    return best_of_overlaps(overlaps(det_boxes, det_keys, ref_boxes, ref_keys, plus_one), det_keys, ref_keys)
+
+
+@dataclass(frozen=True)
+class Overlaps:
+    """Pairs (P,) of a detection and a reference with equal keys whose boxes intersect, and their IoU,
+    grouped by detection with references ascending (`overlaps`). Computed once, they serve every matching
+    of the same boxes: keep a subset with `where` (same class, say) and the order stays."""
+
+    det: IntArray
+    ref: IntArray
+    iou: FloatArray
+
+    def where(self, keep: BoolArray) -> Overlaps:
+        return Overlaps(self.det[keep], self.ref[keep], self.iou[keep])
+
+
+def overlaps(
+    det_boxes: FloatArray,
+    det_keys: IntArray,
+    ref_boxes: FloatArray,
+    ref_keys: IntArray,
+    plus_one: bool = True,
+) -> Overlaps:
+    """Every same-key pair of a detection (N, 4) and a reference (M, 4) with IoU > 0, with its IoU."""
     det_index, ref_index = _overlapping_same_key_pairs(det_boxes, det_keys, ref_boxes, ref_keys, plus_one)
-    best = _first_reference_of_key(det_keys, ref_keys)  # IoU 0 with every reference of its key
-    best_iou = np.zeros(len(det_keys), dtype=np.float64)
-    if len(det_index) == 0:
-        return best, best_iou
     det_rows = np.ascontiguousarray(det_boxes.take(det_index, axis=0).T)
     ref_rows = np.ascontiguousarray(ref_boxes.take(ref_index, axis=0).T)
-    iou = _iou_of_rows(det_rows, ref_rows, plus_one)
+    return Overlaps(det_index, ref_index, _iou_of_rows(det_rows, ref_rows, plus_one))
+
+
+def best_of_overlaps(pairs: Overlaps, det_keys: IntArray, ref_keys: IntArray) -> tuple[IntArray, FloatArray]:
+    """`best_reference` from the overlapping pairs of those keys (`overlaps`, or a `where` of coarser keys'
+    pairs): detections without a pair get the first reference of their key with IoU 0."""
+    best = _first_reference_of_key(det_keys, ref_keys)  # IoU 0 with every reference of its key
+    best_iou = np.zeros(len(det_keys), dtype=np.float64)
+    det_index, ref_index, iou = pairs.det, pairs.ref, pairs.iou
+    if len(det_index) == 0:
+        return best, best_iou
     # Pairs come grouped by detection with references ascending, so the first maximum of a group wins ties.
     group_starts = np.flatnonzero(_starts_of_runs(det_index))
     group_max = np.maximum.reduceat(iou, group_starts)
@@ -257,7 +288,7 @@ def match_keys(labels: IntArray, images: IntArray) -> IntArray:
     return keys
 
 
-def _joint_keys(
+def joint_keys(
     det_labels: IntArray,
     det_images: IntArray,
     ref_labels: IntArray,
@@ -289,14 +320,20 @@ def greedy_match(
 
     Example: two identical detections on one reference → TP, FP.
     """
-    det_keys, ref_keys = _joint_keys(det_labels, det_images, ref_labels, ref_images)
-    best, best_iou = best_reference(det_boxes, det_keys, ref_boxes, ref_keys, plus_one)
+    det_keys, ref_keys = joint_keys(det_labels, det_images, ref_labels, ref_images)
+    pairs = overlaps(det_boxes, det_keys, ref_boxes, ref_keys, plus_one)
+    return greedy_of_overlaps(pairs, det_keys, ref_keys, iou)
+
+
+def greedy_of_overlaps(pairs: Overlaps, det_keys: IntArray, ref_keys: IntArray, iou: float) -> GreedyMatch:
+    """`greedy_match` from the overlapping pairs of those keys (see `best_of_overlaps`)."""
+    best, best_iou = best_of_overlaps(pairs, det_keys, ref_keys)
     candidate = np.flatnonzero((best != NO_MATCH) & (best_iou >= iou))
     _, first = np.unique(best[candidate], return_index=True)
     winners = candidate[first]
-    true_positive = np.zeros(len(det_labels), dtype=np.bool_)
+    true_positive = np.zeros(len(det_keys), dtype=np.bool_)
     true_positive[winners] = True
-    taken = np.zeros(len(ref_labels), dtype=np.bool_)
+    taken = np.zeros(len(ref_keys), dtype=np.bool_)
     taken[best[winners]] = True
     return GreedyMatch(true_positive, best, best_iou, taken)
 
@@ -435,7 +472,7 @@ def matched_register_entries(
             iou,
         )
         return match.reference_taken
-    entry_keys, det_keys = _joint_keys(entry_labels, entry_images, det_labels, det_images)
+    entry_keys, det_keys = joint_keys(entry_labels, entry_images, det_labels, det_images)
     _, best_iou = best_reference(entry_boxes, entry_keys, det_boxes, det_keys)
     found: BoolArray = best_iou >= iou
     return found
@@ -473,10 +510,50 @@ def one_to_one_match(
 
     Example: det [[0,0,9,9]], ref [[1,1,10,10]], same class, by iou 0.5 → ([0], [0]) (IoU 81/119 ≈ 0.68).
     """
-    det_keys, ref_keys = _joint_keys(det_labels, det_images, ref_labels, ref_images)
+    det_keys, ref_keys = joint_keys(det_labels, det_images, ref_labels, ref_images)
     det_index, ref_index = _candidate_pairs(det_boxes, det_keys, ref_boxes, ref_keys, by == "iou", threshold)
     admissible = _paired_admissible(det_boxes[det_index], ref_boxes[ref_index], by, threshold)
     det_index, ref_index = det_index[admissible], ref_index[admissible]
+    return _one_to_one_of_pairs(
+        det_index, ref_index, det_boxes, det_keys, ref_boxes, ref_keys, by, threshold, method
+    )
+
+
+def one_to_one_of_overlaps(
+    pairs: Overlaps,
+    det_boxes: FloatArray,
+    det_keys: IntArray,
+    ref_boxes: FloatArray,
+    ref_keys: IntArray,
+    threshold: float = PAPER_IOU,
+    method: Literal["hungarian", "greedy"] = "hungarian",
+) -> tuple[IntArray, IntArray]:
+    """`one_to_one_match` by IoU (threshold > 0) from the overlapping pairs of those keys."""
+    admissible = pairs.iou >= threshold
+    return _one_to_one_of_pairs(
+        pairs.det[admissible],
+        pairs.ref[admissible],
+        det_boxes,
+        det_keys,
+        ref_boxes,
+        ref_keys,
+        "iou",
+        threshold,
+        method,
+    )
+
+
+def _one_to_one_of_pairs(
+    det_index: IntArray,
+    ref_index: IntArray,
+    det_boxes: FloatArray,
+    det_keys: IntArray,
+    ref_boxes: FloatArray,
+    ref_keys: IntArray,
+    by: Literal["iou", "centre"],
+    threshold: float,
+    method: Literal["hungarian", "greedy"],
+) -> tuple[IntArray, IntArray]:
     # A pair whose detection and reference have no other admissible partner is in every optimal assignment
     # (greedy or Hungarian); only the keys with contested pairs need the assignment solver.
     lone = (np.bincount(det_index, minlength=len(det_keys))[det_index] == 1) & (
@@ -499,7 +576,12 @@ def one_to_one_match(
 
 
 def _candidate_pairs(
-    det_boxes: FloatArray, det_keys: IntArray, ref_boxes: FloatArray, ref_keys: IntArray, by_iou: bool, iou: float
+    det_boxes: FloatArray,
+    det_keys: IntArray,
+    ref_boxes: FloatArray,
+    ref_keys: IntArray,
+    by_iou: bool,
+    iou: float,
 ) -> tuple[IntArray, IntArray]:
     """Same-key pairs that may pass a test of IoU ≥ iou (+1-pixel convention): with iou > 0 only boxes that
     intersect can, so only those are built; otherwise every same-key pair."""
@@ -906,7 +988,7 @@ def caught_errors(
         return caught
     if kind == "duplicate":
         return _duplicates_caught(entry_boxes, entry_images, det_boxes, det_images, originals, iou)
-    entry_keys, det_keys = _joint_keys(entry_labels, entry_images, det_labels, det_images)
+    entry_keys, det_keys = joint_keys(entry_labels, entry_images, det_labels, det_images)
     hits, _ = overlapping_objects(entry_boxes, entry_keys, det_boxes, det_keys, iou)
     found: BoolArray = np.bincount(hits, minlength=len(entry_images)) > 0
     return found

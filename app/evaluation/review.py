@@ -171,16 +171,20 @@ def _label_kappas(
 ) -> dict[str, tuple[float, int]]:
     """Each expert's kappa of its label vs the reference label on the cells matched regardless of label,
     with the number of matched cells; one greedy match for every expert of the batch."""
-    references = batch.repeat(reference)
-    match = m.greedy_match(
-        batch.objects.boxes,
-        np.zeros(len(batch.objects), dtype=np.int64),
-        batch.objects.images,
-        references.boxes,
-        np.zeros(len(references), dtype=np.int64),
-        references.images,
-        iou=iou,
-    )
+    if batch.reference is reference:  # the overlaps the concordance found already
+        references = batch.reference_overlaps.references
+        match = batch.reference_overlaps.greedy(iou, any_class=True)
+    else:
+        references = batch.repeat(reference)
+        match = m.greedy_match(
+            batch.objects.boxes,
+            np.zeros(len(batch.objects), dtype=np.int64),
+            batch.objects.images,
+            references.boxes,
+            np.zeros(len(references), dtype=np.int64),
+            references.images,
+            iou=iou,
+        )
     hits = np.flatnonzero(match.true_positive)
     mine = codes(batch.objects.labels[hits])
     theirs = codes(references.labels[match.best_reference[hits]])

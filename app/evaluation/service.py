@@ -14,6 +14,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import chain
 from time import perf_counter
 from typing import Any
@@ -374,7 +375,9 @@ def all_task_metrics(rows: repository.StudyRows, params: MetricsParams) -> dict[
 
 
 def task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
-    batches = {mode: Batch.of(task.work[mode], task.span) for mode in MODES if task.work.get(mode)}
+    batches = {
+        mode: Batch.of(task.work[mode], task.span, task.reference) for mode in MODES if task.work.get(mode)
+    }
     modes = {mode: _mode_metrics(task, task.work[mode], batch, params) for mode, batch in batches.items()}
     return TaskMetricsOut(
         modes=modes,
@@ -401,6 +404,34 @@ def concordance(objects: Boxes, reference: Boxes, iou: float) -> m.Concordance:
 
 
 @dataclass(frozen=True)
+class ReferenceOverlaps:
+    """The batch's objects against the reference repeated once per expert (`Batch.repeat`): the pairs that
+    intersect on the same image whatever their classes (`metrics.overlaps`, computed once) and those of the
+    same class, with the keys each set of pairs belongs to. Every matching against the reference starts here:
+    concordance, vote-weighted concordance, the agreement statistics' label-agnostic match."""
+
+    references: Boxes
+    any_class: m.Overlaps
+    same_class: m.Overlaps
+    image_keys: tuple[m.IntArray, m.IntArray]
+    class_keys: tuple[m.IntArray, m.IntArray]
+
+    @staticmethod
+    def of(objects: Boxes, references: Boxes) -> ReferenceOverlaps:
+        pairs = m.overlaps(objects.boxes, objects.images, references.boxes, references.images)
+        same = objects.labels[pairs.det] == references.labels[pairs.ref]
+        class_keys = m.joint_keys(objects.labels, objects.images, references.labels, references.images)
+        return ReferenceOverlaps(
+            references, pairs, pairs.where(same), (objects.images, references.images), class_keys
+        )
+
+    def greedy(self, iou: float, any_class: bool = False) -> m.GreedyMatch:
+        """`metrics.greedy_match` of the objects against the references, of the same class or any class."""
+        pairs, keys = (self.any_class, self.image_keys) if any_class else (self.same_class, self.class_keys)
+        return m.greedy_of_overlaps(pairs, *keys, iou)
+
+
+@dataclass(frozen=True)
 class Batch:
     """Every expert's objects of one task and mode in one array set; image ids shifted by row · span so that
     one call of the pure matching functions evaluates all experts at once without mixing them."""
@@ -410,17 +441,18 @@ class Batch:
     owners: m.IntArray  # row of each object's expert in names
     bounds: list[tuple[int, int]]
     span: int
+    reference: Boxes | None = None
 
     @staticmethod
-    def of(experts: dict[str, ExpertWork], span: int) -> Batch:
-        """span: more than any image id of the study."""
+    def of(experts: dict[str, ExpertWork], span: int, reference: Boxes | None = None) -> Batch:
+        """span: more than any image id of the study; reference: the task's (for `reference_overlaps`)."""
         names = sorted(experts, key=_natural_key)
         parts = [experts[name].objects for name in names]
         sizes = np.cumsum([0, *(len(part) for part in parts)])
         shifted = [Boxes(part.boxes, part.labels, part.images + row * span) for row, part in enumerate(parts)]
         bounds = [(int(sizes[row]), int(sizes[row + 1])) for row in range(len(parts))]
         owners = np.repeat(np.arange(len(parts), dtype=np.int64), np.diff(sizes))
-        return Batch(names, _concat(shifted) if parts else _empty(), owners, bounds, span)
+        return Batch(names, _concat(shifted) if parts else _empty(), owners, bounds, span, reference)
 
     def repeat(self, reference: Boxes) -> Boxes:
         """The reference once per expert, shifted like the expert's objects."""
@@ -431,6 +463,12 @@ class Batch:
             np.concatenate([reference.images + row * span for row in range(rows)]) if rows else _ints(),
         )
 
+    @cached_property
+    def reference_overlaps(self) -> ReferenceOverlaps:
+        """The objects' overlaps with the task's reference, computed on first use and kept with the batch."""
+        assert self.reference is not None, "Batch.of(..., reference=) first"
+        return ReferenceOverlaps.of(self.objects, self.repeat(self.reference))
+
 
 def _empty() -> Boxes:
     return Boxes(np.zeros((0, 4)), _ints(), _ints())
@@ -440,7 +478,7 @@ def _mode_metrics(
     task: TaskData, experts: dict[str, ExpertWork], batch: Batch, params: MetricsParams
 ) -> ModeMetricsOut:
     """Concordance and vote-weighted concordance of every expert from one shared greedy matching."""
-    match = m.greedy_match(*_fields(batch.objects), *_fields(batch.repeat(task.reference)), iou=params.iou)
+    match = batch.reference_overlaps.greedy(params.iou)
     weighted = vote_weighted(task, batch, params.iou)
     classes, ap, counted = _per_class_ap(batch, match.true_positive, task.reference)
     results: dict[str, ExpertMetricsOut] = {}
@@ -477,7 +515,7 @@ def vote_weighted(task: TaskData, batch: Batch, iou: float) -> m.VoteWeighted:
     """`metrics.vote_weighted_concordance` of the batch's experts: one-to-one matching (Hungarian, IoU) of
     every expert against the reference, kept errors costed by the other experts' kept errors."""
     rows, size = len(batch.names), len(task.reference)
-    det, ref = m.one_to_one_match(*_fields(batch.objects), *_fields(batch.repeat(task.reference)), "iou", iou)
+    det, ref = _one_to_one(batch, task.reference, iou)
     matched = np.zeros(rows * size, dtype=np.bool_)
     matched[ref] = True
     kept = np.ones(len(batch.objects), dtype=np.bool_)
@@ -491,6 +529,17 @@ def vote_weighted(task: TaskData, batch: Batch, iou: float) -> m.VoteWeighted:
     return m.vote_weighted_concordance(
         matched.reshape(rows, size), [costs[owners == row] for row in range(rows)]
     )
+
+
+def _one_to_one(batch: Batch, reference: Boxes, iou: float) -> tuple[m.IntArray, m.IntArray]:
+    if batch.reference is reference and iou > 0:
+        found = batch.reference_overlaps
+        keys = found.class_keys
+        objects = batch.objects
+        return m.one_to_one_of_overlaps(
+            found.same_class, objects.boxes, keys[0], found.references.boxes, keys[1], iou
+        )
+    return m.one_to_one_match(*_fields(batch.objects), *_fields(batch.repeat(reference)), "iou", iou)
 
 
 def _vote_weighted_note(weighted: m.VoteWeighted) -> str:
