@@ -206,12 +206,11 @@ def _image_sizes(rows: Sequence[Any]) -> ImageSizes:
 
 
 def _runs(keys: Sequence[Any]) -> Iterable[tuple[Any, int, int]]:
-    """(key, start, stop) of runs of equal consecutive keys."""
-    start = 0
-    for index in range(1, len(keys) + 1):
-        if index == len(keys) or keys[index] != keys[start]:
-            yield keys[start], start, index
-            start = index
+    """(key, start, stop) of runs of equal consecutive keys (integer ids)."""
+    values = np.fromiter(keys, dtype=np.int64, count=len(keys))
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if len(values) else _ints()
+    stops = [*starts[1:].tolist(), len(values)]
+    return zip(values[starts].tolist(), starts.tolist(), stops, strict=True)
 
 
 def _add_reference(tasks: dict[int, TaskData], rows: Sequence[Any], sizes: ImageSizes) -> None:
