@@ -9,6 +9,7 @@ source order (annotation position, then id). Every object, reference and registe
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections import defaultdict
@@ -208,7 +209,9 @@ def _image_sizes(rows: Sequence[Any]) -> ImageSizes:
 def _runs(keys: Sequence[Any]) -> Iterable[tuple[Any, int, int]]:
     """(key, start, stop) of runs of equal consecutive keys (integer ids)."""
     values = np.fromiter(keys, dtype=np.int64, count=len(keys))
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if len(values) else _ints()
+    if not len(values):
+        return iter(())
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
     stops = [*starts[1:].tolist(), len(values)]
     return zip(values[starts].tolist(), starts.tolist(), stops, strict=True)
 
@@ -349,12 +352,15 @@ async def task_ids_of_study(session: AsyncSession, study_id: int) -> dict[str, i
 async def study_metrics(
     session: AsyncSession, study: Study, params: MetricsParams, compute: Compute = in_thread
 ) -> StudyMetricsOut:
-    """Reads the study (timed as load_s) and computes every metric off the event loop (compute_s)."""
+    """Reads the study (timed as load_s) and computes every metric off the event loop (compute_s); object
+    tables the read rebuilt are stored meanwhile, and compute_s lasts until both are done."""
     params.check()
     started = perf_counter()
-    rows = await repository.read_study(session, study.id)
+    rows = await repository.read_study(session, study.id, store=False)
     loaded = perf_counter()
-    results = await compute(all_task_metrics, rows, params)
+    results, _ = await asyncio.gather(
+        compute(all_task_metrics, rows, params), repository.store_rebuilt(session, rows)
+    )
     computed = perf_counter()
     return StudyMetricsOut(
         study=study.name,
