@@ -697,24 +697,68 @@ def _injected_metrics(
     and the published analysis's raw `matched` (entries found with their label)."""
     results: dict[str, dict[str, dict[str, InjectedModeOut]]] = {}
     registers = {kind: _concat([part for _, part in parts]) for kind, parts in task.register.items()}
-    candidates = {
-        mode: batch.objects.take(_register_candidates(batch, list(registers.values())))
-        for mode, batch in batches.items()
-    }
-    for kind, parts in task.register.items():
+    overlaps = {mode: RegisterOverlaps.of(batch, list(registers.values())) for mode, batch in batches.items()}
+    offsets = np.cumsum([0, *(len(entries) for entries in registers.values())]).tolist()
+    for index, (kind, parts) in enumerate(task.register.items()):
         entries = registers[kind]
         groups = np.concatenate([np.full(len(part), -1 if group is None else group) for group, part in parts])
         by_group: dict[str, dict[str, InjectedModeOut]] = defaultdict(dict)
         for mode, batch in batches.items():
-            found = m.matched_register_entries(
-                *_fields(batch.repeat(entries)), *_fields(candidates[mode]), iou=params.register_iou
-            ).reshape(len(batch.names), len(entries))
-            caught = caught_entries(task, kind, entries, batch, params.register_iou)
+            kind_pairs = overlaps[mode].of_kind(offsets[index], len(entries))
+            found, caught = _register_flags(task, kind, entries, batch, kind_pairs, params.register_iou)
             per_expert = {name: (found[row], caught[row]) for row, name in enumerate(batch.names)}
             for key, mask in _group_masks(groups):
                 by_group[key][mode] = _injected_mode(per_expert, mask)
         results[kind] = dict(by_group)
     return results
+
+
+@dataclass(frozen=True)
+class RegisterOverlaps:
+    """A batch's objects against every register entry of the task (all kinds, concatenated, repeated once per
+    expert like `Batch.repeat`): their intersecting pairs on the same image, any class, found once per mode."""
+
+    pairs: m.Overlaps
+    total: int  # entries of all kinds
+
+    @staticmethod
+    def of(batch: Batch, registers: list[Boxes]) -> RegisterOverlaps:
+        entries = batch.repeat(_concat(registers) if registers else _empty())
+        pairs = m.overlaps(batch.objects.boxes, batch.objects.images, entries.boxes, entries.images)
+        return RegisterOverlaps(pairs, sum(len(part) for part in registers))
+
+    def of_kind(self, offset: int, size: int) -> m.Overlaps:
+        """The pairs with one kind's entries, their indices into `Batch.repeat` of that kind's entries."""
+        row, column = np.divmod(self.pairs.ref, max(self.total, 1))
+        local = column - offset
+        keep = (local >= 0) & (local < size)
+        chosen = self.pairs.where(keep)
+        return m.Overlaps(chosen.det, row[keep] * size + local[keep], chosen.iou)
+
+
+def _register_flags(
+    task: TaskData, kind: str, entries: Boxes, batch: Batch, pairs: m.Overlaps, iou: float
+) -> tuple[m.BoolArray, m.BoolArray]:
+    """matched, caught (E, K) of one kind's entries: `metrics.matched_register_entries` (greedy, same class) and
+    `caught_entries`, from the kind's overlapping pairs (IoU > 0 is needed by both when iou > 0)."""
+    rows, size = len(batch.names), len(entries)
+    repeated = batch.repeat(entries)
+    if iou <= 0:
+        candidates = batch.objects.take(_register_candidates(batch, [entries]))
+        found = m.matched_register_entries(*_fields(repeated), *_fields(candidates), iou=iou)
+        return found.reshape(rows, size), caught_entries(task, kind, entries, batch, iou)
+    same = batch.objects.labels[pairs.det] == repeated.labels[pairs.ref]
+    det_keys, ref_keys = m.joint_keys(
+        batch.objects.labels, batch.objects.images, repeated.labels, repeated.images
+    )
+    found = m.greedy_of_overlaps(pairs.where(same), det_keys, ref_keys, iou).reference_taken
+    if kind == "duplicate":
+        caught = caught_entries(task, kind, entries, batch, iou)
+    else:
+        hits = pairs.iou >= iou if kind == "false_positive" else (pairs.iou >= iou) & same
+        overlapped = np.bincount(pairs.ref[hits], minlength=rows * size) > 0
+        caught = (~overlapped if kind == "false_positive" else overlapped).reshape(rows, size)
+    return found.reshape(rows, size), caught
 
 
 # ---------------------------------------------------------------- injected errors caught or missed
