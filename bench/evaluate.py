@@ -18,6 +18,10 @@ annotation table and stores them again (the first evaluation after an edit). A f
 the second state. Both include the reviewer's statistics (agreement, counts, threshold, effect sizes, Holm);
 the bootstrap intervals are a separate figure (`bootstrap_s`, first and cached call).
 
+On a shared, loaded machine wall times scatter widely; the process CPU time of each call (every thread:
+the driver's, the compute's) is measured beside it, and cpu_ratio / cpu_rebuilt_ratio compare it with the
+baseline's CPU time.
+
 Last line: {"metric": "evaluate_seconds", "value": median concord s, "unit": "s", "baseline": median s,
 "ratio": ..., "rebuilt_ratio": ..., "baseline_name": ..., "published_analysis_s": 2.64, "rebuilt_s": ...,
 ...}. The published figure (the notebook on the three real tasks, imports excluded) is reported beside the
@@ -294,7 +298,12 @@ async def time_concord(
 
     engine = make_engine(url)
     maker = make_sessionmaker(engine)
-    timings: dict[str, list[tuple[float, float]]] = {"stored": [], "rebuilt": []}
+    timings: dict[str, list[tuple[float, float]]] = {
+        "stored": [],
+        "rebuilt": [],
+        "stored_cpu": [],
+        "rebuilt_cpu": [],
+    }
     result: dict[str, Any] = {}
     for run in range(2 * repeats + 1):  # the first run warms the connection pool and imports
         kind = "rebuilt" if run % 2 else "stored"
@@ -303,9 +312,12 @@ async def time_concord(
                 await session.execute(update(Task).values(objects_revision=Task.objects_revision + 1))
         async with maker() as session:
             study = await find_study(session, STUDY)
+            cpu = time.process_time()
             metrics = await study_metrics(session, study, MetricsParams())
+            cpu = time.process_time() - cpu
         if run:
             timings[kind].append((metrics.timing.load_s, metrics.timing.compute_s))
+            timings[f"{kind}_cpu"].append((cpu, 0.0))
         result = metrics.model_dump(mode="json")
     bootstrap_runs = []
     for _ in range(2 if bootstrap else 0):
@@ -468,13 +480,15 @@ def main() -> None:
         asyncio.run(build_study(url, tasks))
         print(f"imported {len(tasks)} tasks in {time.perf_counter() - started:.1f} s")
         concord_runs, result, bootstrap_runs = asyncio.run(time_concord(url, args.repeats, args.bootstrap))
-        baseline_runs = []
+        baseline_runs, baseline_cpu = [], []
         for _ in range(args.baseline_repeats):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             reference = baseline(tasks)
             baseline_runs.append(time.perf_counter() - started)
+            baseline_cpu.append(time.process_time() - cpu)
     _check_agreement(result, reference)
     totals = {kind: [load + compute for load, compute in runs] for kind, runs in concord_runs.items()}
+    base_cpu = statistics.median(baseline_cpu)
     value, base = statistics.median(totals["stored"]), statistics.median(baseline_runs)
     cold = statistics.median(totals["rebuilt"])
     objects = sum(
@@ -486,6 +500,7 @@ def main() -> None:
     for kind, runs in totals.items():
         print(f"concord runs, object columns {kind} (s): {', '.join(f'{run:.4f}' for run in runs)}")
     print(f"baseline runs (s): {', '.join(f'{run:.3f}' for run in baseline_runs)}")
+    print(f"baseline CPU (s): {', '.join(f'{run:.3f}' for run in baseline_cpu)}")
     if bootstrap_runs:
         print(
             f"bootstrap {args.bootstrap} replicates: first {bootstrap_runs[0]:.2f} s, cached {bootstrap_runs[1]:.3f} s"
@@ -509,6 +524,8 @@ def main() -> None:
                 "compute_s": round(statistics.median(compute for _, compute in stored), 5),
                 "rebuilt_s": round(cold, 5),
                 "rebuilt_ratio_to_published": round(PUBLISHED_ANALYSIS_S / cold, 1),
+                "cpu_ratio": round(base_cpu / statistics.median(totals["stored_cpu"]), 1),
+                "cpu_rebuilt_ratio": round(base_cpu / statistics.median(totals["rebuilt_cpu"]), 1),
                 "bootstrap_replicates": args.bootstrap,
                 "bootstrap_s": round(bootstrap_runs[0], 3) if bootstrap_runs else None,
                 "bootstrap_cached_s": round(bootstrap_runs[1], 4) if bootstrap_runs else None,
