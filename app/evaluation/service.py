@@ -10,9 +10,11 @@ source order (annotation position, then id). Every object, reference and registe
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import re
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -374,9 +376,72 @@ async def study_metrics(
 
 def all_task_metrics(rows: repository.StudyRows, params: MetricsParams) -> dict[str, TaskMetricsOut]:
     """Every task's metrics from the study's rows, by task name (pure CPU work, for a worker thread)."""
-    results = {task.name: task_metrics(task, params) for task in build_tasks(rows).values()}
+    results = {task.name: cached_task_metrics(task, params) for task in build_tasks(rows).values()}
     adjust_across_tasks(results)
     return results
+
+
+RESULT_CACHE_SIZE = 32
+_RESULTS: OrderedDict[str, TaskMetricsOut] = OrderedDict()
+_RESULTS_LOCK = threading.Lock()
+
+
+def cached_task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
+    """`task_metrics`, kept per task content and parameters: an unchanged task is not computed again.
+
+    The key is a digest of everything the metrics read (`task_digest`), so any edit, import or deletion that
+    changes what a task holds misses the cache; nothing needs invalidating. Callers get their own copy.
+    """
+    key = task_digest(task, params)
+    with _RESULTS_LOCK:
+        found = _RESULTS.get(key)
+        if found is not None:
+            _RESULTS.move_to_end(key)
+    if found is None:
+        found = task_metrics(task, params)
+        with _RESULTS_LOCK:
+            _RESULTS[key] = found
+            while len(_RESULTS) > RESULT_CACHE_SIZE:
+                _RESULTS.popitem(last=False)
+    return found.model_copy(deep=True)
+
+
+def clear_result_cache() -> None:
+    with _RESULTS_LOCK:
+        _RESULTS.clear()
+
+
+def task_digest(task: TaskData, params: MetricsParams) -> str:
+    """Digest of a task's arrays (in order) and every other input of `task_metrics`, and the parameters."""
+    digest = hashlib.blake2b(digest_size=20)
+
+    def add(*arrays: Any) -> None:
+        for array in arrays:
+            contiguous = np.ascontiguousarray(array)
+            digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
+            digest.update(contiguous.tobytes())
+
+    def add_boxes(boxes: Boxes | None) -> None:
+        add(*((boxes.boxes, boxes.labels, boxes.images) if boxes is not None else ()))
+        digest.update(b"|" if boxes is not None else b"-")
+
+    digest.update(repr((task.name, task.kind, sorted(task.labels.items()), task.span, params)).encode())
+    digest.update(repr(task.suggestion_set_id).encode())
+    add_boxes(task.reference)
+    add_boxes(task.suggestions)
+    for kind, parts in sorted(task.register.items()):
+        digest.update(f"register {kind}".encode())
+        for group, part in parts:
+            digest.update(repr(group).encode())
+            add_boxes(part)
+    for mode, experts in sorted(task.work.items()):
+        for name, work in sorted(experts.items()):
+            digest.update(f"work {mode}/{name}".encode())
+            add_boxes(work.objects)
+            add(work.edited_seconds)
+            digest.update(repr((work.images_seen, sorted(work.visit_seconds.items()))).encode())
+    add(task.images)
+    return digest.hexdigest()
 
 
 def task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:

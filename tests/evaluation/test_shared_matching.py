@@ -162,3 +162,47 @@ def test_object_tables_are_sorted_into_the_layout_order_whatever_order_the_rows_
     for task in (1, 2):
         wanted = [row[9] for row in expected_order if row[0] == task]
         assert tables[task][:, object_columns.EDITED].tolist() == wanted
+
+
+def _task(seed: int) -> TaskData:
+    batch, reference = _batch(seed)
+    rng = np.random.default_rng(seed)
+    experts = {}
+    for row, name in enumerate(batch.names):
+        start, stop = batch.bounds[row]
+        images = batch.objects.images[start:stop] - row * batch.span
+        objects = Boxes(batch.objects.boxes[start:stop], batch.objects.labels[start:stop], images)
+        seconds = np.sort(rng.integers(0, 500, stop - start)).astype(np.float64)
+        experts[name] = ExpertWork(objects, seconds, [0, 1, 2, 3])
+    return TaskData(
+        "t",
+        {0: "a", 1: "b", 2: "c"},
+        reference,
+        {"unaided": experts},
+        None,
+        None,
+        {},
+        span=10,
+        images=np.arange(4, dtype=np.int64),
+    )
+
+
+def test_kept_results_follow_the_task_content_and_stay_the_callers_own() -> None:
+    from app.evaluation import service
+
+    service.clear_result_cache()
+    params = service.MetricsParams()
+    task = _task(1)
+    first = service.cached_task_metrics(task, params)
+    first.modes["unaided"].experts["a"].concordance = -1.0  # the caller's copy: the kept result stays
+    again = service.cached_task_metrics(task, params)
+    assert (
+        again == service.task_metrics(task, params) and again.modes["unaided"].experts["a"].concordance >= 0
+    )
+
+    edited = _task(1)
+    work = edited.work["unaided"]["b"]
+    work.objects.boxes[0] += 9.0  # one box moved: another digest, computed afresh
+    assert service.task_digest(edited, params) != service.task_digest(task, params)
+    assert service.cached_task_metrics(edited, params) == service.task_metrics(edited, params)
+    assert service.task_digest(task, service.MetricsParams(iou=0.5)) != service.task_digest(task, params)
