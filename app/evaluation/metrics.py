@@ -928,8 +928,10 @@ def kept_error_costs(
     first, second = _candidate_pairs(boxes, keys, boxes, keys, True, iou)
     overlap = paired_iou(boxes[first], boxes[second]) >= iou
     foreign = overlap & (experts[first] != experts[second])
-    distinct = np.unique(np.stack([first[foreign], experts[second[foreign]]], axis=1), axis=0)
-    sharing = np.bincount(distinct[:, 0], minlength=len(labels)) if len(distinct) else np.zeros(len(labels))
+    codes = experts - int(experts.min())
+    width = int(codes.max()) + 1
+    distinct = np.unique(first[foreign] * width + codes[second[foreign]]) // width  # (error, other expert)
+    sharing = np.bincount(distinct, minlength=len(labels)) if len(distinct) else np.zeros(len(labels))
     costs: FloatArray = 1.0 - sharing.astype(np.float64) / others
     return costs
 
