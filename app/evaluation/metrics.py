@@ -255,15 +255,16 @@ def _overlapping_same_key_pairs(
     high = np.searchsorted(sorted_position, det_base + det_boxes[:, 2] + pad + 1.0, side="right")
     counts = high - low
     det_index = np.repeat(np.arange(len(det_keys), dtype=np.int64), counts)
-    step = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    ref_index = order[np.repeat(low, counts) + step].astype(np.int64)
-    det_rows, ref_rows = det_boxes[det_index], ref_boxes[ref_index]
-    keep = (
-        (det_keys[det_index] == ref_keys[ref_index])
-        & (np.maximum(det_rows[:, 0], ref_rows[:, 0]) < np.minimum(det_rows[:, 2], ref_rows[:, 2]) + pad)
-        & (np.maximum(det_rows[:, 1], ref_rows[:, 1]) < np.minimum(det_rows[:, 3], ref_rows[:, 3]) + pad)
-    )
-    det_index, ref_index = det_index[keep], ref_index[keep]
+    shift = np.repeat(low - (np.cumsum(counts) - counts), counts)
+    ref_index = order[np.arange(len(det_index), dtype=np.int64) + shift].astype(np.int64)
+    # The windows lie inside their key's block, so only the boxes remain to compare: x first, then y.
+    for low_side, high_side in ((0, 2), (1, 3)):
+        det_low, det_high = det_boxes[:, low_side], det_boxes[:, high_side]
+        ref_low, ref_high = ref_boxes[:, low_side], ref_boxes[:, high_side]
+        keep = np.maximum(det_low[det_index], ref_low[ref_index]) < (
+            np.minimum(det_high[det_index], ref_high[ref_index]) + pad
+        )
+        det_index, ref_index = det_index[keep], ref_index[keep]
     pair_order = np.argsort(det_index * len(ref_keys) + ref_index, kind="stable")
     return det_index[pair_order], ref_index[pair_order]
 

@@ -397,13 +397,14 @@ def cached_task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut
         found = _RESULTS.get(key)
         if found is not None:
             _RESULTS.move_to_end(key)
-    if found is None:
-        found = task_metrics(task, params)
-        with _RESULTS_LOCK:
-            _RESULTS[key] = found
-            while len(_RESULTS) > RESULT_CACHE_SIZE:
-                _RESULTS.popitem(last=False)
-    return found.model_copy(deep=True)
+    if found is not None:
+        return found.model_copy(deep=True)
+    computed = task_metrics(task, params)
+    with _RESULTS_LOCK:
+        _RESULTS[key] = computed.model_copy(deep=True)
+        while len(_RESULTS) > RESULT_CACHE_SIZE:
+            _RESULTS.popitem(last=False)
+    return computed
 
 
 def clear_result_cache() -> None:
@@ -419,7 +420,7 @@ def task_digest(task: TaskData, params: MetricsParams) -> str:
         for array in arrays:
             contiguous = np.ascontiguousarray(array)
             digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
-            digest.update(contiguous.tobytes())
+            digest.update(memoryview(contiguous).cast("B"))
 
     def add_boxes(boxes: Boxes | None) -> None:
         add(*((boxes.boxes, boxes.labels, boxes.images) if boxes is not None else ()))
