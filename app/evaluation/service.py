@@ -420,7 +420,7 @@ def task_digest(task: TaskData, params: MetricsParams) -> str:
         for array in arrays:
             contiguous = np.ascontiguousarray(array)
             digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
-            digest.update(memoryview(contiguous).cast("B"))
+            digest.update(contiguous.tobytes())
 
     def add_boxes(boxes: Boxes | None) -> None:
         add(*((boxes.boxes, boxes.labels, boxes.images) if boxes is not None else ()))
