@@ -244,19 +244,25 @@ class StudyRows:
     task_kinds: dict[int, str] = field(default_factory=dict)
 
 
-async def read_study(session: AsyncSession, study_id: int) -> StudyRows:
+async def read_study(session: AsyncSession, study_id: int, store: bool = True) -> StudyRows:
     """Every row the metrics need: one SQLAlchemy Core query per table, run on the driver's own cursor.
 
     The queries are compiled once per dialect and their rows come back as the driver's tuples, without
     SQLAlchemy Row objects or result processing. Expert objects come from each task's stored object columns
     when they are current, else from the annotation table; tables built that way are stored for the next read
-    (`store_object_columns`).
+    (`store_object_columns`; with store=False the caller stores them, `store_rebuilt`).
     """
     connection = await session.connection()
     rows = await connection.run_sync(_read_study, {STUDY_PARAMETER: study_id})
+    if store:
+        await store_rebuilt(session, rows)
+    return rows
+
+
+async def store_rebuilt(session: AsyncSession, rows: StudyRows) -> None:
+    """Stores the object tables that `read_study` rebuilt, on a connection of its own."""
     if rows.rebuilt and isinstance(session.bind, AsyncEngine):
         await store_object_columns(session.bind, rows.rebuilt)
-    return rows
 
 
 def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows:
@@ -464,10 +470,10 @@ def epoch_seconds(dialect: Dialect, column: Any) -> ColumnElement[float]:
 
 
 def _annotations_query(dialect: Dialect) -> AnySelect:
-    """Expert objects of the listed tasks: task id, then the columns of `object_columns` (layout 1).
+    """Expert objects of the listed tasks: task id, the columns of `object_columns` (layout 1), position, id.
 
-    Only numbers, one query for every task and mode; deleted objects stay in the database.
-    Ordered by mode, image, expert, then source order (position, id): the detection order inside an image.
+    Only numbers, one query for every task and mode; deleted objects stay in the database. Unordered:
+    `object_columns.tables_by_task` sorts them (mode, image, expert, then source order: position, id).
     """
     mode_code = case(
         *((Annotation.mode == mode, code) for mode, code in object_columns.MODE_CODES.items()), else_=-1
@@ -484,6 +490,8 @@ def _annotations_query(dialect: Dialect) -> AnySelect:
             Annotation.x2,
             Annotation.y2,
             epoch_seconds(dialect, Annotation.updated_at),
+            Annotation.position,
+            Annotation.id,
         )
         .join(Image, Image.id == Annotation.image_id)
         .where(
@@ -491,7 +499,6 @@ def _annotations_query(dialect: Dialect) -> AnySelect:
             Annotation.mode.in_(list(object_columns.MODE_CODES)),
             Annotation.deleted.is_(False),
         )
-        .order_by(mode_code, Annotation.image_id, Annotation.expert_id, Annotation.position, Annotation.id)
     )
 
 
