@@ -69,30 +69,9 @@ async def study_by_name(session: AsyncSession, name: str) -> Study | None:
     return await session.scalar(select(Study).where(Study.name == name))
 
 
-async def task_by_name(session: AsyncSession, study_id: int, name: str) -> Task | None:
-    return await session.scalar(select(Task).where(Task.study_id == study_id, Task.name == name))
-
-
-async def labels_of_task(session: AsyncSession, task_id: int) -> list[Label]:
-    query = select(Label).where(Label.task_id == task_id).order_by(Label.position, Label.id)
-    return list(await session.scalars(query))
-
-
-async def images_of_task(session: AsyncSession, task_id: int) -> list[Image]:
-    query = select(Image).where(Image.task_id == task_id).order_by(Image.position, Image.id)
-    return list(await session.scalars(query))
-
-
 async def users_by_name(session: AsyncSession, names: Sequence[str]) -> dict[str, User]:
     users = await session.scalars(select(User).where(User.name.in_(list(names))))
     return {user.name: user for user in users}
-
-
-async def assignment_for(session: AsyncSession, task_id: int, expert_id: int, mode: str) -> Assignment | None:
-    query = select(Assignment).where(
-        Assignment.task_id == task_id, Assignment.expert_id == expert_id, Assignment.mode == mode
-    )
-    return await session.scalar(query)
 
 
 async def has_annotations(session: AsyncSession, task_id: int, expert_id: int, mode: str) -> bool:
@@ -129,11 +108,6 @@ async def next_register_position(session: AsyncSession, suggestion_set_id: int) 
         InjectedError.suggestion_set_id == suggestion_set_id
     )
     current = await session.scalar(query)
-    return 0 if current is None else current + 1
-
-
-async def next_image_position(session: AsyncSession, task_id: int) -> int:
-    current = await session.scalar(select(func.max(Image.position)).where(Image.task_id == task_id))
     return 0 if current is None else current + 1
 
 
