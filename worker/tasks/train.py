@@ -78,6 +78,7 @@ def run_training(
             should_stop=should_stop,
         )
         result = main(config)
+        service.store_exported_model(settings, Path(result.onnx_path), result.onnx_sha256)
         run_id = asyncio.run(_record(settings, params, training, repeat, result, job_id))
         summary = _summary(params, training, repeat, result, run_id)
         done.write_text(json.dumps(summary), encoding="utf-8")
