@@ -30,7 +30,7 @@ from app.config import Settings
 if TYPE_CHECKING:
     from obstore.store import S3Store
 
-RANGE_BUFFER_BYTES = 1024 * 1024
+RANGE_BUFFER_BYTES = 64 * 1024
 DOWNLOAD_CHUNK = 8 * 1024 * 1024
 
 
@@ -168,13 +168,19 @@ class ObjectStore:
         if region:
             config["region"] = region
         prefix = parsed.path.strip("/")
-        self._store: S3Store = S3Store(
+        self.bucket: S3Store = S3Store(
             parsed.netloc,
             prefix=prefix or None,
             config=config,  # type: ignore[arg-type]
             client_options={"allow_http": endpoint.startswith("http://")},
         )
         self._download_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self.fetched_bytes = 0  # read from the bucket by this process: ranges and downloads
+
+    def count_fetched(self, size: int) -> None:
+        with self._count_lock:
+            self.fetched_bytes += size
 
     def local_path(self, key: str) -> Path:
         return self.cache_dir / key
@@ -189,14 +195,14 @@ class ObjectStore:
         import obstore
 
         try:
-            return int(obstore.head(self._store, key)["size"])
+            return int(obstore.head(self.bucket, key)["size"])
         except FileNotFoundError:
             return None
 
     def put_file(self, key: str, source: Path, *, keep_source: bool = True) -> None:
         import obstore
 
-        obstore.put(self._store, key, source)
+        obstore.put(self.bucket, key, source)
         if not keep_source:
             cached = self.local_path(key)
             if source.resolve() != cached.resolve():
@@ -206,12 +212,12 @@ class ObjectStore:
     def put_bytes(self, key: str, data: bytes) -> None:
         import obstore
 
-        obstore.put(self._store, key, data)
+        obstore.put(self.bucket, key, data)
 
     def read_bytes(self, key: str) -> bytes:
         import obstore
 
-        return obstore.get(self._store, key).bytes().to_bytes()
+        return obstore.get(self.bucket, key).bytes().to_bytes()
 
     def local_file(self, key: str) -> Path:
         cached = self.local_path(key)
@@ -225,11 +231,12 @@ class ObjectStore:
     def _download(self, key: str, target: Path) -> None:
         import obstore
 
-        result = obstore.get(self._store, key)
+        result = obstore.get(self.bucket, key)
 
         def fill(out: BinaryIO) -> None:
             for chunk in result.stream(min_chunk_size=DOWNLOAD_CHUNK):
                 out.write(chunk)
+                self.count_fetched(len(chunk))
 
         _write_atomically(target, fill)
 
@@ -237,24 +244,23 @@ class ObjectStore:
         size = self.size(key)
         if size is None:
             raise FileNotFoundError(f"{key} is not in the store {self.url}")
-        reader = _RangeReader(self._store, key, size)
+        reader = _RangeReader(self, key, size)
         return io.BufferedReader(reader, buffer_size=RANGE_BUFFER_BYTES)
 
     def delete(self, key: str) -> None:
         import obstore
 
         with contextlib.suppress(FileNotFoundError):
-            obstore.delete(self._store, key)
+            obstore.delete(self.bucket, key)
         self.local_path(key).unlink(missing_ok=True)
 
 
 class _RangeReader(io.RawIOBase):
     """A seekable raw reader over one object: each read is one ranged GET of the bytes asked for."""
 
-    def __init__(self, store: S3Store, key: str, size: int) -> None:
-        self._store, self._key, self._size = store, key, size
+    def __init__(self, owner: ObjectStore, key: str, size: int) -> None:
+        self._owner, self._key, self._size = owner, key, size
         self._position = 0
-        self.requests = 0
 
     def readable(self) -> bool:
         return True
@@ -276,11 +282,11 @@ class _RangeReader(io.RawIOBase):
         end = min(self._size, self._position + len(buffer))
         if end <= self._position:
             return 0
-        data = obstore.get_range(self._store, self._key, start=self._position, end=end)
+        data = obstore.get_range(self._owner.bucket, self._key, start=self._position, end=end)
         count = len(data)
         memoryview(buffer).cast("B")[:count] = memoryview(data)
         self._position += count
-        self.requests += 1
+        self._owner.count_fetched(count)
         return count
 
 
