@@ -2,6 +2,7 @@
 
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -39,7 +40,7 @@ def bucket(s3_env: dict[str, str]) -> str:
     return name
 
 
-def s3_client(env: dict[str, str]):  # type: ignore[no-untyped-def]
+def s3_client(env: dict[str, str]) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=env["AWS_ENDPOINT_URL"],
