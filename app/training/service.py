@@ -369,8 +369,12 @@ def experiment_jobs(
 
 def checkpoint_dir(settings: Settings, params: TrainParams) -> Path:
     """Where a job's epoch checkpoints live: keyed by its params, so a re-queued job finds and resumes them."""
-    key = hashlib.sha256(params.model_dump_json().encode()).hexdigest()[:24]
-    return settings.data_dir / "training" / "checkpoints" / key
+    return settings.data_dir / checkpoint_key(params)
+
+
+def checkpoint_key(params: TrainParams) -> str:
+    """The params' key under the data dir or in the store (``training/checkpoints/<hash>``)."""
+    return "training/checkpoints/" + hashlib.sha256(params.model_dump_json().encode()).hexdigest()[:24]
 
 
 def patch_cache_path(settings: Settings, training: TrainingSet) -> Path:
