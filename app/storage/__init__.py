@@ -175,6 +175,7 @@ class ObjectStore:
             client_options={"allow_http": endpoint.startswith("http://")},
         )
         self._download_lock = threading.Lock()
+        self._download_locks: dict[str, threading.Lock] = {}
         self._count_lock = threading.Lock()
         self.fetched_bytes = 0  # read from the bucket by this process: ranges and downloads
 
@@ -223,10 +224,15 @@ class ObjectStore:
         cached = self.local_path(key)
         if cached.is_file():
             return cached
-        with self._download_lock:
+        with self._download_lock_of(key):
             if not cached.is_file():
                 self._download(key, cached)
         return cached
+
+    def _download_lock_of(self, key: str) -> threading.Lock:
+        """One lock per key: two threads never download the same object, different objects in parallel."""
+        with self._download_lock:
+            return self._download_locks.setdefault(key, threading.Lock())
 
     def _download(self, key: str, target: Path) -> None:
         import obstore
