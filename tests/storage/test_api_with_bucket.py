@@ -5,11 +5,13 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from app.config import Settings
 from app.detectors.service import BUILTIN_DIR, model_key
-from app.models import TrainingRun
+from app.models import Job, TrainingRun
 from app.storage import ObjectStore
+from app.training.schemas import TrainExperimentParams
 from app.training.service import exported_model_key
 from tests.conftest import ClientFactory
 from tests.factories import make_study
@@ -102,3 +104,22 @@ async def test_a_detector_missing_from_the_bucket_is_refused_before_a_job_is_que
     started = await admin.post(f"/api/v1/tasks/{setup.task.id}/detect", json={"detector_id": detector["id"]})
     assert started.status_code == 409
     assert "missing from the store" in started.json()["detail"]
+
+
+async def test_a_requeued_training_experiment_on_another_machine_finds_its_children(
+    app: object, client_for: ClientFactory, sessionmaker: object, settings: Settings, tmp_path: Path
+) -> None:
+    from tests.training.helpers import training_study
+    from worker.tasks import train_experiment
+
+    built = await training_study(app, client_for)
+    params = TrainExperimentParams(
+        study_id=built.study_id, task_id=built.task_id, modes=["unaided"], sets="number"
+    )
+    first = await train_experiment._queue_children(params, settings)
+    other_machine = settings.model_copy(update={"data_dir": tmp_path / "second-worker"})
+    again = await train_experiment._queue_children(params, other_machine)
+    assert first and again == first
+    async with sessionmaker() as session:  # type: ignore[operator]
+        queued = (await session.scalars(select(Job.id).where(Job.kind == "train"))).all()
+    assert sorted(queued) == sorted(first), "the second machine queued the children again"
