@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     storage_url: str = ""
     storage_endpoint: str = ""
     storage_region: str = ""
+    storage_cache_bytes: int = 10 * 1024**3
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -151,7 +151,9 @@ class ObjectStore:
     ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ...) unless the settings name them.
     """
 
-    def __init__(self, url: str, cache_dir: Path, *, endpoint: str = "", region: str = "") -> None:
+    def __init__(
+        self, url: str, cache_dir: Path, *, endpoint: str = "", region: str = "", cache_bytes: int = 0
+    ) -> None:
         from obstore.store import S3Store
 
         parsed = urlparse(url)
@@ -159,6 +161,7 @@ class ObjectStore:
             raise StorageUnusable(f"CONCORD_STORAGE_URL must look like s3://bucket/prefix, not {url!r}")
         self.url = url
         self.cache_dir = cache_dir
+        self.cache_bytes = cache_bytes  # 0: unbounded
         endpoint = (
             endpoint or os.environ.get("AWS_ENDPOINT_URL_S3", "") or os.environ.get("AWS_ENDPOINT_URL", "")
         )
@@ -209,6 +212,7 @@ class ObjectStore:
             if source.resolve() != cached.resolve():
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(source, cached)
+            self.trim_cache(keep=cached)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         import obstore
@@ -223,11 +227,33 @@ class ObjectStore:
     def local_file(self, key: str) -> Path:
         cached = self.local_path(key)
         if cached.is_file():
+            cached.touch()  # recently used: trimmed last
             return cached
         with self._download_lock_of(key):
             if not cached.is_file():
                 self._download(key, cached)
+                self.trim_cache(keep=cached)
         return cached
+
+    def trim_cache(self, keep: Path) -> None:
+        """Delete the least recently used copies until the cache fits ``cache_bytes`` (``keep`` stays).
+
+        A copy in use survives its deletion where it matters: memory maps and open files keep their
+        data, and a reader that reopens a deleted copy downloads it again."""
+        if self.cache_bytes <= 0:
+            return
+        copies = []
+        for path in self.cache_dir.rglob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path != keep and not path.name.endswith(".partial"):
+                    status = path.stat()
+                    copies.append((status.st_mtime, status.st_size, path))
+        total = sum(size for _, size, _ in copies) + (keep.stat().st_size if keep.is_file() else 0)
+        for _, size, path in sorted(copies):
+            if total <= self.cache_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
 
     def _download_lock_of(self, key: str) -> threading.Lock:
         """One lock per key: two threads never download the same object, different objects in parallel."""
@@ -303,7 +329,7 @@ def _relative_key(root: Path, path: Path) -> str | None:
         return None
 
 
-_stores: dict[tuple[str, str, str, str], Store] = {}
+_stores: dict[tuple[str, ...], Store] = {}
 _stores_lock = threading.Lock()
 
 
@@ -329,6 +355,7 @@ def _make_store(settings: Settings) -> Store:
         settings.data_dir / "cache",
         endpoint=settings.storage_endpoint,
         region=settings.storage_region,
+        cache_bytes=settings.storage_cache_bytes,
     )
 
 

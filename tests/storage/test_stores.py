@@ -1,5 +1,6 @@
 """Both stores keep the same promises: what is put is read back whole, by ranges and as a local file."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,19 @@ def test_a_storage_url_that_is_not_s3_is_refused(tmp_path: Path) -> None:
         ObjectStore("gs://bucket/prefix", tmp_path)
     with pytest.raises(StorageUnusable):
         ObjectStore("s3:///no-bucket", tmp_path)
+
+
+def test_the_cache_of_copies_keeps_the_most_recently_used_within_its_bound(
+    bucket: str, tmp_path: Path
+) -> None:
+    store = ObjectStore(f"s3://{bucket}/p", tmp_path / "cache", cache_bytes=int(2.5 * len(PAYLOAD)))
+    for name in ("a", "b", "c"):
+        store.put_bytes(f"models/{name}.onnx", PAYLOAD)
+    first = store.local_file("models/a.onnx")
+    store.local_file("models/b.onnx")
+    os.utime(first, (1, 1))  # long unused
+    store.local_file("models/c.onnx")
+    assert not first.exists()
+    assert store.local_path("models/b.onnx").is_file() and store.local_path("models/c.onnx").is_file()
+    assert store.local_file("models/a.onnx").read_bytes() == PAYLOAD, "a trimmed copy is downloaded again"
+    assert not store.local_path("models/b.onnx").exists()
