@@ -315,10 +315,14 @@ def _open_stored_backend(path: Path) -> _Backend:
     stream = storage.readable(path)
     if isinstance(stream, Path):
         return _open_backend(stream)
-    head = stream.read(8)
-    if next((fmt for magic, fmt in MAGIC if head.startswith(magic)), None) == "tiff":
-        stream.seek(0)
-        return _TiffBackend(stream)
+    try:
+        head = stream.read(8)
+        if next((fmt for magic, fmt in MAGIC if head.startswith(magic)), None) == "tiff":
+            stream.seek(0)
+            return _TiffBackend(stream)
+    except BaseException:
+        stream.close()
+        raise
     stream.close()
     return _open_backend(storage.local_copy(path))
 
