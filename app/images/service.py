@@ -91,7 +91,7 @@ async def add_images(
     except BaseException:
         storage.discard(staged)
         for path in created_files:
-            path.unlink(missing_ok=True)
+            storage.remove_stored(settings, path)
         raise
 
 

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +32,8 @@ import zarr
 from PIL import Image
 from tifffile.zarr import ZarrTiffStore
 
-from app.images.validation import sniff_format
+from app import storage
+from app.images.validation import MAGIC, sniff_format
 
 Pixels = npt.NDArray[np.uint8]
 EncodeFormat = Literal["jpeg", "png"]
@@ -191,8 +192,11 @@ class _Backend(Protocol):
 
 
 class _TiffBackend:
-    def __init__(self, path: Path) -> None:
-        self._tiff = tifffile.TiffFile(path)
+    """``file``: a path, or a seekable stream (ranged reads of a bucket's object), closed with the backend."""
+
+    def __init__(self, file: Path | BinaryIO) -> None:
+        self._stream = None if isinstance(file, Path) else file
+        self._tiff = tifffile.TiffFile(file)
         self._series = self._tiff.series[0]
         self.native_levels = [(level.shape[1], level.shape[0]) for level in self._series.levels]
         self._stores: dict[int, ZarrTiffStore] = {}
@@ -219,6 +223,8 @@ class _TiffBackend:
         for store in self._stores.values():
             store.close()
         self._tiff.close()
+        if self._stream is not None:
+            self._stream.close()
 
 
 class _PillowBackend:
@@ -293,12 +299,32 @@ def _with_raw_cache(backend: _Backend, raw_path: Path | None) -> _Backend:
 
 
 def _open_backend(path: Path) -> _Backend:
+    if not path.is_file():
+        return _open_stored_backend(path)
     fmt = sniff_format(path)
     if fmt == "tiff":
         return _TiffBackend(path)
     if fmt in ("png", "jpeg"):
         return _PillowBackend(path)
     raise RegionError(f"{path.name} is not a PNG, JPEG or TIFF image")
+
+
+def _open_stored_backend(path: Path) -> _Backend:
+    """An object of a shared bucket with no copy here: a TIFF is read by ranges (tiles of a large slide
+    fetch only their bytes); any other file is copied here first (it is decoded whole anyway)."""
+    stream = storage.readable(path)
+    if isinstance(stream, Path):
+        return _open_backend(stream)
+    try:
+        head = stream.read(8)
+        if next((fmt for magic, fmt in MAGIC if head.startswith(magic)), None) == "tiff":
+            stream.seek(0)
+            return _TiffBackend(stream)
+    except BaseException:
+        stream.close()
+        raise
+    stream.close()
+    return _open_backend(storage.local_copy(path))
 
 
 # ---------------------------------------------------------------- sources
