@@ -1,4 +1,4 @@
-"""Lazy region reads, tile encoding and caching for PNG, JPEG and tiled/pyramidal TIFF images.
+"""Lazy region reads, tile encoding and caching for PNG, JPEG, tiled/pyramidal TIFF images and slides.
 
 Every read returns RGB uint8 pixels of one pyramid level; parts outside the image are white.
 
@@ -8,6 +8,8 @@ previous) down to about ``MIN_LEVEL_SIDE``; they are computed region-wise by are
 smallest native level, and a read that would need more than ``MAX_SOURCE_PIXELS`` native pixels is
 refused with ``RegionError`` (a 20 000 px TIFF without a pyramid cannot be thumbnailed; one with a
 pyramid can). PNG and JPEG are decoded once and their pyramid is built by 2x averaging on demand.
+Whole slides (a file named ``*.svs``, ``*.ndpi`` or ``*.scn``) are read through OpenSlide, whose levels
+are the slide's own pyramid (often 4x apart); OpenSlide decodes only the tiles a region touches.
 
 A source may be given the path of a raw cache of its level 0 (an uncompressed RGB uint8 ``.npy`` file,
 see ``app/images/rawcache.py``); level-0 reads then copy from a read-only memory map of it, and every
@@ -27,12 +29,13 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import openslide
 import tifffile
 import zarr
 from PIL import Image
 from tifffile.zarr import ZarrTiffStore
 
-from app.images.validation import sniff_format
+from app.images.validation import EXTENSIONS, SLIDE_FORMATS, sniff_format
 
 Pixels = npt.NDArray[np.uint8]
 EncodeFormat = Literal["jpeg", "png"]
@@ -221,6 +224,30 @@ class _TiffBackend:
         self._tiff.close()
 
 
+class _OpenSlideBackend:
+    """A scanner's whole slide; OpenSlide answers RGBA, transparent where the scanner stored nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self._slide = openslide.OpenSlide(path)
+        self.native_levels = [(int(w), int(h)) for w, h in self._slide.level_dimensions]
+        self._downsamples = list(self._slide.level_downsamples)
+
+    def read_native(self, level: int, rect: _Rect) -> Pixels:
+        factor = self._downsamples[level]
+        origin = (round(rect.x * factor), round(rect.y * factor))
+        region = self._slide.read_region(origin, level, (rect.w, rect.h))
+        return to_rgb8(np.asarray(region))
+
+    def resident_bytes(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+SLIDE_SUFFIXES = frozenset(EXTENSIONS[fmt] for fmt in SLIDE_FORMATS)
+
+
 class _PillowBackend:
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -294,11 +321,13 @@ def _with_raw_cache(backend: _Backend, raw_path: Path | None) -> _Backend:
 
 def _open_backend(path: Path) -> _Backend:
     fmt = sniff_format(path)
+    if fmt == "tiff" and path.suffix.lower() in SLIDE_SUFFIXES:
+        return _OpenSlideBackend(path)
     if fmt == "tiff":
         return _TiffBackend(path)
     if fmt in ("png", "jpeg"):
         return _PillowBackend(path)
-    raise RegionError(f"{path.name} is not a PNG, JPEG or TIFF image")
+    raise RegionError(f"{path.name} is not a PNG, JPEG, TIFF image or TIFF-based slide")
 
 
 # ---------------------------------------------------------------- sources
