@@ -2,10 +2,11 @@
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
-from app.models import GroundTruthObject, Image, ImagePurpose
+from app.models import Assignment, GroundTruthObject, Image, ImagePurpose, Mode, User, purpose_of_mode
 
 STUDY = ImagePurpose.study
 
@@ -56,3 +57,25 @@ async def delete_ground_truth(session: AsyncSession, task_id: int) -> None:
 async def ground_truth_of_image(session: AsyncSession, image_id: int) -> Sequence[GroundTruthObject]:
     query = select(GroundTruthObject).where(GroundTruthObject.image_id == image_id)
     return (await session.scalars(query.order_by(GroundTruthObject.position, GroundTruthObject.id))).all()
+
+
+async def visible_image(session: AsyncSession, user: User, image_id: int) -> Image | None:
+    """The image when the user may see it, in one query: an admin sees every image, an expert one with an
+    assignment on its task whose mode works on its purpose (the rule of studies.get_image)."""
+    query = select(Image).where(Image.id == image_id)
+    if not user.is_admin:
+        query = query.where(_assigned_to_purpose(user.id))
+    return (await session.scalars(query)).first()
+
+
+def _assigned_to_purpose(user_id: int) -> ColumnElement[bool]:
+    fits = or_(
+        *(
+            and_(
+                Image.purpose == purpose,
+                Assignment.mode.in_([m.value for m in Mode if purpose_of_mode(m) == purpose]),
+            )
+            for purpose in ImagePurpose
+        )
+    )
+    return exists().where(Assignment.task_id == Image.task_id, Assignment.expert_id == user_id, fits)

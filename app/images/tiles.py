@@ -84,7 +84,7 @@ def to_rgb8(array: npt.NDArray[np.generic]) -> Pixels:
     pixels = _to_uint8(array)
     if pixels.ndim == 2:
         return np.repeat(pixels[:, :, None], 3, axis=2)
-    if pixels.shape[2] == 4:
+    if pixels.shape[2] == 4 and pixels[:, :, 3].min() < 255:
         return _over_white(pixels)
     return np.ascontiguousarray(pixels[:, :, :3])
 
@@ -185,6 +185,8 @@ def _paste_into_white(request: _Rect, inside: _Rect, patch: Pixels) -> Pixels:
 
 class _Backend(Protocol):
     native_levels: list[LevelSize]
+    # True when reads may run in several threads at once (the source then reads outside its lock).
+    thread_safe: bool
 
     def read_native(self, level: int, rect: _Rect) -> Pixels: ...
 
@@ -194,6 +196,8 @@ class _Backend(Protocol):
 
 
 class _TiffBackend:
+    thread_safe = False
+
     def __init__(self, path: Path) -> None:
         self._tiff = tifffile.TiffFile(path)
         self._series = self._tiff.series[0]
@@ -225,7 +229,11 @@ class _TiffBackend:
 
 
 class _OpenSlideBackend:
-    """A scanner's whole slide; OpenSlide answers RGBA, transparent where the scanner stored nothing."""
+    """A scanner's whole slide; OpenSlide answers RGBA, transparent where the scanner stored nothing.
+
+    OpenSlide handles are thread-safe, and ctypes lets other threads run while one decodes."""
+
+    thread_safe = True
 
     def __init__(self, path: Path) -> None:
         self._slide = openslide.OpenSlide(path)
@@ -249,6 +257,8 @@ SLIDE_SUFFIXES = frozenset(EXTENSIONS[fmt] for fmt in SLIDE_FORMATS)
 
 
 class _PillowBackend:
+    thread_safe = False
+
     def __init__(self, path: Path) -> None:
         self._path = path
         with Image.open(path) as image:
@@ -286,6 +296,8 @@ def _decode_with_pillow(path: Path) -> Pixels:
 
 class _RawLevel0Backend:
     """Level 0 from a memory-mapped raw cache; other levels from the file's own backend."""
+
+    thread_safe = False
 
     def __init__(self, inner: _Backend, raw: Pixels) -> None:
         self._inner = inner
@@ -343,6 +355,8 @@ class ImageSource:
         self.path = path
         self.raw_path = raw_path
         self._lock = threading.Lock()
+        self._no_readers = threading.Condition(self._lock)
+        self._readers = 0
         self._backend: _Backend | None = None
         self._levels: list[LevelSize] | None = None
         self._native_count = 0
@@ -371,27 +385,40 @@ class ImageSource:
             return self._native_count
 
     def read_region(self, level: int, x: int, y: int, w: int, h: int) -> Pixels:
+        request = _Rect(x, y, w, h)
         with self._lock:
             backend = self._opened()
             assert self._levels is not None
             _check_request(self._levels, level, w, h)
-            request = _Rect(x, y, w, h)
             inside = request.clip(*self._levels[level])
             if inside.empty:
                 return _white(request)
-            if level < self._native_count:
-                patch = backend.read_native(level, inside)
-            else:
-                patch = self._synthesize(backend, level, inside)
-            self._resident = backend.resident_bytes()
-            return _paste_into_white(request, inside, patch)
+            if not backend.thread_safe:
+                patch = self._read(backend, level, inside)
+                self._resident = backend.resident_bytes()
+                return _paste_into_white(request, inside, patch)
+            self._readers += 1
+        try:
+            patch = self._read(backend, level, inside)
+        finally:
+            with self._lock:
+                self._readers -= 1
+                self._no_readers.notify_all()
+        return _paste_into_white(request, inside, patch)
+
+    def _read(self, backend: _Backend, level: int, inside: _Rect) -> Pixels:
+        if level < self._native_count:
+            return backend.read_native(level, inside)
+        return self._synthesize(backend, level, inside)
 
     def resident_bytes(self) -> int:
         """Decoded pixels held in memory, as of the last read; lock-free so the cache never waits."""
         return self._resident
 
     def close(self) -> None:
+        """Waits for reads running outside the lock, so a backend is never closed under a reader."""
         with self._lock:
+            self._no_readers.wait_for(lambda: self._readers == 0)
             if self._backend is not None:
                 self._backend.close()
                 self._backend = None
@@ -597,6 +624,26 @@ class TileCache:
             window,
         )
 
+    def cached_tile(
+        self,
+        path: Path,
+        level: int,
+        col: int,
+        row: int,
+        size: int = 256,
+        fmt: EncodeFormat = "jpeg",
+        quality: int = 85,
+        *,
+        window: Window | None = None,
+    ) -> bytes | None:
+        """The tile's encoded bytes when the cache holds them, else None; never reads pixels, so a caller
+        on the event loop may ask first and go to a thread only on a miss."""
+        with self._lock:
+            hit = self._encoded.get(_tile_key(path, window, level, col, row, size, fmt, quality))
+            if hit is not None:
+                self._hits += 1
+        return hit
+
     def tile(
         self,
         path: Path,
@@ -614,7 +661,7 @@ class TileCache:
             return encode(view.read_region(level, rect.x, rect.y, rect.w, rect.h), fmt, quality)
 
         return self._cached(
-            (path, window, "tile", level, col, row, size, fmt, quality),
+            _tile_key(path, window, level, col, row, size, fmt, quality),
             path,
             render,
             window,
@@ -715,6 +762,12 @@ class TileCache:
 
     def _decoded_bytes(self) -> int:
         return sum(source.resident_bytes() for source in self._sources.values())
+
+
+def _tile_key(
+    path: Path, window: Window | None, level: int, col: int, row: int, size: int, fmt: str, quality: int
+) -> tuple[Hashable, ...]:
+    return (path, window, "tile", level, col, row, size, fmt, quality)
 
 
 class _Render(Protocol):

@@ -111,7 +111,12 @@ def write_svs_tiles(
     """A large SVS-style slide from tile iterators (width, height, tiles row by row) per level: nothing
     larger than a tile is held in memory. The first level is level 0."""
     width, height = levels[0][0], levels[0][1]
-    options = {"photometric": "rgb", "compression": ("jpeg", quality), "metadata": None}
+    options = {
+        "photometric": "rgb",
+        "compression": "jpeg",
+        "compressionargs": {"level": quality},
+        "metadata": None,
+    }
     with tifffile.TiffWriter(path, bigtiff=True) as tiff:
         for index, (level_w, level_h, tiles) in enumerate(levels):
             description = aperio_description(width, height, mpp, None if index == 0 else (level_w, level_h))
