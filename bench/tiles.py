@@ -15,6 +15,8 @@ extent made into a study image through the slides service. Then one server proce
 and this client process (--connections keep-alive connections, one request in flight on each, written
 on bare asyncio streams: httpx costs several times the CPU of a cached tile's answer).
 
+Client: --client raw (default) or httpx.
+
 Phases, in one run: `cold` requests --tiles distinct tiles (levels 0-2, drawn with a seed; 256 px JPEG)
 as the expert, each for the first time (read + encode); `warm` requests the same tiles again (encoded
 cache); then the client stores each tile's bytes under /bench/static/{i} (not timed) and `static`
@@ -39,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,39 +290,64 @@ def percentile(values: list[float], q: float) -> float:
 
 class Connection:
     """One keep-alive HTTP/1.1 connection with the least client work (httpx costs several times the CPU
-    of a cached tile's answer, and client and server share two cores)."""
+    of a cached tile's answer, and client and server share two cores). Reopened when the server closed
+    it while idle (uvicorn's keep-alive timeout, during the untimed uploads)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: str) -> None:
-        self._reader, self._writer, self._headers = reader, writer, headers
-
-    @classmethod
-    async def open(cls, port: int, token: str) -> Connection:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer, f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n")
+    def __init__(self, port: int, token: str) -> None:
+        self._port = port
+        self._headers = f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def get(self, url: str) -> tuple[int, bytes]:
-        self._writer.write(f"GET {url} HTTP/1.1\r\n{self._headers}\r\n".encode())
-        head = await self._reader.readuntil(b"\r\n\r\n")
+        try:
+            return await self._get(url)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.close()
+            return await self._get(url)
+
+    async def _get(self, url: str) -> tuple[int, bytes]:
+        if self._streams is None:
+            self._streams = await asyncio.open_connection("127.0.0.1", self._port)
+        reader, writer = self._streams
+        writer.write(f"GET {url} HTTP/1.1\r\n{self._headers}\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = next(
             int(line.split(b":", 1)[1])
             for line in head.split(b"\r\n")
             if line.lower().startswith(b"content-length:")
         )
-        return status, await self._reader.readexactly(length)
+        return status, await reader.readexactly(length)
 
     def close(self) -> None:
-        self._writer.close()
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
 
 
-async def run_phase(connections: list[Connection], name: str, urls: list[str]) -> Phase:
+class HttpxConnection:
+    """The same requests through one shared httpx client (--client httpx: the client of the issue's
+    first measurement, whose own CPU then bounds the static route)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def get(self, url: str) -> tuple[int, bytes]:
+        response = await self._client.get(url)
+        return response.status_code, response.content
+
+    def close(self) -> None:
+        pass
+
+
+async def run_phase(connections: Sequence[Connection | HttpxConnection], name: str, urls: list[str]) -> Phase:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(len(urls)):
         queue.put_nowait(index)
     latencies = [0.0] * len(urls)
     bodies = [b""] * len(urls)
 
-    async def work(connection: Connection) -> None:
+    async def work(connection: Connection | HttpxConnection) -> None:
         while not queue.empty():
             index = queue.get_nowait()
             started = time.perf_counter()
@@ -336,16 +363,23 @@ async def run_phase(connections: list[Connection], name: str, urls: list[str]) -
 
 
 async def measure(
-    port: int, seeded: Seeded, tiles: list[tuple[int, int, int]], connections: int, rounds: int
+    port: int, seeded: Seeded, tiles: list[tuple[int, int, int]], args: argparse.Namespace
 ) -> list[Phase]:
     """Rounds of cold, warm and static requests, so that the three phases meet the same background load
     (this machine is shared); each phase's figures are over all its rounds."""
     urls = [f"/api/v1/images/{seeded.image_id}/tiles/{level}/{col}/{row}" for level, col, row in tiles]
     phases = {name: Phase(name, 0.0, [], []) for name in ("cold", "warm", "static")}
-    pool = [await Connection.open(port, seeded.token) for _ in range(connections)]
+    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
+    headers = {"Authorization": f"Bearer {seeded.token}"}
+    base = f"http://127.0.0.1:{port}"
+    pool: list[Connection | HttpxConnection] = [
+        Connection(port, seeded.token) for _ in range(args.connections)
+    ]
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            size = -(-len(urls) // rounds)
+        async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits, headers=headers) as client:
+            if args.client == "httpx":
+                pool = [HttpxConnection(client) for _ in range(args.connections)]
+            size = -(-len(urls) // args.rounds)
             for start in range(0, len(urls), size):
                 chunk = urls[start : start + size]
                 cold = await run_phase(pool, "cold", chunk)
@@ -375,6 +409,7 @@ def main() -> None:
     )
     parser.add_argument("--tiles", type=int, default=1500)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="raw: bare asyncio streams")
     parser.add_argument(
         "--rounds", type=int, default=10, help="cold, warm, static phases alternate in rounds"
     )
@@ -405,7 +440,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     server = start_server(port, env, folder / "server.log")
     try:
         await wait_up(f"http://127.0.0.1:{port}", server)
-        cold, warm, static = await measure(port, seeded, tiles, args.connections, args.rounds)
+        cold, warm, static = await measure(port, seeded, tiles, args)
     except BaseException:
         print((folder / "server.log").read_text()[-3000:], file=sys.stderr)
         raise
@@ -434,6 +469,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "tiles": len(tiles),
         "connections": args.connections,
         "rounds": args.rounds,
+        "client": args.client,
         "slide_side": args.side,
         "slide_levels": seeded.levels,
         "slide_generated_s": None if generated_s is None else round(generated_s, 1),

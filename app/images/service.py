@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar
 
-from anyio import CapacityLimiter, to_thread
+from anyio import to_thread
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -19,7 +19,6 @@ from app.models import GroundTruthObject, Image, ImagePurpose, Label, Task, User
 
 EncodeFormat = Literal["jpeg", "png"]
 T = TypeVar("T")
-PIXEL_THREADS = 4
 
 
 def make_tile_cache(settings: Settings) -> TileCache:
@@ -174,22 +173,10 @@ def file_of(settings: Settings, image: Image) -> tuple[Path, Window | None]:
     return path, window
 
 
-_pixel_threads: dict[int, CapacityLimiter] = {}
-
-
-def _pixel_limiter() -> CapacityLimiter:
-    """Pixel work shares a few threads per process: more only contend for two cores and the GIL, which
-    the event loop needs too (32 concurrent cold tiles in 32 threads doubled the p99 in bench/tiles.py)."""
-    limiter = _pixel_threads.get(0)
-    if limiter is None:
-        limiter = _pixel_threads[0] = CapacityLimiter(PIXEL_THREADS)
-    return limiter
-
-
 async def _pixels(work: Callable[[], T]) -> T:
     """Run a blocking read in a thread; bad requests answer 422, a missing file 404."""
     try:
-        return await to_thread.run_sync(work, limiter=_pixel_limiter())
+        return await to_thread.run_sync(work)
     except RegionError as error:
         raise Invalid(str(error)) from error
     except FileNotFoundError as error:
