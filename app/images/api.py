@@ -8,7 +8,6 @@ from fastapi.responses import Response
 from app.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from app.images import repository, service
 from app.images.schemas import GroundTruthOut, GroundTruthUpload, ImageOut
-from app.images.slides_api import router as slides_router
 from app.images.tiles import TileCache, Window
 from app.models import ImagePurpose
 from app.schemas_common import FiniteFloat, PathId, file_responses
@@ -182,6 +181,3 @@ async def list_ground_truth(task_id: PathId, session: SessionDep, admin: AdminUs
         )
         for item in await repository.ground_truth_of_task(session, task.id, None)
     ]
-
-
-router.include_router(slides_router)
