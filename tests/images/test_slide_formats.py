@@ -138,3 +138,22 @@ def test_slide_tiles_are_cached_jpeg(svs: tuple[Path, Pixels]) -> None:
     with Image.open(__import__("io").BytesIO(first)) as tile:
         assert tile.format == "JPEG"
         assert tile.size == (375 - 256, 250)
+
+
+def test_slide_reads_in_many_threads_survive_closing(svs: tuple[Path, Pixels]) -> None:
+    """OpenSlide reads run outside the source's lock; close() waits for them, and later reads reopen."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, _ = svs
+    source = ImageSource(path)
+    expected = source.read_region(0, 256, 256, 256, 256)
+
+    def read(index: int) -> bool:
+        if index % 10 == 0:
+            source.close()
+            return True
+        return bool((source.read_region(0, 256, 256, 256, 256) == expected).all())
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(read, range(400)))
+    source.close()
