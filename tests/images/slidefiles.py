@@ -4,6 +4,10 @@
 "Aperio Image Library", a stripped thumbnail as the second page, then the lower levels (4x apart by
 default, as Aperio's are), all tiled. OpenSlide reads it as "aperio", tifffile as an SVS series.
 
+``write_scn`` writes a Leica SCN: a BigTIFF whose first ImageDescription is Leica's XML, one collection
+twice the image's size (in nanometres) holding one brightfield image at its centre, tiled levels; OpenSlide
+shows the whole collection, transparent (white in Concord) around the image, as it does with real scans.
+
 ``write_ndpi`` writes the smallest file OpenSlide reads as Hamamatsu NDPI: each level one JPEG strip
 with the NDPI tags (format flag 65420, source lens 65421), resolution in pixels per centimetre; OpenSlide
 adds levels of its own by decoding the JPEG at 1/2, 1/4 and 1/8 scale.
@@ -67,6 +71,49 @@ def write_svs(
                 photometric="rgb",
                 compression=compression,
                 description=aperio_description(width, height, mpp, size),
+                metadata=None,
+            )
+    return path
+
+
+LEICA_NAMESPACE = "http://www.leica-microsystems.com/scn/2010/10/01"
+
+
+def leica_description(width: int, height: int, levels: Sequence[tuple[int, int]], nm_per_px: int) -> str:
+    view_w, view_h = width * nm_per_px, height * nm_per_px
+    dimensions = "".join(
+        f'<dimension sizeX="{w}" sizeY="{h}" r="{index}" ifd="{index}"/>'
+        for index, (w, h) in enumerate(levels)
+    )
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><scn xmlns="{LEICA_NAMESPACE}">'
+        f'<collection name="concord" uuid="00000000-0000-0000-0000-000000000001" sizeX="{2 * view_w}" sizeY="{2 * view_h}">'
+        '<image name="main" uuid="00000000-0000-0000-0000-000000000002">'
+        "<creationDate>2026-11-28T00:00:00.00Z</creationDate>"
+        '<device model="Leica SCN400;Leica SCN" version="1.4.0.10758;1.4.0.10758"/>'
+        f'<pixels sizeX="{width}" sizeY="{height}">{dimensions}</pixels>'
+        f'<view sizeX="{view_w}" sizeY="{view_h}" offsetX="{view_w // 2}" offsetY="{view_h // 2}" spacingZ="0"/>'
+        "<scanSettings><objectiveSettings><objective>20</objective></objectiveSettings>"
+        "<illuminationSettings><numericalAperture>0.4</numericalAperture>"
+        "<illuminationSource>brightfield</illuminationSource></illuminationSettings></scanSettings>"
+        "</image></collection></scn>"
+    )
+
+
+def write_scn(path: Path, pixels: Pixels, *, nm_per_px: int = 250, factors: Sequence[int] = (4,)) -> Path:
+    """A Leica-style SCN of ``pixels``, which lie at (width / 2, height / 2) of a collection twice as large."""
+    levels = [pixels] + [shrink(pixels, factor) for factor in factors]
+    sizes = [(level.shape[1], level.shape[0]) for level in levels]
+    description = leica_description(sizes[0][0], sizes[0][1], sizes, nm_per_px)
+    with tifffile.TiffWriter(path, bigtiff=True) as tiff:
+        for index, level in enumerate(levels):
+            text = description if index == 0 else ""
+            tiff.write(
+                level,
+                tile=(TILE, TILE),
+                photometric="rgb",
+                compression="jpeg",
+                description=text,
                 metadata=None,
             )
     return path

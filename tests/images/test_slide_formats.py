@@ -12,7 +12,7 @@ from PIL import Image
 
 from app.images.tiles import ImageSource, RegionView, TileCache, Window
 from app.images.validation import CORRUPT, ImageRejected, inspect_image_file, is_slide_format
-from tests.images.slidefiles import Pixels, write_ndpi, write_svs
+from tests.images.slidefiles import Pixels, write_ndpi, write_scn, write_svs
 
 LIMITS = {"max_bytes": 2**30, "max_pixels": 2**31}
 
@@ -38,6 +38,12 @@ def svs(tmp_path: Path) -> tuple[Path, Pixels]:
 def ndpi(tmp_path: Path) -> tuple[Path, Pixels]:
     pixels = tissue(1024, 768)
     return write_ndpi(tmp_path / "slide.ndpi", pixels, mpp=0.4416), pixels
+
+
+@pytest.fixture
+def scn(tmp_path: Path) -> tuple[Path, Pixels]:
+    pixels = tissue(1024, 768)
+    return write_scn(tmp_path / "slide.scn", pixels), pixels
 
 
 def close_to(actual: Pixels, expected: Pixels, tolerance: float = 4.0) -> bool:
@@ -157,3 +163,19 @@ def test_slide_reads_in_many_threads_survive_closing(svs: tuple[Path, Pixels]) -
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert all(pool.map(read, range(400)))
     source.close()
+
+
+def test_scn_upload_is_recognised_as_leica(scn: tuple[Path, Pixels], tmp_path: Path) -> None:
+    upload = tmp_path / "scan.upload"
+    shutil.copy(scn[0], upload)
+    assert openslide.OpenSlide.detect_format(upload) == "leica"
+    info = inspect_image_file(upload, **LIMITS)
+    assert (info.format, info.width, info.height, info.extension) == ("scn", 2048, 1536, ".scn")
+
+
+def test_scn_image_lies_in_its_collection_white_around(scn: tuple[Path, Pixels]) -> None:
+    path, pixels = scn
+    with ImageSource(path) as source:
+        assert source.levels[:2] == [(2048, 1536), (512, 384)]
+        assert close_to(source.read_region(0, 512, 384, 1024, 768), pixels)
+        assert (source.read_region(0, 0, 0, 256, 256) == 255).all()
