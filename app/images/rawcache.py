@@ -18,11 +18,12 @@ import numpy as np
 from app.config import Settings
 from app.images import storage
 from app.images.tiles import MAX_REGION_PIXELS, ImageSource
+from app.images.validation import EXTENSIONS
 from app.models import Image
 from app.storage import store_of
 
 RAW_BAND_ROWS = 1024
-STORED_EXTENSIONS = {"png": "png", "jpeg": "jpg", "tiff": "tif"}
+STORED_EXTENSIONS: dict[str, str] = {fmt: extension.lstrip(".") for fmt, extension in EXTENSIONS.items()}
 
 
 def raw_key(sha256: str) -> str:

@@ -38,6 +38,13 @@ def stored_path(settings: Settings, sha256: str, extension: str) -> Path:
     return store_of(settings).local_path(image_key(sha256, extension))
 
 
+def local_path(settings: Settings, sha256: str, extension: str) -> Path:
+    """A stored file as a path on this machine, for readers that open files by name (OpenSlide).
+
+    With the local data dir this is the stored file itself."""
+    return stored_path(settings, sha256, extension)
+
+
 def staging_dir(settings: Settings) -> Path:
     path = settings.data_dir / "tmp"
     path.mkdir(parents=True, exist_ok=True)

@@ -210,6 +210,7 @@ FIXED_PARAMS = {
     "fmt": "svg",
     "detector_id": "1",
     "run_id": "1",
+    "slide_id": "1",
 }
 
 
