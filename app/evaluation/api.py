@@ -130,8 +130,7 @@ async def get_metrics_csv(
     """One metrics table (experts, summary, injected, statistics) as CSV."""
     study = await _study(session, study_id)
     metrics = await study_metrics(session, study, MetricsParams(iou, error_iou), compute)
-    header, rows = exports.metrics_table(metrics, table)
-    return _download(exports.rows_csv(header, rows), "csv", f"{study.name}-{table}")
+    return _download(exports.metrics_csv(metrics, table), "csv", f"{study.name}-{table}")
 
 
 @router.get("/studies/{study_id}/export.zip", responses=file_responses("application/zip"))
