@@ -67,7 +67,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     plan.add_argument("--preset", default="paper")
     plan.add_argument("--repetitions", type=int, default=100)
     plan.add_argument("--seed", type=int, default=0)
-    plan.add_argument("--figure", help="also write the power plot to this SVG or PNG file")
+    plan.add_argument(
+        "--figure", help="also write the plot (power, or the training question's accuracy) to this SVG or PNG"
+    )
     plan.add_argument(
         "--fit-study", help="fit the population to this finished study's results (name or id) before planning"
     )

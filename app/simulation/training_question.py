@@ -248,11 +248,12 @@ def figure(result: dict[str, Any], fmt: str = "svg") -> bytes:
                 linestyle=styles.get(loss, "-"),
                 marker="o",
                 capsize=3,
-                label=f"{mode} ({'VotesLoss' if loss == 'votes' else 'BCE'})" if len(losses) > 1 else mode,
+                label=f"{mode} ({_loss_name(loss)})" if len(losses) > 1 else mode,
             )
     yardstick = result["answers"][losses[0]]["aided_one_accuracy"] if losses else None
     if yardstick is not None:
-        axes.axhline(yardstick, color="#888888", linestyle=":", linewidth=1, label="one aided expert")
+        which = f" ({_loss_name(losses[0])})" if len(losses) > 1 else ""
+        axes.axhline(yardstick, color="#888888", linestyle=":", linewidth=1, label=f"one aided expert{which}")
     axes.set_xlabel("experts per mode whose votes label the training set")
     axes.set_ylabel("validation accuracy")
     axes.set_xticks(sorted({r["experts"] for r in result["rows"]}))
@@ -264,6 +265,10 @@ def figure(result: dict[str, Any], fmt: str = "svg") -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=fmt, dpi=110)
     return buffer.getvalue()
+
+
+def _loss_name(loss: str) -> str:
+    return "VotesLoss" if loss == "votes" else "BCE"
 
 
 def describe(result: dict[str, Any]) -> str:
