@@ -357,7 +357,12 @@ def question_params(args: argparse.Namespace) -> Any:
     values: dict[str, Any] = {"preset": args.preset, "seed": args.seed}
     values["losses"] = [part.strip() for part in args.losses.split(",") if part.strip()]
     if args.experts:
-        values["experts"] = [int(part) for part in args.experts.split(",") if part.strip()]
+        try:
+            values["experts"] = [int(part) for part in args.experts.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(
+                f"--experts takes whole numbers separated by commas, not {args.experts!r}"
+            ) from None
     values.update({name: getattr(args, name) for name in QUESTION_OPTIONS if getattr(args, name) is not None})
     return TrainingQuestionParams.model_validate(values)
 

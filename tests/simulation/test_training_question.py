@@ -199,3 +199,5 @@ def test_cli_training_question(tmp_path: Any, capsys: pytest.CaptureFixture[str]
     assert main(["plan", "--training-question", "--experts", "2,3"]) == 2
     assert "experts must include 1" in capsys.readouterr().err
     assert main(["plan", "--training-question", "--kind", "grade"]) == 2
+    assert main(["plan", "--training-question", "--experts", "one"]) == 2
+    assert "whole numbers" in capsys.readouterr().err
