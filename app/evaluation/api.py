@@ -190,7 +190,7 @@ async def export_annotations(
         text = await exports.expert_exact(session, task, expert, mode)
     else:
         objects = await exports.expert_objects(session, task, expert, mode)
-        text = exports.render_objects(objects, format)
+        text = exports.render_objects(objects, format, await exports.is_simulated(session, task))
     name = "-".join(part for part in (task.name, expert, mode) if part)
     return _download(text, format, name)
 
@@ -205,10 +205,11 @@ async def export_ground_truth(
     """Reference objects of a task as EXACT text, COCO JSON, Concord JSON or CSV."""
     task = await _task(session, task_id)
     objects = await exports.ground_truth_objects(session, task)
+    simulated = await exports.is_simulated(session, task)
     if format == "exact":
-        text = exports.ground_truth_exact(objects)
+        text = exports.ground_truth_exact(objects, simulated)
     else:
-        text = exports.render_objects(objects, format)
+        text = exports.render_objects(objects, format, simulated)
     return _download(text, format, f"{task.name}-ground-truth")
 
 

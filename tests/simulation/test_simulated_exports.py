@@ -56,6 +56,8 @@ async def test_every_export_of_a_simulated_study_is_marked(app: Any, client_for:
     assert (
         rows[0].endswith(",simulated") and all(row.endswith(",True") for row in rows[1:]) and len(rows) == 4
     )
+    nothing = json.loads(await _get(admin, objects, format="coco", mode="aided"))  # alice has no aided work
+    assert nothing["annotations"] == [] and nothing["info"]["simulated"] is True
 
     consensus = f"/api/v1/tasks/{task_id}/consensus/export"
     table = (await _get(admin, consensus, mode="unaided", format="csv")).splitlines()
