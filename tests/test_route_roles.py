@@ -205,6 +205,9 @@ ACCESS: dict[str, Rule] = {
     "POST /api/v1/plan/figure.svg": Rule("admin", 200, body=lambda ids: SMALL_PLAN),
     "GET /admin/plan": Rule("admin", 200),
     "GET /admin/plan/figure.svg": Rule("admin", 200, query="kind=grade&experts=2&images=1&repetitions=20"),
+    "POST /admin/plan/training-question": Rule("admin", 422, form={"experts": "2,3"}),  # refused: no job
+    "GET /admin/plan/training-question": Rule("admin", 303),  # the page's section: HTMX only, else the page
+    "GET /admin/plan/training-question/{job_id}/figure.svg": Rule("admin", 404),  # a sleep job, no question
 }
 
 ALLOWED: dict[Who, set[str]] = {
