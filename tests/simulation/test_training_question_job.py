@@ -95,3 +95,5 @@ async def test_a_worker_answers_the_question_and_the_page_shows_the_result(
         assert 'id="question-answer"' in block.text and "<html" not in block.text
         missing = await client.get("/admin/plan/training-question/999999/figure.svg")
         assert missing.status_code == 404
+        jobs_page = await client.get("/admin/jobs")  # the job's row links to its answer
+        assert f"/admin/plan?question_job={job_id}#training-question" in jobs_page.text
