@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from app.geometry import CONTINUOUS, iou_matrix
 from app.phantoms import GRADE_LABELS
 from app.suggestions.contract import DetectorSidecar, validate_detector
 from app.suggestions.inference import Detection, detect_image, make_session
@@ -18,7 +19,6 @@ from worker.detector.train import (
     HELD_OUT_SEED,
     QualityReport,
     TrainConfig,
-    box_iou,
     main,
     measure_quality,
     run_detector,
@@ -85,7 +85,7 @@ def test_cells_cut_by_tile_borders_are_found_once_on_a_large_patch() -> None:
 
     found = detect_image(session, sidecar, lambda x, y, w, h: phantom.image[y : y + h, x : x + w], 900, 900)
 
-    hits_per_cell = (box_iou(truth, boxes_of(found)) >= 0.5).sum(axis=1)
+    hits_per_cell = (iou_matrix(truth, boxes_of(found), CONTINUOUS) >= 0.5).sum(axis=1)
     assert shared.sum() >= 3
     assert (hits_per_cell[shared] == 1).mean() >= 0.9
     assert hits_per_cell.max() == 1

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime
 import pytest
 
+from app.geometry import nms
 from app.suggestions.contract import DetectorSidecar
 from app.suggestions.inference import (
     Detection,
@@ -17,7 +18,6 @@ from app.suggestions.inference import (
     make_session,
     merge_detections,
     model_threads,
-    nms,
     plan_tiles,
     preprocess,
     reader_threads,

@@ -23,6 +23,7 @@ import torch
 from torch.nn import functional
 from torch.utils.data import DataLoader
 
+from app.geometry import CONTINUOUS, greedy_in_order, iou_matrix
 from app.suggestions.contract import DetectorSidecar
 from app.suggestions.inference import Detection, detect_image, make_session
 from worker.detector.dataset import CropDataset, Kind, Sample, kind_spec, make_samples
@@ -150,24 +151,6 @@ def evaluate(network: CenterNet, loader: Iterable[dict[str, torch.Tensor]]) -> f
     return float(np.mean(losses))
 
 
-def box_iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Pairwise IoU (n, m) of boxes (n, 4) and (m, 4), continuous areas."""
-    inter_w = np.clip(
-        np.minimum(boxes[:, None, 2], others[None, :, 2]) - np.maximum(boxes[:, None, 0], others[None, :, 0]),
-        0,
-        None,
-    )
-    inter_h = np.clip(
-        np.minimum(boxes[:, None, 3], others[None, :, 3]) - np.maximum(boxes[:, None, 1], others[None, :, 1]),
-        0,
-        None,
-    )
-    intersection = inter_w * inter_h
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    other_area = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return np.asarray(intersection / np.maximum(area[:, None] + other_area[None, :] - intersection, 1e-9))
-
-
 def match(
     detections: Sequence[Detection], truth: np.ndarray, iou_threshold: float = 0.5
 ) -> list[tuple[int, int]]:
@@ -175,16 +158,8 @@ def match(
     if not detections or not len(truth):
         return []
     boxes = np.array([[item.x1, item.y1, item.x2, item.y2] for item in detections], dtype=np.float32)
-    iou = box_iou(boxes, truth)
-    taken = np.zeros(len(truth), dtype=bool)
-    pairs = []
-    for index in np.argsort([-item.score for item in detections], kind="stable"):
-        candidates = np.where(taken, -1.0, iou[index])
-        best = int(np.argmax(candidates))
-        if candidates[best] >= iou_threshold:
-            taken[best] = True
-            pairs.append((int(index), best))
-    return pairs
+    best_first = np.argsort([-item.score for item in detections], kind="stable")
+    return greedy_in_order(iou_matrix(boxes, truth, CONTINUOUS), best_first, iou_threshold)
 
 
 def spearman(values: Sequence[float], others: Sequence[float]) -> float:
