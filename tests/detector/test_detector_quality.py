@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from app.detectors.contract import DetectorSidecar, validate_detector
+from app.detectors.inference import Detection, detect_image, make_session
 from app.geometry import CONTINUOUS, iou_matrix
 from app.phantoms import GRADE_LABELS
-from app.suggestions.contract import DetectorSidecar, validate_detector
-from app.suggestions.inference import Detection, detect_image, make_session
 from worker.detector.dataset import Kind, Sample, make_samples
 from worker.detector.model import CenterNet
 from worker.detector.train import (

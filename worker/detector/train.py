@@ -23,9 +23,9 @@ import torch
 from torch.nn import functional
 from torch.utils.data import DataLoader
 
+from app.detectors.contract import DetectorSidecar
+from app.detectors.inference import Detection, detect_image, make_session
 from app.geometry import CONTINUOUS, greedy_in_order, iou_matrix
-from app.suggestions.contract import DetectorSidecar
-from app.suggestions.inference import Detection, detect_image, make_session
 from worker.detector.dataset import CropDataset, Kind, Sample, kind_spec, make_samples
 from worker.detector.export import build_sidecar, export_onnx, write_sidecar
 from worker.detector.model import CenterNet

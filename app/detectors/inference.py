@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from app.detectors.contract import OUTPUT_NAMES, DetectorSidecar
 from app.geometry import CONTINUOUS, classwise_nms
-from app.suggestions.contract import OUTPUT_NAMES, DetectorSidecar
 
 logger = logging.getLogger(__name__)
 
