@@ -19,10 +19,9 @@ from app.evaluation.schemas import (
     ImportReport,
     ImportRole,
     StudyMetricsOut,
-    TaskKindName,
 )
 from app.evaluation.service import DEFAULT_COUNT_THRESHOLD, MAX_BOOTSTRAP, MetricsParams, study_metrics
-from app.models import Study, Task
+from app.models import Study, Task, TaskKind
 from app.offload import ComputeDep
 from app.schemas_common import FiniteFloat, PathId, file_responses
 
@@ -60,7 +59,7 @@ async def import_exact_files(
     files: Annotated[list[UploadFile], File(description="EXACT text exports")],
     study: Annotated[str, Form(min_length=1, max_length=200)],
     task: Annotated[str, Form(min_length=1, max_length=200)],
-    kind: Annotated[TaskKindName, Form()],
+    kind: Annotated[TaskKind, Form()],
     role: Annotated[ImportRole, Form()],
     mode: Annotated[EvaluatedMode | None, Form()] = None,
     expert: Annotated[str | None, Form(max_length=64)] = None,
