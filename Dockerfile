@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for the API and the workers. Build: docker build -t concord .  (training workers:
-# docker build --build-arg EXTRAS=worker,train -t concord-train .). The steps are scripts/container_recipe.sh,
+# docker build --build-arg EXTRAS=worker,train -t concord-train .). Shared files: -e CONCORD_STORAGE_URL=s3://bucket/prefix
+# with the AWS_* variables (README, "Multi-machine deployment"). The steps are scripts/container_recipe.sh,
 # which CI runs outside a container engine (`scripts/container_recipe.sh check`).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

@@ -305,6 +305,7 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.Argument
     """Commands of other domains register themselves here."""
     from app.detectors.cli import register as register_detectors
     from app.evaluation.cli import register as register_evaluation
+    from app.images.cli import register as register_slides
     from app.jobs.cli import register as register_jobs
     from app.simulation.cli import register as register_simulation
     from app.training.cli import register as register_training
@@ -317,6 +318,7 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction[argparse.Argument
         register_training,
         register_jobs,
         register_simulation,
+        register_slides,
     ]
 
 

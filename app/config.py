@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_enabled: bool = True
     metrics_token: str = ""
+    storage_url: str = ""
+    storage_endpoint: str = ""
+    storage_region: str = ""
+    storage_cache_bytes: int = 10 * 1024**3
 
     @cached_property
     def resolved_database_url(self) -> str:

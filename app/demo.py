@@ -1,5 +1,6 @@
 """The demo study: three tasks (classify, grade, detect) of phantom images with exact ground truth."""
 
+import importlib.util
 import io
 import secrets
 import tempfile
@@ -71,20 +72,21 @@ PRACTICE_SEED_OFFSET = 500  # practice phantoms come from other seeds than the (
 @dataclass(frozen=True)
 class DemoTask:
     name: str
-    kind: str
+    kind: TaskKind
     labels: tuple[str, ...]
     colours: tuple[str, ...]
     box_size: int
 
 
 DEMO_TASKS = (
-    DemoTask("BAL cytology (equine asthma)", "classify", CLASSIFY_LABELS, CLASSIFY_COLOURS, 60),
-    DemoTask("EIPH hemosiderophages", "grade", GRADE_LABELS, GRADE_COLOURS, 50),
-    DemoTask("Mitotic figures", "detect", DETECT_LABELS, ("#e6194b",), 50),
+    DemoTask("BAL cytology (equine asthma)", TaskKind.classify, CLASSIFY_LABELS, CLASSIFY_COLOURS, 60),
+    DemoTask("EIPH hemosiderophages", TaskKind.grade, GRADE_LABELS, GRADE_COLOURS, 50),
+    DemoTask("Mitotic figures", TaskKind.detect, DETECT_LABELS, ("#e6194b",), 50),
 )
 
 
 DEMO_SIMULATED_EXPERTS = 4
+DEMO_TRAINING_TASK = "Mitotic figures"
 DEMO_SPEEDUP = 100.0
 
 
@@ -93,7 +95,7 @@ class DemoShape:
     """Which tasks the demo builds and how its errors are injected: the default is the paper's study; tests
     build smaller ones (fewer kinds, fewer patches, injection overrides that fit them)."""
 
-    kinds: tuple[str, ...] = ("classify", "grade", "detect")
+    kinds: tuple[str, ...] = tuple(TaskKind)
     injection_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -115,7 +117,51 @@ async def create_demo(
         await run_in_process(
             settings, DEMO_STUDY, "admin", experts=simulated_experts, speedup=speedup, seed=seed
         )
+        if torch_installed():
+            await queue_demo_training(settings, seed)
     return credentials
+
+
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+# Small enough for a CPU in minutes: the dashboard's training panel (Figure 2, right) fills in once the
+# worker of `concord serve --with-worker` has run these jobs.
+DEMO_TRAINING = {
+    "modes": ["unaided", "aided"],
+    "losses": ["bce", "votes"],
+    "sets": "number",
+    "repeats": 1,
+    "epochs_frozen": 1,
+    "epochs_unfrozen": 2,
+    "background_per_image": 20,
+}
+
+
+async def queue_demo_training(
+    settings: Settings, seed: int, task_name: str = DEMO_TRAINING_TASK
+) -> int | None:
+    """Queue the paper's training experiment on the demo's mitotic figures (BCE vs VotesLoss, training sets
+    of the first 2, 3, … simulated experts per mode), unless one is queued already; its job id or None."""
+    from app.jobs import service as jobs
+    from app.jobs.repository import list_jobs
+    from app.training.schemas import TrainExperimentParams
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            study = await studies_repository.study_by_name(session, DEMO_STUDY)
+            task = await studies_repository.task_by_name(session, study.id, task_name) if study else None
+            if study is None or task is None or await list_jobs(session, None, "train_experiment", 1, None):
+                return None
+            values = {"study_id": study.id, "task_id": task.id, "seed": seed, **DEMO_TRAINING}
+            params = TrainExperimentParams.model_validate(values).model_dump(mode="json")
+            job = await jobs.enqueue(session, "train_experiment", params, None)
+            await session.flush()
+            return job.id
+    finally:
+        await engine.dispose()
 
 
 async def _is_simulated(settings: Settings) -> bool:
@@ -237,7 +283,7 @@ def _detect_job_record(
 def _task_data(spec: DemoTask) -> TaskCreate:
     return TaskCreate(
         name=spec.name,
-        kind=TaskKind(spec.kind),
+        kind=spec.kind,
         default_box_size=spec.box_size,
         labels=[
             LabelIn(name=name, colour=colour) for name, colour in zip(spec.labels, spec.colours, strict=True)
@@ -252,7 +298,7 @@ async def _add_phantoms(
     session: AsyncSession, settings: Settings, task: Task, spec: DemoTask, seed: int, patches: int
 ) -> ImageTruth:
     """The study images (unaided and aided mode)."""
-    if spec.kind == "detect":
+    if spec.kind == TaskKind.detect:
         phantom = detect_region(seed, *DETECT_REGION)
         return await _add_detect_regions(session, settings, task, phantom, "hpf", ImagePurpose.study)
     seeds = [seed * 1000 + index for index in range(patches)]
@@ -264,7 +310,7 @@ async def _add_practice(
 ) -> ImageTruth:
     """Practice images of their own (training mode shows their reference), never the study's images."""
     practice_seed = seed * 1000 + PRACTICE_SEED_OFFSET
-    if spec.kind == "detect":
+    if spec.kind == TaskKind.detect:
         columns, rows = DETECT_GRID
         phantom = detect_region(practice_seed, DETECT_REGION[0] // columns, DETECT_REGION[1] // rows)
         name = "practice-hpf"
@@ -283,7 +329,7 @@ async def _add_patches(
     name: str,
     purpose: ImagePurpose,
 ) -> ImageTruth:
-    make: Callable[[int], Phantom] = classify_patch if spec.kind == "classify" else grade_patch
+    make: Callable[[int], Phantom] = classify_patch if spec.kind == TaskKind.classify else grade_patch
     phantoms = [make(phantom_seed) for phantom_seed in seeds]
     items = [
         NewImage(name=f"{name}-{index + 1:02d}.png", stream=io.BytesIO(_png(phantom.image)), purpose=purpose)

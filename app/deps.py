@@ -1,9 +1,11 @@
-"""Annotated dependencies: the request's database session and the authenticated user."""
+"""Annotated dependencies: the request's database session, the authenticated user (API and pages), and the
+objects a path names, loaded or 404."""
 
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from fastapi import Depends, Request
@@ -12,12 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.config import Settings
 from app.db import unit_of_work
-from app.errors import Forbidden, NotAuthenticated
-from app.models import User
+from app.errors import Forbidden, NotAuthenticated, NotFound
+from app.jobs import repository as jobs_repository
+from app.models import Image, Job, Study, SuggestionSet, Task, User
+from app.schemas_common import PathId
+from app.studies import service as studies
+from app.suggestions import repository as suggestions_repository
 
 SESSION_COOKIE = "concord_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+API_PATH_PREFIX = "/api/"
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -115,3 +122,91 @@ async def require_admin(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(require_admin)]
+
+
+# --- pages: a missing login sends to the login page instead of answering 401 --------------------------
+
+
+class LoginRequired(Exception):
+    """A page needs a logged-in user; answered by a redirect to the login page (app.templating)."""
+
+    def __init__(self, next_url: str, expired: bool) -> None:
+        super().__init__(next_url)
+        self.next_url = next_url
+        self.expired = expired
+
+
+def _next_of(request: Request) -> str:
+    if request.method == "GET":
+        query = f"?{request.url.query}" if request.url.query else ""
+        return request.url.path + query
+    current = urlsplit(request.headers.get("HX-Current-URL", "/"))
+    return current.path or "/"
+
+
+async def require_page_principal(request: Request, principal: OptionalPrincipal) -> Principal:
+    if principal is None:
+        raise LoginRequired(_next_of(request), expired=SESSION_COOKIE in request.cookies)
+    return principal
+
+
+PagePrincipal = Annotated[Principal, Depends(require_page_principal)]
+
+
+async def require_page_admin(principal: PagePrincipal) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("this page needs the admin role")
+    return principal
+
+
+PageAdmin = Annotated[Principal, Depends(require_page_admin)]
+
+
+# --- objects a path names: loaded, or 404 when missing or hidden from the user ----------------------
+# A route states its role (AdminUser, PageAdmin …) before these, so that an expert on an admin route
+# meets the 403 of the role before the 404 of an object hidden from experts.
+
+
+async def require_viewer(request: Request, principal: OptionalPrincipal) -> User:
+    """The user an object is loaded for: the API answers 401 without one, a page sends to the login page."""
+    if request.url.path.startswith(API_PATH_PREFIX):
+        return (await require_principal(principal)).user
+    return (await require_page_principal(request, principal)).user
+
+
+Viewer = Annotated[User, Depends(require_viewer)]
+
+
+async def load_study(study_id: PathId, session: SessionDep, viewer: Viewer) -> Study:
+    return await studies.get_study(session, viewer, study_id)
+
+
+async def load_task(task_id: PathId, session: SessionDep, viewer: Viewer) -> Task:
+    return await studies.get_task(session, viewer, task_id)
+
+
+async def load_image(image_id: PathId, session: SessionDep, viewer: Viewer) -> Image:
+    return await studies.get_image(session, viewer, image_id)
+
+
+async def load_suggestion_set(set_id: PathId, session: SessionDep, viewer: Viewer) -> SuggestionSet:
+    """Admins only: experts never reach a suggestion set (they see its suggestions in their workspace)."""
+    suggestion_set = await suggestions_repository.set_by_id(session, set_id)
+    if suggestion_set is None or not viewer.is_admin:
+        raise NotFound(f"no suggestion set {set_id}")
+    return suggestion_set
+
+
+async def load_job(job_id: PathId, session: SessionDep, viewer: Viewer) -> Job:
+    """Admins only, as the whole job queue."""
+    job = await jobs_repository.job_by_id(session, job_id)
+    if job is None or not viewer.is_admin:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+StudyDep = Annotated[Study, Depends(load_study)]
+TaskDep = Annotated[Task, Depends(load_task)]
+ImageDep = Annotated[Image, Depends(load_image)]
+SuggestionSetDep = Annotated[SuggestionSet, Depends(load_suggestion_set)]
+JobDep = Annotated[Job, Depends(load_job)]

@@ -33,6 +33,7 @@ def api_routers() -> list[APIRouter]:
     from app.detectors.api import router as detectors_router
     from app.evaluation.api import router as evaluation_router
     from app.images.api import router as images_router
+    from app.images.slides_api import router as slides_router
     from app.jobs.api import router as jobs_router
     from app.simulation.api import router as simulation_router
     from app.suggestions.api import router as suggestions_router
@@ -42,6 +43,7 @@ def api_routers() -> list[APIRouter]:
         accounts_router,
         studies_router,
         images_router,
+        slides_router,
         annotations_router,
         jobs_router,
         suggestions_router,

@@ -1,15 +1,16 @@
-"""Jinja2 templates with block rendering for HTMX, and the page-only login redirect."""
+"""Jinja2 templates with block rendering for HTMX, and the login redirect of pages (app.deps raises it)."""
 
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from jinja2_fragments.fastapi import Jinja2Blocks
 
-from app.deps import SESSION_COOKIE, OptionalPrincipal, Principal
+from app.deps import LoginRequired
+from app.deps import PageAdmin as PageAdmin  # re-exported until every page imports it from app.deps
+from app.deps import PagePrincipal as PagePrincipal
 from app.error_pages import install_error_pages
-from app.errors import Forbidden
 from app.flash import clear_flash, read_flash
 from app.resources import resource_root
 
@@ -65,15 +66,6 @@ def redirect(request: Request, url: str) -> Response:
     return RedirectResponse(url, status_code=303, headers={"Vary": "HX-Request"})
 
 
-class LoginRequired(Exception):
-    """A page needs a logged-in user; answered by a redirect to the login page."""
-
-    def __init__(self, next_url: str, expired: bool) -> None:
-        super().__init__(next_url)
-        self.next_url = next_url
-        self.expired = expired
-
-
 def login_url(next_url: str = "/", expired: bool = False) -> str:
     url = f"/login?next={quote(next_url, safe='/')}"
     return url + "&expired=1" if expired else url
@@ -87,29 +79,3 @@ async def handle_login_required(request: Request, exc: Exception) -> Response:
 def install_page_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LoginRequired, handle_login_required)
     install_error_pages(app)
-
-
-def _next_of(request: Request) -> str:
-    if request.method == "GET":
-        query = f"?{request.url.query}" if request.url.query else ""
-        return request.url.path + query
-    current = urlsplit(request.headers.get("HX-Current-URL", "/"))
-    return current.path or "/"
-
-
-async def require_page_principal(request: Request, principal: OptionalPrincipal) -> Principal:
-    if principal is None:
-        raise LoginRequired(_next_of(request), expired=SESSION_COOKIE in request.cookies)
-    return principal
-
-
-PagePrincipal = Annotated[Principal, Depends(require_page_principal)]
-
-
-async def require_page_admin(principal: PagePrincipal) -> Principal:
-    if not principal.is_admin:
-        raise Forbidden("this page needs the admin role")
-    return principal
-
-
-PageAdmin = Annotated[Principal, Depends(require_page_admin)]

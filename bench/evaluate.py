@@ -11,12 +11,18 @@ Python loops (greedy, IoU 0.25, +1 px), Pascal-VOC AP, the 300-s rule and the re
     .venv/bin/python bench/evaluate.py [--repeats 7] [--bootstrap 1000] [--database-url URL]
     .venv/bin/python bench/evaluate.py --copies 3 --asthma-only   # the earlier study: Asthma three times
 
-Concord is timed in two states, alternating: "value" with each task's stored object columns current (every
-evaluation after the first since the last annotation write), "rebuilt_s" right after every task's revision
-was raised as an annotation write raises it, so that the read rebuilds the object columns from the
-annotation table and stores them again (the first evaluation after an edit). A freshly imported study is in
-the second state. Both include the reviewer's statistics (agreement, counts, threshold, effect sizes, Holm);
-the bootstrap intervals are a separate figure (`bootstrap_s`, first and cached call).
+Concord is timed in three states, in turn: "value" with each task's stored object columns current and its
+results of the same content kept (every evaluation after the first since the last annotation write);
+"uncached_s" with the object columns current but the kept results dropped (everything computed);
+"rebuilt_s" right after every task's revision was raised as an annotation write raises it, kept results
+dropped, so that the read rebuilds the object columns from the annotation table and stores them again and
+every number is computed (the first evaluation after an edit). A freshly imported study is in the third
+state. All include the reviewer's statistics (agreement, counts, threshold, effect sizes, Holm); the
+bootstrap intervals are a separate figure (`bootstrap_s`, first and cached call).
+
+On a shared, loaded machine wall times scatter widely; the process CPU time of each call (every thread:
+the driver's, the compute's) is measured beside it, and cpu_ratio / cpu_rebuilt_ratio compare it with the
+baseline's CPU time.
 
 Last line: {"metric": "evaluate_seconds", "value": median concord s, "unit": "s", "baseline": median s,
 "ratio": ..., "rebuilt_ratio": ..., "baseline_name": ..., "published_analysis_s": 2.64, "rebuilt_s": ...,
@@ -52,6 +58,8 @@ REGISTERS = published.REGISTER_FILES
 STUDY = "bench study"
 BASELINE_NAME = "published-approach re-implementation: per-file parsing + Python greedy matching"
 PUBLISHED_ANALYSIS_S = 2.64  # the published notebook on the three real tasks, library imports excluded
+STATES = ("stored", "uncached", "rebuilt")  # see time_concord
+CPU_STATES = tuple(f"{state}_cpu" for state in STATES)
 
 
 def export_path(participant: int, mode: str) -> Path:
@@ -282,30 +290,38 @@ async def time_concord(
     """(load_s, compute_s) of each run, as the API's `timing` reports them, the last result, and the
     bootstrap's first and cached call (s).
 
-    "stored": the task's object columns are current (any evaluation since the last annotation write);
-    "rebuilt": every task's revision was raised first, as an annotation write does, so the read rebuilds them
-    from the annotation table (the first evaluation after an edit, or of a freshly imported study).
+    "stored": the task's object columns are current and the per-task results of the same content are kept
+    (any evaluation since the last annotation write); "uncached": object columns current, kept results
+    dropped, so every number is computed; "rebuilt": every task's revision was raised first, as an
+    annotation write does, and kept results dropped, so the read rebuilds the object columns from the
+    annotation table and everything is computed (the first evaluation after an edit, or of a freshly
+    imported study).
     """
     from sqlalchemy import update
 
     from app.db import make_engine, make_sessionmaker
-    from app.evaluation.service import MetricsParams, find_study, study_metrics
+    from app.evaluation.service import MetricsParams, clear_result_cache, find_study, study_metrics
     from app.models import Task
 
     engine = make_engine(url)
     maker = make_sessionmaker(engine)
-    timings: dict[str, list[tuple[float, float]]] = {"stored": [], "rebuilt": []}
+    timings: dict[str, list[tuple[float, float]]] = {kind: [] for kind in (*STATES, *CPU_STATES)}
     result: dict[str, Any] = {}
-    for run in range(2 * repeats + 1):  # the first run warms the connection pool and imports
-        kind = "rebuilt" if run % 2 else "stored"
+    for run in range(len(STATES) * repeats + 1):  # the first run warms the connection pool and imports
+        kind = STATES[run % len(STATES)]
+        if kind != "stored":
+            clear_result_cache()
         if kind == "rebuilt":
             async with maker() as session, session.begin():
                 await session.execute(update(Task).values(objects_revision=Task.objects_revision + 1))
         async with maker() as session:
             study = await find_study(session, STUDY)
+            cpu = time.process_time()
             metrics = await study_metrics(session, study, MetricsParams())
+            cpu = time.process_time() - cpu
         if run:
             timings[kind].append((metrics.timing.load_s, metrics.timing.compute_s))
+            timings[f"{kind}_cpu"].append((cpu, 0.0))
         result = metrics.model_dump(mode="json")
     bootstrap_runs = []
     for _ in range(2 if bootstrap else 0):
@@ -468,13 +484,15 @@ def main() -> None:
         asyncio.run(build_study(url, tasks))
         print(f"imported {len(tasks)} tasks in {time.perf_counter() - started:.1f} s")
         concord_runs, result, bootstrap_runs = asyncio.run(time_concord(url, args.repeats, args.bootstrap))
-        baseline_runs = []
+        baseline_runs, baseline_cpu = [], []
         for _ in range(args.baseline_repeats):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             reference = baseline(tasks)
             baseline_runs.append(time.perf_counter() - started)
+            baseline_cpu.append(time.process_time() - cpu)
     _check_agreement(result, reference)
     totals = {kind: [load + compute for load, compute in runs] for kind, runs in concord_runs.items()}
+    base_cpu = statistics.median(baseline_cpu)
     value, base = statistics.median(totals["stored"]), statistics.median(baseline_runs)
     cold = statistics.median(totals["rebuilt"])
     objects = sum(
@@ -486,6 +504,7 @@ def main() -> None:
     for kind, runs in totals.items():
         print(f"concord runs, object columns {kind} (s): {', '.join(f'{run:.4f}' for run in runs)}")
     print(f"baseline runs (s): {', '.join(f'{run:.3f}' for run in baseline_runs)}")
+    print(f"baseline CPU (s): {', '.join(f'{run:.3f}' for run in baseline_cpu)}")
     if bootstrap_runs:
         print(
             f"bootstrap {args.bootstrap} replicates: first {bootstrap_runs[0]:.2f} s, cached {bootstrap_runs[1]:.3f} s"
@@ -500,6 +519,8 @@ def main() -> None:
                 "baseline": round(base, 4),
                 "ratio": round(base / value, 1),
                 "rebuilt_ratio": round(base / cold, 1),
+                "uncached_ratio": round(base / statistics.median(totals["uncached"]), 1),
+                "uncached_s": round(statistics.median(totals["uncached"]), 5),
                 "baseline_name": BASELINE_NAME,
                 "published_analysis_s": PUBLISHED_ANALYSIS_S,
                 "ratio_to_published": round(PUBLISHED_ANALYSIS_S / value, 1),
@@ -509,6 +530,9 @@ def main() -> None:
                 "compute_s": round(statistics.median(compute for _, compute in stored), 5),
                 "rebuilt_s": round(cold, 5),
                 "rebuilt_ratio_to_published": round(PUBLISHED_ANALYSIS_S / cold, 1),
+                "cpu_ratio": round(base_cpu / statistics.median(totals["stored_cpu"]), 1),
+                "cpu_rebuilt_ratio": round(base_cpu / statistics.median(totals["rebuilt_cpu"]), 1),
+                "cpu_uncached_ratio": round(base_cpu / statistics.median(totals["uncached_cpu"]), 1),
                 "bootstrap_replicates": args.bootstrap,
                 "bootstrap_s": round(bootstrap_runs[0], 3) if bootstrap_runs else None,
                 "bootstrap_cached_s": round(bootstrap_runs[1], 4) if bootstrap_runs else None,

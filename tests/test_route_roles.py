@@ -85,6 +85,17 @@ ACCESS: dict[str, Rule] = {
     "GET /api/v1/images/{image_id}/tiles/{level}/{col}/{row}": Rule("member", 200),
     "GET /api/v1/images/{image_id}/thumbnail": Rule("member", 200),
     "GET /api/v1/tasks/{task_id}/ground-truth": Rule("admin", 200),
+    # The matrix's upload sends `files`; a slide is one `file`: the admin gets through to 422.
+    "POST /api/v1/studies/{study_id}/slides": Rule("admin", 422, files=True),
+    "GET /api/v1/studies/{study_id}/slides": Rule("admin", 200),
+    "GET /api/v1/slides/{slide_id}": Rule("admin", 404),  # no such slide
+    "GET /api/v1/slides/{slide_id}/thumbnail": Rule("admin", 404),
+    "GET /api/v1/slides/{slide_id}/regions": Rule("admin", 404),
+    "POST /api/v1/tasks/{task_id}/slide-regions": Rule(
+        "admin",
+        404,
+        lambda ids: {"slide_id": 999999, "regions": [{"name": "r", "x": 0, "y": 0, "width": 1, "height": 1}]},
+    ),
     "POST /api/v1/tasks/{task_id}/ground-truth": Rule(
         "admin", 201, lambda ids: {"objects": [{"image": "img0.png", **BOX}]}
     ),
@@ -195,6 +206,9 @@ ACCESS: dict[str, Rule] = {
     "POST /api/v1/plan/figure.svg": Rule("admin", 200, body=lambda ids: SMALL_PLAN),
     "GET /admin/plan": Rule("admin", 200),
     "GET /admin/plan/figure.svg": Rule("admin", 200, query="kind=grade&experts=2&images=1&repetitions=20"),
+    "POST /admin/plan/training-question": Rule("admin", 422, form={"experts": "2,3"}),  # refused: no job
+    "GET /admin/plan/training-question": Rule("admin", 303),  # the page's section: HTMX only, else the page
+    "GET /admin/plan/training-question/{job_id}/figure.svg": Rule("admin", 404),  # a sleep job, no question
 }
 
 ALLOWED: dict[Who, set[str]] = {
@@ -257,7 +271,7 @@ async def _prepare(app: object, client_for: ClientFactory) -> Ids:
 def _url(route: str, rule: Rule, ids: Ids) -> str:
     path = route.split(" ", 1)[1]
     values: dict[str, Any] = {**ids.__dict__, "detector_id": 1, "level": 0, "col": 0, "row": 0}
-    values |= {"token_id": 999999, "user_id": 999999, "run_id": 999999}
+    values |= {"token_id": 999999, "user_id": 999999, "run_id": 999999, "slide_id": 999999}
     values |= {"table": "experts", "task": "task", "plot": "concordance", "fmt": "png"}
     for name, field in (rule.path_ids or {}).items():
         values[name] = getattr(ids, field)

@@ -8,9 +8,9 @@ from fastapi.responses import Response
 
 from app.accounts import service
 from app.config import Settings
-from app.deps import SESSION_COOKIE, HasherDep, OptionalPrincipal, SessionDep, SettingsDep
+from app.deps import SESSION_COOKIE, HasherDep, OptionalPrincipal, PagePrincipal, SessionDep, SettingsDep
 from app.errors import NotAuthenticated, TooManyRequests
-from app.templating import PagePrincipal, redirect, render
+from app.templating import redirect, render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 

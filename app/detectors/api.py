@@ -4,12 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from app.deps import AdminUser, SessionDep, SettingsDep
+from app.deps import AdminUser, SessionDep, SettingsDep, TaskDep
 from app.detectors import service
 from app.detectors.schemas import DetectorOut, DetectRequest, DetectStarted
 from app.errors import PayloadTooLarge
 from app.schemas_common import PathId
-from app.studies import service as studies
 
 router = APIRouter(tags=["detectors"])
 
@@ -56,9 +55,8 @@ async def get_detector(detector_id: PathId, session: SessionDep, _admin: AdminUs
 
 @router.post("/tasks/{task_id}/detect", status_code=202)
 async def start_detection(
-    task_id: PathId, data: DetectRequest, session: SessionDep, settings: SettingsDep, admin: AdminUser
+    data: DetectRequest, session: SessionDep, settings: SettingsDep, admin: AdminUser, task: TaskDep
 ) -> DetectStarted:
     """Queue a detect job over all images of the task (admin); 422 when the detector's labels don't fit."""
-    task = await studies.get_task(session, admin, task_id)
     job = await service.start_detection(session, settings, task, data, admin)
     return DetectStarted(job_id=job.id, task_id=task.id, detector_id=data.detector_id)

@@ -1,6 +1,7 @@
 """Detector registry rules and detection runs.
 
-A detector is stored once by the sha256 of its ONNX bytes, as ``<model_dir>/<sha256>.onnx``, with its
+A detector is stored once by the sha256 of its ONNX bytes, as the object ``models/<sha256>.onnx`` of the
+store (``app.storage``: ``<data_dir>/models/``, or a bucket every API replica and worker shares), with its
 validated sidecar in a ``DetectorModel`` row. A detection run reads every image of a task lazily, tile by
 tile, runs the model (CUDA when available, else CPU) and writes an immutable suggestion set (source
 ``detector``) that records the provider used and the throughput in images per second.
@@ -11,8 +12,6 @@ and the database session stay free. ONNX Runtime is imported only inside those f
 
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -36,7 +35,8 @@ from app.images.tiles import ImageSource, RegionView, Window
 from app.images.validation import sniff_format
 from app.jobs import service as jobs_service
 from app.jobs.registry import ProgressReporter
-from app.models import DetectorModel, Image, Job, SuggestionSet, Task, User
+from app.models import DetectorModel, Image, Job, SuggestionSet, Task, TaskKind, User
+from app.storage import store_of
 from app.studies import repository as studies_repository
 from app.suggestions import service as suggestions_service
 from app.suggestions.contract import DetectorRejected, DetectorSidecar, ValidatedDetector, parse_sidecar
@@ -53,7 +53,7 @@ from app.suggestions.schemas import SuggestionIn
 logger = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "detector_models"
-BUILTIN_KINDS = ("classify", "grade", "detect")
+BUILTIN_KINDS = tuple(TaskKind)
 DEFAULT_BATCH_SIZE = 8
 MIN_BOX_SIDE = 1.0
 
@@ -61,9 +61,14 @@ MIN_BOX_SIDE = 1.0
 # --- registry --------------------------------------------------------------------------------------
 
 
+def model_key(sha256: str) -> str:
+    return f"models/{sha256}.onnx"
+
+
 def model_path(settings: Settings, sha256: str) -> Path:
-    """Where the ONNX file of a detector lives: ``<data_dir>/models/<sha256>.onnx``."""
-    return settings.model_dir / f"{sha256}.onnx"
+    """Where this machine keeps the ONNX file of a detector: ``<data_dir>/models/<sha256>.onnx``, or
+    with a bucket its local copy (``<data_dir>/cache/models/...``), which may not be there yet."""
+    return store_of(settings).local_path(model_key(sha256))
 
 
 def sidecar_from_text(text: str | bytes) -> dict[str, Any]:
@@ -90,15 +95,11 @@ def check_model(model_bytes: bytes, sidecar: dict[str, Any]) -> ValidatedDetecto
 
 
 def _store_model_file(settings: Settings, sha256: str, model_bytes: bytes) -> bool:
-    """Write the file atomically unless an intact copy is already there; True when it was written."""
-    path = model_path(settings, sha256)
-    if path.exists() and path.stat().st_size == len(model_bytes):
+    """Store the file (atomically) unless an intact copy is already there; True when it was written."""
+    store = store_of(settings)
+    if store.size(model_key(sha256)) == len(model_bytes):
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".upload-", delete=False) as handle:
-        handle.write(model_bytes)
-        temporary = Path(handle.name)
-    os.replace(temporary, path)
+    store.put_bytes(model_key(sha256), model_bytes)
     return True
 
 
@@ -131,7 +132,7 @@ async def register_detector(
         return winner, False
     except BaseException:
         if written:
-            model_path(settings, validated.sha256).unlink(missing_ok=True)
+            await to_thread.run_sync(store_of(settings).delete, model_key(validated.sha256))
         raise
 
 
@@ -172,11 +173,25 @@ async def fitting_sidecar(session: AsyncSession, task: Task, detector: DetectorM
 
 
 def stored_model(settings: Settings, detector: DetectorModel) -> Path:
-    """The detector's ONNX file, or 409 when it is missing from this machine's model directory."""
-    path = model_path(settings, detector.sha256)
-    if not path.is_file():
-        raise Conflict(f"the model file of detector {detector.id} is missing here ({path}); upload it again")
-    return path
+    """Blocking: the detector's ONNX file here (copied from the bucket on first use), or 409 when the
+    store lacks it."""
+    try:
+        return store_of(settings).local_file(model_key(detector.sha256))
+    except FileNotFoundError as error:
+        raise _model_missing(settings, detector) from error
+
+
+def check_model_stored(settings: Settings, detector: DetectorModel) -> None:
+    """Blocking: 409 unless the store holds the detector's ONNX file (nothing is downloaded)."""
+    if not store_of(settings).exists(model_key(detector.sha256)):
+        raise _model_missing(settings, detector)
+
+
+def _model_missing(settings: Settings, detector: DetectorModel) -> Conflict:
+    where = store_of(settings).url
+    return Conflict(
+        f"the model file of detector {detector.id} is missing from the store ({where}); upload it again"
+    )
 
 
 async def start_detection(
@@ -185,7 +200,7 @@ async def start_detection(
     """Check that the detector fits the task, then queue a ``detect`` job."""
     detector = await get_detector(session, request.detector_id)
     await fitting_sidecar(session, task, detector)
-    stored_model(settings, detector)
+    await to_thread.run_sync(check_model_stored, settings, detector)
     if not await images_repository.images_of_task(session, task.id):
         raise Invalid(f"task {task.id} has no images to run a detector on")
     params: dict[str, Any] = {"task_id": task.id, "detector_id": detector.id}
@@ -210,6 +225,7 @@ class ImageTarget:
     width: int
     height: int
     raw: Path | None = None
+    file_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,7 +243,9 @@ def targets_of(settings: Settings, images: Sequence[Image]) -> list[ImageTarget]
     for image in images:
         path, window = file_of(settings, image)
         raw = rawcache.existing_raw_cache(settings, image.sha256)
-        targets.append(ImageTarget(image.name, path, window, image.width, image.height, raw))
+        targets.append(
+            ImageTarget(image.name, path, window, image.width, image.height, raw, image.file_format)
+        )
     return targets
 
 
@@ -239,6 +257,83 @@ def ensure_raw_caches(settings: Settings, images: Sequence[Image]) -> None:
             rawcache.ensure_raw_cache(settings, image)
         except (OSError, ValueError, RuntimeError) as error:
             logger.warning("no raw cache for image %s (%s): %s", image.id, image.name, error)
+
+
+@dataclass(frozen=True)
+class DetectionInputs:
+    """What a detection run reads from the database, in one short transaction, before it infers with
+    none open: the detector (a detached row), its sidecar fitted to the task, its stored model file and
+    the task's images (detached rows). The model file is fetched from the store when the run infers."""
+
+    task_id: int
+    task_name: str
+    detector: DetectorModel
+    sidecar: DetectorSidecar
+    images: Sequence[Image]
+
+
+async def read_detection_inputs(
+    session: AsyncSession,
+    settings: Settings,
+    task: Task,
+    detector: DetectorModel,
+    score_threshold: float | None = None,
+) -> DetectionInputs:
+    """Everything a run needs from the database; a task without images answers 422.
+
+    A lower ``score_threshold`` than the sidecar's keeps weak candidates, which the detect protocol
+    draws its false positives from (the paper's easy fakes score p ≤ 0.2).
+    """
+    sidecar = await fitting_sidecar(session, task, detector)
+    if score_threshold is not None:
+        sidecar = sidecar.model_copy(update={"score_threshold": score_threshold})
+    await to_thread.run_sync(check_model_stored, settings, detector)
+    images = await images_repository.images_of_task(session, task.id)
+    if not images:
+        raise Invalid(f"task {task.id} has no images to run a detector on")
+    return DetectionInputs(task.id, task.name, detector, sidecar, images)
+
+
+def infer(
+    settings: Settings,
+    inputs: DetectionInputs,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: ProgressReporter | None = None,
+    prefer_cuda: bool = True,
+) -> DetectionRun:
+    """Blocking, without the database: fetch the model, build missing raw caches, detect on every image."""
+    model = stored_model(settings, inputs.detector)
+    ensure_raw_caches(settings, inputs.images)
+    targets = targets_of(settings, inputs.images)
+    return detect_all(model, inputs.sidecar, targets, batch_size, progress, prefer_cuda)
+
+
+async def store_detection(
+    session: AsyncSession,
+    inputs: DetectionInputs,
+    run: DetectionRun,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    name: str | None = None,
+) -> SuggestionSet:
+    """Write a run's suggestions as a new set of its task (404 when the task went away meanwhile)."""
+    task = await studies_repository.task_by_id(session, inputs.task_id)
+    if task is None:
+        raise NotFound(f"no task {inputs.task_id}")
+    detector = inputs.detector
+    return await suggestions_service.create_suggestion_set(
+        session,
+        task,
+        (name or f"{detector.name} on {task.name}")[:200],
+        "detector",
+        run.items,
+        detector_model_id=detector.id,
+        provider=run.provider,
+        images_per_second=run.images_per_second,
+        notes=(
+            f"model sha256 {detector.sha256}; {len(inputs.images)} images, {run.tiles} tiles, batch {batch_size}"
+        ),
+    )
 
 
 async def run_detection(
@@ -253,34 +348,13 @@ async def run_detection(
     prefer_cuda: bool = True,
     score_threshold: float | None = None,
 ) -> SuggestionSet:
-    """Run the detector over every image of the task and store the result as a suggestion set.
+    """Read, infer and store in the caller's session: for in-process runs (the demo, benchmarks).
 
-    A lower ``score_threshold`` than the sidecar's keeps weak candidates, which the detect protocol
-    draws its false positives from (the paper's easy fakes score p ≤ 0.2).
+    The `detect` job calls the three steps itself, so that no transaction stays open while it infers.
     """
-    sidecar = await fitting_sidecar(session, task, detector)
-    if score_threshold is not None:
-        sidecar = sidecar.model_copy(update={"score_threshold": score_threshold})
-    path = stored_model(settings, detector)
-    images = await images_repository.images_of_task(session, task.id)
-    await to_thread.run_sync(ensure_raw_caches, settings, images)
-    targets = targets_of(settings, images)
-    if not targets:
-        raise Invalid(f"task {task.id} has no images to run a detector on")
-    run = await to_thread.run_sync(
-        lambda: detect_all(path, sidecar, targets, batch_size, progress, prefer_cuda)
-    )
-    return await suggestions_service.create_suggestion_set(
-        session,
-        task,
-        (name or f"{detector.name} on {task.name}")[:200],
-        "detector",
-        run.items,
-        detector_model_id=detector.id,
-        provider=run.provider,
-        images_per_second=run.images_per_second,
-        notes=f"model sha256 {detector.sha256}; {len(targets)} images, {run.tiles} tiles, batch {batch_size}",
-    )
+    inputs = await read_detection_inputs(session, settings, task, detector, score_threshold)
+    run = await to_thread.run_sync(lambda: infer(settings, inputs, batch_size, progress, prefer_cuda))
+    return await store_detection(session, inputs, run, batch_size=batch_size, name=name)
 
 
 def detect_all(
@@ -356,7 +430,7 @@ class _ThreadSources:
             self._opened.clear()
 
     def input_of(self, target: ImageTarget) -> ImageInput:
-        per_thread = target.raw is not None or sniff_format(target.path) == "tiff"
+        per_thread = target.raw is not None or (target.file_format or sniff_format(target.path)) == "tiff"
 
         def read_region(x: int, y: int, width: int, height: int) -> np.ndarray:
             source = self._own(target) if per_thread else self._common(target)

@@ -17,16 +17,16 @@ from argon2 import PasswordHasher
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import repository as accounts_repository
 from app.accounts import service as accounts
 from app.errors import Conflict, Invalid
 from app.evaluation import repository
 from app.evaluation.exact_format import ExactFile, ExactFormatError, ExactObject, parse_exact
 from app.evaluation.metrics import inside_image_mask
 from app.evaluation.schemas import ImportedFileOut, ImportReport, ImportRole, SkippedLineOut
+from app.images import repository as images_repository
 from app.models import (
     Annotation,
-    Assignment,
-    AssignmentStatus,
     GroundTruthObject,
     Image,
     ImageView,
@@ -38,14 +38,15 @@ from app.models import (
     Suggestion,
     SuggestionSet,
     Task,
+    TaskKind,
     User,
 )
 from app.models.base import utcnow
+from app.studies import repository as studies_repository
 from app.studies import service as studies
-from app.studies.schemas import PALETTE, StudyCreate, TaskCreate
+from app.studies.schemas import StudyCreate, TaskCreate
 
 MISSING_FORMAT = "missing"
-LABEL_KEYS = "123456789"
 ERROR_KINDS = ("class_changed", "removed", "duplicate", "false_positive", "grade_shifted")
 IMPORT_SOURCE = "import"
 
@@ -123,8 +124,8 @@ async def import_exact(
 def check_request(request: ImportRequest, file_count: int) -> None:
     if file_count == 0:
         raise Invalid("no files were sent")
-    if request.kind not in ("classify", "grade", "detect"):
-        raise Invalid(f"unknown task kind {request.kind!r}; use classify, grade or detect")
+    if request.kind not in tuple(TaskKind):
+        raise Invalid(f"unknown task kind {request.kind!r}; use {', '.join(TaskKind)}")
     if request.role == "expert":
         if request.mode not in ("unaided", "aided"):
             raise Invalid("expert files need --mode unaided or aided")
@@ -191,24 +192,24 @@ async def _target(
 ) -> Target:
     label_names = list(dict.fromkeys(obj.label for item in parsed for obj in item.parsed.objects))
     study, created_study = await _study(session, request.study)
-    task = await repository.task_by_name(session, study.id, request.task)
+    task = await studies_repository.task_by_name(session, study.id, request.task)
     created_task = task is None
     if task is None:
         task = await _new_task(session, study, request, label_names)
     elif task.kind != request.kind:
         raise Conflict(f"task {task.name!r} is a {task.kind} task, not {request.kind}")
-    labels = {label.name: label for label in await repository.labels_of_task(session, task.id)}
+    labels = await studies.label_map(session, task.id)
     new_labels = [name for name in label_names if name not in labels]
     if not created_task:
-        await _add_labels(session, task, labels, new_labels)
-    images = {image.name: image for image in await repository.images_of_task(session, task.id)}
+        labels.update((label.name, label) for label in await studies.add_labels(session, task, new_labels))
+    images = {image.name: image for image in await images_repository.images_of_task(session, task.id, None)}
     target = Target(study, task, created_study, created_task, labels, images, new_labels)
     await _ensure_images(session, target, parsed, sizes)
     return target
 
 
 async def _study(session: AsyncSession, name: str) -> tuple[Study, bool]:
-    study = await repository.study_by_name(session, name)
+    study = await studies_repository.study_by_name(session, name)
     if study is not None:
         return study, False
     return await studies.create_study(session, StudyCreate(name=name)), True
@@ -227,21 +228,6 @@ async def _new_task(session: AsyncSession, study: Study, request: ImportRequest,
     return task
 
 
-async def _add_labels(session: AsyncSession, task: Task, labels: dict[str, Label], names: list[str]) -> None:
-    for name in names:
-        position = len(labels)
-        label = Label(
-            task_id=task.id,
-            name=name,
-            colour=PALETTE[position % len(PALETTE)],
-            key=LABEL_KEYS[position] if position < len(LABEL_KEYS) else "",
-            position=position,
-        )
-        session.add(label)
-        labels[name] = label
-    await session.flush()
-
-
 async def _ensure_images(
     session: AsyncSession,
     target: Target,
@@ -249,7 +235,7 @@ async def _ensure_images(
     sizes: dict[str, tuple[int, int]],
 ) -> None:
     """Creates images by name in first-seen order; size 0×0 until a file with objects on it tells the size."""
-    position = await repository.next_image_position(session, target.task.id)
+    position = await images_repository.next_image_position(session, target.task.id)
     for name in dict.fromkeys(image for item in parsed for image in item.parsed.image_order):
         width, height = sizes.get(name, (0, 0))
         image = target.images.get(name)
@@ -304,10 +290,9 @@ def _size_report(item: ParsedFile, images: dict[str, Image]) -> tuple[int, int]:
 
 
 async def _ensure_experts(session: AsyncSession, names: list[str]) -> list[str]:
-    existing = await repository.users_by_name(session, names)
     created = []
     for name in dict.fromkeys(names):
-        if name not in existing:
+        if await accounts_repository.user_by_name(session, name) is None:
             await accounts.create_user(session, PasswordHasher(), name, Role.expert, None)
             created.append(name)
     return created
@@ -333,7 +318,8 @@ async def _store_expert(
     session: AsyncSession, request: ImportRequest, target: Target, item: ParsedFile
 ) -> int:
     assert item.expert is not None and request.mode is not None
-    expert = (await repository.users_by_name(session, [item.expert]))[item.expert]
+    expert = await accounts_repository.user_by_name(session, item.expert)
+    assert expert is not None, "_ensure_experts created every expert named"
     mode = request.mode
     if await repository.has_annotations(session, target.task.id, expert.id, mode):
         raise Conflict(f"{expert.name} already has {mode} annotations in task {target.task.name!r}")
@@ -345,19 +331,12 @@ async def _store_expert(
 
 
 async def _finished_assignment(session: AsyncSession, task: Task, expert: User, mode: str) -> None:
-    if await repository.assignment_for(session, task.id, expert.id, mode) is not None:
+    """The expert's assignment of this task and mode, created finished when the import brings it."""
+    if await studies_repository.assignment_for(session, expert.id, task.id, mode) is not None:
         return
-    now = utcnow()
-    session.add(
-        Assignment(
-            task_id=task.id,
-            expert_id=expert.id,
-            mode=mode,
-            status=AssignmentStatus.finished,
-            opened_at=now,
-            finished_at=now,
-        )
-    )
+    assignment = await studies.create_assignment(session, task, expert.name, mode, None)
+    await studies.finish_assignment(session, assignment)
+    assignment.opened_at = assignment.finished_at
 
 
 def _annotations(target: Target, expert: User, mode: str, objects: list[ExactObject]) -> list[Annotation]:

@@ -26,7 +26,6 @@ BORDER_MARGIN_PX = 2.0
 CONSENSUS_RADIUS_PX = 50.0
 MAX_GAP_SECONDS = 300.0
 NO_MATCH = -1
-GRID_CELL_BOXES = 2.0  # grid cell of `_overlapping_same_key_pairs`, in median box sizes
 
 
 # ---------------------------------------------------------------- boxes
@@ -148,14 +147,45 @@ def best_reference(
     ...                np.array([[0.0, 0, 9, 9], [0.0, 0, 9, 9]]), np.array([7, 7]))
     (array([0]), array([1.]))
     """
+    return best_of_overlaps(overlaps(det_boxes, det_keys, ref_boxes, ref_keys, plus_one), det_keys, ref_keys)
+
+
+@dataclass(frozen=True)
+class Overlaps:
+    """Pairs (P,) of a detection and a reference with equal keys whose boxes intersect, and their IoU,
+    grouped by detection with references ascending (`overlaps`). Computed once, they serve every matching
+    of the same boxes: keep a subset with `where` (same class, say) and the order stays."""
+
+    det: IntArray
+    ref: IntArray
+    iou: FloatArray
+
+    def where(self, keep: BoolArray) -> Overlaps:
+        return Overlaps(self.det[keep], self.ref[keep], self.iou[keep])
+
+
+def overlaps(
+    det_boxes: FloatArray,
+    det_keys: IntArray,
+    ref_boxes: FloatArray,
+    ref_keys: IntArray,
+    plus_one: bool = True,
+) -> Overlaps:
+    """Every same-key pair of a detection (N, 4) and a reference (M, 4) with IoU > 0, with its IoU."""
     det_index, ref_index = _overlapping_same_key_pairs(det_boxes, det_keys, ref_boxes, ref_keys, plus_one)
-    best = _first_reference_of_key(det_keys, ref_keys)  # IoU 0 with every reference of its key
-    best_iou = np.zeros(len(det_keys), dtype=np.float64)
-    if len(det_index) == 0:
-        return best, best_iou
     det_rows = np.ascontiguousarray(det_boxes.take(det_index, axis=0).T)
     ref_rows = np.ascontiguousarray(ref_boxes.take(ref_index, axis=0).T)
-    iou = _iou_of_rows(det_rows, ref_rows, plus_one)
+    return Overlaps(det_index, ref_index, _iou_of_rows(det_rows, ref_rows, plus_one))
+
+
+def best_of_overlaps(pairs: Overlaps, det_keys: IntArray, ref_keys: IntArray) -> tuple[IntArray, FloatArray]:
+    """`best_reference` from the overlapping pairs of those keys (`overlaps`, or a `where` of coarser keys'
+    pairs): detections without a pair get the first reference of their key with IoU 0."""
+    best = _first_reference_of_key(det_keys, ref_keys)  # IoU 0 with every reference of its key
+    best_iou = np.zeros(len(det_keys), dtype=np.float64)
+    det_index, ref_index, iou = pairs.det, pairs.ref, pairs.iou
+    if len(det_index) == 0:
+        return best, best_iou
     # Pairs come grouped by detection with references ascending, so the first maximum of a group wins ties.
     group_starts = np.flatnonzero(_starts_of_runs(det_index))
     group_max = np.maximum.reduceat(iou, group_starts)
@@ -205,49 +235,49 @@ def _overlapping_same_key_pairs(
     """The (detection, reference) pairs of `_same_key_pairs` whose boxes intersect (IoU > 0), in its order.
 
     Only these can have a positive IoU, and on large images with hundreds of objects they are a small part of
-    all same-key pairs. Boxes are put on a grid of cells about twice the median box size; two boxes that
-    intersect share the cell holding the top-left corner of their intersection, so each pair is found in
-    exactly that cell.
+    all same-key pairs. A sweep along x: references sorted by (key, x1); a detection's candidates are the
+    references of its key whose x1 lies in [x1 − widest reference, x2 + p], found by two binary searches,
+    then kept when the boxes really intersect.
     """
     if len(det_keys) == 0 or len(ref_keys) == 0:
         return _same_key_pairs(det_keys, ref_keys)
     pad = 1.0 if plus_one else 0.0
-    both = np.concatenate([det_boxes, ref_boxes])
-    size = float(np.median(np.maximum(both[:, 2] - both[:, 0], both[:, 3] - both[:, 1]) + pad))
-    cell = max(GRID_CELL_BOXES * size, 1.0)
-    origin = both[:, :2].min(axis=0)
-    span = np.ceil((both[:, 2:] + pad - origin) / cell).max(axis=0).astype(np.int64) + 1
-    columns, rows = int(span[0]), int(span[1])
-    key_codes = np.unique(np.concatenate([det_keys, ref_keys]), return_inverse=True)[1].reshape(-1)
+    left = min(float(det_boxes[:, 0].min()), float(ref_boxes[:, 0].min()))
+    right = max(float(det_boxes[:, 2].max()), float(ref_boxes[:, 2].max()))
+    widest = float((ref_boxes[:, 2] - ref_boxes[:, 0]).max()) + pad + 1.0
+    block = right - left + widest + pad + 2.0  # one key's x range, windows included: keys never mix
+    det_codes, ref_codes = _key_codes(det_keys, ref_keys, block)
+    ref_position = ref_codes * block + (ref_boxes[:, 0] - left)
+    order = np.argsort(ref_position, kind="stable")
+    sorted_position = ref_position[order]
+    det_base = det_codes * block - left
+    low = np.searchsorted(sorted_position, det_base + det_boxes[:, 0] - widest, side="left")
+    high = np.searchsorted(sorted_position, det_base + det_boxes[:, 2] + pad + 1.0, side="right")
+    counts = high - low
+    det_index = np.repeat(np.arange(len(det_keys), dtype=np.int64), counts)
+    shift = np.repeat(low - (np.cumsum(counts) - counts), counts)
+    ref_index = order[np.arange(len(det_index), dtype=np.int64) + shift].astype(np.int64)
+    # The windows lie inside their key's block, so only the boxes remain to compare: x first, then y.
+    for low_side, high_side in ((0, 2), (1, 3)):
+        det_low, det_high = det_boxes[:, low_side], det_boxes[:, high_side]
+        ref_low, ref_high = ref_boxes[:, low_side], ref_boxes[:, high_side]
+        keep = np.maximum(det_low[det_index], ref_low[ref_index]) < (
+            np.minimum(det_high[det_index], ref_high[ref_index]) + pad
+        )
+        det_index, ref_index = det_index[keep], ref_index[keep]
+    pair_order = np.argsort(det_index * len(ref_keys) + ref_index, kind="stable")
+    return det_index[pair_order], ref_index[pair_order]
 
-    def spread(boxes: FloatArray, codes: IntArray) -> tuple[IntArray, IntArray]:
-        """(box index, grid key) for every grid cell that the box's pixels [x1, x2 + pad) touch."""
-        low = np.floor((boxes[:, :2] - origin) / cell).astype(np.int64)
-        high = np.maximum(np.ceil((boxes[:, 2:] + pad - origin) / cell).astype(np.int64) - 1, low)
-        nx, ny = high[:, 0] - low[:, 0] + 1, high[:, 1] - low[:, 1] + 1
-        count = nx * ny
-        index = np.repeat(np.arange(len(boxes), dtype=np.int64), count)
-        step = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
-        gx = low[index, 0] + step % nx[index]
-        gy = low[index, 1] + step // nx[index]
-        return index, (codes[index] * rows + gy) * columns + gx
 
-    det_cells, det_grid = spread(det_boxes, key_codes[: len(det_keys)])
-    ref_cells, ref_grid = spread(ref_boxes, key_codes[len(det_keys) :])
-    pair_det, pair_ref = _same_key_pairs(det_grid, ref_grid)
-    det_index, ref_index = det_cells[pair_det], ref_cells[pair_ref]
-    corner = np.maximum(det_boxes[det_index, :2], ref_boxes[ref_index, :2])
-    far_corner = np.minimum(det_boxes[det_index, 2:], ref_boxes[ref_index, 2:]) + pad
-    owner = np.floor((corner - origin) / cell).astype(np.int64)
-    grid = det_grid[pair_det]
-    keep = (
-        np.all(corner < far_corner, axis=1)
-        & (owner[:, 0] == grid % columns)
-        & (owner[:, 1] == (grid // columns) % rows)
-    )
-    det_index, ref_index = det_index[keep], ref_index[keep]
-    order = np.lexsort((ref_index, det_index))
-    return det_index[order], ref_index[order]
+def _key_codes(det_keys: IntArray, ref_keys: IntArray, block: float) -> tuple[FloatArray, FloatArray]:
+    """Keys as small non-negative numbers, order kept, so that code · block + x stays exact to far below a
+    pixel in float64: the keys less their minimum when they span few values, else their ranks."""
+    low = min(int(det_keys.min()), int(ref_keys.min()))
+    high = max(int(det_keys.max()), int(ref_keys.max()))
+    if (high - low + 1) * block < 2.0**40:
+        return (det_keys - low).astype(np.float64), (ref_keys - low).astype(np.float64)
+    codes = np.unique(np.concatenate([det_keys, ref_keys]), return_inverse=True)[1].reshape(-1)
+    return codes[: len(det_keys)].astype(np.float64), codes[len(det_keys) :].astype(np.float64)
 
 
 def match_keys(labels: IntArray, images: IntArray) -> IntArray:
@@ -259,7 +289,7 @@ def match_keys(labels: IntArray, images: IntArray) -> IntArray:
     return keys
 
 
-def _joint_keys(
+def joint_keys(
     det_labels: IntArray,
     det_images: IntArray,
     ref_labels: IntArray,
@@ -291,14 +321,20 @@ def greedy_match(
 
     Example: two identical detections on one reference → TP, FP.
     """
-    det_keys, ref_keys = _joint_keys(det_labels, det_images, ref_labels, ref_images)
-    best, best_iou = best_reference(det_boxes, det_keys, ref_boxes, ref_keys, plus_one)
+    det_keys, ref_keys = joint_keys(det_labels, det_images, ref_labels, ref_images)
+    pairs = overlaps(det_boxes, det_keys, ref_boxes, ref_keys, plus_one)
+    return greedy_of_overlaps(pairs, det_keys, ref_keys, iou)
+
+
+def greedy_of_overlaps(pairs: Overlaps, det_keys: IntArray, ref_keys: IntArray, iou: float) -> GreedyMatch:
+    """`greedy_match` from the overlapping pairs of those keys (see `best_of_overlaps`)."""
+    best, best_iou = best_of_overlaps(pairs, det_keys, ref_keys)
     candidate = np.flatnonzero((best != NO_MATCH) & (best_iou >= iou))
     _, first = np.unique(best[candidate], return_index=True)
     winners = candidate[first]
-    true_positive = np.zeros(len(det_labels), dtype=np.bool_)
+    true_positive = np.zeros(len(det_keys), dtype=np.bool_)
     true_positive[winners] = True
-    taken = np.zeros(len(ref_labels), dtype=np.bool_)
+    taken = np.zeros(len(ref_keys), dtype=np.bool_)
     taken[best[winners]] = True
     return GreedyMatch(true_positive, best, best_iou, taken)
 
@@ -437,7 +473,7 @@ def matched_register_entries(
             iou,
         )
         return match.reference_taken
-    entry_keys, det_keys = _joint_keys(entry_labels, entry_images, det_labels, det_images)
+    entry_keys, det_keys = joint_keys(entry_labels, entry_images, det_labels, det_images)
     _, best_iou = best_reference(entry_boxes, entry_keys, det_boxes, det_keys)
     found: BoolArray = best_iou >= iou
     return found
@@ -475,10 +511,50 @@ def one_to_one_match(
 
     Example: det [[0,0,9,9]], ref [[1,1,10,10]], same class, by iou 0.5 → ([0], [0]) (IoU 81/119 ≈ 0.68).
     """
-    det_keys, ref_keys = _joint_keys(det_labels, det_images, ref_labels, ref_images)
-    det_index, ref_index = _same_key_pairs(det_keys, ref_keys)
+    det_keys, ref_keys = joint_keys(det_labels, det_images, ref_labels, ref_images)
+    det_index, ref_index = _candidate_pairs(det_boxes, det_keys, ref_boxes, ref_keys, by == "iou", threshold)
     admissible = _paired_admissible(det_boxes[det_index], ref_boxes[ref_index], by, threshold)
     det_index, ref_index = det_index[admissible], ref_index[admissible]
+    return _one_to_one_of_pairs(
+        det_index, ref_index, det_boxes, det_keys, ref_boxes, ref_keys, by, threshold, method
+    )
+
+
+def one_to_one_of_overlaps(
+    pairs: Overlaps,
+    det_boxes: FloatArray,
+    det_keys: IntArray,
+    ref_boxes: FloatArray,
+    ref_keys: IntArray,
+    threshold: float = PAPER_IOU,
+    method: Literal["hungarian", "greedy"] = "hungarian",
+) -> tuple[IntArray, IntArray]:
+    """`one_to_one_match` by IoU (threshold > 0) from the overlapping pairs of those keys."""
+    admissible = pairs.iou >= threshold
+    return _one_to_one_of_pairs(
+        pairs.det[admissible],
+        pairs.ref[admissible],
+        det_boxes,
+        det_keys,
+        ref_boxes,
+        ref_keys,
+        "iou",
+        threshold,
+        method,
+    )
+
+
+def _one_to_one_of_pairs(
+    det_index: IntArray,
+    ref_index: IntArray,
+    det_boxes: FloatArray,
+    det_keys: IntArray,
+    ref_boxes: FloatArray,
+    ref_keys: IntArray,
+    by: Literal["iou", "centre"],
+    threshold: float,
+    method: Literal["hungarian", "greedy"],
+) -> tuple[IntArray, IntArray]:
     # A pair whose detection and reference have no other admissible partner is in every optimal assignment
     # (greedy or Hungarian); only the keys with contested pairs need the assignment solver.
     lone = (np.bincount(det_index, minlength=len(det_keys))[det_index] == 1) & (
@@ -498,6 +574,21 @@ def one_to_one_match(
     refs_found = np.concatenate(ref_pairs).astype(np.int64)
     order = np.argsort(dets_found, kind="stable")
     return dets_found[order], refs_found[order]
+
+
+def _candidate_pairs(
+    det_boxes: FloatArray,
+    det_keys: IntArray,
+    ref_boxes: FloatArray,
+    ref_keys: IntArray,
+    by_iou: bool,
+    iou: float,
+) -> tuple[IntArray, IntArray]:
+    """Same-key pairs that may pass a test of IoU ≥ iou (+1-pixel convention): with iou > 0 only boxes that
+    intersect can, so only those are built; otherwise every same-key pair."""
+    if by_iou and iou > 0:
+        return _overlapping_same_key_pairs(det_boxes, det_keys, ref_boxes, ref_keys, plus_one=True)
+    return _same_key_pairs(det_keys, ref_keys)
 
 
 def _paired_admissible(
@@ -835,11 +926,13 @@ def kept_error_costs(
     if others <= 0 or len(labels) == 0:
         return np.ones(len(labels), dtype=np.float64)
     keys = match_keys(labels, images)
-    first, second = _same_key_pairs(keys, keys)
+    first, second = _candidate_pairs(boxes, keys, boxes, keys, True, iou)
     overlap = paired_iou(boxes[first], boxes[second]) >= iou
     foreign = overlap & (experts[first] != experts[second])
-    distinct = np.unique(np.stack([first[foreign], experts[second[foreign]]], axis=1), axis=0)
-    sharing = np.bincount(distinct[:, 0], minlength=len(labels)) if len(distinct) else np.zeros(len(labels))
+    codes = experts - int(experts.min())
+    width = int(codes.max()) + 1
+    distinct = np.unique(first[foreign] * width + codes[second[foreign]]) // width  # (error, other expert)
+    sharing = np.bincount(distinct, minlength=len(labels)) if len(distinct) else np.zeros(len(labels))
     costs: FloatArray = 1.0 - sharing.astype(np.float64) / others
     return costs
 
@@ -858,7 +951,7 @@ def overlapping_objects(
 
     Keys say what may match: image ids alone (any label) or `match_keys` (same image and class).
     """
-    entry_index, det_index = _same_key_pairs(entry_keys, det_keys)
+    entry_index, det_index = _candidate_pairs(entry_boxes, entry_keys, det_boxes, det_keys, True, iou)
     keep = paired_iou(entry_boxes[entry_index], det_boxes[det_index]) >= iou
     return entry_index[keep], det_index[keep]
 
@@ -898,7 +991,7 @@ def caught_errors(
         return caught
     if kind == "duplicate":
         return _duplicates_caught(entry_boxes, entry_images, det_boxes, det_images, originals, iou)
-    entry_keys, det_keys = _joint_keys(entry_labels, entry_images, det_labels, det_images)
+    entry_keys, det_keys = joint_keys(entry_labels, entry_images, det_labels, det_images)
     hits, _ = overlapping_objects(entry_boxes, entry_keys, det_boxes, det_keys, iou)
     found: BoolArray = np.bincount(hits, minlength=len(entry_images)) > 0
     return found

@@ -69,30 +69,9 @@ async def study_by_name(session: AsyncSession, name: str) -> Study | None:
     return await session.scalar(select(Study).where(Study.name == name))
 
 
-async def task_by_name(session: AsyncSession, study_id: int, name: str) -> Task | None:
-    return await session.scalar(select(Task).where(Task.study_id == study_id, Task.name == name))
-
-
-async def labels_of_task(session: AsyncSession, task_id: int) -> list[Label]:
-    query = select(Label).where(Label.task_id == task_id).order_by(Label.position, Label.id)
-    return list(await session.scalars(query))
-
-
-async def images_of_task(session: AsyncSession, task_id: int) -> list[Image]:
-    query = select(Image).where(Image.task_id == task_id).order_by(Image.position, Image.id)
-    return list(await session.scalars(query))
-
-
 async def users_by_name(session: AsyncSession, names: Sequence[str]) -> dict[str, User]:
     users = await session.scalars(select(User).where(User.name.in_(list(names))))
     return {user.name: user for user in users}
-
-
-async def assignment_for(session: AsyncSession, task_id: int, expert_id: int, mode: str) -> Assignment | None:
-    query = select(Assignment).where(
-        Assignment.task_id == task_id, Assignment.expert_id == expert_id, Assignment.mode == mode
-    )
-    return await session.scalar(query)
 
 
 async def has_annotations(session: AsyncSession, task_id: int, expert_id: int, mode: str) -> bool:
@@ -129,11 +108,6 @@ async def next_register_position(session: AsyncSession, suggestion_set_id: int) 
         InjectedError.suggestion_set_id == suggestion_set_id
     )
     current = await session.scalar(query)
-    return 0 if current is None else current + 1
-
-
-async def next_image_position(session: AsyncSession, task_id: int) -> int:
-    current = await session.scalar(select(func.max(Image.position)).where(Image.task_id == task_id))
     return 0 if current is None else current + 1
 
 
@@ -244,19 +218,25 @@ class StudyRows:
     task_kinds: dict[int, str] = field(default_factory=dict)
 
 
-async def read_study(session: AsyncSession, study_id: int) -> StudyRows:
+async def read_study(session: AsyncSession, study_id: int, store: bool = True) -> StudyRows:
     """Every row the metrics need: one SQLAlchemy Core query per table, run on the driver's own cursor.
 
     The queries are compiled once per dialect and their rows come back as the driver's tuples, without
     SQLAlchemy Row objects or result processing. Expert objects come from each task's stored object columns
     when they are current, else from the annotation table; tables built that way are stored for the next read
-    (`store_object_columns`).
+    (`store_object_columns`; with store=False the caller stores them, `store_rebuilt`).
     """
     connection = await session.connection()
     rows = await connection.run_sync(_read_study, {STUDY_PARAMETER: study_id})
+    if store:
+        await store_rebuilt(session, rows)
+    return rows
+
+
+async def store_rebuilt(session: AsyncSession, rows: StudyRows) -> None:
+    """Stores the object tables that `read_study` rebuilt, on a connection of its own."""
     if rows.rebuilt and isinstance(session.bind, AsyncEngine):
         await store_object_columns(session.bind, rows.rebuilt)
-    return rows
 
 
 def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows:
@@ -464,10 +444,10 @@ def epoch_seconds(dialect: Dialect, column: Any) -> ColumnElement[float]:
 
 
 def _annotations_query(dialect: Dialect) -> AnySelect:
-    """Expert objects of the listed tasks: task id, then the columns of `object_columns` (layout 1).
+    """Expert objects of the listed tasks: task id, the columns of `object_columns` (layout 1), position, id.
 
-    Only numbers, one query for every task and mode; deleted objects stay in the database.
-    Ordered by mode, image, expert, then source order (position, id): the detection order inside an image.
+    Only numbers, one query for every task and mode; deleted objects stay in the database. Unordered:
+    `object_columns.tables_by_task` sorts them (mode, image, expert, then source order: position, id).
     """
     mode_code = case(
         *((Annotation.mode == mode, code) for mode, code in object_columns.MODE_CODES.items()), else_=-1
@@ -484,6 +464,8 @@ def _annotations_query(dialect: Dialect) -> AnySelect:
             Annotation.x2,
             Annotation.y2,
             epoch_seconds(dialect, Annotation.updated_at),
+            Annotation.position,
+            Annotation.id,
         )
         .join(Image, Image.id == Annotation.image_id)
         .where(
@@ -491,7 +473,6 @@ def _annotations_query(dialect: Dialect) -> AnySelect:
             Annotation.mode.in_(list(object_columns.MODE_CODES)),
             Annotation.deleted.is_(False),
         )
-        .order_by(mode_code, Annotation.image_id, Annotation.expert_id, Annotation.position, Annotation.id)
     )
 
 

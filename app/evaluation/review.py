@@ -172,16 +172,20 @@ def _label_kappas(
 ) -> dict[str, tuple[float, int]]:
     """Each expert's kappa of its label vs the reference label on the cells matched regardless of label,
     with the number of matched cells; one greedy match for every expert of the batch."""
-    references = batch.repeat(reference)
-    match = m.greedy_match(
-        batch.objects.boxes,
-        np.zeros(len(batch.objects), dtype=np.int64),
-        batch.objects.images,
-        references.boxes,
-        np.zeros(len(references), dtype=np.int64),
-        references.images,
-        iou=iou,
-    )
+    if batch.reference is reference:  # the overlaps the concordance found already
+        references = batch.reference_overlaps.references
+        match = batch.reference_overlaps.greedy(iou, any_class=True)
+    else:
+        references = batch.repeat(reference)
+        match = m.greedy_match(
+            batch.objects.boxes,
+            np.zeros(len(batch.objects), dtype=np.int64),
+            batch.objects.images,
+            references.boxes,
+            np.zeros(len(references), dtype=np.int64),
+            references.images,
+            iou=iou,
+        )
     hits = np.flatnonzero(match.true_positive)
     mine = codes(batch.objects.labels[hits])
     theirs = codes(references.labels[match.best_reference[hits]])
@@ -260,7 +264,7 @@ def _clusters(centres: np.ndarray, images: np.ndarray, radius: float) -> np.ndar
     width = float(np.ptp(centres[:, 0])) + 4.0 * radius + 1.0
     placed = np.column_stack([centres[:, 0] - centres[:, 0].min() + image_rank * width, centres[:, 1]])
     pairs = cKDTree(placed).query_pairs(r=radius, output_type="ndarray").astype(np.int64).reshape(-1, 2)
-    earlier, later = pairs.min(axis=1), pairs.max(axis=1)
+    earlier, later = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
     UNDECIDED, SEED, MEMBER = 0, 1, 2
     state = np.zeros(n, dtype=np.int8)
     while True:

@@ -9,11 +9,16 @@ source order (annotation position, then id). Every object, reference and registe
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import math
 import re
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import chain
 from time import perf_counter
 from typing import Any
 
@@ -144,17 +149,23 @@ class ImageSizes:
         return m.counted_mask(boxes.boxes, self.widths[index], self.heights[index], deleted)
 
 
-def _columns(rows: Sequence[Any], count: int) -> list[tuple[Any, ...]]:
-    return list(zip(*rows, strict=True)) if rows else [() for _ in range(count)]
+def _numbers(rows: Sequence[Any], first: int, width: int) -> m.FloatArray:
+    """Columns first .. first + width − 1 of the driver's rows as one float64 (N, width) array, in one pass
+    (ids are exact as float64 up to 2⁵³)."""
+    values = chain.from_iterable(row[first : first + width] for row in rows)
+    try:
+        flat = np.fromiter(values, dtype=np.float64, count=len(rows) * width)
+    except TypeError:  # a NULL: NaN, as numpy's array() makes it
+        flat = np.array([row[first : first + width] for row in rows], dtype=np.float64)
+    return flat.reshape(len(rows), width)
 
 
 def _boxes(rows: Sequence[Any], image_col: int, label_col: int, box_col: int) -> Boxes:
-    columns = _columns(rows, box_col + 4)
-    boxes = np.array(columns[box_col : box_col + 4], dtype=np.float64).T.reshape(len(rows), 4)
+    """Boxes of rows holding image id, label id and x1, y1, x2, y2 as adjacent columns, in this order."""
+    assert label_col == image_col + 1 and box_col == label_col + 1
+    table = _numbers(rows, image_col, 6)
     return Boxes(
-        boxes,
-        np.array(columns[label_col], dtype=np.int64),
-        np.array(columns[image_col], dtype=np.int64),
+        np.ascontiguousarray(table[:, 2:]), table[:, 1].astype(np.int64), table[:, 0].astype(np.int64)
     )
 
 
@@ -187,23 +198,24 @@ def _ints() -> m.IntArray:
 
 
 def _image_sizes(rows: Sequence[Any]) -> ImageSizes:
-    ids, tasks, widths, heights, positions = _columns(rows, 5)
+    table = _numbers(rows, 0, 5)
     return ImageSizes(
-        np.array(ids, dtype=np.int64),
-        np.array(tasks, dtype=np.int64),
-        np.array(widths, dtype=np.float64),
-        np.array(heights, dtype=np.float64),
-        np.array(positions, dtype=np.int64),
+        table[:, 0].astype(np.int64),
+        table[:, 1].astype(np.int64),
+        np.ascontiguousarray(table[:, 2]),
+        np.ascontiguousarray(table[:, 3]),
+        table[:, 4].astype(np.int64),
     )
 
 
 def _runs(keys: Sequence[Any]) -> Iterable[tuple[Any, int, int]]:
-    """(key, start, stop) of runs of equal consecutive keys."""
-    start = 0
-    for index in range(1, len(keys) + 1):
-        if index == len(keys) or keys[index] != keys[start]:
-            yield keys[start], start, index
-            start = index
+    """(key, start, stop) of runs of equal consecutive keys (integer ids)."""
+    values = np.fromiter(keys, dtype=np.int64, count=len(keys))
+    if not len(values):
+        return iter(())
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    stops = [*starts[1:].tolist(), len(values)]
+    return zip(values[starts].tolist(), starts.tolist(), stops, strict=True)
 
 
 def _add_reference(tasks: dict[int, TaskData], rows: Sequence[Any], sizes: ImageSizes) -> None:
@@ -342,12 +354,15 @@ async def task_ids_of_study(session: AsyncSession, study_id: int) -> dict[str, i
 async def study_metrics(
     session: AsyncSession, study: Study, params: MetricsParams, compute: Compute = in_thread
 ) -> StudyMetricsOut:
-    """Reads the study (timed as load_s) and computes every metric off the event loop (compute_s)."""
+    """Reads the study (timed as load_s) and computes every metric off the event loop (compute_s); object
+    tables the read rebuilt are stored meanwhile, and compute_s lasts until both are done."""
     params.check()
     started = perf_counter()
-    rows = await repository.read_study(session, study.id)
+    rows = await repository.read_study(session, study.id, store=False)
     loaded = perf_counter()
-    results = await compute(all_task_metrics, rows, params)
+    results, _ = await asyncio.gather(
+        compute(all_task_metrics, rows, params), repository.store_rebuilt(session, rows)
+    )
     computed = perf_counter()
     return StudyMetricsOut(
         study=study.name,
@@ -361,13 +376,79 @@ async def study_metrics(
 
 def all_task_metrics(rows: repository.StudyRows, params: MetricsParams) -> dict[str, TaskMetricsOut]:
     """Every task's metrics from the study's rows, by task name (pure CPU work, for a worker thread)."""
-    results = {task.name: task_metrics(task, params) for task in build_tasks(rows).values()}
+    results = {task.name: cached_task_metrics(task, params) for task in build_tasks(rows).values()}
     adjust_across_tasks(results)
     return results
 
 
+RESULT_CACHE_SIZE = 32
+_RESULTS: OrderedDict[str, TaskMetricsOut] = OrderedDict()
+_RESULTS_LOCK = threading.Lock()
+
+
+def cached_task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
+    """`task_metrics`, kept per task content and parameters: an unchanged task is not computed again.
+
+    The key is a digest of everything the metrics read (`task_digest`), so any edit, import or deletion that
+    changes what a task holds misses the cache; nothing needs invalidating. Callers get their own copy.
+    """
+    key = task_digest(task, params)
+    with _RESULTS_LOCK:
+        found = _RESULTS.get(key)
+        if found is not None:
+            _RESULTS.move_to_end(key)
+    if found is not None:
+        return found.model_copy(deep=True)
+    computed = task_metrics(task, params)
+    with _RESULTS_LOCK:
+        _RESULTS[key] = computed.model_copy(deep=True)
+        while len(_RESULTS) > RESULT_CACHE_SIZE:
+            _RESULTS.popitem(last=False)
+    return computed
+
+
+def clear_result_cache() -> None:
+    with _RESULTS_LOCK:
+        _RESULTS.clear()
+
+
+def task_digest(task: TaskData, params: MetricsParams) -> str:
+    """Digest of a task's arrays (in order) and every other input of `task_metrics`, and the parameters."""
+    digest = hashlib.blake2b(digest_size=20)
+
+    def add(*arrays: Any) -> None:
+        for array in arrays:
+            contiguous = np.ascontiguousarray(array)
+            digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
+            digest.update(contiguous.tobytes())
+
+    def add_boxes(boxes: Boxes | None) -> None:
+        add(*((boxes.boxes, boxes.labels, boxes.images) if boxes is not None else ()))
+        digest.update(b"|" if boxes is not None else b"-")
+
+    digest.update(repr((task.name, task.kind, sorted(task.labels.items()), task.span, params)).encode())
+    digest.update(repr(task.suggestion_set_id).encode())
+    add_boxes(task.reference)
+    add_boxes(task.suggestions)
+    for kind, parts in sorted(task.register.items()):
+        digest.update(f"register {kind}".encode())
+        for group, part in parts:
+            digest.update(repr(group).encode())
+            add_boxes(part)
+    for mode, experts in sorted(task.work.items()):
+        for name, work in sorted(experts.items()):
+            digest.update(f"work {mode}/{name}".encode())
+            add_boxes(work.objects)
+            add(work.edited_seconds)
+            digest.update(repr((work.images_seen, sorted(work.visit_seconds.items()))).encode())
+    add(task.images)
+    return digest.hexdigest()
+
+
 def task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
-    batches = {mode: Batch.of(task.work[mode], task.span) for mode in MODES if task.work.get(mode)}
+    batches = {
+        mode: Batch.of(task.work[mode], task.span, task.reference) for mode in MODES if task.work.get(mode)
+    }
     modes = {mode: _mode_metrics(task, task.work[mode], batch, params) for mode, batch in batches.items()}
     return TaskMetricsOut(
         modes=modes,
@@ -394,6 +475,34 @@ def concordance(objects: Boxes, reference: Boxes, iou: float) -> m.Concordance:
 
 
 @dataclass(frozen=True)
+class ReferenceOverlaps:
+    """The batch's objects against the reference repeated once per expert (`Batch.repeat`): the pairs that
+    intersect on the same image whatever their classes (`metrics.overlaps`, computed once) and those of the
+    same class, with the keys each set of pairs belongs to. Every matching against the reference starts here:
+    concordance, vote-weighted concordance, the agreement statistics' label-agnostic match."""
+
+    references: Boxes
+    any_class: m.Overlaps
+    same_class: m.Overlaps
+    image_keys: tuple[m.IntArray, m.IntArray]
+    class_keys: tuple[m.IntArray, m.IntArray]
+
+    @staticmethod
+    def of(objects: Boxes, references: Boxes) -> ReferenceOverlaps:
+        pairs = m.overlaps(objects.boxes, objects.images, references.boxes, references.images)
+        same = objects.labels[pairs.det] == references.labels[pairs.ref]
+        class_keys = m.joint_keys(objects.labels, objects.images, references.labels, references.images)
+        return ReferenceOverlaps(
+            references, pairs, pairs.where(same), (objects.images, references.images), class_keys
+        )
+
+    def greedy(self, iou: float, any_class: bool = False) -> m.GreedyMatch:
+        """`metrics.greedy_match` of the objects against the references, of the same class or any class."""
+        pairs, keys = (self.any_class, self.image_keys) if any_class else (self.same_class, self.class_keys)
+        return m.greedy_of_overlaps(pairs, *keys, iou)
+
+
+@dataclass(frozen=True)
 class Batch:
     """Every expert's objects of one task and mode in one array set; image ids shifted by row · span so that
     one call of the pure matching functions evaluates all experts at once without mixing them."""
@@ -403,17 +512,18 @@ class Batch:
     owners: m.IntArray  # row of each object's expert in names
     bounds: list[tuple[int, int]]
     span: int
+    reference: Boxes | None = None
 
     @staticmethod
-    def of(experts: dict[str, ExpertWork], span: int) -> Batch:
-        """span: more than any image id of the study."""
+    def of(experts: dict[str, ExpertWork], span: int, reference: Boxes | None = None) -> Batch:
+        """span: more than any image id of the study; reference: the task's (for `reference_overlaps`)."""
         names = sorted(experts, key=_natural_key)
         parts = [experts[name].objects for name in names]
         sizes = np.cumsum([0, *(len(part) for part in parts)])
         shifted = [Boxes(part.boxes, part.labels, part.images + row * span) for row, part in enumerate(parts)]
         bounds = [(int(sizes[row]), int(sizes[row + 1])) for row in range(len(parts))]
         owners = np.repeat(np.arange(len(parts), dtype=np.int64), np.diff(sizes))
-        return Batch(names, _concat(shifted) if parts else _empty(), owners, bounds, span)
+        return Batch(names, _concat(shifted) if parts else _empty(), owners, bounds, span, reference)
 
     def repeat(self, reference: Boxes) -> Boxes:
         """The reference once per expert, shifted like the expert's objects."""
@@ -424,6 +534,12 @@ class Batch:
             np.concatenate([reference.images + row * span for row in range(rows)]) if rows else _ints(),
         )
 
+    @cached_property
+    def reference_overlaps(self) -> ReferenceOverlaps:
+        """The objects' overlaps with the task's reference, computed on first use and kept with the batch."""
+        assert self.reference is not None, "Batch.of(..., reference=) first"
+        return ReferenceOverlaps.of(self.objects, self.repeat(self.reference))
+
 
 def _empty() -> Boxes:
     return Boxes(np.zeros((0, 4)), _ints(), _ints())
@@ -433,7 +549,7 @@ def _mode_metrics(
     task: TaskData, experts: dict[str, ExpertWork], batch: Batch, params: MetricsParams
 ) -> ModeMetricsOut:
     """Concordance and vote-weighted concordance of every expert from one shared greedy matching."""
-    match = m.greedy_match(*_fields(batch.objects), *_fields(batch.repeat(task.reference)), iou=params.iou)
+    match = batch.reference_overlaps.greedy(params.iou)
     weighted = vote_weighted(task, batch, params.iou)
     classes, ap, counted = _per_class_ap(batch, match.true_positive, task.reference)
     results: dict[str, ExpertMetricsOut] = {}
@@ -470,7 +586,7 @@ def vote_weighted(task: TaskData, batch: Batch, iou: float) -> m.VoteWeighted:
     """`metrics.vote_weighted_concordance` of the batch's experts: one-to-one matching (Hungarian, IoU) of
     every expert against the reference, kept errors costed by the other experts' kept errors."""
     rows, size = len(batch.names), len(task.reference)
-    det, ref = m.one_to_one_match(*_fields(batch.objects), *_fields(batch.repeat(task.reference)), "iou", iou)
+    det, ref = _one_to_one(batch, task.reference, iou)
     matched = np.zeros(rows * size, dtype=np.bool_)
     matched[ref] = True
     kept = np.ones(len(batch.objects), dtype=np.bool_)
@@ -484,6 +600,17 @@ def vote_weighted(task: TaskData, batch: Batch, iou: float) -> m.VoteWeighted:
     return m.vote_weighted_concordance(
         matched.reshape(rows, size), [costs[owners == row] for row in range(rows)]
     )
+
+
+def _one_to_one(batch: Batch, reference: Boxes, iou: float) -> tuple[m.IntArray, m.IntArray]:
+    if batch.reference is reference and iou > 0:
+        found = batch.reference_overlaps
+        keys = found.class_keys
+        objects = batch.objects
+        return m.one_to_one_of_overlaps(
+            found.same_class, objects.boxes, keys[0], found.references.boxes, keys[1], iou
+        )
+    return m.one_to_one_match(*_fields(batch.objects), *_fields(batch.repeat(reference)), "iou", iou)
 
 
 def _vote_weighted_note(weighted: m.VoteWeighted) -> str:
@@ -636,24 +763,68 @@ def _injected_metrics(
     and the published analysis's raw `matched` (entries found with their label)."""
     results: dict[str, dict[str, dict[str, InjectedModeOut]]] = {}
     registers = {kind: _concat([part for _, part in parts]) for kind, parts in task.register.items()}
-    candidates = {
-        mode: batch.objects.take(_register_candidates(batch, list(registers.values())))
-        for mode, batch in batches.items()
-    }
-    for kind, parts in task.register.items():
+    overlaps = {mode: RegisterOverlaps.of(batch, list(registers.values())) for mode, batch in batches.items()}
+    offsets = np.cumsum([0, *(len(entries) for entries in registers.values())]).tolist()
+    for index, (kind, parts) in enumerate(task.register.items()):
         entries = registers[kind]
         groups = np.concatenate([np.full(len(part), -1 if group is None else group) for group, part in parts])
         by_group: dict[str, dict[str, InjectedModeOut]] = defaultdict(dict)
         for mode, batch in batches.items():
-            found = m.matched_register_entries(
-                *_fields(batch.repeat(entries)), *_fields(candidates[mode]), iou=params.register_iou
-            ).reshape(len(batch.names), len(entries))
-            caught = caught_entries(task, kind, entries, batch, params.register_iou)
+            kind_pairs = overlaps[mode].of_kind(offsets[index], len(entries))
+            found, caught = _register_flags(task, kind, entries, batch, kind_pairs, params.register_iou)
             per_expert = {name: (found[row], caught[row]) for row, name in enumerate(batch.names)}
             for key, mask in _group_masks(groups):
                 by_group[key][mode] = _injected_mode(per_expert, mask)
         results[kind] = dict(by_group)
     return results
+
+
+@dataclass(frozen=True)
+class RegisterOverlaps:
+    """A batch's objects against every register entry of the task (all kinds, concatenated, repeated once per
+    expert like `Batch.repeat`): their intersecting pairs on the same image, any class, found once per mode."""
+
+    pairs: m.Overlaps
+    total: int  # entries of all kinds
+
+    @staticmethod
+    def of(batch: Batch, registers: list[Boxes]) -> RegisterOverlaps:
+        entries = batch.repeat(_concat(registers) if registers else _empty())
+        pairs = m.overlaps(batch.objects.boxes, batch.objects.images, entries.boxes, entries.images)
+        return RegisterOverlaps(pairs, sum(len(part) for part in registers))
+
+    def of_kind(self, offset: int, size: int) -> m.Overlaps:
+        """The pairs with one kind's entries, their indices into `Batch.repeat` of that kind's entries."""
+        row, column = np.divmod(self.pairs.ref, max(self.total, 1))
+        local = column - offset
+        keep = (local >= 0) & (local < size)
+        chosen = self.pairs.where(keep)
+        return m.Overlaps(chosen.det, row[keep] * size + local[keep], chosen.iou)
+
+
+def _register_flags(
+    task: TaskData, kind: str, entries: Boxes, batch: Batch, pairs: m.Overlaps, iou: float
+) -> tuple[m.BoolArray, m.BoolArray]:
+    """matched, caught (E, K) of one kind's entries: `metrics.matched_register_entries` (greedy, same class) and
+    `caught_entries`, from the kind's overlapping pairs (IoU > 0 is needed by both when iou > 0)."""
+    rows, size = len(batch.names), len(entries)
+    repeated = batch.repeat(entries)
+    if iou <= 0:
+        candidates = batch.objects.take(_register_candidates(batch, [entries]))
+        found = m.matched_register_entries(*_fields(repeated), *_fields(candidates), iou=iou)
+        return found.reshape(rows, size), caught_entries(task, kind, entries, batch, iou)
+    same = batch.objects.labels[pairs.det] == repeated.labels[pairs.ref]
+    det_keys, ref_keys = m.joint_keys(
+        batch.objects.labels, batch.objects.images, repeated.labels, repeated.images
+    )
+    found = m.greedy_of_overlaps(pairs.where(same), det_keys, ref_keys, iou).reference_taken
+    if kind == "duplicate":
+        caught = caught_entries(task, kind, entries, batch, iou)
+    else:
+        hits = pairs.iou >= iou if kind == "false_positive" else (pairs.iou >= iou) & same
+        overlapped = np.bincount(pairs.ref[hits], minlength=rows * size) > 0
+        caught = (~overlapped if kind == "false_positive" else overlapped).reshape(rows, size)
+    return found.reshape(rows, size), caught
 
 
 # ---------------------------------------------------------------- injected errors caught or missed

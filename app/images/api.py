@@ -131,7 +131,7 @@ async def get_tile(
     format: Format = "jpeg",
 ) -> Response:
     """One tile of the image pyramid (col, row counted from the top left)."""
-    image = await studies.get_image(session, user, image_id)
+    image = await service.visible_image(session, user, image_id)
     content = await service.tile(cache, settings, image, level, col, row, size, format)
     return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
 

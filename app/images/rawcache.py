@@ -1,6 +1,7 @@
 """Raw level-0 pixels of stored image files, kept beside them so reads need no decoding.
 
-The cache of the stored file ``<sha256>.<ext>`` is ``<data_dir>/raw/<sha256[:2]>/<sha256>.npy``: its
+The cache of the stored file ``<sha256>.<ext>`` is the object ``raw/<sha256[:2]>/<sha256>.npy`` of the store
+(``app.storage``: ``<data_dir>/raw/...``, or a bucket with a local copy under ``<data_dir>/cache/raw/...``): its
 level 0 as an uncompressed (height, width, 3) RGB uint8 ``.npy`` array, exactly the pixels
 ``ImageSource`` reads from the file. It is written once, band by band through the file's lazy reader
 (a TIFF is never held in memory whole), into a temporary file that is renamed into place, and only
@@ -17,20 +18,32 @@ import numpy as np
 from app.config import Settings
 from app.images import storage
 from app.images.tiles import MAX_REGION_PIXELS, ImageSource
+from app.images.validation import EXTENSIONS
 from app.models import Image
+from app.storage import store_of
 
 RAW_BAND_ROWS = 1024
-STORED_EXTENSIONS = {"png": "png", "jpeg": "jpg", "tiff": "tif"}
+STORED_EXTENSIONS: dict[str, str] = {fmt: extension.lstrip(".") for fmt, extension in EXTENSIONS.items()}
+
+
+def raw_key(sha256: str) -> str:
+    return f"raw/{sha256[:2]}/{sha256}.npy"
 
 
 def raw_path(settings: Settings, sha256: str) -> Path:
-    """Where the raw cache of the file with this SHA-256 lives (whether or not it exists)."""
-    return settings.data_dir / "raw" / sha256[:2] / f"{sha256}.npy"
+    """Where this machine keeps the raw cache of the file with this SHA-256 (whether or not it exists)."""
+    return store_of(settings).local_path(raw_key(sha256))
 
 
 def existing_raw_cache(settings: Settings, sha256: str) -> Path | None:
+    """The raw cache as a local file (copied from a bucket on first use), or None when there is none."""
     path = raw_path(settings, sha256)
-    return path if path.is_file() else None
+    if path.is_file():
+        return path
+    try:
+        return store_of(settings).local_file(raw_key(sha256))
+    except FileNotFoundError:
+        return None
 
 
 def fits_raw_cache(settings: Settings, width: int, height: int) -> bool:
@@ -44,8 +57,9 @@ def write_raw_cache(settings: Settings, sha256: str, stored: Path, width: int, h
     Returns the cache's path when this call created it (the caller removes it if its upload fails),
     else None.
     """
+    store = store_of(settings)
     target = raw_path(settings, sha256)
-    if not fits_raw_cache(settings, width, height) or target.is_file():
+    if not fits_raw_cache(settings, width, height) or store.exists(raw_key(sha256)):
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{sha256}-", suffix=".npy.partial")
@@ -54,6 +68,7 @@ def write_raw_cache(settings: Settings, sha256: str, stored: Path, width: int, h
     try:
         _write_bands(stored, partial, width, height)
         os.replace(partial, target)
+        store.put_file(raw_key(sha256), target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -91,8 +106,11 @@ def ensure_raw_cache(settings: Settings, image: Image) -> Path | None:
     existing = existing_raw_cache(settings, image.sha256)
     if existing is not None:
         return existing
-    stored = storage.stored_path(settings, image.sha256, extension)
-    if not stored.is_file() or not fits_raw_cache(settings, image.file_width, image.file_height):
+    if not fits_raw_cache(settings, image.file_width, image.file_height):
+        return None
+    try:
+        stored = store_of(settings).local_file(storage.image_key(image.sha256, extension))
+    except FileNotFoundError:
         return None
     write_raw_cache(settings, image.sha256, stored, image.file_width, image.file_height)
     return existing_raw_cache(settings, image.sha256)

@@ -1,8 +1,8 @@
-"""Request and response models of images and ground truth."""
+"""Request and response models of images, slides and ground truth."""
 
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from app.annotations.schemas import Box
 from app.models import ImagePurpose
@@ -51,3 +51,51 @@ class GroundTruthUpload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     objects: Annotated[list[GroundTruthIn], Field(max_length=200_000)]
     replace: bool = False
+
+
+class SlideOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    study_id: int
+    name: str
+    file_format: Annotated[
+        str, Field(description="svs, ndpi, scn (read through OpenSlide), tiff, png or jpeg")
+    ]
+    width: int
+    height: int
+    level_count: int
+    microns_per_pixel: float | None
+
+
+class RegionIn(BaseModel):
+    """A rectangle in the slide's level-0 pixels, or `hpf` high-power fields (0.237 mm² each, 4:3) centred
+    on a point, sized from the slide's resolution."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=300)]
+    x: Annotated[int | None, Field(ge=0)] = None
+    y: Annotated[int | None, Field(ge=0)] = None
+    width: Annotated[int | None, Field(ge=1)] = None
+    height: Annotated[int | None, Field(ge=1)] = None
+    center_x: Annotated[FiniteFloat | None, Field(ge=0)] = None
+    center_y: Annotated[FiniteFloat | None, Field(ge=0)] = None
+    hpf: Annotated[int | None, Field(ge=1, le=1000)] = None
+
+    @model_validator(mode="after")
+    def one_form(self) -> Self:
+        rectangle = (self.x, self.y, self.width, self.height)
+        fields = (self.center_x, self.center_y, self.hpf)
+        if all(value is not None for value in rectangle) and all(value is None for value in fields):
+            return self
+        if all(value is not None for value in fields) and all(value is None for value in rectangle):
+            return self
+        raise ValueError("give either x, y, width and height, or center_x, center_y and hpf")
+
+
+class SlideRegionsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    slide_id: int
+    purpose: Annotated[ImagePurpose, Field(description="study (unaided, aided) or practice")] = (
+        ImagePurpose.study
+    )
+    regions: Annotated[list[RegionIn], Field(min_length=1, max_length=1000)]

@@ -14,8 +14,8 @@ from app.images import rawcache, repository, storage
 from app.images.placement import place_named
 from app.images.schemas import GroundTruthIn, ImageOut
 from app.images.tiles import RegionError, TileCache, Window
-from app.images.validation import ImageRejected
-from app.models import GroundTruthObject, Image, ImagePurpose, Label, Task
+from app.images.validation import ImageInfo, ImageRejected, is_slide_format
+from app.models import GroundTruthObject, Image, ImagePurpose, Label, Task, User
 
 EncodeFormat = Literal["jpeg", "png"]
 T = TypeVar("T")
@@ -91,7 +91,7 @@ async def add_images(
     except BaseException:
         storage.discard(staged)
         for path in created_files:
-            path.unlink(missing_ok=True)
+            storage.remove_stored(settings, path)
         raise
 
 
@@ -148,17 +148,25 @@ def _image_row(task: Task, item: NewImage, file: storage.StagedFile, position: i
         offset_y=window.y,
         width=window.width,
         height=window.height,
-        microns_per_pixel=item.microns_per_pixel,
+        microns_per_pixel=_resolution(item, file.info),
         position=position,
         purpose=item.purpose,
     )
 
 
+def _resolution(item: NewImage, info: ImageInfo) -> float | None:
+    """The resolution given with the upload, else the one the scanner recorded in a slide."""
+    return item.microns_per_pixel if item.microns_per_pixel is not None else info.microns_per_pixel
+
+
 def file_of(settings: Settings, image: Image) -> tuple[Path, Window | None]:
     if image.file_format == "missing":
         raise NotFound(f"image {image.name!r} was imported without its pixels")
-    extension = {"png": "png", "jpeg": "jpg", "tiff": "tif"}[image.file_format]
-    path = storage.stored_path(settings, image.sha256, extension)
+    extension = rawcache.STORED_EXTENSIONS[image.file_format]
+    if is_slide_format(image.file_format):
+        path = storage.local_path(settings, image.sha256, extension)
+    else:
+        path = storage.stored_path(settings, image.sha256, extension)
     whole = image.offset_x == 0 and image.offset_y == 0
     whole = whole and (image.width, image.height) == (image.file_width, image.file_height)
     window = None if whole else Window(image.offset_x, image.offset_y, image.width, image.height)
@@ -173,6 +181,15 @@ async def _pixels(work: Callable[[], T]) -> T:
         raise Invalid(str(error)) from error
     except FileNotFoundError as error:
         raise NotFound("the pixels of this image are not stored here") from error
+
+
+async def visible_image(session: AsyncSession, user: User, image_id: int) -> Image:
+    """The image if the user may see it (else 404), in one query: the tile route's only database work
+    after the credential's."""
+    image = await repository.visible_image(session, user, image_id)
+    if image is None:
+        raise NotFound(f"no image {image_id}")
+    return image
 
 
 async def describe(cache: TileCache, settings: Settings, image: Image) -> ImageOut:
@@ -218,6 +235,9 @@ async def tile(
     fmt: EncodeFormat,
 ) -> bytes:
     path, window = file_of(settings, image)
+    cached = cache.cached_tile(path, level, col, row, size, fmt, window=window)
+    if cached is not None:
+        return cached
     return await _pixels(lambda: cache.tile(path, level, col, row, size, fmt, window=window))
 
 

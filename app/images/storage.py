@@ -1,8 +1,11 @@
-"""Image files stored once in the data directory, named by their SHA-256."""
+"""Image files stored once in the store (``app.storage``: the data dir, or a bucket), named by their SHA-256.
+
+An upload is staged in ``<data_dir>/tmp``, validated, then stored under ``images/<sha[:2]>/<sha>.<ext>``;
+``stored_path`` is where this machine finds (or, for a bucket, would keep a copy of) that file.
+"""
 
 import hashlib
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import BinaryIO
 
 from app.config import Settings
 from app.images.validation import ImageInfo, ImageRejected, inspect_image_file
+from app.storage import store_of
 
 CHUNK = 1024 * 1024
 
@@ -23,8 +27,22 @@ class StagedFile:
     info: ImageInfo
 
 
+def image_key(sha256: str, extension: str) -> str:
+    return f"images/{sha256[:2]}/{sha256}.{extension.lstrip('.')}"
+
+
 def stored_path(settings: Settings, sha256: str, extension: str) -> Path:
-    return settings.image_dir / sha256[:2] / f"{sha256}.{extension.lstrip('.')}"
+    """The image file's local path: the stored file itself, or where a bucket's object is copied to.
+
+    Readers open it through ``app.storage.readable`` / ``local_copy`` where it may not be here yet."""
+    return store_of(settings).local_path(image_key(sha256, extension))
+
+
+def local_path(settings: Settings, sha256: str, extension: str) -> Path:
+    """A stored file as a path on this machine, for readers that open files by name (OpenSlide).
+
+    With the local data dir this is the stored file itself."""
+    return stored_path(settings, sha256, extension)
 
 
 def staging_dir(settings: Settings) -> Path:
@@ -70,14 +88,28 @@ def _copy_hashed(stream: BinaryIO, handle: int, max_bytes: int) -> str:
 
 
 def commit_staged(settings: Settings, staged: StagedFile) -> tuple[Path, bool]:
-    """Move a staged file into place; returns its path and whether this call created it."""
-    target = stored_path(settings, staged.sha256, staged.info.extension)
-    if target.exists():
+    """Store a staged file; returns its local path and whether this call created it.
+
+    With a bucket the staged file is uploaded and kept as this machine's copy (its raw cache is built
+    from it next)."""
+    store = store_of(settings)
+    key = image_key(staged.sha256, staged.info.extension)
+    target = store.local_path(key)
+    if store.exists(key):
         staged.temp_path.unlink(missing_ok=True)
         return target, False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(staged.temp_path, target)
+    store.put_file(key, staged.temp_path, keep_source=False)
     return target, True
+
+
+def remove_stored(settings: Settings, path: Path) -> None:
+    """Undo a store write named by its local path (an upload that failed after storing its files)."""
+    store = store_of(settings)
+    key = store.key_of(path)
+    if key is None:
+        path.unlink(missing_ok=True)
+    else:
+        store.delete(key)
 
 
 def discard(staged: list[StagedFile]) -> None:

@@ -1,4 +1,4 @@
-"""Lazy region reads, tile encoding and caching for PNG, JPEG and tiled/pyramidal TIFF images.
+"""Lazy region reads, tile encoding and caching for PNG, JPEG, tiled/pyramidal TIFF images and slides.
 
 Every read returns RGB uint8 pixels of one pyramid level; parts outside the image are white.
 
@@ -8,6 +8,8 @@ previous) down to about ``MIN_LEVEL_SIDE``; they are computed region-wise by are
 smallest native level, and a read that would need more than ``MAX_SOURCE_PIXELS`` native pixels is
 refused with ``RegionError`` (a 20 000 px TIFF without a pyramid cannot be thumbnailed; one with a
 pyramid can). PNG and JPEG are decoded once and their pyramid is built by 2x averaging on demand.
+Whole slides (a file named ``*.svs``, ``*.ndpi`` or ``*.scn``) are read through OpenSlide, whose levels
+are the slide's own pyramid (often 4x apart); OpenSlide decodes only the tiles a region touches.
 
 A source may be given the path of a raw cache of its level 0 (an uncompressed RGB uint8 ``.npy`` file,
 see ``app/images/rawcache.py``); level-0 reads then copy from a read-only memory map of it, and every
@@ -23,16 +25,18 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import openslide
 import tifffile
 import zarr
 from PIL import Image
 from tifffile.zarr import ZarrTiffStore
 
-from app.images.validation import sniff_format
+from app import storage
+from app.images.validation import EXTENSIONS, MAGIC, SLIDE_FORMATS, sniff_format
 
 Pixels = npt.NDArray[np.uint8]
 EncodeFormat = Literal["jpeg", "png"]
@@ -81,7 +85,7 @@ def to_rgb8(array: npt.NDArray[np.generic]) -> Pixels:
     pixels = _to_uint8(array)
     if pixels.ndim == 2:
         return np.repeat(pixels[:, :, None], 3, axis=2)
-    if pixels.shape[2] == 4:
+    if pixels.shape[2] == 4 and pixels[:, :, 3].min() < 255:
         return _over_white(pixels)
     return np.ascontiguousarray(pixels[:, :, :3])
 
@@ -182,6 +186,8 @@ def _paste_into_white(request: _Rect, inside: _Rect, patch: Pixels) -> Pixels:
 
 class _Backend(Protocol):
     native_levels: list[LevelSize]
+    # True when reads may run in several threads at once (the source then reads outside its lock).
+    thread_safe: bool
 
     def read_native(self, level: int, rect: _Rect) -> Pixels: ...
 
@@ -191,8 +197,13 @@ class _Backend(Protocol):
 
 
 class _TiffBackend:
-    def __init__(self, path: Path) -> None:
-        self._tiff = tifffile.TiffFile(path)
+    """``file``: a path, or a seekable stream (ranged reads of a bucket's object), closed with the backend."""
+
+    thread_safe = False
+
+    def __init__(self, file: Path | BinaryIO) -> None:
+        self._stream = None if isinstance(file, Path) else file
+        self._tiff = tifffile.TiffFile(file)
         self._series = self._tiff.series[0]
         self.native_levels = [(level.shape[1], level.shape[0]) for level in self._series.levels]
         self._stores: dict[int, ZarrTiffStore] = {}
@@ -219,9 +230,41 @@ class _TiffBackend:
         for store in self._stores.values():
             store.close()
         self._tiff.close()
+        if self._stream is not None:
+            self._stream.close()
+
+
+class _OpenSlideBackend:
+    """A scanner's whole slide; OpenSlide answers RGBA, transparent where the scanner stored nothing.
+
+    OpenSlide handles are thread-safe, and ctypes lets other threads run while one decodes."""
+
+    thread_safe = True
+
+    def __init__(self, path: Path) -> None:
+        self._slide = openslide.OpenSlide(path)
+        self.native_levels = [(int(w), int(h)) for w, h in self._slide.level_dimensions]
+        self._downsamples = list(self._slide.level_downsamples)
+
+    def read_native(self, level: int, rect: _Rect) -> Pixels:
+        factor = self._downsamples[level]
+        origin = (round(rect.x * factor), round(rect.y * factor))
+        region = self._slide.read_region(origin, level, (rect.w, rect.h))
+        return to_rgb8(np.asarray(region))
+
+    def resident_bytes(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+SLIDE_SUFFIXES = frozenset(EXTENSIONS[fmt] for fmt in SLIDE_FORMATS)
 
 
 class _PillowBackend:
+    thread_safe = False
+
     def __init__(self, path: Path) -> None:
         self._path = path
         with Image.open(path) as image:
@@ -260,6 +303,8 @@ def _decode_with_pillow(path: Path) -> Pixels:
 class _RawLevel0Backend:
     """Level 0 from a memory-mapped raw cache; other levels from the file's own backend."""
 
+    thread_safe = False
+
     def __init__(self, inner: _Backend, raw: Pixels) -> None:
         self._inner = inner
         self._raw: Pixels | None = raw
@@ -293,12 +338,37 @@ def _with_raw_cache(backend: _Backend, raw_path: Path | None) -> _Backend:
 
 
 def _open_backend(path: Path) -> _Backend:
+    if not path.is_file():
+        return _open_stored_backend(path)
     fmt = sniff_format(path)
+    if fmt == "tiff" and path.suffix.lower() in SLIDE_SUFFIXES:
+        return _OpenSlideBackend(path)
     if fmt == "tiff":
         return _TiffBackend(path)
     if fmt in ("png", "jpeg"):
         return _PillowBackend(path)
-    raise RegionError(f"{path.name} is not a PNG, JPEG or TIFF image")
+    raise RegionError(f"{path.name} is not a PNG, JPEG, TIFF image or TIFF-based slide")
+
+
+def _open_stored_backend(path: Path) -> _Backend:
+    """An object of a shared bucket with no copy here: a TIFF is read by ranges (tiles of a large slide
+    fetch only their bytes); a scanner's slide (OpenSlide reads files only) and any other file are copied
+    here first."""
+    if path.suffix.lower() in SLIDE_SUFFIXES:
+        return _OpenSlideBackend(storage.local_copy(path))
+    stream = storage.readable(path)
+    if isinstance(stream, Path):
+        return _open_backend(stream)
+    try:
+        head = stream.read(8)
+        if next((fmt for magic, fmt in MAGIC if head.startswith(magic)), None) == "tiff":
+            stream.seek(0)
+            return _TiffBackend(stream)
+    except BaseException:
+        stream.close()
+        raise
+    stream.close()
+    return _open_backend(storage.local_copy(path))
 
 
 # ---------------------------------------------------------------- sources
@@ -314,6 +384,8 @@ class ImageSource:
         self.path = path
         self.raw_path = raw_path
         self._lock = threading.Lock()
+        self._no_readers = threading.Condition(self._lock)
+        self._readers = 0
         self._backend: _Backend | None = None
         self._levels: list[LevelSize] | None = None
         self._native_count = 0
@@ -342,27 +414,40 @@ class ImageSource:
             return self._native_count
 
     def read_region(self, level: int, x: int, y: int, w: int, h: int) -> Pixels:
+        request = _Rect(x, y, w, h)
         with self._lock:
             backend = self._opened()
             assert self._levels is not None
             _check_request(self._levels, level, w, h)
-            request = _Rect(x, y, w, h)
             inside = request.clip(*self._levels[level])
             if inside.empty:
                 return _white(request)
-            if level < self._native_count:
-                patch = backend.read_native(level, inside)
-            else:
-                patch = self._synthesize(backend, level, inside)
-            self._resident = backend.resident_bytes()
-            return _paste_into_white(request, inside, patch)
+            if not backend.thread_safe:
+                patch = self._read(backend, level, inside)
+                self._resident = backend.resident_bytes()
+                return _paste_into_white(request, inside, patch)
+            self._readers += 1
+        try:
+            patch = self._read(backend, level, inside)
+        finally:
+            with self._lock:
+                self._readers -= 1
+                self._no_readers.notify_all()
+        return _paste_into_white(request, inside, patch)
+
+    def _read(self, backend: _Backend, level: int, inside: _Rect) -> Pixels:
+        if level < self._native_count:
+            return backend.read_native(level, inside)
+        return self._synthesize(backend, level, inside)
 
     def resident_bytes(self) -> int:
         """Decoded pixels held in memory, as of the last read; lock-free so the cache never waits."""
         return self._resident
 
     def close(self) -> None:
+        """Waits for reads running outside the lock, so a backend is never closed under a reader."""
         with self._lock:
+            self._no_readers.wait_for(lambda: self._readers == 0)
             if self._backend is not None:
                 self._backend.close()
                 self._backend = None
@@ -568,6 +653,26 @@ class TileCache:
             window,
         )
 
+    def cached_tile(
+        self,
+        path: Path,
+        level: int,
+        col: int,
+        row: int,
+        size: int = 256,
+        fmt: EncodeFormat = "jpeg",
+        quality: int = 85,
+        *,
+        window: Window | None = None,
+    ) -> bytes | None:
+        """The tile's encoded bytes when the cache holds them, else None; never reads pixels, so a caller
+        on the event loop may ask first and go to a thread only on a miss."""
+        with self._lock:
+            hit = self._encoded.get(_tile_key(path, window, level, col, row, size, fmt, quality))
+            if hit is not None:
+                self._hits += 1
+        return hit
+
     def tile(
         self,
         path: Path,
@@ -585,7 +690,7 @@ class TileCache:
             return encode(view.read_region(level, rect.x, rect.y, rect.w, rect.h), fmt, quality)
 
         return self._cached(
-            (path, window, "tile", level, col, row, size, fmt, quality),
+            _tile_key(path, window, level, col, row, size, fmt, quality),
             path,
             render,
             window,
@@ -686,6 +791,12 @@ class TileCache:
 
     def _decoded_bytes(self) -> int:
         return sum(source.resident_bytes() for source in self._sources.values())
+
+
+def _tile_key(
+    path: Path, window: Window | None, level: int, col: int, row: int, size: int, fmt: str, quality: int
+) -> tuple[Hashable, ...]:
+    return (path, window, "tile", level, col, row, size, fmt, quality)
 
 
 class _Render(Protocol):

@@ -1,5 +1,9 @@
 """Decide whether an uploaded file is an image Concord can serve, without trusting its name.
 
+Whole slides of scanners (Aperio SVS, Hamamatsu NDPI, Leica SCN) are TIFF-based: OpenSlide tells their
+vendor and opens them, and one region of the smallest level is decoded to prove the codec works. Other
+TIFFs are checked with tifffile as before.
+
 PNG and JPEG patches are small and are decoded in full once, so a truncated file is caught here.
 Large TIFFs are never decoded in full: their structure is checked (every strip/tile lies inside the
 file) and one tile is decoded to prove the codec works.
@@ -12,6 +16,7 @@ accepted; the same image stored as one strip (300 MB) is rejected with 413.
 from __future__ import annotations
 
 import math
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,10 +24,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import openslide
 import tifffile
 from PIL import Image
 
-ImageFormat = Literal["png", "jpeg", "tiff"]
+ImageFormat = Literal["png", "jpeg", "tiff", "svs", "ndpi", "scn"]
+SlideFormat = Literal["svs", "ndpi", "scn"]
 
 UNSUPPORTED = 415
 TOO_LARGE = 413
@@ -35,7 +42,17 @@ SUPPORTED_PHOTOMETRICS = {
     tifffile.PHOTOMETRIC.RGB,
     tifffile.PHOTOMETRIC.YCBCR,
 }
-EXTENSIONS: dict[ImageFormat, str] = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}
+EXTENSIONS: dict[ImageFormat, str] = {
+    "png": ".png",
+    "jpeg": ".jpg",
+    "tiff": ".tif",
+    "svs": ".svs",
+    "ndpi": ".ndpi",
+    "scn": ".scn",
+}
+SLIDE_FORMATS: tuple[SlideFormat, ...] = ("svs", "ndpi", "scn")
+SLIDE_VENDORS: dict[str, SlideFormat] = {"aperio": "svs", "hamamatsu": "ndpi", "leica": "scn"}
+SLIDE_PROBE_SIDE = 64
 PILLOW_FORMATS: dict[ImageFormat, str] = {"png": "PNG", "jpeg": "JPEG"}
 MAGIC: tuple[tuple[bytes, ImageFormat], ...] = (
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -54,6 +71,7 @@ class ImageInfo:
     height: int
     levels: int
     extension: str
+    microns_per_pixel: float | None = None
 
 
 class ImageRejected(Exception):
@@ -77,10 +95,62 @@ def inspect_image_file(
         raise ImageRejected(f"file has {size} bytes, more than {max_bytes}", TOO_LARGE)
     fmt = sniff_format(path)
     if fmt is None:
-        raise ImageRejected("not a PNG, JPEG or TIFF image", UNSUPPORTED)
+        raise ImageRejected("not a PNG, JPEG, TIFF or TIFF-based slide (SVS, NDPI, SCN)", UNSUPPORTED)
     if fmt == "tiff":
-        return _inspect_tiff(path, size, max_tiff_pixels or max_pixels)
+        limit = max_tiff_pixels or max_pixels
+        return _inspect_as_slide(path, limit) or _inspect_tiff(path, size, limit)
     return _inspect_pillow(path, fmt, max_pixels)
+
+
+def is_slide_format(fmt: str) -> bool:
+    """Formats read through OpenSlide rather than tifffile or Pillow."""
+    return fmt in SLIDE_FORMATS
+
+
+def _inspect_as_slide(path: Path, max_pixels: int) -> ImageInfo | None:
+    """The slide's facts when OpenSlide reads the TIFF as a scanner's format; None for other TIFFs.
+
+    OpenSlide tells Hamamatsu files by their ``.ndpi`` name, Aperio and Leica by their content, so the
+    file is looked at through a link of that name."""
+    with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+        named = Path(folder) / "slide.ndpi"
+        named.symlink_to(path.resolve())
+        vendor = SLIDE_VENDORS.get(openslide.OpenSlide.detect_format(named) or "")
+        if vendor is None:
+            return None
+        named = named.rename(named.with_suffix(EXTENSIONS[vendor]))
+        try:
+            with openslide.OpenSlide(named) as slide:
+                return _inspect_open_slide(slide, vendor, max_pixels)
+        except ImageRejected:
+            raise
+        except openslide.OpenSlideUnsupportedFormatError as error:
+            raise ImageRejected(f"OpenSlide cannot read this {vendor.upper()} file", UNSUPPORTED) from error
+        except (openslide.OpenSlideError, OSError, ValueError) as error:
+            raise ImageRejected(f"corrupt {vendor.upper()} slide: {error}", CORRUPT) from error
+
+
+def _inspect_open_slide(slide: openslide.OpenSlide, vendor: SlideFormat, max_pixels: int) -> ImageInfo:
+    width, height = slide.dimensions
+    _check_pixels(width, height, max_pixels)
+    smallest = slide.level_count - 1
+    small_w, small_h = slide.level_dimensions[smallest]
+    probe = (min(SLIDE_PROBE_SIDE, small_w), min(SLIDE_PROBE_SIDE, small_h))
+    slide.read_region((0, 0), smallest, probe)
+    return ImageInfo(vendor, width, height, slide.level_count, EXTENSIONS[vendor], _microns_per_pixel(slide))
+
+
+def _microns_per_pixel(slide: openslide.OpenSlide) -> float | None:
+    """The slide's level-0 resolution when the scanner recorded one (the mean of x and y)."""
+    try:
+        values = [
+            float(slide.properties[name])
+            for name in (openslide.PROPERTY_NAME_MPP_X, openslide.PROPERTY_NAME_MPP_Y)
+        ]
+    except (KeyError, ValueError):
+        return None
+    mean = sum(values) / 2
+    return mean if math.isfinite(mean) and 0 < mean <= 100 else None
 
 
 def _inspect_pillow(path: Path, fmt: ImageFormat, max_pixels: int) -> ImageInfo:

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import AdminUser, SessionDep
+from app.deps import AdminUser, JobDep, SessionDep
 from app.jobs import service
 from app.jobs.registry import job_kinds
 from app.jobs.schemas import JobCreate, JobKindOut, JobOut
@@ -52,9 +52,9 @@ async def list_job_kinds(_admin: AdminUser) -> list[JobKindOut]:
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: PathId, session: SessionDep, _admin: AdminUser) -> JobOut:
+async def get_job(_admin: AdminUser, job: JobDep) -> JobOut:
     """One job with its status, progress, result and error (admin)."""
-    return JobOut.model_validate(await service.get_job(session, job_id))
+    return JobOut.model_validate(job)
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -7,11 +7,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.deps import SessionDep
+from app.deps import JobDep, PageAdmin, SessionDep
 from app.jobs import service
 from app.models import Job, JobStatus, Task
 from app.schemas_common import PathId
-from app.templating import PageAdmin, is_htmx, redirect, render
+from app.studies import repository as studies_repository
+from app.templating import is_htmx, redirect, render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -46,7 +47,7 @@ async def job_subjects(session: AsyncSession, jobs: list[Job]) -> dict[int, JobS
     subjects = {}
     for job in jobs:
         task_id = job.params.get("task_id") if isinstance(job.params, dict) else None
-        task = await session.get(Task, task_id) if isinstance(task_id, int) else None
+        task = await studies_repository.task_by_id(session, task_id) if isinstance(task_id, int) else None
         subjects[job.id] = JobSubject(_task_link(task, job), _result_link(task, job))
     return subjects
 
@@ -59,7 +60,11 @@ def _task_link(task: Task | None, job: Job) -> Link | None:
 
 
 def _result_link(task: Task | None, job: Job) -> Link | None:
-    if task is None or job.status != JobStatus.succeeded or not job.result:
+    if job.status != JobStatus.succeeded or not job.result:
+        return None
+    if job.kind == "training_question":  # a study plan's question: no task, its answer is on the Plan page
+        return Link("answer on the Plan page", f"/admin/plan?question_job={job.id}#training-question")
+    if task is None:
         return None
     set_id = job.result.get("suggestion_set_id")
     if job.kind == "detect" and isinstance(set_id, int):
@@ -99,11 +104,9 @@ async def jobs_page(
 
 
 @router.get("/admin/jobs/{job_id}/progress")
-async def job_progress(
-    request: Request, job_id: PathId, session: SessionDep, principal: PageAdmin
-) -> Response:
+async def job_progress(request: Request, session: SessionDep, principal: PageAdmin, job: JobDep) -> Response:
     """One job's progress row; it polls itself while the job is queued or running (admin)."""
-    return await render_progress(request, session, await service.get_job(session, job_id), principal)
+    return await render_progress(request, session, job, principal)
 
 
 @router.post("/admin/jobs/{job_id}/cancel")

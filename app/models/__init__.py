@@ -12,6 +12,7 @@ from app.models.annotation import (
 )
 from app.models.base import Base
 from app.models.job import Job, JobStatus
+from app.models.slide import Slide, SlideRegion
 from app.models.study import (
     Assignment,
     AssignmentStatus,
@@ -61,6 +62,8 @@ __all__ = [
     "ObjectColumns",
     "Origin",
     "Role",
+    "Slide",
+    "SlideRegion",
     "Study",
     "Suggestion",
     "SuggestionSet",

@@ -2,9 +2,9 @@
 
 from fastapi import APIRouter
 
-from app.deps import AdminUser, CurrentUser, SessionDep
+from app.deps import AdminUser, CurrentUser, SessionDep, StudyDep, TaskDep
 from app.errors import NotFound
-from app.models import Study
+from app.models import Task
 from app.schemas_common import DbId, PathId
 from app.studies import repository, service
 from app.studies.schemas import (
@@ -35,43 +35,38 @@ async def create_study(data: StudyCreate, session: SessionDep, _admin: AdminUser
 
 
 @router.get("/studies/{study_id}")
-async def get_study(study_id: PathId, session: SessionDep, user: CurrentUser) -> StudyOut:
+async def get_study(_user: CurrentUser, study: StudyDep) -> StudyOut:
     """One study."""
-    return StudyOut.model_validate(await service.get_study(session, user, study_id))
+    return StudyOut.model_validate(study)
 
 
 @router.get("/studies/{study_id}/tasks")
-async def list_tasks(study_id: PathId, session: SessionDep, user: CurrentUser) -> list[TaskOut]:
+async def list_tasks(session: SessionDep, user: CurrentUser, study: StudyDep) -> list[TaskOut]:
     """Tasks of a study with their label schemas."""
-    await service.get_study(session, user, study_id)
-    tasks = await repository.tasks_of_study(session, study_id, None if user.is_admin else user.id)
-    return [await _task_out(session, task.id, user) for task in tasks]
+    tasks = await repository.tasks_of_study(session, study.id, None if user.is_admin else user.id)
+    return [await _task_out(session, task) for task in tasks]
 
 
 @router.post("/studies/{study_id}/tasks", status_code=201)
-async def create_task(study_id: PathId, data: TaskCreate, session: SessionDep, admin: AdminUser) -> TaskOut:
+async def create_task(data: TaskCreate, session: SessionDep, _admin: AdminUser, study: StudyDep) -> TaskOut:
     """Create a task with its ordered label schema (admin)."""
-    study = await session.get(Study, study_id)
-    if study is None:
-        raise NotFound(f"no study {study_id}")
     task, _ = await service.create_task(session, study, data)
-    return await _task_out(session, task.id, admin)
+    return await _task_out(session, task)
 
 
 @router.get("/tasks/{task_id}")
-async def get_task(task_id: PathId, session: SessionDep, user: CurrentUser) -> TaskOut:
+async def get_task(session: SessionDep, _user: CurrentUser, task: TaskDep) -> TaskOut:
     """One task with its label schema."""
-    return await _task_out(session, task_id, user)
+    return await _task_out(session, task)
 
 
 @router.get("/tasks/{task_id}/labels")
-async def list_labels(task_id: PathId, session: SessionDep, user: CurrentUser) -> list[LabelOut]:
+async def list_labels(session: SessionDep, _user: CurrentUser, task: TaskDep) -> list[LabelOut]:
     """The task's ordered label schema."""
-    return (await _task_out(session, task_id, user)).labels
+    return (await _task_out(session, task)).labels
 
 
-async def _task_out(session: SessionDep, task_id: int, user: CurrentUser) -> TaskOut:
-    task = await service.get_task(session, user, task_id)
+async def _task_out(session: SessionDep, task: Task) -> TaskOut:
     labels = await repository.labels_of_task(session, task.id)
     return TaskOut(
         id=task.id,

@@ -3,9 +3,9 @@
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.deps import SessionDep
+from app.deps import PageAdmin, SessionDep
 from app.studies.overview import overview
-from app.templating import PageAdmin, render
+from app.templating import render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app.accounts import service as accounts
-from app.deps import HasherDep, SessionDep
+from app.deps import HasherDep, PageAdmin, PagePrincipal, SessionDep, StudyDep
 from app.errors import AppError, NotFound
 from app.flash import flash
 from app.models import ImagePurpose, Mode, Role, Study, TaskKind
@@ -16,7 +16,7 @@ from app.schemas_common import PathId
 from app.studies import repository, service
 from app.studies.schemas import AssignmentOut, LabelIn, StudyCreate, TaskCreate, WashoutOverride
 from app.suggestions import service as suggestions
-from app.templating import PageAdmin, PagePrincipal, is_htmx, redirect, render
+from app.templating import is_htmx, redirect, render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -102,10 +102,7 @@ class TaskView:
     practice_count: int
 
 
-async def _study_context(session: SessionDep, principal: PageAdmin, study_id: int) -> dict[str, Any]:
-    study = await session.get(Study, study_id)
-    if study is None:
-        raise NotFound(f"no study {study_id}")
+async def _study_context(session: SessionDep, principal: PageAdmin, study: Study) -> dict[str, Any]:
     tasks = await repository.tasks_of_study(session, study.id, None)
     counts = await repository.image_counts(session, {task.id for task in tasks})
     practice = await repository.image_counts(session, {task.id for task in tasks}, ImagePurpose.practice)
@@ -167,12 +164,12 @@ async def _study_page(
     request: Request,
     session: SessionDep,
     principal: PageAdmin,
-    study_id: int,
+    study: Study,
     errors: FieldErrors | None = None,
     values: dict[str, Any] | None = None,
     status_code: int = 200,
 ) -> Response:
-    context = await _study_context(session, principal, study_id)
+    context = await _study_context(session, principal, study)
     context["errors"] = errors or {}
     context["values"] = values or {}
     return render(request, "admin/study.html", context, block="study_page", status_code=status_code)
@@ -180,10 +177,10 @@ async def _study_page(
 
 @router.get("/admin/studies/{study_id}")
 async def study_page(
-    request: Request, study_id: PathId, session: SessionDep, principal: PageAdmin
+    request: Request, session: SessionDep, principal: PageAdmin, study: StudyDep
 ) -> Response:
     """A study's tasks, images, experts, assignment grid and progress (admin)."""
-    return await _study_page(request, session, principal, study_id)
+    return await _study_page(request, session, principal, study)
 
 
 def parse_labels(text: str) -> list[LabelIn]:
@@ -203,19 +200,16 @@ def parse_labels(text: str) -> list[LabelIn]:
 @router.post("/admin/studies/{study_id}/tasks")
 async def create_task(
     request: Request,
-    study_id: PathId,
     session: SessionDep,
     principal: PageAdmin,
+    study: StudyDep,
     name: Annotated[str, Form()] = "",
-    kind: Annotated[str, Form()] = "classify",
+    kind: Annotated[str, Form()] = TaskKind.classify,
     default_box_size: Annotated[str, Form()] = "50",
     labels: Annotated[str, Form()] = "",
 ) -> Response:
     """Create a task and its label schema from the form (admin)."""
     values = {"name": name, "kind": kind, "default_box_size": default_box_size, "labels": labels}
-    study = await session.get(Study, study_id)
-    if study is None:
-        raise NotFound(f"no study {study_id}")
     try:
         data = TaskCreate.model_validate(
             {
@@ -228,21 +222,21 @@ async def create_task(
         await service.create_task(session, study, data)
     except ValidationError as error:
         errors = field_errors(error, "task")
-        return await _study_page(request, session, principal, study_id, errors, values, 422)
+        return await _study_page(request, session, principal, study, errors, values, 422)
     except AppError as error:
         errors = {"task.name": error.message}
-        return await _study_page(request, session, principal, study_id, errors, values, 422)
+        return await _study_page(request, session, principal, study, errors, values, 422)
     message = f"Task {data.name} created: add its images next."
-    return flash(await _study_page(request, session, principal, study_id), message)
+    return flash(await _study_page(request, session, principal, study), message)
 
 
 @router.post("/admin/studies/{study_id}/experts")
 async def add_expert(
     request: Request,
-    study_id: PathId,
     session: SessionDep,
     hasher: HasherDep,
     principal: PageAdmin,
+    study: StudyDep,
     name: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
 ) -> Response:
@@ -252,17 +246,17 @@ async def add_expert(
     except AppError as error:
         field = "expert.password" if "password" in error.message else "expert.name"
         values = {"expert_name": name}
-        return await _study_page(request, session, principal, study_id, {field: error.message}, values, 422)
+        return await _study_page(request, session, principal, study, {field: error.message}, values, 422)
     message = f"Expert {name.strip()} added: tick their assignments in the grid."
-    return flash(await _study_page(request, session, principal, study_id), message)
+    return flash(await _study_page(request, session, principal, study), message)
 
 
 @router.post("/admin/studies/{study_id}/assignments")
 async def create_assignments(
-    request: Request, study_id: PathId, session: SessionDep, principal: PageAdmin
+    request: Request, session: SessionDep, principal: PageAdmin, study: StudyDep
 ) -> Response:
     """Create the ticked expert × task × mode assignments that do not exist yet (admin)."""
-    context = await _study_context(session, principal, study_id)
+    context = await _study_context(session, principal, study)
     task_ids = {task.id for task in context["tasks"]}
     form = await request.form()
     wanted = [value for value in form.getlist("cell") if isinstance(value, str)]
@@ -276,7 +270,7 @@ async def create_assignments(
         await service.create_assignment(session, task, expert, mode, set_id)
         created += 1
     message = f"{created} assignment(s) created." if created else "No new cell was ticked: nothing created."
-    return flash(await _study_page(request, session, principal, study_id), message)
+    return flash(await _study_page(request, session, principal, study), message)
 
 
 def _chosen_set(value: object) -> int | None:
@@ -302,14 +296,15 @@ async def override_washout(
     """Open an aided assignment before its washout period ends, recording the reason (admin)."""
     assignment = await service.get_assignment(session, principal.user, assignment_id)
     task = await service.get_task(session, principal.user, assignment.task_id)
+    study = await service.get_study(session, principal.user, task.study_id)
     try:
         data = WashoutOverride.model_validate({"reason": reason.strip()})
     except ValidationError as error:
         message = field_errors(error, "override")["override.reason"]
         errors = {f"override.{assignment.id}": f"The reason is needed: {message.lower()}"}
         values = {f"override.{assignment.id}": reason}
-        return await _study_page(request, session, principal, task.study_id, errors, values, 422)
+        return await _study_page(request, session, principal, study, errors, values, 422)
     await service.override_washout(session, principal.user, assignment, data.reason)
     if not is_htmx(request):
         return redirect(request, f"/admin/studies/{task.study_id}")
-    return await _study_page(request, session, principal, task.study_id)
+    return await _study_page(request, session, principal, study)

@@ -16,6 +16,10 @@ async def list_studies(session: AsyncSession, expert_id: int | None) -> Sequence
     return (await session.scalars(query)).all()
 
 
+async def task_by_id(session: AsyncSession, task_id: int) -> Task | None:
+    return await session.get(Task, task_id)
+
+
 async def study_by_name(session: AsyncSession, name: str) -> Study | None:
     return await session.scalar(select(Study).where(Study.name == name))
 

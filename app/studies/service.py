@@ -51,18 +51,34 @@ async def create_task(session: AsyncSession, study: Study, data: TaskCreate) -> 
     session.add(task)
     await session.flush()
     labels = [
-        Label(
-            task_id=task.id,
-            name=label.name,
-            colour=label.colour or PALETTE[position % len(PALETTE)],
-            key=label.key or LABEL_KEYS[position],
-            position=position,
-        )
+        _new_label(task, label.name, position, label.colour, label.key)
         for position, label in enumerate(data.labels)
     ]
     session.add_all(labels)
     await session.flush()
     return task, labels
+
+
+async def add_labels(session: AsyncSession, task: Task, names: Sequence[str]) -> list[Label]:
+    """New labels after the task's last one, with the palette's colours and the free number keys."""
+    first = len(await repository.labels_of_task(session, task.id))
+    labels = [_new_label(task, name, first + offset) for offset, name in enumerate(names)]
+    session.add_all(labels)
+    await session.flush()
+    return labels
+
+
+def _new_label(
+    task: Task, name: str, position: int, colour: str | None = None, key: str | None = None
+) -> Label:
+    default_key = LABEL_KEYS[position] if position < len(LABEL_KEYS) else ""
+    return Label(
+        task_id=task.id,
+        name=name,
+        colour=colour or PALETTE[position % len(PALETTE)],
+        key=key or default_key,
+        position=position,
+    )
 
 
 async def get_study(session: AsyncSession, user: User, study_id: int) -> Study:

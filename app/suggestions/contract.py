@@ -27,6 +27,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.models import TaskKind
+
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 
 
@@ -45,7 +47,7 @@ class DetectorSidecar(BaseModel):
 
     format_version: Literal[1] = 1
     name: str = Field(min_length=1, max_length=200)
-    task_kind: Literal["classify", "grade", "detect"]
+    task_kind: TaskKind
     class_names: tuple[str, ...] = Field(min_length=1)
     label_map: dict[str, str]
     input_size: int = Field(gt=0, le=8192)

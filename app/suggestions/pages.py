@@ -9,17 +9,16 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.deps import SessionDep, SettingsDep
+from app.deps import PageAdmin, SessionDep, SettingsDep, SuggestionSetDep, TaskDep
 from app.detectors import service as detectors
 from app.detectors.schemas import DetectRequest
 from app.errors import Conflict, Invalid
 from app.models import DetectorModel, Task
 from app.offload import ComputeDep
-from app.schemas_common import PathId
 from app.studies import service as studies
 from app.suggestions import protocols, service
 from app.suggestions.schemas import InjectionPreview, InjectionRequest, SuggestionSetOut
-from app.templating import PageAdmin, is_htmx, redirect, render
+from app.templating import is_htmx, redirect, render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -170,19 +169,17 @@ async def _context(session: AsyncSession, principal: PageAdmin, task: Task, **ex
 
 @router.get("/admin/tasks/{task_id}/suggestions")
 async def suggestions_page(
-    request: Request, task_id: PathId, session: SessionDep, principal: PageAdmin
+    request: Request, session: SessionDep, principal: PageAdmin, task: TaskDep
 ) -> Response:
     """A task's suggestion sets, detector runs and error injection (admin)."""
-    task = await studies.get_task(session, principal.user, task_id)
     return render(request, TEMPLATE, await _context(session, principal, task), block="sets")
 
 
 @router.get("/admin/suggestion-sets/{set_id}/register")
 async def register_page(
-    request: Request, set_id: PathId, session: SessionDep, principal: PageAdmin
+    request: Request, session: SessionDep, principal: PageAdmin, suggestion_set: SuggestionSetDep
 ) -> Response:
     """The hidden register of a set, read-only (admin)."""
-    suggestion_set = await service.get_set(session, set_id)
     task = await studies.get_task(session, principal.user, suggestion_set.task_id)
     entries = await service.register(session, suggestion_set)
     context = await _context(
@@ -210,20 +207,20 @@ InjectionFormDep = Annotated[InjectionForm, Depends(_injection_form)]
 @router.post("/admin/suggestion-sets/{set_id}/preview")
 async def preview_injection(
     request: Request,
-    set_id: PathId,
     session: SessionDep,
     principal: PageAdmin,
+    suggestion_set: SuggestionSetDep,
     form: InjectionFormDep,
     compute: ComputeDep,
 ) -> Response:
     """Counts per error kind and group that an injection would make; writes nothing (admin)."""
-    suggestion_set = await service.get_set(session, set_id)
     task = await studies.get_task(session, principal.user, suggestion_set.task_id)
     shown = await service.describe_set(session, suggestion_set)
     try:
         preview = await service.preview(session, suggestion_set, form.request(), compute)
     except (ValueError, Invalid) as error:
         return await _form_error(request, session, principal, task, shown, form, error)
+    set_id = suggestion_set.id
     extra = {"forms": {set_id: form}, "previews": {set_id: (preview, count_rows(preview))}, "item": shown}
     return render(request, TEMPLATE, await _context(session, principal, task, **extra), block="injection")
 
@@ -231,21 +228,20 @@ async def preview_injection(
 @router.post("/admin/suggestion-sets/{set_id}/inject")
 async def apply_injection(
     request: Request,
-    set_id: PathId,
     session: SessionDep,
     principal: PageAdmin,
+    suggestion_set: SuggestionSetDep,
     form: InjectionFormDep,
     compute: ComputeDep,
 ) -> Response:
     """Create the injected set and its hidden register (admin)."""
-    suggestion_set = await service.get_set(session, set_id)
     task = await studies.get_task(session, principal.user, suggestion_set.task_id)
     try:
         created = await service.inject(session, suggestion_set, form.request(), compute)
     except (ValueError, Invalid) as error:
         shown = await service.describe_set(session, suggestion_set)
         response = await _form_error(request, session, principal, task, shown, form, error)
-        response.headers["HX-Retarget"] = f"#injection-{set_id}"
+        response.headers["HX-Retarget"] = f"#injection-{suggestion_set.id}"
         response.headers["HX-Reswap"] = "outerHTML"
         return response
     if not is_htmx(request):
@@ -273,15 +269,14 @@ async def _form_error(
 @router.post("/admin/tasks/{task_id}/detect")
 async def run_detector(
     request: Request,
-    task_id: PathId,
     session: SessionDep,
     settings: SettingsDep,
     principal: PageAdmin,
+    task: TaskDep,
     detector_id: Annotated[str, Form()] = "",
     name: Annotated[str, Form()] = "",
 ) -> Response:
     """Queue a detect job for the task and show its progress (admin)."""
-    task = await studies.get_task(session, principal.user, task_id)
     try:
         data = DetectRequest.model_validate({"detector_id": detector_id, "name": name.strip() or None})
         job = await detectors.start_detection(session, settings, task, data, principal.user)

@@ -45,6 +45,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.models import TaskKind
+
 BORDER_PX = 2
 RANDOM_PLACEMENT_TRIES = 500
 DUPLICATE_SHIFT = (0.1, 0.2)
@@ -569,7 +571,7 @@ def _check_needs(task: TaskInput, protocol: Protocol, step: Step) -> None:
         raise ProtocolError(
             "this task has no ground truth; upload it first (it tells which objects are true)"
         )
-    if step.kind == ErrorKind.grade_shifted and task.kind != "grade":
+    if step.kind == ErrorKind.grade_shifted and task.kind != TaskKind.grade:
         raise ProtocolError(f"grade_shifted needs a grade task, this one is {task.kind!r}")
     if step.kind == ErrorKind.class_changed and len(task.label_ids) < 2:
         raise ProtocolError("class_changed needs a task with at least two labels")

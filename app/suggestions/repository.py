@@ -8,6 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import InjectedError, Suggestion, SuggestionSet
 
 
+async def set_by_id(session: AsyncSession, set_id: int) -> SuggestionSet | None:
+    return await session.get(SuggestionSet, set_id)
+
+
 async def sets_of_task(session: AsyncSession, task_id: int) -> Sequence[SuggestionSet]:
     query = select(SuggestionSet).where(SuggestionSet.task_id == task_id).order_by(SuggestionSet.id)
     return (await session.scalars(query)).all()

@@ -1,13 +1,12 @@
 """JSON routes of training: a study's training runs (JSON and CSV) and a run's exported model (admin only)."""
 
-from pathlib import Path
 from typing import Literal
 
 from anyio import to_thread
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 
-from app.deps import AdminUser, SessionDep
+from app.deps import AdminUser, SessionDep, SettingsDep
 from app.errors import NotFound
 from app.models import Study, TrainingRun
 from app.schemas_common import PathId, file_responses
@@ -56,11 +55,14 @@ async def training_runs_figure(
 
 
 @router.get("/training-runs/{run_id}/model.onnx", responses=file_responses("application/octet-stream"))
-async def training_run_model(run_id: PathId, session: SessionDep, _admin: AdminUser) -> FileResponse:
+async def training_run_model(
+    run_id: PathId, session: SessionDep, settings: SettingsDep, _admin: AdminUser
+) -> FileResponse:
     """The run's best model as ONNX (input float32 (B, 3, P, P) normalised patches, output logits) (admin)."""
     run = await session.get(TrainingRun, run_id)
-    if run is None or run.onnx_path is None or not Path(run.onnx_path).is_file():
+    path = None
+    if run is not None:
+        path = await to_thread.run_sync(service.exported_model, settings, run.onnx_path, run.onnx_sha256)
+    if path is None:
         raise NotFound(f"no exported model of training run {run_id}")
-    return FileResponse(
-        run.onnx_path, media_type="application/octet-stream", filename=f"training-run-{run_id}.onnx"
-    )
+    return FileResponse(path, media_type="application/octet-stream", filename=f"training-run-{run_id}.onnx")

@@ -7,12 +7,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from app.deps import SessionDep
+from app.deps import PageAdmin, SessionDep
 from app.errors import NotFound
 from app.jobs import service as jobs
 from app.models import Study, Task, TrainingRun
 from app.schemas_common import PathId
-from app.templating import PageAdmin, redirect, render
+from app.templating import redirect, render
 from app.training import plots, service
 from app.training.schemas import LOSSES, TrainParams
 

@@ -29,6 +29,7 @@ from app.evaluation.metrics import iou_matrix, nms_votes
 from app.images import repository as images_repository
 from app.images.service import file_of
 from app.models import Image, Task, TaskKind, TrainingRun
+from app.storage import store_of
 from app.training import repository
 from app.training.schemas import FIRST_K, TrainExperimentParams, TrainParams, TrainSettings
 
@@ -221,6 +222,26 @@ def build_samples(
     return train, validation
 
 
+def samples_of_arrays(
+    experts: tuple[FloatArray, IntArray, IntArray],
+    candidates: tuple[FloatArray, IntArray],
+    truth: tuple[FloatArray, IntArray],
+    sizes: IntArray,
+    held_out: BoolArray,
+    params: TrainSettings,
+) -> tuple[Samples, Samples]:
+    """`build_samples` for boxes held in arrays rather than read from a task (the simulated training
+    question): experts' (boxes (N, 4), image index (N,), expert id (N,)), candidates' and truth's
+    (boxes, image index); image indices refer to `sizes` (M, 2) and `held_out` (M,)."""
+
+    def arrays(boxes: FloatArray, images: IntArray, group: IntArray | None = None) -> _BoxArrays:
+        count = len(images)
+        groups = np.zeros(count, np.int64) if group is None else np.asarray(group, np.int64)
+        return _BoxArrays(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(images, np.int64), groups)
+
+    return build_samples(arrays(*experts), arrays(*candidates), arrays(*truth), sizes, held_out, params)
+
+
 @dataclass(frozen=True)
 class _Found:
     boxes: FloatArray
@@ -368,12 +389,39 @@ def experiment_jobs(
 
 def checkpoint_dir(settings: Settings, params: TrainParams) -> Path:
     """Where a job's epoch checkpoints live: keyed by its params, so a re-queued job finds and resumes them."""
-    key = hashlib.sha256(params.model_dump_json().encode()).hexdigest()[:24]
-    return settings.data_dir / "training" / "checkpoints" / key
+    return settings.data_dir / checkpoint_key(params)
+
+
+def checkpoint_key(params: TrainParams) -> str:
+    """The params' key under the data dir or in the store (``training/checkpoints/<hash>``)."""
+    return "training/checkpoints/" + hashlib.sha256(params.model_dump_json().encode()).hexdigest()[:24]
 
 
 def patch_cache_path(settings: Settings, training: TrainingSet) -> Path:
     return settings.data_dir / "training" / "patches" / f"{training.cache_key}.npy"
+
+
+def exported_model_key(onnx_sha256: str) -> str:
+    """The store's key of a training run's exported ONNX model: any API replica serves it from there."""
+    return f"training/models/{onnx_sha256}.onnx"
+
+
+def store_exported_model(settings: Settings, onnx_path: Path, onnx_sha256: str) -> None:
+    """Blocking: copy a finished run's ONNX model into the store (the data dir, or the shared bucket)."""
+    store_of(settings).put_file(exported_model_key(onnx_sha256), onnx_path)
+
+
+def exported_model(settings: Settings, onnx_path: str | None, onnx_sha256: str | None) -> Path | None:
+    """Blocking: a local file of a run's exported model (the worker's own file when this is its machine,
+    else the store's copy), or None when neither exists."""
+    if onnx_path is not None and Path(onnx_path).is_file():
+        return Path(onnx_path)
+    if onnx_sha256 is None:
+        return None
+    try:
+        return store_of(settings).local_file(exported_model_key(onnx_sha256))
+    except FileNotFoundError:
+        return None
 
 
 def run_dir(settings: Settings, run_key: str) -> Path:

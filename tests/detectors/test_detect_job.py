@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db import make_engine
 from app.detectors import service
 from app.errors import Invalid
 from app.images.service import NewImage, add_images
@@ -27,6 +29,7 @@ from app.studies import service as studies
 from app.studies.schemas import LabelIn, StudyCreate, TaskCreate
 from app.suggestions import repository as suggestions_repository
 from app.suggestions import service as suggestions_service
+from app.suggestions.inference import detect_images
 from tests.conftest import ClientFactory
 from tests.detectors.helpers import box_iou, png
 from tests.factories import make_study, make_user
@@ -257,3 +260,79 @@ async def test_run_detection_refuses_a_task_without_images(sessionmaker: Maker, 
     assert isinstance(task, Task)
     async with sessionmaker() as session:
         assert await suggestions_repository.sets_of_task(session, task.id) == []
+
+
+class TransactionWatch:
+    """Counts the transactions open on the engines the job makes, and notes them while the model runs."""
+
+    def __init__(self) -> None:
+        self.engines: list[AsyncEngine] = []
+        self.open = 0
+        self.while_inferring: list[tuple[int, int]] = []
+
+    def make_engine(self, url: str) -> AsyncEngine:
+        engine = make_engine(url)
+        event.listen(engine.sync_engine, "begin", self._began)
+        event.listen(engine.sync_engine, "commit", self._ended)
+        event.listen(engine.sync_engine, "rollback", self._ended)
+        self.engines.append(engine)
+        return engine
+
+    def _began(self, _connection: object) -> None:
+        self.open += 1
+
+    def _ended(self, _connection: object) -> None:
+        self.open -= 1
+
+    def detect_images(self, *args: Any) -> None:
+        checked_out = sum(engine.sync_engine.pool.checkedout() for engine in self.engines)  # type: ignore[attr-defined]
+        self.while_inferring.append((self.open, checked_out))
+        detect_images(*args)
+
+
+async def one_patch_task(maker: Maker, settings: Settings) -> tuple[int, dict[str, Any]]:
+    phantom = classify_patch(104, 512)
+    setup = await phantom_task(
+        maker,
+        settings,
+        "classify",
+        CLASSIFY_LABELS,
+        [(NewImage("patch.png", io.BytesIO(png(phantom.image))), phantom)],
+    )
+    async with maker() as session, session.begin():
+        detector = (await service.ensure_builtin_detectors(session, settings))["classify"]
+    return setup.task_id, {"task_id": setup.task_id, "detector_id": detector.id}
+
+
+async def test_detect_job_infers_with_no_transaction_open(
+    app: object, sessionmaker: Maker, worker_env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id, params = await one_patch_task(sessionmaker, worker_env)
+    watch = TransactionWatch()
+    monkeypatch.setattr(detect, "make_engine", watch.make_engine)
+    monkeypatch.setattr(service, "detect_images", watch.detect_images)
+
+    result = await asyncio.to_thread(detect.run, params, Progress())
+
+    assert watch.while_inferring == [(0, 0)], "no transaction and no connection held while the model runs"
+    assert watch.open == 0
+    async with sessionmaker() as session:
+        [stored] = await suggestions_repository.sets_of_task(session, task_id)
+    assert stored.id == result["suggestion_set_id"] and result["detections"] > 0
+
+
+async def test_a_failure_while_inferring_writes_nothing(
+    app: object, sessionmaker: Maker, worker_env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id, params = await one_patch_task(sessionmaker, worker_env)
+
+    def fails_after_the_first_image(*args: Any) -> None:
+        on_image = args[-1]
+        on_image(0, [])
+        raise RuntimeError("the accelerator fell over")
+
+    monkeypatch.setattr(service, "detect_images", fails_after_the_first_image)
+    with pytest.raises(RuntimeError, match="fell over"):
+        await asyncio.to_thread(detect.run, params, Progress())
+    async with sessionmaker() as session:
+        assert await suggestions_repository.sets_of_task(session, task_id) == []

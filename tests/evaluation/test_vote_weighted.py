@@ -160,7 +160,7 @@ def test_one_to_one_matching_shortcut_gives_an_optimal_assignment(seed: int) -> 
         boxes[det], labels[det], images[det], boxes[ref], labels[ref], images[ref]
     )
 
-    det_keys, ref_keys = m._joint_keys(labels[det], images[det], labels[ref], images[ref])
+    det_keys, ref_keys = m.joint_keys(labels[det], images[det], labels[ref], images[ref])
     assert len(set(rows.tolist())) == len(rows) and len(set(cols.tolist())) == len(cols)
     assert (det_keys[rows] == ref_keys[cols]).all()
     achieved = float(m.paired_iou(boxes[det][rows], boxes[ref][cols]).sum())

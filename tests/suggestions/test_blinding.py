@@ -210,6 +210,7 @@ FIXED_PARAMS = {
     "fmt": "svg",
     "detector_id": "1",
     "run_id": "1",
+    "slide_id": "1",
 }
 
 
@@ -241,10 +242,15 @@ async def _call_every_get_route(
     return checked
 
 
+def path_params(route: APIRoute) -> list[str]:
+    """The parameters the path names (also those that only a dependency reads: StudyDep, TaskDep …)."""
+    return list(route.param_convertors)
+
+
 def _urls(
     path: str, route: APIRoute, ids: dict[str, int], image_ids: list[int]
 ) -> Iterator[tuple[str, int | None]]:
-    names = [param.name for param in route.dependant.path_params]
+    names = path_params(route)
     unknown = [name for name in names if name not in ids and name not in FIXED_PARAMS and name != "image_id"]
     assert not unknown, f"{path}: give the blinding test a real value for {unknown}"
     values = {name: str(ids.get(name, FIXED_PARAMS.get(name))) for name in names if name != "image_id"}
@@ -268,7 +274,7 @@ async def test_experts_get_403_on_every_suggestion_set_route(app: object, client
     guarded = [(p, r) for p, r in mounted_routes() if "suggestion-set" in p or "injection" in p]
     assert len(guarded) >= 7
     for path, route in guarded:
-        url = path.format(**{name: values[name] for name in (p.name for p in route.dependant.path_params)})
+        url = path.format(**{name: values[name] for name in path_params(route)})
         for method in sorted(route.methods or set()):
             body = {"preset": "paper-classify"} if method == "POST" else None
             response = await alice.request(method, url, json=body)

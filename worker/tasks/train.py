@@ -18,6 +18,7 @@ import numpy as np
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.jobs.registry import ProgressReporter
+from app.storage import store_of
 from app.training import service
 from app.training.schemas import TrainParams
 from app.training.service import TrainingSet
@@ -46,12 +47,13 @@ def run_training(
     )
     weights = _weights(params, training)
     base = service.checkpoint_dir(settings, params)
+    store = store_of(settings)
     runs = []
     for repeat in range(params.repeats):
         folder = base / f"repeat-{repeat}"
-        done = folder / DONE_FILE
-        if done.exists():
-            runs.append(json.loads(done.read_text(encoding="utf-8")))
+        done = f"{service.checkpoint_key(params)}/repeat-{repeat}/{DONE_FILE}"
+        if store.exists(done):  # in the store: a repeat finished on another machine is not trained again
+            runs.append(json.loads(store.read_bytes(done)))
             continue
 
         def repeat_progress(fraction: float, message: str, repeat: int = repeat) -> None:
@@ -78,9 +80,10 @@ def run_training(
             should_stop=should_stop,
         )
         result = main(config)
+        service.store_exported_model(settings, Path(result.onnx_path), result.onnx_sha256)
         run_id = asyncio.run(_record(settings, params, training, repeat, result, job_id))
         summary = _summary(params, training, repeat, result, run_id)
-        done.write_text(json.dumps(summary), encoding="utf-8")
+        store.put_bytes(done, json.dumps(summary).encode())
         runs.append(summary)
     progress(1.0, f"{len(runs)} run(s) done")
     accuracies = [run["best_val_accuracy"] for run in runs]

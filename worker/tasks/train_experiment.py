@@ -10,7 +10,6 @@ children finished. Result: the child job ids and how many succeeded, failed or w
 import asyncio
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -20,6 +19,7 @@ from app.db import make_engine, make_sessionmaker
 from app.jobs import service as jobs
 from app.jobs.registry import ProgressReporter
 from app.models import Job, JobStatus
+from app.storage import store_of
 from app.training import repository, service
 from app.training.schemas import TrainExperimentParams
 
@@ -49,9 +49,9 @@ async def _run(
 
 
 async def _queue_children(params: TrainExperimentParams, settings: Settings) -> list[int]:
-    marker = _marker(settings, params)
-    if marker.exists():
-        children: list[int] = json.loads(marker.read_text(encoding="utf-8"))
+    store, marker = store_of(settings), _marker(params)
+    if store.exists(marker):  # in the store: a re-queued experiment on another machine finds its children
+        children: list[int] = json.loads(store.read_bytes(marker))
         return children
     engine = make_engine(settings.resolved_database_url)
     try:
@@ -67,14 +67,13 @@ async def _queue_children(params: TrainExperimentParams, settings: Settings) -> 
             ids = [job.id for job in queued]
     finally:
         await engine.dispose()
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(ids), encoding="utf-8")
+    store.put_bytes(marker, json.dumps(ids).encode())
     return ids
 
 
-def _marker(settings: Settings, params: TrainExperimentParams) -> Path:
+def _marker(params: TrainExperimentParams) -> str:
     key = hashlib.sha256(params.model_dump_json().encode()).hexdigest()[:24]
-    return settings.data_dir / "training" / "experiments" / f"{key}.json"
+    return f"training/experiments/{key}.json"
 
 
 async def _statuses(settings: Settings, ids: list[int]) -> dict[int, str]:
