@@ -107,6 +107,7 @@ ACCESS: dict[str, Rule] = {
     "POST /api/v1/assignments/{assignment_id}/washout-override": Rule(
         "admin", 200, lambda ids: {"reason": "pilot run"}, path_ids={"assignment_id": "aided_assignment_id"}
     ),
+    "POST /api/v1/images/{image_id}/open": Rule("owner", 200, query="mode=unaided"),
     "GET /api/v1/images/{image_id}/annotations": Rule("owner", 200, query="mode=unaided"),
     "POST /api/v1/images/{image_id}/annotations": Rule("owner", 201, lambda ids: BOX, query="mode=unaided"),
     "POST /api/v1/images/{image_id}/annotations/bulk": Rule(
