@@ -127,12 +127,14 @@ async def concord_run(
         async with make_sessionmaker(engine)() as session, session.begin():
             task = await session.get(Task, bench.task.id)
             detector = await session.get(DetectorModel, bench.detector.id)
-            assert task is not None and detector is not None
+            assert task is not None
+            assert detector is not None
             created = await service.run_detection(
                 session, settings, task, detector, batch_size=batch_size, prefer_cuda=prefer_cuda
             )
             count = len(await service_suggestions(session, created.id))
-        assert created.images_per_second is not None and created.provider is not None
+        assert created.images_per_second is not None
+        assert created.provider is not None
         return len(bench.images) / created.images_per_second, created.provider, count
     finally:
         await engine.dispose()

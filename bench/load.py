@@ -248,7 +248,8 @@ async def wait_healthy(base_url: str, server: ServiceProcess, timeout_s: float =
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assert server.process is not None and server.process.poll() is None, "the server exited"
+            assert server.process is not None, "the server exited"
+            assert server.process.poll() is None, "the server exited"
             if await probe.health():
                 return
             await asyncio.sleep(0.1)

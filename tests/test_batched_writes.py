@@ -59,7 +59,8 @@ async def test_a_failing_edit_rolls_back_alone(writer: tuple[SQLiteBatchWriter, 
         batch_writer.run(_insert(2)),
         return_exceptions=True,
     )
-    assert outcomes[0] == 1 and outcomes[3] == 2
+    assert outcomes[0] == 1
+    assert outcomes[3] == 2
     assert isinstance(outcomes[1], ValueError)
     assert "UNIQUE" in str(outcomes[2])
     assert _committed_values(path) == [1, 2]

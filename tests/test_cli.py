@@ -23,7 +23,7 @@ COMMANDS = _command_paths(build_parser())
 
 
 def test_the_public_command_names_exist() -> None:
-    names = {path for path in COMMANDS}
+    names = set(COMMANDS)
     for expected in [
         ("serve",),
         ("migrate",),
@@ -67,7 +67,8 @@ def test_user_add_and_token_on_a_fresh_database(tmp_path: Path) -> None:
     token = subprocess.run(
         [*run, "user", "token", "ann"], env=env, capture_output=True, text=True, check=False
     )
-    assert token.returncode == 0 and token.stdout.strip().startswith("cc_")
+    assert token.returncode == 0
+    assert token.stdout.strip().startswith("cc_")
     duplicate = subprocess.run(
         [*run, "user", "add", "ann", "--role", "expert", "--password", "long-enough-pw"],
         env=env,
@@ -75,8 +76,10 @@ def test_user_add_and_token_on_a_fresh_database(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert duplicate.returncode == 2 and "already exists" in duplicate.stderr
+    assert duplicate.returncode == 2
+    assert "already exists" in duplicate.stderr
     unknown = subprocess.run(
         [*run, "user", "token", "nobody"], env=env, capture_output=True, text=True, check=False
     )
-    assert unknown.returncode == 2 and "no user" in unknown.stderr
+    assert unknown.returncode == 2
+    assert "no user" in unknown.stderr

@@ -34,7 +34,8 @@ def concord(*args: str, data_dir: Path, cwd: Path) -> subprocess.CompletedProces
 def test_the_default_data_dir_is_per_user_not_the_working_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CONCORD_DATA_DIR", raising=False)
     folder = default_data_dir()
-    assert folder.is_absolute() and folder.name == "concord"
+    assert folder.is_absolute()
+    assert folder.name == "concord"
     assert Settings(_env_file=None).data_dir == folder
 
 
@@ -44,7 +45,8 @@ def test_database_commands_work_on_a_fresh_data_dir_from_any_directory(tmp_path:
     (elsewhere / "gt.txt").write_text(GT_LINE.format(image="a.png") + "\n")
 
     missing = concord("evaluate", "--study", "S", data_dir=data, cwd=elsewhere)
-    assert missing.returncode == 2 and missing.stderr.strip() == "concord: no study 'S'", missing.stderr
+    assert missing.returncode == 2, missing.stderr
+    assert missing.stderr.strip() == "concord: no study 'S'", missing.stderr
     imported = concord(
         "import-exact", "gt.txt", "--study", "S", "--task", "T", "--kind", "classify", "--role", "ground-truth",
         data_dir=data, cwd=elsewhere,
@@ -73,7 +75,8 @@ def test_database_commands_work_on_a_fresh_data_dir_from_any_directory(tmp_path:
         data_dir=data,
         cwd=ROOT,
     )
-    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    assert both.returncode == 2
+    assert "not allowed with argument" in both.stderr
     jobs = concord("jobs", "list", data_dir=tmp_path / "other", cwd=elsewhere)
     assert jobs.returncode == 0, jobs.stderr
 
@@ -85,7 +88,8 @@ def test_an_unusable_data_dir_gives_one_clear_line(tmp_path: Path) -> None:
     result = concord("evaluate", "--study", "S", data_dir=blocker / "data", cwd=tmp_path)
 
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
     assert result.stderr.startswith(f"concord: cannot use the data dir {blocker / 'data'}: ")
     assert "CONCORD_DATA_DIR" in result.stderr
 
@@ -118,7 +122,8 @@ def test_the_readme_reproduction_runs_as_written(tmp_path: Path) -> None:
     )
 
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "mean (sd)" in done.stdout and "vote-weighted" in done.stdout
+    assert "mean (sd)" in done.stdout
+    assert "vote-weighted" in done.stdout
     metrics = json.loads(metrics_file.read_text())
     aided = metrics["tasks"]["asthma"]["modes"]["aided"]["summary"]["concordance"]
     assert aided["mean"] == pytest.approx(0.841, abs=5e-4)

@@ -58,7 +58,8 @@ async def test_a_5xx_is_retried_and_counted(app: object) -> None:
     assert edit.status == 201
     assert transport.keys[:3] == [edit.key] * 3
     assert client.stats.errors_5xx == 2
-    assert moved.annotation.box == (20, 20, 60, 60) and moved.annotation.version == 2
+    assert moved.annotation.box == (20, 20, 60, 60)
+    assert moved.annotation.version == 2
 
 
 async def test_a_4xx_is_raised_at_once(app: object) -> None:

@@ -81,7 +81,8 @@ async def _while_probed(
 
 def _assert_ran_off_the_loop(probe: Probe, health: Response, idle: int | None) -> None:
     assert health.status_code == 200
-    assert probe.threads and threading.get_ident() not in probe.threads, "the work ran on the event loop"
+    assert probe.threads, "the work ran on the event loop"
+    assert threading.get_ident() not in probe.threads, "the work ran on the event loop"
     assert probe.saw_signal == [True] * len(probe.threads), "/health was not answered while the work ran"
     assert idle in (None, 0), f"{idle} transaction(s) stayed open while the work ran"
 
@@ -128,7 +129,8 @@ async def test_plots_are_drawn_off_the_loop(
     monkeypatch.setattr(plots, "render", probe)
     request = admin.get(f"/studies/{study_id}/evaluation/plots/T/concordance.png")
     response, health, idle = await _while_probed(probe, admin, settings, request)
-    assert response.status_code == 200 and response.content[:4] == b"\x89PNG"
+    assert response.status_code == 200
+    assert response.content[:4] == b"\x89PNG"
     _assert_ran_off_the_loop(probe, health, idle)
 
 

@@ -40,7 +40,9 @@ async def test_demo_training_uses_practice_images_disjoint_from_the_study(
         images = (await expert.get(f"/api/v1/tasks/{task_id}/images")).json()
         practice = {item["id"] for item in images if item["purpose"] == "practice"}
         study = {item["id"] for item in images if item["purpose"] == "study"}
-        assert practice and study and not practice & study
+        assert practice
+        assert study
+        assert not practice & study
         for image_id in practice:
             assert (
                 await expert.get(f"/api/v1/images/{image_id}/annotations?mode=training")
@@ -55,7 +57,8 @@ async def test_demo_training_uses_practice_images_disjoint_from_the_study(
 
     admin = await client_for("admin")
     jobs = [job for job in (await admin.get("/api/v1/jobs")).json() if job["kind"] == "detect"]
-    assert len(jobs) == 3 and {job["status"] for job in jobs} == {"succeeded"}
+    assert len(jobs) == 3
+    assert {job["status"] for job in jobs} == {"succeeded"}
     page = (await admin.get("/admin/jobs")).text
     for job in jobs:
         task_id, set_id = job["params"]["task_id"], job["result"]["suggestion_set_id"]
@@ -91,7 +94,8 @@ async def test_demo_with_simulated_experts_opens_on_a_finished_study(
         assert all(value["concordance"] > 0 and value["seconds_per_image"] > 0 for value in experts.values())
     assert task["statistics"]["concordance"]["paired_df"] == 1
     page = await admin.get(f"/studies/{study['id']}/evaluation")
-    assert page.status_code == 200 and "Simulated study" in page.text
+    assert page.status_code == 200
+    assert "Simulated study" in page.text
     assert "needs at least 2 experts" not in page.text
 
     untouched = await db.scalar(select(User).where(User.name == "expert1"))
@@ -104,17 +108,21 @@ async def test_demo_with_simulated_experts_opens_on_a_finished_study(
     query = f"kind=classify&experts=2,4&images=3&repetitions=30&fit_study={study['id']}"
     plan = await admin.get(f"/admin/plan?{query}")
     assert plan.status_code == 200, plan.text
-    assert 'id="plan-fit-quality"' in plan.text and 'id="plan-table"' in plan.text
+    assert 'id="plan-fit-quality"' in plan.text
+    assert 'id="plan-table"' in plan.text
     assert (await admin.get(f"/admin/plan/figure.svg?{query}")).status_code == 200
     wrong_kind = await admin.get(f"/admin/plan?kind=grade&experts=2&images=3&fit_study={study['id']}")
-    assert wrong_kind.status_code == 422 and "fitting needs one" in wrong_kind.text
+    assert wrong_kind.status_code == 422
+    assert "fitting needs one" in wrong_kind.text
 
     # the paper's training experiment is queued for the worker (BCE vs VotesLoss on the simulated experts)
     job_id = await queue_demo_training(settings, 0, task_name=SMALL_CLASSIFY_TASK)
     assert job_id is not None
     assert await queue_demo_training(settings, 0, task_name=SMALL_CLASSIFY_TASK) is None  # queued once
     job = await db.get(Job, job_id)
-    assert job is not None and job.kind == "train_experiment" and job.status == JobStatus.queued
+    assert job is not None
+    assert job.kind == "train_experiment"
+    assert job.status == JobStatus.queued
     params = TrainExperimentParams.model_validate(job.params)
     annotating: dict[str, list[str]] = {
         mode: list(await training_repository.annotating_experts(db, params.task_id, mode))

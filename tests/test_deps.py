@@ -105,4 +105,5 @@ async def test_without_a_login_the_api_answers_401_and_a_page_sends_to_the_login
     for path in paths.values():
         assert (await anonymous.get(f"/api/v1/probe/{path}")).status_code == 401
         page = await anonymous.get(f"/probe/{path}")
-        assert page.status_code == 303 and page.headers["location"] == f"/login?next=/probe/{path}"
+        assert page.status_code == 303
+        assert page.headers["location"] == f"/login?next=/probe/{path}"

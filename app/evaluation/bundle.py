@@ -456,7 +456,7 @@ async def _detector_models(
     column = rows.columns.index
     hashes = [row[column("sha256")] for row in rows.rows]
     query = select(DetectorModel.sha256, DetectorModel.id).where(DetectorModel.sha256.in_(hashes))
-    existing = {sha256: model_id for sha256, model_id in (await session.execute(query)).all()}
+    existing = dict((await session.execute(query)).all())
     missing = TableRows(rows.columns, [row for row in rows.rows if row[column("sha256")] not in existing])
     ids = await _insert(session, TABLES["detector_model"], missing, new_ids, {})
     ids.update(

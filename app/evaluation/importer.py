@@ -317,7 +317,8 @@ async def _store(
 async def _store_expert(
     session: AsyncSession, request: ImportRequest, target: Target, item: ParsedFile
 ) -> int:
-    assert item.expert is not None and request.mode is not None
+    assert item.expert is not None
+    assert request.mode is not None
     expert = await accounts_repository.user_by_name(session, item.expert)
     assert expert is not None, "_ensure_experts created every expert named"
     mode = request.mode

@@ -183,7 +183,7 @@ async def images_and_labels_of_task(
     """The task's study images and label names by id (for exports of computed objects)."""
     images = await session.scalars(select(Image).where(Image.task_id == task_id, STUDY_IMAGE))
     labels = await session.execute(select(Label.id, Label.name).where(Label.task_id == task_id))
-    return {image.id: image for image in images}, {label_id: name for label_id, name in labels.all()}
+    return {image.id: image for image in images}, dict(labels.all())
 
 
 # ---------------------------------------------------------------- the study read for metrics

@@ -162,7 +162,8 @@ def _numbers(rows: Sequence[Any], first: int, width: int) -> m.FloatArray:
 
 def _boxes(rows: Sequence[Any], image_col: int, label_col: int, box_col: int) -> Boxes:
     """Boxes of rows holding image id, label id and x1, y1, x2, y2 as adjacent columns, in this order."""
-    assert label_col == image_col + 1 and box_col == label_col + 1
+    assert label_col == image_col + 1
+    assert box_col == label_col + 1
     table = _numbers(rows, image_col, 6)
     return Boxes(
         np.ascontiguousarray(table[:, 2:]), table[:, 1].astype(np.int64), table[:, 0].astype(np.int64)
@@ -172,7 +173,7 @@ def _boxes(rows: Sequence[Any], image_col: int, label_col: int, box_col: int) ->
 def build_tasks(rows: repository.StudyRows) -> dict[int, TaskData]:
     """Arrays of every task from the study's rows; counted objects only."""
     sizes = _image_sizes(rows.images)
-    users = {user_id: name for user_id, name in rows.users}
+    users: dict[int, str] = dict(rows.users)
     labels: dict[int, dict[int, str]] = defaultdict(dict)
     for label_id, task_id, name in rows.labels:
         labels[task_id][label_id] = name
@@ -311,7 +312,7 @@ def _add_suggestions(tasks: dict[int, TaskData], rows: repository.StudyRows, siz
     for task_id, set_id, count in rows.shown_sets:
         if count > shown.get(task_id, (0, 0))[0]:
             shown[task_id] = (count, set_id)
-    chosen = {task_id: set_id for task_id, set_id in rows.suggestion_sets}
+    chosen = dict(rows.suggestion_sets)
     chosen.update({task_id: set_id for task_id, (_, set_id) in shown.items()})
     set_ids = [row[0] for row in rows.suggestions]
     everything = _boxes(rows.suggestions, 1, 2, 3)

@@ -87,7 +87,7 @@ async def image_counts(
         .where(Image.task_id.in_(task_ids), Image.purpose == purpose)
         .group_by(Image.task_id)
     )
-    return {task_id: count for task_id, count in (await session.execute(query)).all()}
+    return dict((await session.execute(query)).all())
 
 
 async def completion_counts(session: AsyncSession, assignment_ids: set[int]) -> dict[int, int]:
@@ -96,7 +96,7 @@ async def completion_counts(session: AsyncSession, assignment_ids: set[int]) -> 
         .where(ImageCompletion.assignment_id.in_(assignment_ids))
         .group_by(ImageCompletion.assignment_id)
     )
-    return {assignment_id: count for assignment_id, count in (await session.execute(query)).all()}
+    return dict((await session.execute(query)).all())
 
 
 async def completed_image_ids(session: AsyncSession, assignment_id: int) -> set[int]:

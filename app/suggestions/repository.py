@@ -23,7 +23,7 @@ async def suggestion_counts(session: AsyncSession, set_ids: Sequence[int]) -> di
         .where(Suggestion.suggestion_set_id.in_(set_ids))
         .group_by(Suggestion.suggestion_set_id)
     )
-    return {set_id: count for set_id, count in (await session.execute(query)).all()}
+    return dict((await session.execute(query)).all())
 
 
 async def error_counts(session: AsyncSession, set_ids: Sequence[int]) -> dict[int, int]:
@@ -32,7 +32,7 @@ async def error_counts(session: AsyncSession, set_ids: Sequence[int]) -> dict[in
         .where(InjectedError.suggestion_set_id.in_(set_ids))
         .group_by(InjectedError.suggestion_set_id)
     )
-    return {set_id: count for set_id, count in (await session.execute(query)).all()}
+    return dict((await session.execute(query)).all())
 
 
 async def suggestions_of_set(session: AsyncSession, set_id: int) -> Sequence[Suggestion]:

@@ -37,7 +37,8 @@ async def test_disabled_users_tokens_and_sessions_stop_at_once_and_login_is_refu
 
     enabled = await admin.post(f"/api/v1/users/{alice.id}/enable")
 
-    assert enabled.status_code == 200 and enabled.json()["disabled_at"] is None
+    assert enabled.status_code == 200
+    assert enabled.json()["disabled_at"] is None
     assert (await alice_api.get("/api/v1/me")).status_code == 200
     await alice_browser.aclose()
 

@@ -32,7 +32,8 @@ async def test_new_tokens_expire_by_default_and_the_list_never_shows_a_secret(ap
     rows = listed.json()
     assert len(rows) == 3  # the client's own token too
     assert all(set(row) == {"id", "created_at", "expires_at", "last_used_at"} for row in rows)
-    assert default not in listed.text and short not in listed.text
+    assert default not in listed.text
+    assert short not in listed.text
     expiries = sorted(row["expires_at"] for row in rows[1:])
     now = utcnow()
     assert expiries[0][:10] == (now + timedelta(days=7)).date().isoformat()
@@ -105,8 +106,10 @@ def test_cli_issues_lists_and_revokes_tokens(tmp_path, monkeypatch: pytest.Monke
     assert main(["user", "tokens", "ann"]) == 0
     listing = capsys.readouterr().out
 
-    assert week.startswith("cc_") and forever.startswith("cc_")
-    assert week not in listing and forever not in listing
+    assert week.startswith("cc_")
+    assert forever.startswith("cc_")
+    assert week not in listing
+    assert forever not in listing
     lines = listing.splitlines()[1:]
     assert len(lines) == 2
     assert (utcnow() + timedelta(days=7)).date().isoformat() in lines[0]

@@ -41,7 +41,8 @@ async def test_edit_sequence_appends_exactly_one_event_per_edit(
         f"/api/v1/annotations/{created['id']}",
         json={"version": 1, "x1": 20, "y1": 20, "x2": 50, "y2": 50, "idempotency_key": "key-move-0001"},
     )
-    assert moved.status_code == 200 and moved.json()["version"] == 2
+    assert moved.status_code == 200
+    assert moved.json()["version"] == 2
     relabelled = await alice.patch(
         f"/api/v1/annotations/{created['id']}", json={"version": 2, "label": "normal"}
     )
@@ -49,14 +50,18 @@ async def test_edit_sequence_appends_exactly_one_event_per_edit(
     deleted = await alice.post(f"/api/v1/annotations/{created['id']}/delete", json={"version": 3})
     assert deleted.json()["deleted"] is True
     restored = await alice.post(f"/api/v1/annotations/{created['id']}/restore", json={"version": 4})
-    assert restored.json()["deleted"] is False and restored.json()["version"] == 5
+    assert restored.json()["deleted"] is False
+    assert restored.json()["version"] == 5
 
     objects, events = await _state(alice, image)
     assert [event["kind"] for event in events] == ["create", "move", "relabel", "delete", "restore"]
-    assert events[1]["before"]["x1"] == 10 and events[1]["after"]["x1"] == 20
-    assert events[2]["before"]["label"] == "tumor" and events[2]["after"]["label"] == "normal"
+    assert events[1]["before"]["x1"] == 10
+    assert events[1]["after"]["x1"] == 20
+    assert events[2]["before"]["label"] == "tumor"
+    assert events[2]["after"]["label"] == "normal"
     assert len(objects) == 1
-    assert objects[0]["x1"] == 20 and objects[0]["label"] == "normal"
+    assert objects[0]["x1"] == 20
+    assert objects[0]["label"] == "normal"
 
 
 async def test_retried_edit_with_the_same_key_changes_nothing(app: object, client_for: ClientFactory) -> None:
@@ -98,7 +103,9 @@ async def test_stale_version_gets_409_and_changes_nothing(app: object, client_fo
     assert stale_delete.status_code == 409
     objects, events = await _state(alice, image)
     assert len(events) == 2
-    assert objects[0]["x1"] == 1 and objects[0]["deleted"] is False and objects[0]["version"] == 2
+    assert objects[0]["x1"] == 1
+    assert objects[0]["deleted"] is False
+    assert objects[0]["version"] == 2
 
 
 async def test_box_outside_image_or_unknown_label_gets_422_and_changes_nothing(
@@ -114,13 +121,15 @@ async def test_box_outside_image_or_unknown_label_gets_422_and_changes_nothing(
     assert (await alice.post(url, json=inverted)).status_code == 422
     unknown = {"label": "dragon", "x1": 1, "y1": 1, "x2": 10, "y2": 10}
     response = await alice.post(url, json=unknown)
-    assert response.status_code == 422 and "dragon" in response.json()["detail"]
+    assert response.status_code == 422
+    assert "dragon" in response.json()["detail"]
     bulk = [{"label": "tumor", "x1": 1, "y1": 1, "x2": 10, "y2": 10}, outside]
     assert (
         await alice.post(f"/api/v1/images/{image.id}/annotations/bulk?mode=unaided", json=bulk)
     ).status_code == 422
     objects, events = await _state(alice, image.id)
-    assert objects == [] and events == []
+    assert objects == []
+    assert events == []
 
 
 async def test_bulk_upload_creates_each_object_with_an_event(app: object, client_for: ClientFactory) -> None:
@@ -142,7 +151,8 @@ async def test_finished_assignment_refuses_edits(app: object, client_for: Client
     finished = await alice.post(f"/api/v1/assignments/{assignment['id']}/finish")
     assert finished.status_code == 200
     retried = await alice.post(f"/api/v1/assignments/{assignment['id']}/finish")  # its answer was lost
-    assert retried.status_code == 200 and retried.json()["finished_at"] == finished.json()["finished_at"]
+    assert retried.status_code == 200
+    assert retried.json()["finished_at"] == finished.json()["finished_at"]
     url = f"/api/v1/images/{setup.images[0].id}/annotations?mode=unaided"
     response = await alice.post(url, json={"label": "tumor", "x1": 1, "y1": 1, "x2": 9, "y2": 9})
     assert response.status_code == 409

@@ -59,7 +59,8 @@ async def test_concurrent_retries_of_a_move_are_not_told_409(app: object, client
     responses = await asyncio.gather(*(alice.patch(url, json=move, headers=headers) for _ in range(RETRIES)))
     assert [response.status_code for response in responses] == [200] * RETRIES
     answer = _one_answer(responses)
-    assert answer["version"] == 2 and answer["x1"] == 20
+    assert answer["version"] == 2
+    assert answer["x1"] == 20
     _, events = await _objects_and_events(alice, image)
     assert [event["kind"] for event in events] == ["create", "move"]
 
@@ -121,7 +122,8 @@ async def test_a_key_reused_for_another_request_is_422_and_changes_nothing(
     assert [(item["x1"], item["label"], item["version"]) for item in objects] == [(10, "normal", 2)]
     assert [event["kind"] for event in events] == ["create", "relabel"]
     other_objects, other_events = await _objects_and_events(alice, other_image)
-    assert [item["label"] for item in other_objects] == ["tumor"] and len(other_events) == 1
+    assert [item["label"] for item in other_objects] == ["tumor"]
+    assert len(other_events) == 1
 
 
 async def test_bulk_upload_retried_with_its_key_returns_the_same_objects(

@@ -150,7 +150,8 @@ async def _opened_and_locked(
     async with sessionmaker() as session:
         assignment = await session.get(Assignment, fresh.aided_ids.assignment_id)
         suggestion_set = await session.get(SuggestionSet, fresh.set_id)
-        assert assignment is not None and suggestion_set is not None
+        assert assignment is not None
+        assert suggestion_set is not None
         return assignment.opened_at is not None, suggestion_set.locked_at is not None
 
 
@@ -167,7 +168,8 @@ async def test_opening_again_changes_nothing_and_answers_the_same(
 
     second = await alice.post(url)
 
-    assert second.status_code == 200 and second.json() == first.json()
+    assert second.status_code == 200
+    assert second.json() == first.json()
     assert _changes(before, await _dump(sessionmaker)) == {}
     assert len(first.json()) == (fresh.suggestions if mode == "aided" else 0)
 
@@ -196,7 +198,8 @@ async def test_a_finished_assignment_is_not_opened(
 
     opened = await alice.post(f"/api/v1/images/{fresh.ids.image_id}/open?mode=aided")
 
-    assert opened.status_code == 200 and opened.json() == []
+    assert opened.status_code == 200
+    assert opened.json() == []
     assert _changes(before, await _dump(sessionmaker)) == {}
 
 

@@ -24,7 +24,8 @@ def test_heartbeat_counts_elapsed_time_up_to_the_idle_limit() -> None:
     record_presence(visit, 60.0, active=True, close=False, now=now + timedelta(seconds=500))
     assert visit.active_seconds == 80
     record_presence(visit, 60.0, active=False, close=True, now=now + timedelta(seconds=510))
-    assert visit.active_seconds == 80 and visit.closed_at is not None
+    assert visit.active_seconds == 80
+    assert visit.closed_at is not None
 
 
 async def test_visit_lifecycle_over_the_api(app: object, client_for: ClientFactory) -> None:
@@ -38,10 +39,12 @@ async def test_visit_lifecycle_over_the_api(app: object, client_for: ClientFacto
         await alice.post(f"/api/v1/visits/{visit['id']}/heartbeat", json={"active": True})
     ).status_code == 200
     closed = await alice.post(f"/api/v1/visits/{visit['id']}/close")
-    assert closed.status_code == 200 and closed.json()["closed_at"] is not None
+    assert closed.status_code == 200
+    assert closed.json()["closed_at"] is not None
     assert (await alice.post(f"/api/v1/visits/{visit['id']}/heartbeat")).status_code == 409
     retried = await alice.post(f"/api/v1/visits/{visit['id']}/close", json={"active": True})
-    assert retried.status_code == 200 and retried.json() == closed.json()
+    assert retried.status_code == 200
+    assert retried.json() == closed.json()
     visits = (await alice.get(f"/api/v1/images/{image}/visits?mode=unaided")).json()
     assert [item["id"] for item in visits] == [visit["id"]]
     assert visits[0]["active_seconds"] >= 0

@@ -53,7 +53,8 @@ async def test_overview_is_the_admin_landing_page(app, live_server, page, client
         int(text.split("/")[0])
         for text in await table.locator("tbody tr td:nth-child(4)").all_text_contents()
     ]
-    assert done == sorted(done) and done[-1] == 3
+    assert done == sorted(done)
+    assert done[-1] == 3
 
     # Flash after an in-place action (an HTMX event shown as a toast) ...
     await page.fill("#expert-name", "dave")

@@ -93,7 +93,9 @@ async def test_assignment_grid_fits_its_card_and_shows_the_assigned_sets(
         await page.locator(".grid-scroll").bounding_box(),
         await expert_card.bounding_box(),
     )
-    assert card and scroller and other
+    assert card
+    assert scroller
+    assert other
     assert scroller["x"] + scroller["width"] <= card["x"] + card["width"] + 0.5
     assert card["x"] + card["width"] <= other["x"] + 0.5  # nothing slides under "Add an expert"
     for task_id, set_id in set_ids.items():
@@ -206,7 +208,8 @@ async def test_studies_list_job_rows_and_favicon(app, live_server, page: Page, c
     icon = await page.locator('link[rel="icon"]').get_attribute("href")
     for url in (icon, "/favicon.ico"):
         response = await page.request.get(f"{live_server}{url}")
-        assert response.status == 200 and response.headers["content-type"] == "image/svg+xml"
+        assert response.status == 200
+        assert response.headers["content-type"] == "image/svg+xml"
 
 
 async def test_plots_show_a_placeholder_until_they_load(app, live_server, page: Page, client_for):
@@ -233,6 +236,7 @@ async def test_plots_show_a_placeholder_until_they_load(app, live_server, page: 
     plot = page.locator("#results .plots img").first
     await expect(plot).to_be_visible()
     frame = await plot.bounding_box()
-    assert frame and frame["height"] >= 199, frame  # a sized card, not a blank strip
+    assert frame, frame
+    assert frame["height"] >= 199, frame  # a sized card, not a blank strip
     assert await plot.evaluate("image => image.complete && image.naturalWidth > 0")
     await expect(placeholder).to_have_count(0)

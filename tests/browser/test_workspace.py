@@ -107,8 +107,10 @@ async def test_expert_annotates_in_the_browser(app, live_server, page, client_fo
     await _drag(page, (40, 40), (90, 80))  # draw box A
     await _saved(page)
     drawn = next(o for o in await _objects(page) if o["id"] not in {s["id"] for s in seeded})
-    assert abs(drawn["x1"] - 40) <= 1 and abs(drawn["y1"] - 40) <= 1
-    assert abs(drawn["x2"] - 90) <= 1 and abs(drawn["y2"] - 80) <= 1
+    assert abs(drawn["x1"] - 40) <= 1
+    assert abs(drawn["y1"] - 40) <= 1
+    assert abs(drawn["x2"] - 90) <= 1
+    assert abs(drawn["y2"] - 80) <= 1
 
     await page.keyboard.press("2")  # label of the selected box A
     await _saved(page)
@@ -135,7 +137,8 @@ async def test_expert_annotates_in_the_browser(app, live_server, page, client_fo
     by_id = {o["id"]: o for o in final}
     a = by_id[drawn["id"]]
     moved_a = shown[drawn["id"]]
-    assert a["label"] == "eosinophil" and not a["deleted"]
+    assert a["label"] == "eosinophil"
+    assert not a["deleted"]
     assert (a["x1"], a["y1"], a["x2"], a["y2"]) == (
         moved_a["x1"],
         moved_a["y1"],
@@ -143,7 +146,8 @@ async def test_expert_annotates_in_the_browser(app, live_server, page, client_fo
         moved_a["y2"],
     )
     assert (a["x2"] - a["x1"], a["y2"] - a["y1"]) == (drawn["x2"] - drawn["x1"], drawn["y2"] - drawn["y1"])
-    assert abs(a["x1"] - drawn["x1"] - 30) <= 1 and abs(a["y1"] - drawn["y1"] - 20) <= 1
+    assert abs(a["x1"] - drawn["x1"] - 30) <= 1
+    assert abs(a["y1"] - drawn["y1"] - 20) <= 1
     assert by_id[victim["id"]]["deleted"] is True
     assert sorted(o["id"] for o in final if not o["deleted"]) == sorted(
         [drawn["id"]] + [s["id"] for s in seeded[1:]]
@@ -159,13 +163,15 @@ async def test_expert_annotates_in_the_browser(app, live_server, page, client_fo
         ("delete", victim["id"]),
     ]
     create, relabel, move, delete = events[len(seeded) :]
-    assert create["before"] is None and create["after"]["label"] == "neutrophil"
+    assert create["before"] is None
+    assert create["after"]["label"] == "neutrophil"
     assert [create["after"][k] for k in ("x1", "y1", "x2", "y2")] == [
         drawn[k] for k in ("x1", "y1", "x2", "y2")
     ]
     assert (relabel["before"]["label"], relabel["after"]["label"]) == ("neutrophil", "eosinophil")
     assert [move["after"][k] for k in ("x1", "y1", "x2", "y2")] == [a[k] for k in ("x1", "y1", "x2", "y2")]
-    assert delete["before"]["deleted"] is False and delete["after"]["deleted"] is True
+    assert delete["before"]["deleted"] is False
+    assert delete["after"]["deleted"] is True
     assert all(e["idempotency_key"] for e in events[len(seeded) :])
     assert len({e["idempotency_key"] for e in events[len(seeded) :]}) == 4
 

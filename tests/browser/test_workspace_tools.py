@@ -159,7 +159,8 @@ async def test_whole_workspace_by_keyboard_alone(app, live_server, page, client_
 
     alice = await client_for("alice")
     final = await _server_objects(alice, image_ids[0])
-    assert final[made["id"]]["label"] == "eosinophil" and victim in final
+    assert final[made["id"]]["label"] == "eosinophil"
+    assert victim in final
     kinds = [(e["kind"], e["annotation_id"]) for e in (await _events(alice, image_ids[0]))[len(seeded) :]]
     assert kinds[:2] == [("create", made["id"]), ("relabel", made["id"])]
     assert kinds[-2:] == [("delete", victim), ("restore", victim)]
@@ -288,7 +289,8 @@ async def test_minimap_of_a_large_region_moves_the_view(app, live_server, page, 
     assert box
     await page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.25)
     x1, y1, x2, y2 = await page.eval_on_selector("#minimap", "el => el.dataset.view.split(',').map(Number)")
-    assert abs((x1 + x2) / 2 - 3000) < 60 and abs((y1 + y2) / 2 - 750) < 60
+    assert abs((x1 + x2) / 2 - 3000) < 60
+    assert abs((y1 + y2) / 2 - 750) < 60
     assert not await page.locator("#overlay g.box").count()  # the click did not draw a box
 
     await page.goto(f"{live_server}/work/{assignment['id']}/images/{images[1]['id']}")

@@ -103,7 +103,8 @@ def test_detections_of_the_tiled_path_carry_task_labels(classify_report: Quality
 
     found = run_detector(session, sidecar, sample)[0]
 
-    assert found and {item.label for item in found} <= set(sidecar.label_map.values())
+    assert found
+    assert {item.label for item in found} <= set(sidecar.label_map.values())
     assert all(sidecar.score_threshold <= item.score <= 1 for item in found)
 
 

@@ -121,7 +121,8 @@ def recall(
 async def run_job(maker: Maker, job_id: int, progress: Progress) -> dict[str, Any]:
     async with maker() as session:
         job = await session.get(Job, job_id)
-        assert job is not None and job.kind == "detect"
+        assert job is not None
+        assert job.kind == "detect"
         params = dict(job.params)
     return await asyncio.to_thread(detect.run, params, progress)
 
@@ -141,18 +142,23 @@ async def test_detect_job_on_patches_finds_the_ground_truth(
     assert started.status_code == 202, started.text
     job_id = started.json()["job_id"]
     job = (await admin.get(f"/api/v1/jobs/{job_id}")).json()
-    assert job["kind"] == "detect" and job["status"] == "queued"
+    assert job["kind"] == "detect"
+    assert job["status"] == "queued"
     assert job["params"] == {"task_id": setup.task_id, "detector_id": detector.id}
 
     progress = Progress()
     result = await run_job(sessionmaker, job_id, progress)
 
-    assert result["images"] == 3 and result["provider"] == "CPUExecutionProvider"
-    assert result["model_sha256"] == detector.sha256 and result["images_per_second"] > 0
+    assert result["images"] == 3
+    assert result["provider"] == "CPUExecutionProvider"
+    assert result["model_sha256"] == detector.sha256
+    assert result["images_per_second"] > 0
     image_reports = [message for _, message in progress.calls if message.startswith("image ")]
-    assert len(image_reports) == 3 and progress.calls[-1][0] == 1.0
+    assert len(image_reports) == 3
+    assert progress.calls[-1][0] == 1.0
     suggestion_set, found = await suggestions_of(sessionmaker, result["suggestion_set_id"])
-    assert suggestion_set.source == "detector" and suggestion_set.detector_model_id == detector.id
+    assert suggestion_set.source == "detector"
+    assert suggestion_set.detector_model_id == detector.id
     assert suggestion_set.provider == "CPUExecutionProvider"
     assert suggestion_set.images_per_second == pytest.approx(result["images_per_second"])
     assert detector.sha256 in suggestion_set.notes
@@ -240,10 +246,12 @@ async def test_detector_train_job_registers_what_it_trained(
     progress = Progress()
     result = await asyncio.to_thread(detector_train.run, {"kind": "grade", "seed": 3}, progress)
     [entry] = result["detectors"]
-    assert entry["kind"] == "grade" and entry["created"] is True
+    assert entry["kind"] == "grade"
+    assert entry["created"] is True
     async with sessionmaker() as session:
         row = await service.get_detector(session, entry["detector_id"])
-    assert row.sha256 == entry["sha256"] and row.sidecar["task_kind"] == "grade"
+    assert row.sha256 == entry["sha256"]
+    assert row.sidecar["task_kind"] == "grade"
     assert service.model_path(worker_env, row.sha256).is_file()
     with pytest.raises(ValueError, match="kind must be one of"):
         detector_train.run({"kind": "segment"}, progress)
@@ -318,7 +326,8 @@ async def test_detect_job_infers_with_no_transaction_open(
     assert watch.open == 0
     async with sessionmaker() as session:
         [stored] = await suggestions_repository.sets_of_task(session, task_id)
-    assert stored.id == result["suggestion_set_id"] and result["detections"] > 0
+    assert stored.id == result["suggestion_set_id"]
+    assert result["detections"] > 0
 
 
 async def test_a_failure_while_inferring_writes_nothing(

@@ -34,7 +34,8 @@ async def test_shipped_model_is_registered_once_and_stored_by_sha(
     first = await upload(admin, model, json.dumps(sidecar).encode(), name="classify v1")
     assert first.status_code == 201, first.text
     body = first.json()
-    assert body["sha256"] == sha and body["name"] == "classify v1"
+    assert body["sha256"] == sha
+    assert body["name"] == "classify v1"
     assert body["sidecar"]["class_names"] == sidecar["class_names"]
     assert (settings.model_dir / f"{sha}.onnx").read_bytes() == model
 
@@ -44,7 +45,8 @@ async def test_shipped_model_is_registered_once_and_stored_by_sha(
     listed = (await admin.get("/api/v1/detectors")).json()
     assert [row["id"] for row in listed] == [body["id"]]
     one = await admin.get(f"/api/v1/detectors/{body['id']}")
-    assert one.status_code == 200 and one.json()["sha256"] == sha
+    assert one.status_code == 200
+    assert one.json()["sha256"] == sha
     assert (await admin.get("/api/v1/detectors/999999")).status_code == 404
 
 
@@ -126,5 +128,6 @@ async def test_an_upload_that_loses_the_race_for_the_same_bytes_answers_the_winn
     again = await upload(admin, model, sidecar)
 
     assert again.status_code == 200, again.text
-    assert again.json()["id"] == first["id"] and len(looked_up) == 2
+    assert again.json()["id"] == first["id"]
+    assert len(looked_up) == 2
     assert [row["id"] for row in (await admin.get("/api/v1/detectors")).json()] == [first["id"]]

@@ -91,7 +91,8 @@ def test_holm_equals_statsmodels_and_keeps_missing_values() -> None:
 
     adjusted = statistics.holm(p)
     assert [adjusted[i] for i in (0, 1, 3, 4)] == pytest.approx(list(expected))
-    assert adjusted[2] is None and adjusted[5] is None
+    assert adjusted[2] is None
+    assert adjusted[5] is None
     assert statistics.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
 
@@ -152,7 +153,9 @@ def study(kind: TaskKind) -> TaskData:
 def test_agreement_of_a_hand_made_grading_study() -> None:
     result = task_metrics(study(TaskKind.grade), MetricsParams())
     found = result.agreement
-    assert found is not None and found.label_kappa_weights == "quadratic" and found.count_label is None
+    assert found is not None
+    assert found.label_kappa_weights == "quadratic"
+    assert found.count_label is None
     mode = found.modes["unaided"]
     a, b = mode.experts["A"], mode.experts["B"]
 
@@ -163,11 +166,13 @@ def test_agreement_of_a_hand_made_grading_study() -> None:
     for mine, theirs in [(0, 0)] * 7 + [(2, 1), (3, 2), (3, 3)]:
         table[mine, theirs] += 1
     expected = inter_rater.cohens_kappa(table, wt="quadratic").kappa
-    assert b.matched_cells == 10 and b.label_kappa == pytest.approx(expected)
+    assert b.matched_cells == 10
+    assert b.label_kappa == pytest.approx(expected)
     # counts per image: B has 4 and 6 where the reference has 4 and 8
     assert b.count_bland_altman.bias == -1.0
     assert b.count_bland_altman.upper == pytest.approx(-1 + 1.96 * math.sqrt(2))
-    assert b.threshold_over is None and mode.threshold is None  # not a counting task
+    assert b.threshold_over is None
+    assert mode.threshold is None
     # 12 clusters: both experts on 10 (labels differ on 2), A alone on 2; alpha: every pairable unit but 2 agrees
     assert mode.clusters == 12
     counts = np.array(
@@ -176,7 +181,8 @@ def test_agreement_of_a_hand_made_grading_study() -> None:
         + [[1, 0, 0, 0, 1]] * 2  # image 2: the last column is "not marked"
     )
     assert mode.fleiss_kappa == pytest.approx(inter_rater.fleiss_kappa(counts))
-    assert mode.krippendorff_alpha is not None and 0 < mode.krippendorff_alpha < 1
+    assert mode.krippendorff_alpha is not None
+    assert 0 < mode.krippendorff_alpha < 1
 
 
 def test_clinical_threshold_of_a_counting_task() -> None:
@@ -184,13 +190,16 @@ def test_clinical_threshold_of_a_counting_task() -> None:
     task.labels = {10: "mitotic figure", 11: "lookalike", 12: "other", 13: "more"}
     result = task_metrics(task, MetricsParams(count_threshold=7))
     found = result.agreement
-    assert found is not None and found.count_label == "mitotic figure" and found.count_threshold == 7
+    assert found is not None
+    assert found.count_label == "mitotic figure"
+    assert found.count_threshold == 7
     mode = found.modes["unaided"]
 
     # counts of label 10 only: reference 1 and 8; A 1 and 8; B 1 and 6 → B under the threshold on image 2
     assert (mode.experts["A"].threshold_over, mode.experts["A"].threshold_under) == (0, 0)
     assert (mode.experts["B"].threshold_over, mode.experts["B"].threshold_under) == (0, 1)
-    assert mode.threshold is not None and (mode.threshold.cases, mode.threshold.under) == (4, 1)
+    assert mode.threshold is not None
+    assert (mode.threshold.cases, mode.threshold.under) == (4, 1)
     assert found.label_kappa_weights == "none"
 
 
@@ -251,4 +260,5 @@ def test_best_reference_with_the_overlap_grid_equals_all_pairs(seed: int) -> Non
                 assert best[d] == m.NO_MATCH
                 continue
             iou = m.iou_matrix(boxes[d : d + 1], boxes[n_det:][same], plus_one)[0]
-            assert best[d] == same[int(np.argmax(iou))] and best_iou[d] == pytest.approx(iou.max()), d
+            assert best[d] == same[int(np.argmax(iou))], d
+            assert best_iou[d] == pytest.approx(iou.max()), d

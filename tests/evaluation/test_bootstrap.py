@@ -78,26 +78,31 @@ def test_replicates_are_seeded_and_rates_pool_entries() -> None:
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
     # image 0 holds a caught entry, image 1 one caught of two: every replicate lies in [1/2, 1]
-    assert np.nanmin(first) >= 0.5 and np.nanmax(first) <= 1.0
+    assert np.nanmin(first) >= 0.5
+    assert np.nanmax(first) <= 1.0
     interval = bs.percentile_interval(2 / 3, first[:, 0])
     assert interval.low <= 2 / 3 <= interval.high
 
 
 def test_the_study_bootstrap_brackets_the_observed_figures_and_is_cached() -> None:
     task = study(TaskKind.grade)
-    task.work["aided"] = {name: work for name, work in task.work["unaided"].items()}
+    task.work["aided"] = dict(task.work["unaided"].items())
     params = MetricsParams(bootstrap=200, seed=3)
 
     result = task_metrics(task, params)
     again = task_metrics(task, params)
 
-    assert result.uncertainty is not None and again.uncertainty is result.uncertainty  # cached
+    assert result.uncertainty is not None
+    assert again.uncertainty is result.uncertainty
     concordance = result.uncertainty.measures["concordance"]
     assert set(concordance) == {"unaided", "aided", "aided_minus_unaided"}
     observed = result.modes["unaided"].summary.concordance.mean
     assert concordance["unaided"].estimate == pytest.approx(observed)
     low, high = concordance["unaided"].low, concordance["unaided"].high
-    assert low is not None and high is not None and observed is not None and low <= observed <= high
+    assert low is not None
+    assert high is not None
+    assert observed is not None
+    assert low <= observed <= high
     # the same work in both modes: the observed difference is exactly 0
     assert concordance["aided_minus_unaided"].estimate == pytest.approx(0.0)
     assert task_metrics(task, MetricsParams(bootstrap=200, seed=4)).uncertainty != result.uncertainty

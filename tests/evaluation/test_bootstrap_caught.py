@@ -37,5 +37,7 @@ def test_intervals_of_injected_errors_follow_caught_where_matched_says_the_oppos
     removed = result.injected_errors["removed"]["all"]["aided"].pooled
     interval = measures["caught_rate.removed"]["aided"]
     assert interval.estimate == pytest.approx(removed.caught_rate) == pytest.approx(2 / 3)
-    assert interval.low is not None and interval.high is not None
-    assert interval.low <= 2 / 3 <= interval.high and (interval.low, interval.high) != (2 / 3, 2 / 3)
+    assert interval.low is not None
+    assert interval.high is not None
+    assert interval.low <= 2 / 3 <= interval.high
+    assert (interval.low, interval.high) != (2 / 3, 2 / 3)

@@ -233,5 +233,6 @@ def test_export_and_import_study_commands_round_trip_into_a_fresh_concord(tmp_pa
         text=True,
         check=False,
     )
-    assert refused.returncode != 0 and "not a study bundle" in refused.stderr + refused.stdout
+    assert refused.returncode != 0
+    assert "not a study bundle" in refused.stderr + refused.stdout
     assert "Traceback" not in refused.stderr

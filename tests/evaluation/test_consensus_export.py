@@ -26,7 +26,8 @@ def test_nms_consensus_counts_votes_and_takes_the_majority_label() -> None:
 
     found = m.nms_consensus(boxes, labels, np.array([0, 1, 2, 0]), np.zeros(4, np.int64), iou=0.5)
 
-    assert found.votes.tolist() == [3, 1] and found.labels.tolist() == [2, 1]
+    assert found.votes.tolist() == [3, 1]
+    assert found.labels.tolist() == [2, 1]
     assert found.boxes.tolist() == [box(100, 100), box(300, 100)]  # the keeper's box
     kept = m.nms_consensus(boxes, labels, np.array([0, 1, 2, 0]), np.zeros(4, np.int64), iou=0.5, min_votes=2)
     assert kept.votes.tolist() == [3]
@@ -70,7 +71,8 @@ async def test_metrics_route_takes_either_consensus_by_its_query_name(
     assert (consensus["method"], consensus["nms_iou"], consensus["objects"]) == ("nms", 0.5, 2)
     assert consensus["votes"] == {"1": 1, "2": 1}
     assert radius["tasks"]["T"]["modes"]["aided"]["consensus"]["method"] == "radius"
-    assert both.status_code == 422 and "not both" in both.text
+    assert both.status_code == 422
+    assert "not both" in both.text
     assert (await admin.get(url, params={"consensus_nms": 1.5})).status_code == 422
 
 

@@ -22,18 +22,25 @@ async def test_dashboard_page_block_and_plots(app: Any, client_for: ClientFactor
     page = f"/studies/{report.study_id}/evaluation"
 
     full = await admin.get(page)
-    assert full.status_code == 200 and "<html" in full.text.lower() and "Concordance" not in full.text[:50]
+    assert full.status_code == 200
+    assert "<html" in full.text.lower()
+    assert "Concordance" not in full.text[:50]
     # The page itself computes nothing: a placeholder loads the results block.
-    assert 'hx-trigger="load"' in full.text and "Computing the evaluation" in full.text
+    assert 'hx-trigger="load"' in full.text
+    assert "Computing the evaluation" in full.text
     assert "data:image/svg+xml" not in full.text
     block = await admin.get(page, params={"iou": 0.5}, headers={"HX-Request": "true"})
-    assert block.status_code == 200 and block.text.lstrip().startswith('<section id="results">')
-    assert "IoU 0.5" in block.text and block.headers["Vary"] == "HX-Request"
+    assert block.status_code == 200
+    assert block.text.lstrip().startswith('<section id="results">')
+    assert "IoU 0.5" in block.text
+    assert block.headers["Vary"] == "HX-Request"
     assert block.text.count("data:image/svg+xml;base64,") == 3  # every plot drawn from the one computation
     png = await admin.get(f"{page}/plots/T/concordance.png")
-    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    assert png.status_code == 200
+    assert png.content[:4] == b"\x89PNG"
     svg = await admin.get(f"{page}/plots/T/seconds.svg")
-    assert svg.headers["content-type"].startswith("image/svg+xml") and b"<svg" in svg.content
+    assert svg.headers["content-type"].startswith("image/svg+xml")
+    assert b"<svg" in svg.content
     assert (await (await client_for("alice")).get(page)).status_code == 403
 
 
@@ -53,9 +60,11 @@ async def test_dashboard_shows_the_training_figure_once_the_study_has_runs(
         session.add(_finished_run(report.study_id, report.task_id))
         await session.commit()
     text = (await admin.get(page, headers=htmx)).text
-    assert figure in text and "1 training run " in text
+    assert figure in text
+    assert "1 training run " in text
     drawn = await admin.get(figure)
-    assert drawn.status_code == 200 and b"unaided, VotesLoss" in drawn.content
+    assert drawn.status_code == 200
+    assert b"unaided, VotesLoss" in drawn.content
 
 
 def _finished_run(study_id: int, task_id: int) -> TrainingRun:
@@ -90,7 +99,8 @@ def test_plots_without_values_say_no_data_and_colour_caught_and_missed_apart() -
     )
     for plot in plots.PLOTS:
         svg = plots.render(empty, plot, "svg").decode()
-        assert "no data" in svg and "-0.04" not in svg
+        assert "no data" in svg
+        assert "-0.04" not in svg
     colours = {
         *plots.MODE_COLOURS.values(),
         plots.CAUGHT_COLOUR,

@@ -53,15 +53,18 @@ async def test_downloads_use_the_dashboard_evaluation_until_the_study_changes(
     computed = Calls(monkeypatch, service, "all_task_metrics")
 
     block = await admin.get(page, params={"bootstrap": 0}, headers=HTMX)
-    assert block.status_code == 200 and computed.count == 1
+    assert block.status_code == 200
+    assert computed.count == 1
     links = re.findall(r'href="(/[^"]+\.(?:svg|png|csv)\?[^"]+)"', block.text)
-    assert len([link for link in links if "/plots/" in link]) == 6 and any(".csv?" in link for link in links)
+    assert len([link for link in links if "/plots/" in link]) == 6
+    assert any(".csv?" in link for link in links)
     for link in links * 2:  # every download of the page, twice
         response = await admin.get(link.replace("&amp;", "&"))
         assert response.status_code == 200, link
     assert computed.count == 1
     again = await admin.get(page, params={"bootstrap": 0}, headers=HTMX)
-    assert computed.count == 1 and "kept from then" in again.text
+    assert computed.count == 1
+    assert "kept from then" in again.text
 
     async with app.state.sessionmaker() as session, session.begin():
         first = await session.scalar(select(func.min(Annotation.id)))
@@ -70,7 +73,8 @@ async def test_downloads_use_the_dashboard_evaluation_until_the_study_changes(
         )
         assert edited.rowcount == 1
     svg = await admin.get(f"{page}/plots/T/concordance.svg", params={"bootstrap": 0})
-    assert svg.status_code == 200 and computed.count == 2
+    assert svg.status_code == 200
+    assert computed.count == 2
     await admin.get(f"{page}/plots/T/concordance.png", params={"bootstrap": 0})
     assert computed.count == 2
     await admin.get(f"{page}/plots/T/concordance.svg", params={"bootstrap": 0, "iou": 0.5})
@@ -90,22 +94,30 @@ async def test_intervals_load_after_the_main_figures_and_are_computed_once(
     settings = {"bootstrap": 200, "seed": 3}
 
     block = await admin.get(page, params=settings, headers=HTMX)
-    assert bootstrapped.count == 0 and "Computing 95 % bootstrap intervals (200 replicates)" in block.text
+    assert bootstrapped.count == 0
+    assert "Computing 95 % bootstrap intervals (200 replicates)" in block.text
     assert not any("ci-" in svg for svg in _svgs(block.text))  # drawn without error bars meanwhile
     loader = re.search(r'hx-get="(/studies/\d+/evaluation/intervals/T\?[^"]+)"', block.text)
     assert loader is not None
 
     intervals = await admin.get(loader.group(1).replace("&amp;", "&"), headers=HTMX)
-    assert intervals.status_code == 200 and bootstrapped.count == 1
-    assert 'class="task-plots"' in intervals.text and "hx-get" not in intervals.text
+    assert intervals.status_code == 200
+    assert bootstrapped.count == 1
+    assert 'class="task-plots"' in intervals.text
+    assert "hx-get" not in intervals.text
     seconds, concordance, injected = _svgs(intervals.text)
-    assert 'id="ci-seconds-unaided-mean"' in seconds and 'id="ci-concordance-unaided-mean"' in concordance
+    assert 'id="ci-seconds-unaided-mean"' in seconds
+    assert 'id="ci-concordance-unaided-mean"' in concordance
     assert "no data" in injected  # a study without injected errors
-    assert "concordance" in intervals.text and "seconds_per_image" in intervals.text  # the table of intervals
+    assert "concordance" in intervals.text
+    assert "seconds_per_image" in intervals.text
     svg = await admin.get(f"{page}/plots/T/concordance.svg", params=settings)
-    assert 'id="ci-concordance-unaided-mean"' in svg.text and bootstrapped.count == 1
+    assert 'id="ci-concordance-unaided-mean"' in svg.text
+    assert bootstrapped.count == 1
     drawn = await admin.get(page, params=settings, headers=HTMX)
-    assert "Computing 95 %" not in drawn.text and bootstrapped.count == 1 and computed.count == 1
+    assert "Computing 95 %" not in drawn.text
+    assert bootstrapped.count == 1
+    assert computed.count == 1
     assert (await admin.get(f"{page}/intervals/nope", params=settings)).status_code == 404
 
 

@@ -51,11 +51,14 @@ async def test_coco_csv_and_metrics_csv(app: Any, client_for: ClientFactory) -> 
     coco = (
         await admin.get(f"/api/v1/tasks/{report.task_id}/annotations/export", params={"format": "coco"})
     ).json()
-    assert len(coco["annotations"]) == 3 and coco["annotations"][1]["bbox"] == [10.0, 10.0, 30.0, 30.0]
+    assert len(coco["annotations"]) == 3
+    assert coco["annotations"][1]["bbox"] == [10.0, 10.0, 30.0, 30.0]
     rows = (await admin.get(f"/api/v1/tasks/{report.task_id}/annotations/export")).text.splitlines()
-    assert rows[0].startswith("image,label,x1") and len(rows) == 4
+    assert rows[0].startswith("image,label,x1")
+    assert len(rows) == 4
     table = (await admin.get(f"/api/v1/studies/{report.study_id}/metrics/experts.csv")).text.splitlines()
-    assert table[0].startswith("task,mode,expert,objects") and table[1].startswith("T,unaided,alice,2,")
+    assert table[0].startswith("task,mode,expert,objects")
+    assert table[1].startswith("T,unaided,alice,2,")
 
 
 async def test_json_export_lists_every_object_with_its_expert_and_mode(
@@ -75,6 +78,7 @@ async def test_json_export_lists_every_object_with_its_expert_and_mode(
     truth = (
         await admin.get(f"/api/v1/tasks/{report.task_id}/ground-truth/export", params={"format": "json"})
     ).json()
-    assert len(truth["objects"]) > 0 and all("label" in record for record in truth["objects"])
+    assert len(truth["objects"]) > 0
+    assert all("label" in record for record in truth["objects"])
     expert = await client_for("alice")
     assert (await expert.get(url, params={"format": "json"})).status_code == 403

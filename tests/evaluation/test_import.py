@@ -62,10 +62,12 @@ async def test_expert_file_reads_every_line_variant(app: Any) -> None:
         )
         assert list(views.scalars()) == ["b.png", "a.png", "c.png"]
         annotation = (await session.scalars(select(Annotation).order_by(Annotation.position))).first()
-        assert annotation is not None and annotation.origin == "imported"
+        assert annotation is not None
+        assert annotation.origin == "imported"
         assert annotation.updated_at.replace(tzinfo=None).isoformat(sep=" ") == T2
         image_c = await session.scalar(select(Image).where(Image.name == "c.png"))
-        assert image_c is not None and (image_c.width, image_c.file_format) == (0, "missing")
+        assert image_c is not None
+        assert (image_c.width, image_c.file_format) == (0, "missing")
 
 
 async def test_malformed_line_changes_nothing(app: Any) -> None:
@@ -73,7 +75,8 @@ async def test_malformed_line_changes_nothing(app: Any) -> None:
 
     with pytest.raises(Invalid, match=r"gt\.txt:3: vector is not readable"):
         await _import(app, ImportRequest("S", "T", "classify", "ground-truth"), bad, "gt.txt")
-    assert await _count(app, Study) == 0 and await _count(app, GroundTruthObject) == 0
+    assert await _count(app, Study) == 0
+    assert await _count(app, GroundTruthObject) == 0
 
 
 async def test_roles_write_their_tables_and_twice_is_a_conflict(app: Any) -> None:

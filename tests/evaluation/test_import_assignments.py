@@ -56,7 +56,8 @@ async def test_an_import_without_an_assignment_makes_a_finished_one(app: Any) ->
 
     [made] = await _assignments(app, task.id)
     assert (made.expert_id, made.mode, made.status) == (alice.id, "aided", AssignmentStatus.finished)
-    assert made.opened_at is not None and made.opened_at == made.finished_at
+    assert made.opened_at is not None
+    assert made.opened_at == made.finished_at
 
 
 async def test_labels_new_to_a_task_follow_its_own(app: Any) -> None:

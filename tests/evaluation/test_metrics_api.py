@@ -26,7 +26,8 @@ async def test_metrics_shape_and_access(app: Any, client_for: ClientFactory) -> 
     assert (body["study"], body["iou"], body["error_iou"]) == ("S", 0.5, 0.3)
     alice = body["tasks"]["T"]["modes"]["unaided"]["experts"]["alice"]
     # a.png matches its reference exactly; b.png (22,20,60,61) vs (20,20,60,60) IoU ≈ 0.93: both found.
-    assert alice["objects"] == 2 and alice["concordance"] == 1.0
+    assert alice["objects"] == 2
+    assert alice["concordance"] == 1.0
     # one counted object per image (the other on a.png is deleted): no gaps, 0 s over the 3 images seen
     assert alice["seconds_per_image"] == 0.0
     removed = body["tasks"]["T"]["injected_errors"]["removed"]

@@ -51,4 +51,5 @@ def test_keeper_takes_only_boxes_overlapping_itself_not_chains():
 
 def test_no_boxes():
     cells = nms_votes(np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0, np.int64))
-    assert len(cells.votes) == 0 and cells.boxes.shape == (0, 4)
+    assert len(cells.votes) == 0
+    assert cells.boxes.shape == (0, 4)

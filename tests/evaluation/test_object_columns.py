@@ -34,7 +34,7 @@ async def _read(app: Any, study_id: int) -> repository.StudyRows:
 async def _revisions(app: Any) -> dict[str, int]:
     async with app.state.sessionmaker() as session:
         rows = await session.execute(select(Task.name, Task.objects_revision))
-        return {name: revision for name, revision in rows}
+        return dict(rows)
 
 
 async def _stored(app: Any) -> dict[int, tuple[int, int]]:
@@ -122,7 +122,8 @@ async def test_a_locked_store_skips_storing_and_still_answers(app: Any, database
 
     async with _store_locked(database_url, task):
         locked = await _read(app, study_id)
-    assert task in locked.rebuilt and (await _stored(app))[task] == stale
+    assert task in locked.rebuilt
+    assert (await _stored(app))[task] == stale
     assert np.array_equal(locked.objects[task], (await _read(app, study_id)).objects[task])
     assert (await _stored(app))[task][0] == (await _revisions(app))["T"]
 

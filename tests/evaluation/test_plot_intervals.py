@@ -74,7 +74,9 @@ def test_each_mode_mean_carries_its_bootstrap_interval(plot: str, measure: str) 
         bar = heights(svg, f"bar-{plot}-{mode}-mean")
         value = to_value(max(bar), min(bar), mean)
         interval = task.uncertainty.measures[measure][mode]
-        assert interval.low is not None and interval.high is not None and interval.low < interval.high
+        assert interval.low is not None
+        assert interval.high is not None
+        assert interval.low < interval.high
         ends = sorted(value(y) for y in heights(svg, f"ci-{plot}-{mode}-mean"))
         assert ends == pytest.approx([interval.low, interval.high], abs=PX * max(mean, 1.0))
 
@@ -126,7 +128,9 @@ def test_plots_without_values_say_no_data() -> None:
     )
     for plot in plots.PLOTS:
         svg = plots.render(empty, plot, "svg").decode()
-        assert "no data" in svg and "-0.04" not in svg and 'id="bar-' not in svg
+        assert "no data" in svg
+        assert "-0.04" not in svg
+        assert 'id="bar-' not in svg
 
 
 def test_a_plot_of_zeros_keeps_its_axis_at_zero_and_above() -> None:
@@ -139,4 +143,6 @@ def test_a_plot_of_zeros_keeps_its_axis_at_zero_and_above() -> None:
 
     ticks = re.findall(r"<!-- (.*?) -->", plots.render(metrics, "seconds", "svg").decode())
 
-    assert "0.0" in ticks and "1.0" in ticks and not any(tick.startswith(("−", "-")) for tick in ticks)
+    assert "0.0" in ticks
+    assert "1.0" in ticks
+    assert not any(tick.startswith(("−", "-")) for tick in ticks)

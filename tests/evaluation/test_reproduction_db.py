@@ -94,8 +94,10 @@ async def test_pooled_figures_suggestions_and_statistics(app: Any, client_for: C
             assert pooled["rate"] == pytest.approx(rate, abs=5e-4), (kind, mode)
             assert pooled["total"] == 10 * REGISTER_TOTALS[_file_of(kind)]
     tests = task["statistics"]["concordance"]
-    assert tests["anova_df"] == [1, 18] and tests["paired_df"] == 9
-    assert tests["anova_p"] < 0.01 and tests["paired_p"] < 0.01
+    assert tests["anova_df"] == [1, 18]
+    assert tests["paired_df"] == 9
+    assert tests["anova_p"] < 0.01
+    assert tests["paired_p"] < 0.01
 
 
 def _file_of(kind: str) -> str:

@@ -25,16 +25,20 @@ async def test_metrics_route_reports_agreement_and_bootstrap_on_request(
     plain = (await admin.get(url)).json()["tasks"]["T"]
     assert plain["uncertainty"] is None
     agreement = plain["agreement"]
-    assert agreement["count_threshold"] == 7.0 and agreement["label_kappa_weights"] == "none"
+    assert agreement["count_threshold"] == 7.0
+    assert agreement["label_kappa_weights"] == "none"
     alice = agreement["modes"]["unaided"]["experts"]["alice"]
-    assert alice["matched_cells"] == 2 and alice["threshold_over"] == 0
+    assert alice["matched_cells"] == 2
+    assert alice["threshold_over"] == 0
 
     asked = await admin.get(url, params={"bootstrap": 50, "seed": 1, "count_threshold": 1})
     assert asked.status_code == 200, asked.text
     task = asked.json()["tasks"]["T"]
-    assert task["uncertainty"]["replicates"] == 50 and "concordance" in task["uncertainty"]["measures"]
+    assert task["uncertainty"]["replicates"] == 50
+    assert "concordance" in task["uncertainty"]["measures"]
     threshold = task["agreement"]["modes"]["unaided"]["threshold"]
-    assert threshold["threshold"] == 1 and threshold["cases"] == 3
+    assert threshold["threshold"] == 1
+    assert threshold["cases"] == 3
 
     text = describe_metrics(StudyMetricsOut.model_validate(asked.json()))
     for title in (

@@ -53,7 +53,8 @@ def _sha(path: Path) -> str:
 
 def _cache(settings: Settings, path: Path, width: int = WIDTH, height: int = HEIGHT) -> Path:
     written = rawcache.write_raw_cache(settings, _sha(path), path, width, height)
-    assert written is not None and written == rawcache.raw_path(settings, _sha(path))
+    assert written is not None
+    assert written == rawcache.raw_path(settings, _sha(path))
     return written
 
 
@@ -122,7 +123,8 @@ def test_the_cache_is_written_band_by_band(
     monkeypatch.setattr(rawcache, "RAW_BAND_ROWS", 7)
     monkeypatch.setattr(ImageSource, "read_region", spy)
     raw = _cache(local_settings, path)
-    assert max(heights) == 7 and sum(heights) == HEIGHT
+    assert max(heights) == 7
+    assert sum(heights) == HEIGHT
     assert np.array_equal(np.load(raw), pixels)
     assert [item.name for item in raw.parent.iterdir()] == [raw.name]  # no partial file is left
 

@@ -182,10 +182,12 @@ def test_region_across_tile_borders_is_exact(big_tiff: Path) -> None:
 def test_region_past_the_image_edges_is_padded_white(big_tiff: Path) -> None:
     source = ImageSource(big_tiff)
     corner = source.read_region(1, 9_990, 9_995, 30, 20)
-    assert (corner[5:, :] == 255).all() and (corner[:, 10:] == 255).all()
+    assert (corner[5:, :] == 255).all()
+    assert (corner[:, 10:] == 255).all()
     np.testing.assert_array_equal(corner[:5, :10], pattern(1, 9_990, 9_995, 10, 5))
     before = source.read_region(0, -8, -4, 16, 8)
-    assert (before[:4] == 255).all() and (before[:, :8] == 255).all()
+    assert (before[:4] == 255).all()
+    assert (before[:, :8] == 255).all()
     np.testing.assert_array_equal(before[4:, 8:], pattern(0, 0, 0, 8, 4))
     assert (source.read_region(2, 6_000, 0, 64, 64) == 255).all()
     source.close()
@@ -306,7 +308,8 @@ def test_uint16_gray_and_rgba_tiffs_become_rgb8(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
     with ImageSource(tmp_path / "rgba.tif") as source:
         region = source.read_region(0, 0, 0, 64, 64)
-    assert (region[:, :32] == 255).all() and (region[:, 32:] == 40).all()
+    assert (region[:, :32] == 255).all()
+    assert (region[:, 32:] == 40).all()
 
 
 def test_striped_tiff_without_pyramid_gets_synthetic_levels(tmp_path: Path) -> None:
@@ -325,7 +328,8 @@ def test_encode_round_trips(tmp_path: Path) -> None:
     pixels = gradient_rgb(50, 40)
     np.testing.assert_array_equal(decode_png(encode(pixels, "png")), pixels)
     with Image.open(io.BytesIO(encode(pixels, "jpeg", quality=90))) as image:
-        assert image.format == "JPEG" and image.size == (50, 40)
+        assert image.format == "JPEG"
+        assert image.size == (50, 40)
 
 
 def test_cache_evicts_sources_and_stays_correct_under_threads(tmp_path: Path) -> None:

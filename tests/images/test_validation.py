@@ -111,7 +111,7 @@ def test_file_over_the_byte_limit_is_too_large(tmp_path: Path) -> None:
     assert_rejected(tmp_path / "a.png", 413, max_bytes=1000)
 
 
-@pytest.mark.parametrize("name, fmt", [("a.png", "PNG"), ("a.jpg", "JPEG")])
+@pytest.mark.parametrize(("name", "fmt"), [("a.png", "PNG"), ("a.jpg", "JPEG")])
 def test_truncated_png_and_jpeg_are_corrupt(tmp_path: Path, name: str, fmt: str) -> None:
     Image.fromarray(noise(200, 200)).save(tmp_path / name, format=fmt)
     data = (tmp_path / name).read_bytes()
@@ -133,7 +133,7 @@ def test_striped_tiff_with_huge_strips_is_too_large(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "array, options",
+    ("array", "options"),
     [
         (np.zeros((64, 64), dtype=np.float32), {}),
         (np.zeros((5, 64, 64), dtype=np.uint8), {}),

@@ -49,7 +49,8 @@ async def test_admin_creates_reads_and_lists_jobs(app: object, client_for: Clien
     assert (other["timeout_s"], other["max_attempts"], other["params"]) == (600.0, 3, {})
 
     fetched = await admin.get(f"/api/v1/jobs/{body['id']}")
-    assert fetched.status_code == 200 and fetched.json()["id"] == body["id"]
+    assert fetched.status_code == 200
+    assert fetched.json()["id"] == body["id"]
     listed = await admin.get("/api/v1/jobs", params={"status": "queued", "kind": "sleep"})
     assert [job["id"] for job in listed.json()] == [other["id"], body["id"]]
     assert (await admin.get("/api/v1/jobs", params={"status": "running"})).json() == []
@@ -86,7 +87,8 @@ async def test_cancel_queued_at_once_running_by_request_finished_409(
     running = (await admin.post("/api/v1/jobs", json={"kind": "sleep"})).json()
     async with sessionmaker() as session, session.begin():
         claimed = await service.claim_next(session, "w", 30.0)
-        assert claimed is not None and claimed.id == running["id"]
+        assert claimed is not None
+        assert claimed.id == running["id"]
     asked = await admin.post(f"/api/v1/jobs/{running['id']}/cancel")
     assert (asked.json()["status"], asked.json()["cancel_requested"]) == ("running", True)
     assert (await admin.post("/api/v1/jobs/999999/cancel")).status_code == 404

@@ -63,12 +63,15 @@ async def test_enqueue_takes_the_kinds_defaults_and_rejects_unknown_kinds(sessio
 async def test_claims_are_fifo_and_mark_the_job_running(sessionmaker: Maker) -> None:
     ids = await _enqueue(sessionmaker, 2)
     first = await _claim(sessionmaker, "w")
-    assert first is not None and first.id == ids[0]
+    assert first is not None
+    assert first.id == ids[0]
     assert (first.status, first.attempts, first.lease_owner) == (JobStatus.running, 1, "w")
-    assert first.started_at is not None and first.lease_expires_at is not None
+    assert first.started_at is not None
+    assert first.lease_expires_at is not None
     assert first.lease_expires_at > utcnow() + timedelta(seconds=25)
     second = await _claim(sessionmaker, "w")
-    assert second is not None and second.id == ids[1]
+    assert second is not None
+    assert second.id == ids[1]
     assert await _claim(sessionmaker, "w") is None
 
 
@@ -105,7 +108,8 @@ async def test_skip_locked_passes_over_a_row_another_transaction_holds(
     async with sessionmaker() as holder, holder.begin():
         held = await service.claim_next(holder, "holder", 30.0)
         other = await asyncio.wait_for(_claim(sessionmaker, "other"), timeout=10)
-        assert held is not None and other is not None
+        assert held is not None
+        assert other is not None
         assert (held.id, other.id) == (ids[0], ids[1])
 
 
@@ -124,7 +128,8 @@ async def test_expired_leases_are_requeued_or_failed_when_out_of_attempts(sessio
     assert (await _get(sessionmaker, alive)).status == JobStatus.running
 
     job = await _claim(sessionmaker, "next")
-    assert job is not None and (job.id, job.attempts) == (retry, 2)
+    assert job is not None
+    assert (job.id, job.attempts) == (retry, 2)
 
 
 async def test_a_stale_claim_can_neither_heartbeat_nor_finish(sessionmaker: Maker) -> None:
@@ -134,7 +139,8 @@ async def test_a_stale_claim_can_neither_heartbeat_nor_finish(sessionmaker: Make
     async with sessionmaker() as session, session.begin():
         await service.recover_expired_leases(session, utcnow() + timedelta(seconds=1))
     second = await _claim(sessionmaker, "fast")
-    assert second is not None and second.attempts == 2
+    assert second is not None
+    assert second.attempts == 2
 
     stale = ClaimKey(job_id, "slow", 1)
     async with sessionmaker() as session, session.begin():

@@ -25,8 +25,10 @@ async def test_each_request_writes_one_line_with_its_id_route_status_and_duratio
     [line] = _lines(caplog, "concord.request")
     assert line["request_id"] == response.headers["X-Request-ID"]
     assert (line["method"], line["route"], line["status"]) == ("GET", "/api/v1/health", 200)
-    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
-    assert line["level"] == "info" and line["message"] == "GET /api/v1/health 200"
+    assert isinstance(line["duration_ms"], float)
+    assert line["duration_ms"] >= 0
+    assert line["level"] == "info"
+    assert line["message"] == "GET /api/v1/health 200"
 
 
 async def test_a_request_id_offered_by_the_client_is_kept_and_a_bad_one_replaced(
@@ -45,7 +47,8 @@ def test_lines_carry_the_job_id_and_extra_fields_inside_a_job_step() -> None:
     record.step, record.duration_s = "finish", 1.5
     with job_context(7):
         line = json.loads(JsonFormatter().format(record))
-    assert line["job_id"] == 7 and "request_id" not in line
+    assert line["job_id"] == 7
+    assert "request_id" not in line
     assert (line["message"], line["step"], line["duration_s"]) == ("job 7: succeeded", "finish", 1.5)
     assert "job_id" not in json.loads(JsonFormatter().format(record))
 
@@ -62,7 +65,8 @@ def test_an_exception_is_one_line_with_its_traceback() -> None:
         request_id_var.reset(token)
     assert "\n" not in text
     line = json.loads(text)
-    assert line["request_id"] == "r1" and "ValueError: broken" in str(line["exception"])
+    assert line["request_id"] == "r1"
+    assert "ValueError: broken" in str(line["exception"])
 
 
 @pytest.mark.parametrize("log_format", ["json", "text"])

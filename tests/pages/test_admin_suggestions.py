@@ -63,13 +63,17 @@ async def test_page_lists_sets_with_their_origin_and_lock(app: object, client_fo
         fragment = await client.get(
             f"/admin/tasks/{synthetic.setup.task.id}/suggestions", headers={"HX-Request": "true"}
         )
-    assert page.status_code == 200 and page.headers["vary"] == "HX-Request"
+    assert page.status_code == 200
+    assert page.headers["vary"] == "HX-Request"
     row = re.search(rf'<tr id="set-{synthetic.source_set_id}">.*?</tr>', page.text, re.S)
-    assert row and "<td>source</td>" in row.group(0) and "<td>48</td>" in row.group(0)
+    assert row
+    assert "<td>source</td>" in row.group(0)
+    assert "<td>48</td>" in row.group(0)
     assert "not yet" in row.group(0)
     assert "No detector is registered yet" in page.text
     assert '<option value="paper-classify" selected>' in page.text
-    assert "<html" not in fragment.text and 'id="suggestion-sets"' in fragment.text
+    assert "<html" not in fragment.text
+    assert 'id="suggestion-sets"' in fragment.text
 
 
 async def test_preview_shows_counts_per_kind_and_group_and_writes_nothing(
@@ -90,8 +94,10 @@ async def test_preview_shows_counts_per_kind_and_group_and_writes_nothing(
     )
     counts = dict(re.findall(r"<tr><td>(\w+)</td><td>–</td><td>(\d+)</td></tr>", response.text))
     assert counts == {"class_changed": "10", "duplicate": "4", "false_positive": "4", "removed": "5"}
-    assert "Preview: 23 errors" in response.text and "(seed 3)" in response.text
-    assert 'value="3"' in response.text and "{&#34;steps&#34;" in response.text
+    assert "Preview: 23 errors" in response.text
+    assert "(seed 3)" in response.text
+    assert 'value="3"' in response.text
+    assert "{&#34;steps&#34;" in response.text
     assert await _row_counts(sessionmaker) == before
 
 
@@ -111,8 +117,10 @@ async def test_bad_overrides_are_shown_in_the_form(
             data={"preset": "paper-classify", "overrides": '{"steps": {"9": {"count": 1}}}'},
             headers=_htmx(csrf),
         )
-    assert not_json.status_code == 422 and "overrides are not valid JSON" in not_json.text
-    assert bad_step.status_code == 422 and "the protocol has steps 0 to 3" in bad_step.text
+    assert not_json.status_code == 422
+    assert "overrides are not valid JSON" in not_json.text
+    assert bad_step.status_code == 422
+    assert "the protocol has steps 0 to 3" in bad_step.text
     assert bad_step.headers["HX-Retarget"] == f"#injection-{synthetic.source_set_id}"
     assert await _row_counts(sessionmaker) == before
 
@@ -138,13 +146,18 @@ async def test_apply_creates_exactly_one_injected_set(
     assert register_after - register_before == 28
     assert response.text.lstrip().startswith('<section id="suggestion-sets"')
     row = re.search(rf'<tr id="set-{created_id}" class="created">.*?</tr>', response.text, re.S)
-    assert row and "aided set" in row.group(0) and f"from #{synthetic.source_set_id}" in row.group(0)
+    assert row
+    assert "aided set" in row.group(0)
+    assert f"from #{synthetic.source_set_id}" in row.group(0)
     assert "<td>28</td>" in row.group(0)
-    assert register.status_code == 200 and register.text.lstrip().startswith('<section id="register"')
+    assert register.status_code == 200
+    assert register.text.lstrip().startswith('<section id="register"')
     assert register.text.count("<tr>") == 1 + 28
     async with sessionmaker() as session:
         created = await session.get(SuggestionSet, created_id)
-        assert created is not None and created.source == "injected" and created.protocol is not None
+        assert created is not None
+        assert created.source == "injected"
+        assert created.protocol is not None
         assert created.protocol["seed"] == 5
 
 
@@ -182,7 +195,8 @@ async def test_run_detector_queues_a_job_and_shows_its_polling_progress(
         )
     assert f'<option value="{builtin["classify"].id}">' in page.text
     assert f'<option value="{builtin["grade"].id}" disabled' in page.text
-    assert unfit.status_code == 422 and "does not fit task" in unfit.text
+    assert unfit.status_code == 422
+    assert "does not fit task" in unfit.text
     assert response.status_code == 200, response.text
     assert response.text.lstrip().startswith('<div id="detect-job"')
     async with sessionmaker() as session:

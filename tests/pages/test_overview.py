@@ -73,7 +73,8 @@ async def test_overview_counts_progress_per_mode_washouts_and_next_steps(app, cl
         page = (await client.get("/admin")).text
     section = _section(page, setup.study.id)
     assert "1 task (task)" in re.sub(r"\s+", " ", section)
-    assert "3 study images" in section and "2 experts (alice, bob)" in section
+    assert "3 study images" in section
+    assert "2 experts (alice, bob)" in section
     assert _mode_row(section, "unaided") == "unaided 1 / 2 3 / 6"
     assert _mode_row(section, "aided") == "aided 0 / 2 0 / 6"
     assert "training" not in re.findall(r'data-mode="(\w+)"', section)
@@ -83,7 +84,8 @@ async def test_overview_counts_progress_per_mode_washouts_and_next_steps(app, cl
     # alice's aided round opens on a date (first); bob's waits for his unaided round.
     assert items[0].startswith("alice · task aided: opens")
     shown = re.search(r'datetime="([^"]+)"', items[0])
-    assert shown and datetime.fromisoformat(shown.group(1)) == datetime.fromisoformat(alice_aided["opens_at"])
+    assert shown
+    assert datetime.fromisoformat(shown.group(1)) == datetime.fromisoformat(alice_aided["opens_at"])
     assert items[1] == "bob · task aided: after the unaided assignment is finished"
     steps = re.findall(r"<li>(.*?) <a href=\"([^\"]+)\">(.*?)</a></li>", section)
     assert (
@@ -143,7 +145,8 @@ async def test_flash_of_an_in_place_action_is_an_htmx_event(app):
     assert json.loads(response.headers["HX-Trigger"]) == {
         FLASH_EVENT: "Task grading created: add its images next."
     }
-    assert refused.status_code == 422 and "HX-Trigger" not in refused.headers
+    assert refused.status_code == 422
+    assert "HX-Trigger" not in refused.headers
 
 
 async def test_admin_pages_have_breadcrumbs_back_to_the_overview(app):

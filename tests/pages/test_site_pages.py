@@ -27,13 +27,18 @@ async def test_unknown_page_is_a_page_in_the_layout_and_the_api_stays_json(app, 
         script = await client.get("/no/such/page")
     assert page.status_code == 404
     assert page.headers["content-type"].startswith("text/html")
-    assert 'class="topbar"' in page.text and "Log out" in page.text
+    assert 'class="topbar"' in page.text
+    assert "Log out" in page.text
     assert "There is no such page." in page.text
     assert 'href="/dashboard" data-history-back' in page.text
-    assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
-    assert script.status_code == 404 and script.json() == {"detail": "Not Found"}
+    assert api.status_code == 404
+    assert api.json() == {"detail": "Not Found"}
+    assert script.status_code == 404
+    assert script.json() == {"detail": "Not Found"}
     visitor = await anonymous.get("/no/such/page", headers=HTML)
-    assert visitor.status_code == 404 and 'href="/login"' in visitor.text and "Log out" not in visitor.text
+    assert visitor.status_code == 404
+    assert 'href="/login"' in visitor.text
+    assert "Log out" not in visitor.text
 
 
 async def test_washout_refusal_page_shows_the_date_as_a_local_time_element(app, client_for):
@@ -48,9 +53,12 @@ async def test_washout_refusal_page_shows_the_date_as_a_local_time_element(app, 
     assert resumed.status_code == 403
     stamp = re.search(r'<time class="local-time" datetime="([^"]+)">\1</time>', resumed.text)
     assert stamp, resumed.text
-    assert stamp.group(1)[:4].isdigit() and "+00:00" in stamp.group(1)
-    assert "(washout period)" in resumed.text and 'class="topbar"' in resumed.text
-    assert api.status_code == 403 and "(washout period)" in api.json()["detail"]
+    assert stamp.group(1)[:4].isdigit()
+    assert "+00:00" in stamp.group(1)
+    assert "(washout period)" in resumed.text
+    assert 'class="topbar"' in resumed.text
+    assert api.status_code == 403
+    assert "(washout period)" in api.json()["detail"]
 
 
 async def test_a_malformed_page_address_answers_a_page(app):
@@ -60,9 +68,12 @@ async def test_a_malformed_page_address_answers_a_page(app):
         bad_query = await client.get("/studies/1/evaluation?iou=banana", headers=HTML)
         out_of_range = await client.get("/admin/studies/99999999999999999999", headers=HTML)
         api = await client.get("/api/v1/studies/1/metrics?iou=banana", headers=HTML)
-    assert bad_query.status_code == 422 and "invalid value in: iou" in bad_query.text
-    assert out_of_range.status_code == 404 and 'class="topbar"' in out_of_range.text
-    assert api.status_code == 422 and isinstance(api.json()["detail"], list)
+    assert bad_query.status_code == 422
+    assert "invalid value in: iou" in bad_query.text
+    assert out_of_range.status_code == 404
+    assert 'class="topbar"' in out_of_range.text
+    assert api.status_code == 422
+    assert isinstance(api.json()["detail"], list)
 
 
 async def test_server_error_on_a_page_is_a_page_and_stays_plain_for_scripts(settings: Settings):
@@ -79,10 +90,13 @@ async def test_server_error_on_a_page_is_a_page_and_stays_plain_for_scripts(sett
     ):
         page = await client.get("/boom", headers=HTML)
         plain = await client.get("/boom")
-    assert page.status_code == 500 and 'class="topbar"' in page.text
-    assert "Something went wrong on the server" in page.text and "kaputt" not in page.text
+    assert page.status_code == 500
+    assert 'class="topbar"' in page.text
+    assert "Something went wrong on the server" in page.text
+    assert "kaputt" not in page.text
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
-    assert plain.status_code == 500 and plain.text == "Internal Server Error"
+    assert plain.status_code == 500
+    assert plain.text == "Internal Server Error"
 
 
 async def test_evaluation_menu_leads_to_an_index_of_dashboards(app):
@@ -96,7 +110,8 @@ async def test_evaluation_menu_leads_to_an_index_of_dashboards(app):
     assert index.status_code == 200
     assert f'href="/studies/{setup.study.id}/evaluation"' in index.text
     assert re.search(r"<td>\s*0 / 1\s*</td>", index.text)  # assignments finished
-    assert 'aria-current="page">Evaluation' in board.text and "Log out" in board.text
+    assert 'aria-current="page">Evaluation' in board.text
+    assert "Log out" in board.text
     assert '<a href="/admin/evaluation">Evaluation</a>' in board.text  # breadcrumb
 
 
@@ -117,20 +132,21 @@ async def test_finish_page_says_what_happens_next_and_refuses_while_images_are_l
         finished = await client.post(f"/work/{ids['unaided']}/finish", data={"csrf_token": csrf})
         again = await client.post(f"/work/{ids['unaided']}/finish", data={"csrf_token": csrf})
         dashboard_after = await client.get("/dashboard")
-    assert (
-        "1 of 2 images are not marked done" in waiting.text
-        and "Finish assignment</button>" not in waiting.text
-    )
-    assert refused.status_code == 409 and "1 image of this assignment not marked done yet" in refused.text
+    assert "1 of 2 images are not marked done" in waiting.text
+    assert "Finish assignment</button>" not in waiting.text
+    assert refused.status_code == 409
+    assert "1 image of this assignment not marked done yet" in refused.text
     assert f'href="/work/{ids["unaided"]}/finish"' not in dashboard_before.text
     assert f'href="/work/{ids["unaided"]}/finish"' in dashboard_ready.text
     assert "The washout period of 14 days starts" in ready.text
     assert re.search(r'<time class="local-time" id="washout-date" datetime="[^"]+">', ready.text)
-    assert finished.status_code == 303 and finished.headers["location"] == "/dashboard"
+    assert finished.status_code == 303
+    assert finished.headers["location"] == "/dashboard"
     assert again.status_code == 303  # a retry whose answer was lost finds it finished
     statuses = {item["mode"]: item for item in (await alice.get("/api/v1/assignments")).json()}
     assert statuses["unaided"]["status"] == "finished"
-    assert statuses["aided"]["is_open"] is False and statuses["aided"]["opens_at"]
+    assert statuses["aided"]["is_open"] is False
+    assert statuses["aided"]["opens_at"]
     assert '<time class="local-time" datetime="' in dashboard_after.text
 
 
@@ -141,7 +157,8 @@ async def test_another_expert_cannot_finish_or_read_the_finish_page(app, client_
     async with client:
         page = await client.get(f"/work/{ids['unaided']}/finish", headers=HTML)
         posted = await client.post(f"/work/{ids['unaided']}/finish", data={"csrf_token": csrf})
-    assert page.status_code == 404 and posted.status_code == 404
+    assert page.status_code == 404
+    assert posted.status_code == 404
 
 
 async def test_admin_overrides_the_washout_with_a_reason_in_the_study_page(app, client_for):
@@ -160,15 +177,19 @@ async def test_admin_overrides_the_washout_with_a_reason_in_the_study_page(app, 
         )
         recorded = await client.post(url, data={"reason": "pilot run, expert travels"}, headers=hx)
     assert f'action="{url}"' in before.text
-    assert short.status_code == 422 and 'id="override-error-' in short.text
-    assert 'aria-invalid="true"' in short.text and short.text.count('aria-invalid="true"') == 1
+    assert short.status_code == 422
+    assert 'id="override-error-' in short.text
+    assert 'aria-invalid="true"' in short.text
+    assert short.text.count('aria-invalid="true"') == 1
     assert recorded.status_code == 200
     assert "opened early: “pilot run, expert travels”" in recorded.text
     assert f'action="{url}"' not in recorded.text
     admin = await client_for("admin")
     aided = next(a for a in (await admin.get("/api/v1/assignments")).json() if a["id"] == ids["aided"])
-    assert aided["is_open"] is True and aided["washout_override_reason"] == "pilot run, expert travels"
-    assert unaided.status_code == 422 and "only aided assignments" in unaided.text
+    assert aided["is_open"] is True
+    assert aided["washout_override_reason"] == "pilot run, expert travels"
+    assert unaided.status_code == 422
+    assert "only aided assignments" in unaided.text
 
 
 async def test_studies_list_shows_counts_progress_and_dates(app, client_for):
@@ -186,7 +207,8 @@ async def test_studies_list_shows_counts_progress_and_dates(app, client_for):
     ]
     assert cells[:3] == ["1", "3", "2"]  # tasks, study images, experts
     assert cells[3].startswith("1 / 6 images · 0 / 2 assignments finished")
-    assert cells[4] == "14 days" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", cells[5])
+    assert cells[4] == "14 days"
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", cells[5])
 
 
 async def test_favicon_is_served(anonymous):
@@ -219,7 +241,8 @@ async def test_injection_form_offers_the_presets_of_the_task_kind_and_outlines_t
         )
     options = re.findall(rf'<select id="preset-{set_id}" name="preset".*?</select>', page.text, re.S)[0]
     assert re.findall(r'<option value="([^"]+)"', options) == ["paper-classify"]
-    assert bad_seed.status_code == 422 and "the seed must be a whole number" in bad_seed.text
+    assert bad_seed.status_code == 422
+    assert "the seed must be a whole number" in bad_seed.text
     invalid = re.findall(
         r'<(?:input|textarea|select) id="([a-z-]+)-\d+"[^>]*aria-invalid="true"', bad_seed.text
     )
@@ -254,7 +277,8 @@ async def test_upload_with_a_corrupt_file_adds_nothing_and_names_each_refused_fi
         response = await client.post(f"/admin/tasks/{setup.task.id}/images", files=files, headers=headers)
     assert 400 <= response.status_code < 500
     assert "nothing was added: 2 of 4 files refused (broken.png: " in response.text
-    assert "also-broken.png: " in response.text and "upload the other 2 again without them" in response.text
+    assert "also-broken.png: " in response.text
+    assert "upload the other 2 again without them" in response.text
     admin = await client_for("admin")
     images = (await admin.get(f"/api/v1/tasks/{setup.task.id}/images")).json()
     assert [image["name"] for image in images] == ["img0.png"]
@@ -298,4 +322,5 @@ async def test_workspace_offers_finishing_once_every_image_is_done(app, client_f
     assert '"othersLeft": 1' in one_left.text
     assert '<div class="finish-box" id="finish-box" role="status">' in all_done.text
     assert f'href="/work/{ids["unaided"]}/finish">Finish assignment…</a>' in all_done.text
-    assert '"nextOpenUrl": null' in all_done.text and '"othersLeft": 0' in all_done.text
+    assert '"nextOpenUrl": null' in all_done.text
+    assert '"othersLeft": 0' in all_done.text

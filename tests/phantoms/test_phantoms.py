@@ -66,9 +66,12 @@ def assert_boxes_valid(phantom: Phantom, objects: tuple[PhantomObject, ...]) -> 
 def test_same_seed_gives_identical_phantom_and_other_seed_differs(make: Callable[[int], Phantom]) -> None:
     first, again, other = make(3), make(3), make(4)
     assert first.image.tobytes() == again.image.tobytes()
-    assert first.objects == again.objects and first.distractors == again.distractors
+    assert first.objects == again.objects
+    assert first.distractors == again.distractors
     assert first.image.tobytes() != other.image.tobytes()
-    assert first.image.dtype == np.uint8 and first.image.ndim == 3 and first.image.shape[2] == 3
+    assert first.image.dtype == np.uint8
+    assert first.image.ndim == 3
+    assert first.image.shape[2] == 3
 
 
 def test_classify_boxes_are_tight_cells_inside_the_patch(classify_set: list[Phantom]) -> None:
@@ -144,7 +147,8 @@ def test_more_hemosiderin_looks_bluer(grade_set: list[Phantom]) -> None:
 
 def test_detect_region_has_figures_lookalikes_and_fixed_boxes(region: Phantom) -> None:
     assert region.image.shape == (1200, 1500, 3)
-    assert len(region.objects) >= 3 and len(region.distractors) >= 3
+    assert len(region.objects) >= 3
+    assert len(region.distractors) >= 3
     assert_boxes_valid(region, region.objects + region.distractors)
     assert {obj.label for obj in region.objects} == set(DETECT_LABELS)
     assert {obj.label for obj in region.distractors} == {LOOKALIKE_LABEL}
@@ -159,7 +163,8 @@ def test_detect_region_has_figures_lookalikes_and_fixed_boxes(region: Phantom) -
 
 def test_difficulties_spread_over_the_unit_interval(region: Phantom) -> None:
     difficulties = [obj.difficulty for obj in region.objects + region.distractors]
-    assert min(difficulties) < 0.3 and max(difficulties) > 0.5
+    assert min(difficulties) < 0.3
+    assert max(difficulties) > 0.5
 
 
 def core_darkness(phantom: Phantom, obj: PhantomObject) -> float:
@@ -203,6 +208,7 @@ def test_pyramidal_tiff_round_trip(tmp_path: Path, compression: str) -> None:
     if compression == "deflate":
         assert np.array_equal(level0, image)
     else:
-        assert difference.mean() < 3.0 and np.percentile(difference, 99) < 12
+        assert difference.mean() < 3.0
+        assert np.percentile(difference, 99) < 12
     expected_level1 = image.reshape(550, 2, 1050, 2, 3).mean(axis=(1, 3))
     assert np.abs(level1 - expected_level1).mean() < 3.0

@@ -67,7 +67,8 @@ def test_aided_review_classifies_each_shown_suggestion() -> None:
     assert all(len(work.decisions) == len(shown) for work in works)
     deleted_fake = sum(work.decisions[3][0] == Decision.delete for work in works)
     relabelled = sum(work.decisions[2][0] == Decision.relabel and work.decisions[2][1] == 0 for work in works)
-    assert deleted_fake > 20 and relabelled > 20
+    assert deleted_fake > 20
+    assert relabelled > 20
 
 
 def test_simulated_aided_mode_beats_unaided_on_the_demo_phantoms() -> None:
@@ -75,7 +76,9 @@ def test_simulated_aided_mode_beats_unaided_on_the_demo_phantoms() -> None:
     result = world.run(task, model.population(PAPER["classify"], 4, seed=0, task_key=task.task_key))
     metrics = world.evaluate(result)
     unaided, aided = metrics.modes["unaided"].summary, metrics.modes["aided"].summary
-    assert aided.concordance.mean is not None and unaided.concordance.mean is not None
+    assert aided.concordance.mean is not None
+    assert unaided.concordance.mean is not None
     assert aided.concordance.mean > unaided.concordance.mean
-    assert aided.seconds_per_image.mean is not None and unaided.seconds_per_image.mean is not None
+    assert aided.seconds_per_image.mean is not None
+    assert unaided.seconds_per_image.mean is not None
     assert aided.seconds_per_image.mean < unaided.seconds_per_image.mean

@@ -35,7 +35,8 @@ def test_more_experts_give_more_power_and_caught_rates_have_a_spread() -> None:
     removed = many.caught["removed"]
     assert set(removed) == {"unaided", "aided"}
     mean, spread = removed["aided"]
-    assert 0.0 <= mean <= 1.0 and spread > 0.0
+    assert 0.0 <= mean <= 1.0
+    assert spread > 0.0
     assert removed["aided"][0] < removed["unaided"][0]  # automation bias: removed cells stay missing
 
 
@@ -52,12 +53,15 @@ async def test_plan_api_and_page(app: object, client_for: ClientFactory) -> None
     )
     assert too_big.status_code == 422
     page = await admin.get("/admin/plan?kind=grade&experts=2,8&images=3&repetitions=60")
-    assert page.status_code == 200 and 'id="plan-table"' in page.text
+    assert page.status_code == 200
+    assert 'id="plan-table"' in page.text
     assert "/admin/plan/figure.svg?kind=grade" in page.text
     figure = await admin.get("/admin/plan/figure.svg?kind=grade&experts=2,8&images=3&repetitions=60")
-    assert figure.status_code == 200 and figure.headers["content-type"].startswith("image/svg+xml")
+    assert figure.status_code == 200
+    assert figure.headers["content-type"].startswith("image/svg+xml")
     bad = await admin.get("/admin/plan?kind=grade&experts=1&images=3")
-    assert bad.status_code == 422 and "greater than or equal to 2" in bad.text
+    assert bad.status_code == 422
+    assert "greater than or equal to 2" in bad.text
 
 
 def test_plan_command_prints_a_table_and_refuses_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,7 +70,8 @@ def test_plan_command_prints_a_table_and_refuses_bad_input(capsys: pytest.Captur
     )
     assert cmd_plan(args) == 0
     out = capsys.readouterr().out
-    assert "power(concordance)" in out and "grade_shifted" in out
+    assert "power(concordance)" in out
+    assert "grade_shifted" in out
     bad = build_parser().parse_args(["plan", "--experts", "x"])
     assert cmd_plan(bad) == 2
     assert "concord plan: give whole numbers" in capsys.readouterr().err

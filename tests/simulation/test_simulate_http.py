@@ -32,17 +32,20 @@ async def test_two_runs_with_one_seed_give_the_same_study(tmp_path: Path) -> Non
         settings = await _sqlite_settings(tmp_path / run)
         await small_study(settings)
         report = await run_in_process(settings, DEMO_STUDY, "admin", experts=2, speedup=2000, seed=5)
-        assert report.edits > 0 and report.requests > report.edits
+        assert report.edits > 0
+        assert report.requests > report.edits
         contents.append(await study_content(settings))
     first, second = contents
     simulated, simulation = first["study"]
-    assert simulated and {key: simulation[key] for key in ("experts", "preset", "seed", "speedup")} == {
+    assert simulated
+    assert {key: simulation[key] for key in ("experts", "preset", "seed", "speedup")} == {
         "experts": 2,
         "preset": "paper",
         "seed": 5,
         "speedup": 2000.0,
     }
-    assert first["annotations"] and first["events_per_expert"]
+    assert first["annotations"]
+    assert first["events_per_expert"]
     assert {row[2:4] for row in first["assignments"]} == {("unaided", "finished"), ("aided", "finished")}
     assert all(row[4] for row in first["assignments"] if row[2] == "aided"), "washout override recorded"
     assert len(first["done"]) == 2 * 2 * 5

@@ -46,29 +46,34 @@ async def test_every_export_of_a_simulated_study_is_marked(app: Any, client_for:
     exact = await _get(admin, objects, format="exact", expert="alice", mode="unaided")
     assert exact.splitlines()[0] == SIMULATED_HEADER
     parsed = parse_exact(exact)
-    assert [skipped.reason for skipped in parsed.skipped] == ["Concord comment"] and len(parsed.objects) == 3
+    assert [skipped.reason for skipped in parsed.skipped] == ["Concord comment"]
+    assert len(parsed.objects) == 3
     truth = await _get(admin, f"/api/v1/tasks/{task_id}/ground-truth/export", format="exact")
     assert truth.splitlines()[0] == SIMULATED_HEADER
     coco = json.loads(await _get(admin, objects, format="coco"))
-    assert coco["info"]["simulated"] is True and "simulated experts" in coco["info"]["description"]
+    assert coco["info"]["simulated"] is True
+    assert "simulated experts" in coco["info"]["description"]
     assert json.loads(await _get(admin, objects, format="json"))["simulated"] is True
     rows = (await _get(admin, objects, format="csv")).splitlines()
-    assert (
-        rows[0].endswith(",simulated") and all(row.endswith(",True") for row in rows[1:]) and len(rows) == 4
-    )
+    assert rows[0].endswith(",simulated")
+    assert all(row.endswith(",True") for row in rows[1:])
+    assert len(rows) == 4
     nothing = json.loads(await _get(admin, objects, format="coco", mode="aided"))  # alice has no aided work
-    assert nothing["annotations"] == [] and nothing["info"]["simulated"] is True
+    assert nothing["annotations"] == []
+    assert nothing["info"]["simulated"] is True
 
     consensus = f"/api/v1/tasks/{task_id}/consensus/export"
     table = (await _get(admin, consensus, mode="unaided", format="csv")).splitlines()
-    assert table[0].endswith(",simulated") and table[1].endswith(",True")
+    assert table[0].endswith(",simulated")
+    assert table[1].endswith(",True")
     assert (await _get(admin, consensus, mode="unaided", format="exact")).startswith(SIMULATED_HEADER + "\n")
     assert (
         json.loads(await _get(admin, consensus, mode="unaided", format="coco"))["info"]["simulated"] is True
     )
     assert json.loads(await _get(admin, consensus, mode="unaided", format="json"))["simulated"] is True
     experts = (await _get(admin, f"/api/v1/studies/{study_id}/metrics/experts.csv")).splitlines()
-    assert experts[0].endswith(",simulated") and experts[1].endswith(",True")
+    assert experts[0].endswith(",simulated")
+    assert experts[1].endswith(",True")
 
     # re-imported, the marked EXACT text gives the same objects
     again = await _import(
@@ -104,7 +109,9 @@ async def test_the_bundle_of_a_simulated_study_is_marked_and_imports_as_simulate
         imported = await import_study(session, payload, rename="S again")
     async with app.state.sessionmaker() as session:
         study = await session.scalar(select(Study).where(Study.id == imported.study_id))
-        assert study is not None and study.simulated and study.simulation == SIMULATION
+        assert study is not None
+        assert study.simulated
+        assert study.simulation == SIMULATION
 
 
 async def test_a_study_of_people_is_marked_not_simulated_and_its_exact_is_plain(
@@ -117,7 +124,8 @@ async def test_a_study_of_people_is_marked_not_simulated_and_its_exact_is_plain(
     assert "Concord comment" not in [skipped.reason for skipped in parse_exact(exact).skipped]
     assert json.loads(await _get(admin, objects, format="coco"))["info"]["simulated"] is False
     rows = (await _get(admin, objects, format="csv")).splitlines()
-    assert rows[0].endswith(",simulated") and all(row.endswith(",False") for row in rows[1:])
+    assert rows[0].endswith(",simulated")
+    assert all(row.endswith(",False") for row in rows[1:])
     payload = (await admin.get(f"/api/v1/studies/{study_id}/export.zip")).content
     archive = zipfile.ZipFile(io.BytesIO(payload))
     assert json.loads(archive.read("manifest.json"))["simulated"] is False
@@ -130,7 +138,9 @@ async def test_pages_mark_a_simulated_study(app: Any, client_for: ClientFactory)
     async with client:
         for url in (f"/admin/studies/{study_id}", f"/studies/{study_id}/evaluation"):
             page = await client.get(url)
-            assert page.status_code == 200 and 'class="simulated-badge"' in page.text, url
+            assert page.status_code == 200, url
+            assert 'class="simulated-badge"' in page.text, url
         for url in ("/admin", "/admin/studies", "/admin/evaluation"):
             page = await client.get(url)
-            assert page.status_code == 200 and 'class="tag simulated-tag"' in page.text, url
+            assert page.status_code == 200, url
+            assert 'class="tag simulated-tag"' in page.text, url

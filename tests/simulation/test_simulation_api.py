@@ -16,7 +16,8 @@ async def test_time_scale_applies_to_simulated_experts_only(app: object, client_
     assert started.status_code == 201, started.text
     (simulated,) = started.json()["experts"]
     study = (await admin.get(f"/api/v1/studies/{setup.study.id}")).json()
-    assert study["simulated"] is True and study["simulation_time_scale"] == 1000
+    assert study["simulated"] is True
+    assert study["simulation_time_scale"] == 1000
     again = await admin.post(f"/api/v1/studies/{setup.study.id}/simulation", json={"experts": 1})
     assert again.status_code == 409
 

@@ -97,11 +97,13 @@ def test_label_quality_counts_positives_on_true_figures() -> None:
         held_out=np.array([False, True]),
     )
     precision, recall = question.label_quality(region, train)
-    assert precision == pytest.approx(2 / 3) and recall == 1.0  # C is no figure; A and B are labelled
+    assert precision == pytest.approx(2 / 3)
+    assert recall == 1.0
     one, _ = _samples(1)
     assert question.label_quality(region, one) == (1.0, 1.0)
     patches = question.patches(region, train, 16)
-    assert patches.shape == (4, 16, 16, 3) and patches.dtype == np.uint8
+    assert patches.shape == (4, 16, 16, 3)
+    assert patches.dtype == np.uint8
 
 
 def test_more_experts_label_more_of_the_true_figures() -> None:
@@ -130,7 +132,8 @@ def _rows(unaided: list[float], aided_one: float) -> list[dict[str, Any]]:
 def test_the_answer_is_the_smallest_k_that_reaches_one_aided_expert() -> None:
     assert question.answer(_rows([0.7, 0.8, 0.9], 0.8), "votes")["unaided_experts"] == 2  # equal counts
     found = question.answer(_rows([0.7, 0.85, 0.9], 0.8), "votes")
-    assert found["unaided_experts"] == 2 and found["aided_one_accuracy"] == 0.8
+    assert found["unaided_experts"] == 2
+    assert found["aided_one_accuracy"] == 0.8
     assert (
         found["text"] == "votes: 2 unaided experts match one aided expert (validation accuracy 0.850 ≥ 0.800)"
     )
@@ -149,7 +152,8 @@ def test_params_are_checked() -> None:
     with pytest.raises(ValidationError):
         TrainingQuestionParams.model_validate({"experts": [1], "unknown": 1})
     kind = job_kind("training_question")
-    assert kind is not None and kind.params is TrainingQuestionParams
+    assert kind is not None
+    assert kind.params is TrainingQuestionParams
     assert kind.checked_params({"experts": [1, 2]}) == {"experts": [1, 2]}
 
 
@@ -167,9 +171,12 @@ def test_the_question_on_a_tiny_configuration_is_deterministic_and_sane() -> Non
         (loss, mode, k) for loss in ("votes", "bce") for mode in ("unaided", "aided") for k in (1, 2)
     ]
     for row in first["rows"]:
-        assert all(0.0 <= value <= 1.0 for value in row["accuracies"]) and len(row["accuracies"]) == 1
-        assert 0.0 <= row["accuracy_mean"] <= 1.0 and row["accuracy_sd"] == 0.0
-        assert 0.0 <= row["label_precision"] <= 1.0 and 0.0 <= row["label_recall"] <= 1.0
+        assert all(0.0 <= value <= 1.0 for value in row["accuracies"])
+        assert len(row["accuracies"]) == 1
+        assert 0.0 <= row["accuracy_mean"] <= 1.0
+        assert row["accuracy_sd"] == 0.0
+        assert 0.0 <= row["label_precision"] <= 1.0
+        assert 0.0 <= row["label_recall"] <= 1.0
     runs = {(r["loss"], r["mode"], r["experts"]): r for r in first["runs"]}
     for mode in ("unaided", "aided"):  # VotesLoss of one expert is BCE: the same network
         assert runs[("votes", mode, 1)]["accuracy"] == runs[("bce", mode, 1)]["accuracy"]
@@ -178,11 +185,14 @@ def test_the_question_on_a_tiny_configuration_is_deterministic_and_sane() -> Non
         assert first["answers"][loss] == expected
         assert expected["unaided_experts"] in (1, 2, None)
     assert first["answer"] == first["answers"]["votes"]["text"]
-    assert reported[-1][0] == pytest.approx(1.0) and all(0.0 <= f <= 1.0 for f, _ in reported)
+    assert reported[-1][0] == pytest.approx(1.0)
+    assert all(0.0 <= f <= 1.0 for f, _ in reported)
     svg = question.figure(first)
-    assert svg.startswith(b"<?xml") and b"<svg" in svg
+    assert svg.startswith(b"<?xml")
+    assert b"<svg" in svg
     text = question.describe(first)
-    assert "unaided" in text and first["answer"] in text
+    assert "unaided" in text
+    assert first["answer"] in text
     json.dumps(first)  # a job result must be JSON
 
 
@@ -194,8 +204,10 @@ def test_cli_training_question(tmp_path: Any, capsys: pytest.CaptureFixture[str]
     code = main(["plan", "--training-question", *options, "--json", "--figure", str(figure)])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["params"]["experts"] == [1, 2] and result["params"]["losses"] == ["votes"]
-    assert len(result["rows"]) == 4 and figure.read_bytes().startswith(b"<?xml")
+    assert result["params"]["experts"] == [1, 2]
+    assert result["params"]["losses"] == ["votes"]
+    assert len(result["rows"]) == 4
+    assert figure.read_bytes().startswith(b"<?xml")
     assert main(["plan", "--training-question", "--experts", "2,3"]) == 2
     assert "experts must include 1" in capsys.readouterr().err
     assert main(["plan", "--training-question", "--kind", "grade"]) == 2

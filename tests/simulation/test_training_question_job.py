@@ -21,10 +21,10 @@ async def test_the_page_queues_a_question_and_refuses_a_bad_one(app: object, ses
     client, csrf = await browser_client(app, "admin")
     async with client:
         page = await client.get("/admin/plan")
-        assert page.status_code == 200 and 'id="training-question"' in page.text
-        assert (
-            'action="/admin/plan/training-question"' in page.text and 'id="question-table"' not in page.text
-        )
+        assert page.status_code == 200
+        assert 'id="training-question"' in page.text
+        assert 'action="/admin/plan/training-question"' in page.text
+        assert 'id="question-table"' not in page.text
         form = {
             "csrf_token": csrf,
             "experts": "1, 3",
@@ -49,11 +49,14 @@ async def test_the_page_queues_a_question_and_refuses_a_bad_one(app: object, ses
         }
         assert sent.headers["location"] == f"/admin/plan?question_job={job.id}#training-question"
         shown = await client.get(f"/admin/plan?question_job={job.id}")
-        assert f'id="job-{job.id}"' in shown.text and POLLING in shown.text  # live progress row
+        assert f'id="job-{job.id}"' in shown.text
+        assert POLLING in shown.text
         bad = await client.post("/admin/plan/training-question", data={**form, "experts": "2,3"})
-        assert bad.status_code == 422 and "experts must include 1" in bad.text
+        assert bad.status_code == 422
+        assert "experts must include 1" in bad.text
         words = await client.post("/admin/plan/training-question", data={**form, "experts": "one"})
-        assert words.status_code == 422 and "whole numbers" in words.text
+        assert words.status_code == 422
+        assert "whole numbers" in words.text
     async with sessionmaker() as session:
         assert len((await session.scalars(select(Job))).all()) == 1
 
@@ -73,26 +76,29 @@ async def test_a_worker_answers_the_question_and_the_page_shows_the_result(
         assert job is not None
         assert (job.status, job.progress, job.error) == (JobStatus.succeeded, 1.0, None)
         result = job.result
-    assert result is not None and len(result["rows"]) == 4
+    assert result is not None
+    assert len(result["rows"]) == 4
     assert result["answer"] == result["answers"]["votes"]["text"]
 
     await make_user(app, "admin", "admin")
     client, _ = await browser_client(app, "admin")
     async with client:
         page = await client.get("/admin/plan")  # the newest finished question is shown
-        assert page.status_code == 200 and 'id="question-table"' in page.text
+        assert page.status_code == 200
+        assert 'id="question-table"' in page.text
         assert result["answer"] in page.text.replace("&gt;", ">").replace("&lt;", "<")
         assert f"/admin/plan/training-question/{job_id}/figure.svg" in page.text
         assert page.text.count("<tr><td>votes</td>") == 4
         figure = await client.get(f"/admin/plan/training-question/{job_id}/figure.svg")
-        assert figure.status_code == 200 and figure.headers["content-type"].startswith("image/svg+xml")
+        assert figure.status_code == 200
+        assert figure.headers["content-type"].startswith("image/svg+xml")
         block = await client.get(
             f"/admin/plan/training-question?question_job={job_id}", headers={"HX-Request": "true"}
         )
-        assert block.status_code == 200 and block.text.lstrip().startswith(
-            '<section class="card" id="training-question"'
-        )
-        assert 'id="question-answer"' in block.text and "<html" not in block.text
+        assert block.status_code == 200
+        assert block.text.lstrip().startswith('<section class="card" id="training-question"')
+        assert 'id="question-answer"' in block.text
+        assert "<html" not in block.text
         missing = await client.get("/admin/plan/training-question/999999/figure.svg")
         assert missing.status_code == 404
         jobs_page = await client.get("/admin/jobs")  # the job's row links to its answer

@@ -81,7 +81,8 @@ async def test_a_training_model_exported_on_a_worker_is_served_from_the_bucket(
             await session.flush()
             run_ids.append(run.id)
     served = await admin.get(f"/api/v1/training-runs/{run_ids[0]}/model.onnx")
-    assert served.status_code == 200 and served.content == model
+    assert served.status_code == 200
+    assert served.content == model
     assert (await admin.get(f"/api/v1/training-runs/{run_ids[1]}/model.onnx")).status_code == 404
 
 
@@ -119,7 +120,8 @@ async def test_a_requeued_training_experiment_on_another_machine_finds_its_child
     first = await train_experiment._queue_children(params, settings)
     other_machine = settings.model_copy(update={"data_dir": tmp_path / "second-worker"})
     again = await train_experiment._queue_children(params, other_machine)
-    assert first and again == first
+    assert first
+    assert again == first
     async with sessionmaker() as session:  # type: ignore[operator]
         queued = (await session.scalars(select(Job.id).where(Job.kind == "train"))).all()
     assert sorted(queued) == sorted(first), "the second machine queued the children again"

@@ -29,7 +29,8 @@ def test_what_is_put_is_read_back(store: Store, tmp_path: Path) -> None:
     assert store.local_file("images/ab/b.tif").read_bytes() == PAYLOAD[::-1]
     assert source.is_file(), "put_file keeps its source unless told otherwise"
     assert store.size("models/a.onnx") == len(PAYLOAD)
-    assert store.exists("images/ab/b.tif") and not store.exists("images/ab/c.tif")
+    assert store.exists("images/ab/b.tif")
+    assert not store.exists("images/ab/c.tif")
     assert store.size("images/ab/c.tif") is None
 
 
@@ -88,7 +89,8 @@ def test_a_bucket_object_is_copied_here_once_and_read_by_ranges_without_a_copy(
         assert stream.read(100) == PAYLOAD[500_000:500_100]
     assert not path.exists(), "a ranged read makes no local copy"
     assert reader.fetched_bytes < len(PAYLOAD)
-    assert local_copy(path) == path and path.read_bytes() == PAYLOAD
+    assert local_copy(path) == path
+    assert path.read_bytes() == PAYLOAD
     assert readable(path) == path
 
 
@@ -116,6 +118,7 @@ def test_the_cache_of_copies_keeps_the_most_recently_used_within_its_bound(
     os.utime(first, (1, 1))  # long unused
     store.local_file("models/c.onnx")
     assert not first.exists()
-    assert store.local_path("models/b.onnx").is_file() and store.local_path("models/c.onnx").is_file()
+    assert store.local_path("models/b.onnx").is_file()
+    assert store.local_path("models/c.onnx").is_file()
     assert store.local_file("models/a.onnx").read_bytes() == PAYLOAD, "a trimmed copy is downloaded again"
     assert not store.local_path("models/b.onnx").exists()

@@ -170,7 +170,8 @@ def test_a_worker_elsewhere_runs_a_detector_uploaded_to_the_api(
             found = [(s["x1"], s["y1"], s["x2"], s["y2"]) for s in detail["suggestions"]]
             truth = [(o.x1, o.y1, o.x2, o.y2) for o in phantom.objects if o.label == DETECT_LABELS[0]]
             hits = sum(any(box_iou(box, other) >= 0.3 for other in found) for box in truth)
-            assert truth and hits / len(truth) >= 0.5, (hits, len(truth))
+            assert truth, (hits, len(truth))
+            assert hits / len(truth) >= 0.5, (hits, len(truth))
 
             tile = client.get(f"/images/{image['id']}/tiles/1/1/0", params={"size": 256, "format": "png"})
             assert tile.status_code == 200, tile.text

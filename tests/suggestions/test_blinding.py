@@ -148,7 +148,9 @@ async def test_no_expert_route_shows_register_information(app: object, client_fo
     secrets = secrets_of(
         register, {item["score"] for item in shown} | {e["score"] for e in register if e["score"]}
     )
-    assert secrets.removed and secrets.relabelled and secrets.scores
+    assert secrets.removed
+    assert secrets.relabelled
+    assert secrets.scores
 
     admin_view = (await admin.get(f"/api/v1/suggestion-sets/{set_id}/register")).text
     first_removed = next(entry for entry in register if entry["kind"] == "removed")

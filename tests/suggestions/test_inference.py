@@ -50,7 +50,10 @@ def detect(model_path: Path, image: np.ndarray, batch_size: int = 8, **changes: 
     height, width = image.shape[:2]
 
     def read_region(x: int, y: int, w: int, h: int) -> np.ndarray:
-        assert x >= 0 and y >= 0 and x + w <= width and y + h <= height, "read outside the image"
+        assert x >= 0, "read outside the image"
+        assert y >= 0, "read outside the image"
+        assert x + w <= width, "read outside the image"
+        assert y + h <= height, "read outside the image"
         return image[y : y + h, x : x + w]
 
     return detect_image(
@@ -72,7 +75,8 @@ def test_tile_cores_partition_the_image() -> None:
     tiles = plan_tiles(200, 150, 64, 16)
     owners = np.zeros((150, 200), dtype=int)
     for tile in tiles:
-        assert tile.x + tile.width <= 200 and tile.y + tile.height <= 150
+        assert tile.x + tile.width <= 200
+        assert tile.y + tile.height <= 150
         owners[
             int(np.ceil(tile.core_y1)) : int(np.ceil(tile.core_y2)),
             int(np.ceil(tile.core_x1)) : int(np.ceil(tile.core_x2)),
@@ -161,7 +165,10 @@ def reader_of(image: np.ndarray, lines: list[int] | None = None) -> ImageInput:
     height, width = image.shape[:2]
 
     def read_region(x: int, y: int, w: int, h: int) -> np.ndarray:
-        assert x >= 0 and y >= 0 and x + w <= width and y + h <= height, "read outside the image"
+        assert x >= 0, "read outside the image"
+        assert y >= 0, "read outside the image"
+        assert x + w <= width, "read outside the image"
+        assert y + h <= height, "read outside the image"
         if lines is not None:
             lines.append(h)
         return image[y : y + h, x : x + w]

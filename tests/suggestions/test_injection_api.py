@@ -127,7 +127,8 @@ async def test_import_is_all_or_nothing(app: object, client_for: ClientFactory) 
     ]
     for bad, message in bad_cases:
         response = await admin.post(url, json={"name": "broken", "suggestions": [good, bad]})
-        assert response.status_code == 422 and message in response.json()["detail"]
+        assert response.status_code == 422
+        assert message in response.json()["detail"]
         assert "suggestion 1" in response.json()["detail"]
     assert (await admin.get(url)).json() == []
 
@@ -135,7 +136,8 @@ async def test_import_is_all_or_nothing(app: object, client_for: ClientFactory) 
         url, json={"name": "detector v1", "suggestions": [good, {**good, "x1": 50, "x2": 80}]}
     )
     assert created.status_code == 201
-    assert created.json()["source"] == "import" and created.json()["suggestion_count"] == 2
+    assert created.json()["source"] == "import"
+    assert created.json()["suggestion_count"] == 2
     detail = (await admin.get(f"/api/v1/suggestion-sets/{created.json()['id']}")).json()
     assert [(item["image"], item["label"], item["x1"], item["score"]) for item in detail["suggestions"]] == [
         ("img0.png", "tumor", 10, 0.9),
@@ -165,13 +167,16 @@ async def test_paper_classify_preview_matches_the_applied_set_and_its_register(
     out = applied.json()
     assert out["counts"] == preview.json()["counts"]
     injected = out["suggestion_set"]
-    assert injected["source"] == "injected" and injected["parent_id"] == task.source_set_id
-    assert injected["protocol"]["seed"] == 4 and injected["protocol"]["preset"] == "paper-classify"
+    assert injected["source"] == "injected"
+    assert injected["parent_id"] == task.source_set_id
+    assert injected["protocol"]["seed"] == 4
+    assert injected["protocol"]["preset"] == "paper-classify"
     assert injected["suggestion_count"] == preview.json()["shown_count"] == len(task.truth) - 5 + 8
 
     register = await register_of(admin, injected["id"])
     changed = [entry for entry in register if entry["kind"] == "class_changed"]
-    assert len(changed) == 15 and len({entry["image"] for entry in changed}) == 5
+    assert len(changed) == 15
+    assert len({entry["image"] for entry in changed}) == 5
     removed = [entry for entry in register if entry["kind"] == "removed"]
     assert len({entry["image"] for entry in removed}) == 5
     assert not {entry["image"] for entry in removed} & {entry["image"] for entry in changed}
@@ -202,7 +207,8 @@ async def test_paper_grade_over_the_api(app: object, client_for: ClientFactory) 
     assert len(shifted) == len(not_top)
     assert all(int(entry["shown_label"]) == int(entry["ref_label"]) + 1 for entry in shifted)
     artefacts = [entry for entry in register if entry["kind"] in ("duplicate", "false_positive")]
-    assert len(artefacts) == 10 and len({entry["image"] for entry in artefacts}) == 5
+    assert len(artefacts) == 10
+    assert len({entry["image"] for entry in artefacts}) == 5
 
 
 async def test_paper_detect_groups_follow_the_model_scores(app: object, client_for: ClientFactory) -> None:
@@ -223,7 +229,8 @@ async def test_paper_detect_groups_follow_the_model_scores(app: object, client_f
     for entry in fakes:
         p = entry["score"]
         assert entry["group"] == (0 if p <= 0.2 else 1 if p <= 0.4 else 2)
-        assert entry["ref_box"] == entry["shown_box"] and entry["shown_box"][1] == 110
+        assert entry["ref_box"] == entry["shown_box"]
+        assert entry["shown_box"][1] == 110
 
 
 async def test_same_seed_gives_byte_identical_sets_and_registers(
@@ -342,7 +349,8 @@ async def test_a_locked_set_stays_as_it_is_and_the_assignment_cannot_be_rebound(
     again = await admin.post(
         f"/api/v1/suggestion-sets/{injected['id']}/inject", json={"preset": "paper-classify"}
     )
-    assert again.status_code == 201 and again.json()["suggestion_set"]["parent_id"] == injected["id"]
+    assert again.status_code == 201
+    assert again.json()["suggestion_set"]["parent_id"] == injected["id"]
     assert await canonical_set(admin, injected["id"]) == snapshot
     assignments = (await admin.get(f"/api/v1/assignments?task_id={task.setup.task.id}")).json()
     assert [item["suggestion_set_id"] for item in assignments if item["mode"] == "aided"] == [injected["id"]]

@@ -76,8 +76,10 @@ def test_paper_classify_changes_15_classes_on_5_images_and_removes_one_cell_on_5
 
     changed = [entry for entry in result.register if entry.kind == ErrorKind.class_changed]
     removed = [entry for entry in result.register if entry.kind == ErrorKind.removed]
-    assert len(changed) == 15 and len(images_of(result, ErrorKind.class_changed)) == 5
-    assert len(removed) == 5 and len(images_of(result, ErrorKind.removed)) == 5
+    assert len(changed) == 15
+    assert len(images_of(result, ErrorKind.class_changed)) == 5
+    assert len(removed) == 5
+    assert len(images_of(result, ErrorKind.removed)) == 5
     assert images_of(result, ErrorKind.class_changed).isdisjoint(images_of(result, ErrorKind.removed))
     assert len(by_kind(result, ErrorKind.duplicate)) + len(by_kind(result, ErrorKind.false_positive)) == 8
     assert all(entry.ref_label_id != entry.shown_label_id for entry in changed)
@@ -91,7 +93,8 @@ def test_every_shown_index_points_at_the_shown_box_and_label() -> None:
 
     for entry in result.register:
         if entry.kind == ErrorKind.removed:
-            assert entry.shown_index is None and entry.ref_box is not None
+            assert entry.shown_index is None
+            assert entry.ref_box is not None
             assert all(item.box != entry.ref_box for item in result.shown if item.image_id == entry.image_id)
             continue
         assert entry.shown_index is not None
@@ -114,10 +117,13 @@ def test_artefacts_are_duplicates_over_shown_cells_and_fakes_where_no_cell_is() 
         assert entry.shown_box is not None
         assert max(iou(entry.shown_box, box) for box in truth_on[entry.image_id]) >= 0.4
     for entry in by_kind(result, ErrorKind.false_positive):
-        assert entry.shown_box is not None and entry.ref_box == entry.shown_box
+        assert entry.shown_box is not None
+        assert entry.ref_box == entry.shown_box
         assert all(iou(entry.shown_box, box) == 0.0 for box in truth_on[entry.image_id])
-        assert entry.shown_box.x1 > 2 and entry.shown_box.y1 > 2
-        assert entry.shown_box.x2 < 398 and entry.shown_box.y2 < 298
+        assert entry.shown_box.x1 > 2
+        assert entry.shown_box.y1 > 2
+        assert entry.shown_box.x2 < 398
+        assert entry.shown_box.y2 < 298
 
 
 def test_paper_grade_raises_every_cell_on_5_images_and_grade_4_stays_4() -> None:
@@ -141,7 +147,8 @@ def test_paper_grade_raises_every_cell_on_5_images_and_grade_4_stays_4() -> None
         )
     removed_images = images_of(result, ErrorKind.removed)
     artefact_images = images_of(result, ErrorKind.duplicate) | images_of(result, ErrorKind.false_positive)
-    assert len(by_kind(result, ErrorKind.removed)) == 5 and len(removed_images) == 5
+    assert len(by_kind(result, ErrorKind.removed)) == 5
+    assert len(removed_images) == 5
     assert len(by_kind(result, ErrorKind.duplicate)) + len(by_kind(result, ErrorKind.false_positive)) == 10
     assert len(artefact_images) == 5
     assert len(removed_images | shifted_images | artefact_images) == 15
@@ -157,9 +164,11 @@ def test_paper_detect_removes_a_fifth_adds_as_many_fakes_and_groups_follow_the_t
     fakes = by_kind(result, ErrorKind.false_positive)
     assert len(removed) == round(0.2 * true_count) == len(fakes)
     for entry in removed:
-        assert entry.score is not None and entry.group == group_of(entry.score, [0.33, 0.66])
+        assert entry.score is not None
+        assert entry.group == group_of(entry.score, [0.33, 0.66])
     for entry in fakes:
-        assert entry.score is not None and entry.group == group_of(entry.score, [0.2, 0.4])
+        assert entry.score is not None
+        assert entry.group == group_of(entry.score, [0.2, 0.4])
         fake = entry.shown_box
         assert fake is not None
         assert all(iou(fake, t.box) < 0.5 for t in task.ground_truth if t.image_id == entry.image_id)
@@ -202,7 +211,9 @@ def test_same_seed_same_input_gives_byte_identical_output(preset: str) -> None:
 
 def test_step_overrides_change_one_field_of_one_step() -> None:
     protocol = resolve_protocol("paper-classify", None, {"seed": 5, "steps": {"0": {"count": 10}}})
-    assert protocol.seed == 5 and protocol.steps[0].count == 10 and protocol.steps[0].images == 5
+    assert protocol.seed == 5
+    assert protocol.steps[0].count == 10
+    assert protocol.steps[0].images == 5
     result = apply_protocol(synthetic_task("classify", 20, 6, 5), protocol)
     assert len(by_kind(result, ErrorKind.class_changed)) == 10
 
@@ -268,7 +279,8 @@ def test_too_few_detector_candidates_are_refused_clearly() -> None:
     task = synthetic_task("detect", images=2, per_image=15, labels=1, candidates_per_image=2)
     with pytest.raises(ProtocolError) as caught:
         apply_protocol(task, resolve_protocol("paper-detect", None, None))
-    assert "6 fakes needed" in str(caught.value) and "only 4 detector candidates" in str(caught.value)
+    assert "6 fakes needed" in str(caught.value)
+    assert "only 4 detector candidates" in str(caught.value)
 
 
 def test_base_source_keeps_detector_boxes_and_matches_them_to_ground_truth() -> None:

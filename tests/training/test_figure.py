@@ -36,6 +36,9 @@ def test_summary_gives_mean_and_range_per_set_with_single_expert_sets_first() ->
 def test_the_figure_is_an_svg_with_one_series_per_mode_and_loss() -> None:
     runs = [run("unaided", "bce", "first:2", 0.8), run("aided", "votes", "first:2", 0.9)]
     svg = render(runs).decode()
-    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
-    assert "unaided, BCE" in svg and "aided, VotesLoss" in svg and "2 experts" in svg
+    assert svg.lstrip().startswith("<?xml")
+    assert "<svg" in svg
+    assert "unaided, BCE" in svg
+    assert "aided, VotesLoss" in svg
+    assert "2 experts" in svg
     assert "no training runs yet" in render([]).decode()

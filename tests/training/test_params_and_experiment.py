@@ -49,7 +49,9 @@ def test_train_params_defaults_follow_the_published_notebooks() -> None:
         1e-3,
     )
     assert (params.batch_size, params.patch_size, params.repeats, params.weighting) == (64, 64, 5, "paper")
-    assert params.experts == "all" and params.device == "auto" and params.weights is None
+    assert params.experts == "all"
+    assert params.device == "auto"
+    assert params.weights is None
 
 
 def test_experts_are_chosen_in_natural_name_order() -> None:
@@ -74,7 +76,10 @@ def test_the_paper_experiment_is_nineteen_sets_per_mode_for_ten_experts() -> Non
     jobs = experiment_jobs(params, {"unaided": experts, "aided": experts})
     assert len(jobs) == 19 * 2 * 2 * 5
     sets = {str(job["experts"]) for job in jobs}
-    assert len(sets) == 19 and "['P10']" in sets and "first:10" in sets and "first:1" not in sets
+    assert len(sets) == 19
+    assert "['P10']" in sets
+    assert "first:10" in sets
+    assert "first:1" not in sets
     assert {job["repeats"] for job in jobs} == {1}
     assert sorted({job["seed"] for job in jobs}) == [0, 1, 2, 3, 4]
 
@@ -111,11 +116,15 @@ async def test_the_experiment_job_runs_its_children_through_a_worker(
     result = await asyncio.to_thread(
         train_experiment.run, params, lambda fraction, message="": fractions.append(fraction)
     )
-    assert len(result["children"]) == 2 and result["succeeded"] == 2
-    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and 0.5 in fractions
+    assert len(result["children"]) == 2
+    assert result["succeeded"] == 2
+    assert fractions[0] == 0.0
+    assert fractions[-1] == 1.0
+    assert 0.5 in fractions
     async with sessionmaker() as session:
         children = (await session.scalars(select(Job).where(Job.id.in_(result["children"])))).all()
         runs = (await session.scalars(select(TrainingRun).order_by(TrainingRun.id))).all()
-    assert {job.kind for job in children} == {"train"} and parent["id"] not in result["children"]
+    assert {job.kind for job in children} == {"train"}
+    assert parent["id"] not in result["children"]
     assert sorted(run.set_name for run in runs) == ["first:2", "first:3"]
     assert [len(run.history) for run in runs] == [1, 1]

@@ -68,8 +68,11 @@ async def test_train_run_with_both_losses_records_runs_and_exports_matching_onnx
     for run in output["runs"]:
         assert set(run) == RUN_KEYS
         assert run["experts"] == ["e1", "e2", "e10"]  # natural name order
-        assert run["mode"] == "unaided" and run["device"] == "cpu" and run["best_epoch"] in (1, 2)
-        assert 0.0 <= run["best_val_accuracy"] <= 1.0 and run["samples_per_s"] > 0
+        assert run["mode"] == "unaided"
+        assert run["device"] == "cpu"
+        assert run["best_epoch"] in (1, 2)
+        assert 0.0 <= run["best_val_accuracy"] <= 1.0
+        assert run["samples_per_s"] > 0
         assert run["weights_init"] == "random (seed 0)"
         assert Path(run["onnx_path"]).is_file()
     assert output["mean_best_val_accuracy"] == {
@@ -94,9 +97,11 @@ async def test_train_run_with_both_losses_records_runs_and_exports_matching_onnx
         got = session.run(None, {session.get_inputs()[0].name: patches.numpy()})[0]
         assert np.abs(got - expected).max() <= 1e-4
     download = await admin.get(f"/api/v1/training-runs/{runs[0]['id']}/model.onnx")
-    assert download.status_code == 200 and download.content == Path(runs[0]["onnx_path"]).read_bytes()
+    assert download.status_code == 200
+    assert download.content == Path(runs[0]["onnx_path"]).read_bytes()
     csv_lines = (await admin.get(f"/api/v1/studies/{built.study_id}/training-runs.csv")).text.splitlines()
-    assert len(csv_lines) == 3 and csv_lines[0].startswith("id,job_id,task_id,mode,loss")
+    assert len(csv_lines) == 3
+    assert csv_lines[0].startswith("id,job_id,task_id,mode,loss")
 
 
 async def test_a_stopped_run_resumes_after_its_last_finished_epoch(

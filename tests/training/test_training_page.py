@@ -22,7 +22,9 @@ async def test_train_form_queues_both_losses_and_the_page_lists_jobs_and_runs(
     client, csrf = await browser_client(app, "admin")
     async with client:
         page = await client.get(f"/admin/tasks/{setup.task.id}/training")
-        assert page.status_code == 200 and 'name="experts"' in page.text and "No train jobs" in page.text
+        assert page.status_code == 200
+        assert 'name="experts"' in page.text
+        assert "No train jobs" in page.text
         form = {
             "csrf_token": csrf,
             "experts": "first:1",
@@ -41,14 +43,17 @@ async def test_train_form_queues_both_losses_and_the_page_lists_jobs_and_runs(
             for job in jobs
         } == {("first:1", "aided", 2, 3)}
         bad = await client.post(f"/admin/tasks/{setup.task.id}/training", data={**form, "repeats": "0"})
-        assert bad.status_code == 422 and "repeats" in bad.text
+        assert bad.status_code == 422
+        assert "repeats" in bad.text
         async with sessionmaker() as session, session.begin():
             session.add(_run(setup.study.id, setup.task.id))
         listed = await client.get(f"/admin/tasks/{setup.task.id}/training")
-        assert listed.text.count(POLLING) == 2 and "0.750" in listed.text
+        assert listed.text.count(POLLING) == 2
+        assert "0.750" in listed.text
         run_id = int(listed.text.split('id="run-')[1].split('"')[0])
         curves = await client.get(f"/admin/training-runs/{run_id}/curves.svg")
-        assert curves.status_code == 200 and curves.headers["content-type"].startswith("image/svg+xml")
+        assert curves.status_code == 200
+        assert curves.headers["content-type"].startswith("image/svg+xml")
     async with sessionmaker() as session:
         assert len((await session.scalars(select(Job))).all()) == 2  # the refused form queued nothing
 

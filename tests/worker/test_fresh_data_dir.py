@@ -26,7 +26,8 @@ def test_the_worker_migrates_a_fresh_data_dir_before_it_polls(tmp_path: Path, co
 
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert "no such table" not in output and "claim step failed" not in output, output
+    assert "no such table" not in output, output
+    assert "claim step failed" not in output, output
     with sqlite3.connect(data / "concord.db") as database:
         tables = {row[0] for row in database.execute("select name from sqlite_master where type = 'table'")}
     assert {"job", "worker_heartbeat", "alembic_version"} <= tables
@@ -38,5 +39,6 @@ def test_the_worker_says_in_one_line_when_the_data_dir_is_unusable(tmp_path: Pat
 
     done = _run(["-m", "worker", "--once"], blocker / "data", tmp_path)
 
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
     assert done.stderr.startswith(f"worker: cannot use the data dir {blocker / 'data'}: ")

@@ -26,8 +26,11 @@ async def test_job_succeeds_with_result_and_full_progress(
     assert await _worker(settings).run() == 0
     job = await job_row(sessionmaker, job_id)
     assert (job.status, job.attempts, job.progress, job.error) == (JobStatus.succeeded, 1, 1.0, None)
-    assert job.result is not None and job.result["counted"] == 4
-    assert job.started_at is not None and job.finished_at is not None and job.lease_expires_at is None
+    assert job.result is not None
+    assert job.result["counted"] == 4
+    assert job.started_at is not None
+    assert job.finished_at is not None
+    assert job.lease_expires_at is None
     assert job.lease_owner == "inproc"
 
 
@@ -55,7 +58,8 @@ async def test_progress_is_visible_while_running_and_cancel_stops_the_child(
 
     job = await job_row(sessionmaker, job_id)
     assert (job.status, job.message) == (JobStatus.cancelled, "cancelled while running")
-    assert job.finished_at is not None and job.result is None
+    assert job.finished_at is not None
+    assert job.result is None
     [started] = records(tmp_path, "started")
     assert process_gone(started["pid"])
     assert records(tmp_path, "done") == []
@@ -80,7 +84,8 @@ async def test_a_raising_job_fails_with_the_error_text(
     await _worker(settings).run()
     job = await job_row(sessionmaker, job_id)
     assert (job.status, job.attempts, job.result) == (JobStatus.failed, 1, None)
-    assert job.error is not None and job.error.startswith("RuntimeError: bad params")
+    assert job.error is not None
+    assert job.error.startswith("RuntimeError: bad params")
     assert "Traceback" in job.error
 
 

@@ -172,7 +172,8 @@ def main(config: TrainConfig) -> TrainResult:
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
             current = stage
-        assert optimizer is not None and scheduler is not None
+        assert optimizer is not None
+        assert scheduler is not None
 
         def on_batch(done: int, total: int, epoch: int = epoch, stage: Stage = stage) -> None:
             fraction = (epoch + done / total) / total_epochs
