@@ -73,6 +73,7 @@ async def study_evaluation(
     params = _main_params(params.check())
     started = perf_counter()
     rows = await repository.read_study(session, study.id)
+    await repository.store_derived_object_columns(session, rows)
     loaded = perf_counter()
     key = (study.id, study.name, study.simulated, await compute(rows_digest, rows), params)
     cached = _RESULTS.get_recent(key)

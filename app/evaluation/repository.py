@@ -218,23 +218,21 @@ class StudyRows:
     task_kinds: dict[int, str] = field(default_factory=dict)
 
 
-async def read_study(session: AsyncSession, study_id: int, store: bool = True) -> StudyRows:
+async def read_study(session: AsyncSession, study_id: int) -> StudyRows:
     """Every row the metrics need: one SQLAlchemy Core query per table, run on the driver's own cursor.
 
     The queries are compiled once per dialect and their rows come back as the driver's tuples, without
     SQLAlchemy Row objects or result processing. Expert objects come from each task's stored object columns
-    when they are current, else from the annotation table; tables built that way are stored for the next read
-    (`store_object_columns`; with store=False the caller stores them, `store_rebuilt`).
+    when they are current, else from the annotation table (`rows.rebuilt`). Reading writes nothing: callers
+    store what was rebuilt with `store_derived_object_columns`.
     """
     connection = await session.connection()
-    rows = await connection.run_sync(_read_study, {STUDY_PARAMETER: study_id})
-    if store:
-        await store_rebuilt(session, rows)
-    return rows
+    return await connection.run_sync(_read_study, {STUDY_PARAMETER: study_id})
 
 
-async def store_rebuilt(session: AsyncSession, rows: StudyRows) -> None:
-    """Stores the object tables that `read_study` rebuilt, on a connection of its own."""
+async def store_derived_object_columns(session: AsyncSession, rows: StudyRows) -> None:
+    """The evaluation's one write on its read paths, a derived cache: the object tables `read_study`
+    rebuilt, stored on a connection of its own so that the next read finds them current."""
     if rows.rebuilt and isinstance(session.bind, AsyncEngine):
         await store_object_columns(session.bind, rows.rebuilt)
 

@@ -359,10 +359,10 @@ async def study_metrics(
     tables the read rebuilt are stored meanwhile, and compute_s lasts until both are done."""
     params.check()
     started = perf_counter()
-    rows = await repository.read_study(session, study.id, store=False)
+    rows = await repository.read_study(session, study.id)
     loaded = perf_counter()
     results, _ = await asyncio.gather(
-        compute(all_task_metrics, rows, params), repository.store_rebuilt(session, rows)
+        compute(all_task_metrics, rows, params), repository.store_derived_object_columns(session, rows)
     )
     computed = perf_counter()
     return StudyMetricsOut(
@@ -726,6 +726,7 @@ async def task_consensus(
     """Consensus objects of one task and mode with their votes and VotesLoss weights (over these objects)."""
     params.check()
     rows = await repository.read_study(session, study_id)
+    await repository.store_derived_object_columns(session, rows)
     return await compute(_consensus_objects, rows, task_id, mode, params)
 
 

@@ -28,7 +28,9 @@ async def _study(app: Any) -> int:
 
 async def _read(app: Any, study_id: int) -> repository.StudyRows:
     async with app.state.sessionmaker() as session:
-        return await repository.read_study(session, study_id)
+        rows = await repository.read_study(session, study_id)
+        await repository.store_derived_object_columns(session, rows)
+        return rows
 
 
 async def _revisions(app: Any) -> dict[str, int]:
