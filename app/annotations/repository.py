@@ -102,6 +102,8 @@ def _authorised_rows(of_annotation: bool) -> Any:
     """The workspace statement joined to a valid bearer token's enabled user, who is the expert; the image
     and mode are bound, or those of the user's own object `b_annotation`."""
     expert = User.id
+    image_id: Any
+    mode: Any
     query = select(User, ApiToken, Image, Task, Study, Assignment, ImageView.id, Label).join(
         ApiToken, ApiToken.user_id == User.id
     )
