@@ -223,6 +223,12 @@ class ConcordClient:
     async def labels(self, task_id: int) -> list[str]:
         return [str(label["name"]) for label in await self._json("GET", f"/tasks/{task_id}/labels")]
 
+    async def open_image(self, image_id: int, mode: str) -> list[Annotation]:
+        """Open an image before working on it (in aided mode its first open copies the suggestions into
+        the expert's objects); answers the objects. Opening again changes nothing, so a retry is safe."""
+        found = await self._json("POST", f"/images/{image_id}/open", params={"mode": mode})
+        return [Annotation.from_json(item) for item in found]
+
     async def annotations(self, image_id: int, mode: str) -> list[Annotation]:
         found = await self._json("GET", f"/images/{image_id}/annotations", params={"mode": mode})
         return [Annotation.from_json(item) for item in found]

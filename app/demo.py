@@ -1,5 +1,6 @@
 """The demo study: three tasks (classify, grade, detect) of phantom images with exact ground truth."""
 
+import importlib.util
 import io
 import secrets
 import tempfile
@@ -85,6 +86,7 @@ DEMO_TASKS = (
 
 
 DEMO_SIMULATED_EXPERTS = 4
+DEMO_TRAINING_TASK = "Mitotic figures"
 DEMO_SPEEDUP = 100.0
 
 
@@ -115,7 +117,51 @@ async def create_demo(
         await run_in_process(
             settings, DEMO_STUDY, "admin", experts=simulated_experts, speedup=speedup, seed=seed
         )
+        if torch_installed():
+            await queue_demo_training(settings, seed)
     return credentials
+
+
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+# Small enough for a CPU in minutes: the dashboard's training panel (Figure 2, right) fills in once the
+# worker of `concord serve --with-worker` has run these jobs.
+DEMO_TRAINING = {
+    "modes": ["unaided", "aided"],
+    "losses": ["bce", "votes"],
+    "sets": "number",
+    "repeats": 1,
+    "epochs_frozen": 1,
+    "epochs_unfrozen": 2,
+    "background_per_image": 20,
+}
+
+
+async def queue_demo_training(
+    settings: Settings, seed: int, task_name: str = DEMO_TRAINING_TASK
+) -> int | None:
+    """Queue the paper's training experiment on the demo's mitotic figures (BCE vs VotesLoss, training sets
+    of the first 2, 3, … simulated experts per mode), unless one is queued already; its job id or None."""
+    from app.jobs import service as jobs
+    from app.jobs.repository import list_jobs
+    from app.training.schemas import TrainExperimentParams
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            study = await studies_repository.study_by_name(session, DEMO_STUDY)
+            task = await studies_repository.task_by_name(session, study.id, task_name) if study else None
+            if study is None or task is None or await list_jobs(session, None, "train_experiment", 1, None):
+                return None
+            values = {"study_id": study.id, "task_id": task.id, "seed": seed, **DEMO_TRAINING}
+            params = TrainExperimentParams.model_validate(values).model_dump(mode="json")
+            job = await jobs.enqueue(session, "train_experiment", params, None)
+            await session.flush()
+            return job.id
+    finally:
+        await engine.dispose()
 
 
 async def _is_simulated(settings: Settings) -> bool:

@@ -50,8 +50,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.evaluation import published  # noqa: E402
-from app.evaluation.published import PARTICIPANTS, ROUNDS  # noqa: E402
+from reference import published  # noqa: E402
+from reference.published import PARTICIPANTS, ROUNDS  # noqa: E402
 
 ASTHMA = ROOT.parent / "shared" / "data" / "exact-study" / "Asthma"
 REGISTERS = published.REGISTER_FILES

@@ -45,6 +45,14 @@ from PIL import Image as PILImage  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import make_engine, make_sessionmaker  # noqa: E402
 from app.detectors import service  # noqa: E402
+from app.detectors.contract import DetectorSidecar  # noqa: E402
+from app.detectors.inference import (  # noqa: E402
+    fill_batches,
+    make_session,
+    plan_tiles,
+    preprocess,
+    reader_threads,
+)
 from app.images.service import NewImage, add_images, file_of  # noqa: E402
 from app.images.tiles import ImageSource, RegionView, Window  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
@@ -58,14 +66,6 @@ from app.phantoms import (  # noqa: E402
 )
 from app.studies import service as studies  # noqa: E402
 from app.studies.schemas import LabelIn, StudyCreate, TaskCreate  # noqa: E402
-from app.suggestions.contract import DetectorSidecar  # noqa: E402
-from app.suggestions.inference import (  # noqa: E402
-    fill_batches,
-    make_session,
-    plan_tiles,
-    preprocess,
-    reader_threads,
-)
 
 REGION = Window(50, 50, 3500, 2500)
 RATIO_TARGET = 0.85

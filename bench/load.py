@@ -322,8 +322,8 @@ class SimulatedExpert:
         return self.run_record
 
     async def _visit(self, image_id: int, size: int, labels: list[str], budget: int, deadline: float) -> int:
+        self.objects = {a.id: a for a in await self.client.open_image(image_id, MODE)}
         visit = await self.client.open_visit(image_id, MODE)
-        self.objects = {a.id: a for a in await self.client.annotations(image_id, MODE)}
         edits = 0
         while edits < budget and time.monotonic() < deadline:
             await self._edit(image_id, size, labels)

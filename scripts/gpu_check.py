@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image as PILImage  # noqa: E402
 
+from app.detectors.contract import DetectorSidecar  # noqa: E402
 from app.detectors.service import BUILTIN_DIR, DetectionRun, ImageTarget, detect_all  # noqa: E402
 from app.images.tiles import Window  # noqa: E402
 from app.phantoms import classify_patch, detect_region, grade_patch, write_pyramidal_tiff  # noqa: E402
-from app.suggestions.contract import DetectorSidecar  # noqa: E402
 from app.suggestions.schemas import SuggestionIn  # noqa: E402
 
 CUDA = "CUDAExecutionProvider"

@@ -5,11 +5,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.demo import create_demo
-from app.models import GroundTruthObject, Image, InjectedError, Suggestion
+from app.demo import DEMO_TASKS, create_demo, queue_demo_training
+from app.models import GroundTruthObject, Image, InjectedError, Job, JobStatus, Suggestion
+from app.training import repository as training_repository
+from app.training import service as training_service
+from app.training.schemas import TrainExperimentParams
 from tests.conftest import ClientFactory
 
 pytestmark = pytest.mark.slow
+SMALL_CLASSIFY_TASK = next(spec.name for spec in DEMO_TASKS if spec.kind == "classify")
 
 
 async def _purposes_of(
@@ -104,3 +108,20 @@ async def test_demo_with_simulated_experts_opens_on_a_finished_study(
     assert (await admin.get(f"/admin/plan/figure.svg?{query}")).status_code == 200
     wrong_kind = await admin.get(f"/admin/plan?kind=grade&experts=2&images=3&fit_study={study['id']}")
     assert wrong_kind.status_code == 422 and "fitting needs one" in wrong_kind.text
+
+    # the paper's training experiment is queued for the worker (BCE vs VotesLoss on the simulated experts)
+    job_id = await queue_demo_training(settings, 0, task_name=SMALL_CLASSIFY_TASK)
+    assert job_id is not None
+    assert await queue_demo_training(settings, 0, task_name=SMALL_CLASSIFY_TASK) is None  # queued once
+    job = await db.get(Job, job_id)
+    assert job is not None and job.kind == "train_experiment" and job.status == JobStatus.queued
+    params = TrainExperimentParams.model_validate(job.params)
+    annotating: dict[str, list[str]] = {
+        mode: list(await training_repository.annotating_experts(db, params.task_id, mode))
+        for mode in params.modes
+    }
+    assert all(len(names) == 2 and "expert1" not in names for names in annotating.values())
+    planned = training_service.experiment_jobs(params, annotating)
+    assert sorted((child["mode"], child["loss"]) for child in planned) == sorted(
+        (mode, loss) for mode in ("unaided", "aided") for loss in ("bce", "votes")
+    )

@@ -25,3 +25,11 @@ def test_every_template_and_migration_is_installed_beside_the_package() -> None:
             missing.append(relative)
     assert missing == [], "add these to [tool.setuptools.data-files] in pyproject.toml"
     assert len(files) > 20
+
+
+def test_the_published_reference_stays_out_of_the_installed_packages() -> None:
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        include: list[str] = tomllib.load(file)["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert any(fnmatch.fnmatch("app.detectors", pattern) for pattern in include)
+    assert not any(fnmatch.fnmatch("reference", pattern) for pattern in include)
+    assert (ROOT / "reference" / "published.py").is_file()

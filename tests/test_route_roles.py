@@ -107,6 +107,7 @@ ACCESS: dict[str, Rule] = {
     "POST /api/v1/assignments/{assignment_id}/washout-override": Rule(
         "admin", 200, lambda ids: {"reason": "pilot run"}, path_ids={"assignment_id": "aided_assignment_id"}
     ),
+    "POST /api/v1/images/{image_id}/open": Rule("owner", 200, query="mode=unaided"),
     "GET /api/v1/images/{image_id}/annotations": Rule("owner", 200, query="mode=unaided"),
     "POST /api/v1/images/{image_id}/annotations": Rule("owner", 201, lambda ids: BOX, query="mode=unaided"),
     "POST /api/v1/images/{image_id}/annotations/bulk": Rule(
@@ -205,6 +206,9 @@ ACCESS: dict[str, Rule] = {
     "POST /api/v1/plan/figure.svg": Rule("admin", 200, body=lambda ids: SMALL_PLAN),
     "GET /admin/plan": Rule("admin", 200),
     "GET /admin/plan/figure.svg": Rule("admin", 200, query="kind=grade&experts=2&images=1&repetitions=20"),
+    "POST /admin/plan/training-question": Rule("admin", 422, form={"experts": "2,3"}),  # refused: no job
+    "GET /admin/plan/training-question": Rule("admin", 303),  # the page's section: HTMX only, else the page
+    "GET /admin/plan/training-question/{job_id}/figure.svg": Rule("admin", 404),  # a sleep job, no question
 }
 
 ALLOWED: dict[Who, set[str]] = {

@@ -105,12 +105,24 @@ async def _workspace_of_annotation(
     return workspace
 
 
+@router.post("/images/{image_id}/open")
+async def open_image(
+    image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser, include_deleted: bool = False
+) -> list[AnnotationOut]:
+    """Open an image to work on it, and answer the current expert's objects on it (as the list does).
+    The first open records the first view and, in aided mode, copies the suggestions into the expert's
+    objects; opening again changes nothing. Edits open the image too; a finished assignment is not opened."""
+    workspace = await service.open_workspace(session, user, image_id, mode)
+    return await service.list_annotations(session, workspace, include_deleted)
+
+
 @router.get("/images/{image_id}/annotations")
 async def list_annotations(
     image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser, include_deleted: bool = False
 ) -> list[AnnotationOut]:
-    """The current expert's objects on an image in a mode."""
-    workspace = await service.open_workspace(session, user, image_id, mode)
+    """The current expert's objects on an image in a mode, as they are: changes nothing (before the image
+    is opened, an aided image has no objects yet)."""
+    workspace = await service.find_workspace(session, user, image_id, mode)
     return await service.list_annotations(session, workspace, include_deleted)
 
 
@@ -235,7 +247,7 @@ async def list_events(
     image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser
 ) -> list[EventOut]:
     """The current expert's append-only edit log of an image in a mode."""
-    workspace = await service.open_workspace(session, user, image_id, mode)
+    workspace = await service.find_workspace(session, user, image_id, mode)
     return [
         EventOut(
             id=event.id,
@@ -263,7 +275,7 @@ async def list_visits(
     image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser
 ) -> list[VisitOut]:
     """The current expert's visits of an image in a mode, with active seconds."""
-    workspace = await service.open_workspace(session, user, image_id, mode)
+    workspace = await service.find_workspace(session, user, image_id, mode)
     visits = await repository.visits_of(session, image_id, user.id, workspace.assignment.mode)
     return [VisitOut.model_validate(visit) for visit in visits]
 

@@ -47,7 +47,7 @@ async def _own_workspace(
     assignment = await studies.get_assignment(session, principal.user, assignment_id)
     if assignment.expert_id != principal.user.id:
         raise NotFound(f"no assignment {assignment_id} of yours")
-    workspace = await service.open_workspace(session, principal.user, image_id, assignment.mode)
+    workspace = await service.find_workspace(session, principal.user, image_id, assignment.mode)
     if workspace.assignment.id != assignment.id:
         raise NotFound(f"image {image_id} is not part of assignment {assignment_id}")
     return workspace
@@ -84,16 +84,16 @@ async def workspace_page(
     settings: SettingsDep,
     principal: PagePrincipal,
 ) -> Response:
-    """The annotation workspace of one image."""
+    """The annotation workspace of one image; changes nothing: annotate.js opens the image (POST) and
+    shows the objects that answers."""
     workspace = await _own_workspace(session, principal, assignment_id, image_id)
     purpose = purpose_of_mode(workspace.assignment.mode)
     image_list = list(await images_repository.images_of_task(session, workspace.task.id, purpose))
     done = await studies_repository.completed_image_ids(session, workspace.assignment.id)
     cache: TileCache = request.app.state.tile_cache
     described = await images.describe(cache, settings, workspace.image)
-    objects = await service.list_annotations(session, workspace)
     index = next(i for i, image in enumerate(image_list) if image.id == image_id)
-    config = _config(workspace, described.levels, objects, image_list, index, done)
+    config = _config(workspace, described.levels, image_list, index, done)
     context = {
         "principal": principal,
         "nav": "dashboard",
@@ -116,7 +116,6 @@ def _url(workspace: Workspace, image: Image) -> str:
 def _config(
     workspace: Workspace,
     levels: list[tuple[int, int]],
-    objects: list[Any],
     image_list: list[Image],
     index: int,
     done: set[int],
@@ -134,18 +133,6 @@ def _config(
         "api": API,
         "labels": [{"name": label.name, "colour": label.colour, "key": label.key} for label in labels],
         "defaultBoxSize": workspace.task.default_box_size,
-        "objects": [
-            {
-                "id": o.id,
-                "label": o.label,
-                "x1": o.x1,
-                "y1": o.y1,
-                "x2": o.x2,
-                "y2": o.y2,
-                "version": o.version,
-            }
-            for o in objects
-        ],
         "prevUrl": _url(workspace, image_list[index - 1]) if index > 0 else None,
         "nextUrl": _url(workspace, image_list[index + 1]) if index + 1 < len(image_list) else None,
         "done": image.id in done,

@@ -30,6 +30,7 @@ from app.models import (
     Annotation,
     AnnotationEvent,
     Assignment,
+    AssignmentStatus,
     EventKind,
     GroundTruthObject,
     Image,
@@ -65,36 +66,56 @@ class Workspace:
 MODES = frozenset(Mode)
 
 
+async def find_workspace(session: AsyncSession, user: User, image_id: int, mode: str) -> Workspace:
+    """The expert's workspace for reading: authorised as for editing, and changes nothing. An image not
+    opened yet shows what exists (in aided mode no objects: the suggestions are copied by the open)."""
+    row = await _open_row(session, user, image_id, mode)
+    return await _workspace(session, user, image_id, mode, row)
+
+
 async def open_workspace(session: AsyncSession, user: User, image_id: int, mode: str) -> Workspace:
-    """The expert's workspace, authorised in one query on the usual path (an open, already opened
-    assignment); anything else takes the checked path, which answers the precise 403/404/422."""
-    row = await repository.workspace_row(session, user.id, image_id, mode) if mode in MODES else None
-    if row is None:
-        return await _checked_workspace(session, user, image_id, mode)
-    is_open, _ = await studies.assignment_opens_at(session, row.assignment, row.study)
-    if not is_open or row.assignment.opened_at is None:
-        return await _checked_workspace(session, user, image_id, mode)
-    workspace = Workspace(
-        user=user,
-        image=row.image,
-        task=row.task,
-        assignment=row.assignment,
-        labels_by_name={label.name: label for label in row.labels},
-    )
-    if not row.seen:
+    """The expert's workspace for writing: the first call opens the assignment and the image (see
+    `_first_open`), later ones change nothing. A finished assignment is not opened: it can no longer change."""
+    row = await _open_row(session, user, image_id, mode)
+    workspace = await _workspace(session, user, image_id, mode, row)
+    if row is not None and row.seen and row.assignment.opened_at is not None:
+        return workspace  # the usual path of an edit: opened before
+    if workspace.assignment.status != AssignmentStatus.finished:
+        await studies.open_assignment(session, workspace.assignment)
         await _first_open(session, workspace)
     return workspace
+
+
+async def _open_row(
+    session: AsyncSession, user: User, image_id: int, mode: str
+) -> repository.WorkspaceRow | None:
+    """The workspace in one query on the usual path (an open assignment); None sends the caller to the
+    checked path, which answers the precise 403/404/422."""
+    row = await repository.workspace_row(session, user.id, image_id, mode) if mode in MODES else None
+    if row is None:
+        return None
+    is_open, _ = await studies.assignment_opens_at(session, row.assignment, row.study)
+    return row if is_open else None
+
+
+async def _workspace(
+    session: AsyncSession, user: User, image_id: int, mode: str, row: repository.WorkspaceRow | None
+) -> Workspace:
+    if row is None:
+        return await _checked_workspace(session, user, image_id, mode)
+    labels = {label.name: label for label in row.labels}
+    return Workspace(
+        user=user, image=row.image, task=row.task, assignment=row.assignment, labels_by_name=labels
+    )
 
 
 async def _checked_workspace(session: AsyncSession, user: User, image_id: int, mode: str) -> Workspace:
     image = await studies.get_image(session, user, image_id)
     studies.require_image_of_mode(image, mode)
     task = await studies.get_task(session, user, image.task_id)
-    assignment = await studies.require_working_assignment(session, user, task, mode)
+    assignment = await studies.working_assignment(session, user, task, mode)
     labels = await studies.label_map(session, task.id)
-    workspace = Workspace(user=user, image=image, task=task, assignment=assignment, labels_by_name=labels)
-    await _first_open(session, workspace)
-    return workspace
+    return Workspace(user=user, image=image, task=task, assignment=assignment, labels_by_name=labels)
 
 
 async def workspace_of_annotation(

@@ -3,11 +3,11 @@
 import argparse
 import json
 from pathlib import Path
-from typing import Literal
 
 from app.config import Settings
+from app.models import TaskKind
 
-KINDS: tuple[Literal["classify", "grade", "detect"], ...] = ("classify", "grade", "detect")
+KINDS = tuple(TaskKind)
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "detector_models"
 
 
@@ -15,7 +15,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train each requested kind with the shipped settings (torch, imported here only); one JSON line each."""
     from worker.detector.train import train_detector
 
-    kinds: tuple[Literal["classify", "grade", "detect"], ...] = KINDS if args.kind == "all" else (args.kind,)
+    kinds = KINDS if args.kind == "all" else (TaskKind(args.kind),)
     args.out.mkdir(parents=True, exist_ok=True)
     for kind in kinds:
         path = train_detector(kind, args.seed, args.out)
@@ -54,7 +54,7 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     train = actions.add_parser(
         "train", help="retrain detector(s) on phantom images and export ONNX + sidecar"
     )
-    train.add_argument("--kind", choices=[*KINDS, "all"], default="all")
+    train.add_argument("--kind", choices=[*(kind.value for kind in KINDS), "all"], default="all")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     train.set_defaults(handler=cmd_train)

@@ -26,6 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.detectors import repository
+from app.detectors.contract import DetectorRejected, DetectorSidecar, ValidatedDetector, parse_sidecar
+from app.detectors.inference import (
+    Detection,
+    ImageInput,
+    Tile,
+    detect_images,
+    make_session,
+    plan_tiles,
+)
 from app.detectors.schemas import DetectRequest
 from app.errors import Conflict, Invalid, NotFound
 from app.images import rawcache
@@ -39,15 +48,6 @@ from app.models import DetectorModel, Image, Job, SuggestionSet, Task, TaskKind,
 from app.storage import store_of
 from app.studies import repository as studies_repository
 from app.suggestions import service as suggestions_service
-from app.suggestions.contract import DetectorRejected, DetectorSidecar, ValidatedDetector, parse_sidecar
-from app.suggestions.inference import (
-    Detection,
-    ImageInput,
-    Tile,
-    detect_images,
-    make_session,
-    plan_tiles,
-)
 from app.suggestions.schemas import SuggestionIn
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def sidecar_from_text(text: str | bytes) -> dict[str, Any]:
 
 def check_model(model_bytes: bytes, sidecar: dict[str, Any]) -> ValidatedDetector:
     """Run the detector contract's checks (ONNX Runtime on CPU, one tile); a broken rule answers 422."""
-    from app.suggestions.contract import validate_detector
+    from app.detectors.contract import validate_detector
 
     if not model_bytes:
         raise Invalid("bad model: the uploaded model file is empty")

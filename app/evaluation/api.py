@@ -19,10 +19,9 @@ from app.evaluation.schemas import (
     ImportReport,
     ImportRole,
     StudyMetricsOut,
-    TaskKindName,
 )
 from app.evaluation.service import DEFAULT_COUNT_THRESHOLD, MAX_BOOTSTRAP, MetricsParams, study_metrics
-from app.models import Study, Task
+from app.models import Study, Task, TaskKind
 from app.offload import ComputeDep
 from app.schemas_common import FiniteFloat, PathId, file_responses
 
@@ -60,7 +59,7 @@ async def import_exact_files(
     files: Annotated[list[UploadFile], File(description="EXACT text exports")],
     study: Annotated[str, Form(min_length=1, max_length=200)],
     task: Annotated[str, Form(min_length=1, max_length=200)],
-    kind: Annotated[TaskKindName, Form()],
+    kind: Annotated[TaskKind, Form()],
     role: Annotated[ImportRole, Form()],
     mode: Annotated[EvaluatedMode | None, Form()] = None,
     expert: Annotated[str | None, Form(max_length=64)] = None,
@@ -135,8 +134,7 @@ async def get_metrics_csv(
     study = await _study(session, study_id)
     params = MetricsParams(iou, error_iou, consensus_radius, min_votes, consensus_nms)
     metrics = (await cache.study_evaluation(session, study, params, compute)).metrics
-    header, rows = exports.metrics_table(metrics, table)
-    return _download(exports.rows_csv(header, rows), "csv", f"{study.name}-{table}")
+    return _download(exports.metrics_csv(metrics, table), "csv", f"{study.name}-{table}")
 
 
 @router.get("/studies/{study_id}/export.zip", responses=file_responses("application/zip"))
@@ -196,7 +194,7 @@ async def export_annotations(
         text = await exports.expert_exact(session, task, expert, mode)
     else:
         objects = await exports.expert_objects(session, task, expert, mode)
-        text = exports.render_objects(objects, format)
+        text = exports.render_objects(objects, format, await exports.is_simulated(session, task))
     name = "-".join(part for part in (task.name, expert, mode) if part)
     return _download(text, format, name)
 
@@ -211,10 +209,11 @@ async def export_ground_truth(
     """Reference objects of a task as EXACT text, COCO JSON, Concord JSON or CSV."""
     task = await _task(session, task_id)
     objects = await exports.ground_truth_objects(session, task)
+    simulated = await exports.is_simulated(session, task)
     if format == "exact":
-        text = exports.ground_truth_exact(objects)
+        text = exports.ground_truth_exact(objects, simulated)
     else:
-        text = exports.render_objects(objects, format)
+        text = exports.render_objects(objects, format, simulated)
     return _download(text, format, f"{task.name}-ground-truth")
 
 

@@ -169,12 +169,10 @@ async def export_study(session: AsyncSession, study: Study, metrics: StudyMetric
         f"data/{name}.json": _json({"columns": rows.columns, "rows": rows.rows})
         for name, rows in tables.items()
     }
-    files["design.json"] = _json(_design(tables))
     files["protocols.json"] = _json(_protocols(tables))
     files["metrics/metrics.json"] = _json(metrics.model_dump(mode="json"))
     for table in exports.METRICS_TABLES:
-        header, rows = exports.metrics_table(metrics, table)
-        files[f"metrics/{table}.csv"] = exports.rows_csv(header, rows).encode()
+        files[f"metrics/{table}.csv"] = exports.metrics_csv(metrics, table).encode()
     for task in await repository.tasks_of_study(session, study.id):
         files.update(await _task_files(session, task, tables))
     files["log/edits.csv"] = _rows_csv(tables["annotation_event"], tables)
@@ -188,10 +186,29 @@ async def export_study(session: AsyncSession, study: Study, metrics: StudyMetric
             "exported_at": datetime.now(UTC).isoformat(),
             "rows": {name: len(rows.rows) for name, rows in tables.items()},
             "metrics_parameters": {"iou": metrics.iou, "error_iou": metrics.error_iou},
+            **simulation_record(study),
         }
     )
-    files["README.md"] = _readme(study.name, tables).encode()
+    files["design.json"] = _json({**simulation_record(study), **_design(tables)})
+    files["README.md"] = (_simulated_banner(study) + _readme(study.name, tables)).encode()
     return files
+
+
+def simulation_record(study: Study) -> dict[str, Any]:
+    """`simulated` and, for a simulated study, how it was run (preset, seed, experts, time scale)."""
+    if not study.simulated:
+        return {"simulated": False}
+    details = {key: value for key, value in (study.simulation or {}).items() if key != "expert_ids"}
+    return {"simulated": True, "simulation": {**details, "time_scale": study.simulation_time_scale}}
+
+
+def _simulated_banner(study: Study) -> str:
+    if not study.simulated:
+        return ""
+    return (
+        f"> **Simulated study.** {study.name} was run by simulated experts (`concord simulate`), not by people; "
+        "`manifest.json` and `design.json` say how (`simulation`), and every export in it is marked.\n\n"
+    )
 
 
 async def _task_files(session: AsyncSession, task: Task, tables: dict[str, TableRows]) -> dict[str, bytes]:

@@ -14,6 +14,7 @@ from app.errors import Invalid
 from app.evaluation.importer import ERROR_KINDS, ImportFile, ImportRequest, import_exact
 from app.evaluation.schemas import ConsensusOut, ImportReport, StudyMetricsOut, TaskMetricsOut
 from app.evaluation.service import DEFAULT_COUNT_THRESHOLD, MetricsParams, find_study, study_metrics
+from app.models import TaskKind
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -91,7 +92,7 @@ def _register_import(commands: Subparsers) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
     parser.add_argument("--study", required=True)
     parser.add_argument("--task", required=True)
-    parser.add_argument("--kind", required=True, choices=["classify", "grade", "detect"])
+    parser.add_argument("--kind", required=True, choices=[kind.value for kind in TaskKind])
     parser.add_argument(
         "--role", required=True, choices=["ground-truth", "suggestions", "expert", "injected"]
     )

@@ -1,7 +1,8 @@
 """Reader and writer for the EXACT text export (see DESIGN.md, "Data formats").
 
 One line per object with 11 `|`-separated fields, plus open/close lines, blank lines, `not in image` lines
-and a template header that is not an image. Coordinates are pixels at level 0; timestamps are naive
+and a template header that is not an image. Concord adds one line of its own: `SIMULATED_HEADER` first in
+an export of a simulated study; the reader skips lines starting with `COMMENT_PREFIX`. Coordinates are pixels at level 0; timestamps are naive
 local time.
 """
 
@@ -22,6 +23,10 @@ TEMPLATE_HEADER = ("image name", "annotation type", NOT_IN_IMAGE)
 TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S")
 NO_EDITOR_VALUES = ("", "-1")
 OPENED, CLOSED = 1, 2
+COMMENT_PREFIX = "# concord:"
+SIMULATED_HEADER = (
+    f"{COMMENT_PREFIX} simulated study: run by simulated experts (concord simulate), not by people"
+)
 NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
@@ -134,6 +139,9 @@ def _parse_line(line: str, line_no: int, source: str, parsed: ExactFile) -> str 
     """Adds the line to `parsed`; returns the image it names, or None for a skipped line."""
     if not line.strip():
         parsed.skipped.append(SkippedLine(line_no, line, "blank line"))
+        return None
+    if line.startswith(COMMENT_PREFIX):
+        parsed.skipped.append(SkippedLine(line_no, line, "Concord comment"))
         return None
     if line.startswith("["):
         visit = _parse_visit(line, line_no, source)

@@ -4,6 +4,10 @@ The EXACT export of one expert and mode is re-importable with `concord import-ex
 come in the order the expert first saw them, an image seen without objects as a `not in image` line, and
 timestamps are the stored naive local times. The annotation table keeps neither EXACT's uuid nor its editor
 names, so the export writes the expert as both editors and a uuid derived from the annotation id.
+
+Objects of a simulated study (`concord simulate`) say so in every format: EXACT text starts with the comment
+line `exact_format.SIMULATED_HEADER` (the importer skips it), COCO carries `info.simulated`, Concord's JSON a
+top-level `simulated`, and every CSV a `simulated` column.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Invalid, NotFound
 from app.evaluation import repository, service
-from app.evaluation.exact_format import NOT_IN_IMAGE, ExactObject, format_exact
+from app.evaluation.exact_format import NOT_IN_IMAGE, SIMULATED_HEADER, ExactObject, format_exact
 from app.evaluation.schemas import CountOut, PooledOut, StudyMetricsOut
-from app.models import Image, Task
+from app.models import Image, Study, Task
 from app.offload import Compute
 
+SIMULATED_STUDY = "simulated study: run by simulated experts (concord simulate), not by people"
 UUID_NAMESPACE = uuid.UUID("6f1d4c3e-2b0a-4e8f-9a57-0c5e1d2b3a49")
 CSV_FIELDS = (
     "image",
@@ -40,6 +45,7 @@ CSV_FIELDS = (
     "deleted",
     "created_at",
     "updated_at",
+    "simulated",
 )
 
 
@@ -61,6 +67,22 @@ class ExportObject:
     key: str
     votes: int | None = None
     weight: float | None = None
+    simulated: bool = False  # the object's study was run by simulated experts
+
+
+async def is_simulated(session: AsyncSession, task: Task) -> bool:
+    """Whether the task's study was run by simulated experts (`concord simulate`)."""
+    study = await session.get(Study, task.study_id)
+    return study is not None and study.simulated
+
+
+def any_simulated(objects: Sequence[ExportObject]) -> bool:
+    return any(obj.simulated for obj in objects)
+
+
+def exact_marked(text: str, simulated: bool) -> str:
+    """EXACT text with the simulated-study comment line first when the study was simulated."""
+    return SIMULATED_HEADER + "\n" + text if simulated else text
 
 
 def naive(at: datetime) -> datetime:
@@ -73,6 +95,7 @@ async def expert_objects(
 ) -> list[ExportObject]:
     expert_id = await _expert_id(session, expert)
     rows = await repository.annotations_for_export(session, task.id, expert_id, mode)
+    simulated = await is_simulated(session, task)
     return [
         ExportObject(
             image=image.name,
@@ -89,6 +112,7 @@ async def expert_objects(
             created_at=naive(annotation.created_at),
             updated_at=naive(annotation.updated_at),
             key=str(uuid.uuid5(UUID_NAMESPACE, f"annotation-{annotation.id}")),
+            simulated=simulated,
         )
         for annotation, image, label, name, _, _ in rows
     ]
@@ -105,6 +129,7 @@ async def _expert_id(session: AsyncSession, expert: str | None) -> int | None:
 
 async def ground_truth_objects(session: AsyncSession, task: Task) -> list[ExportObject]:
     rows = await repository.ground_truth_for_export(session, task.id)
+    simulated = await is_simulated(session, task)
     return [
         ExportObject(
             image=image.name,
@@ -121,6 +146,7 @@ async def ground_truth_objects(session: AsyncSession, task: Task) -> list[Export
             created_at=None,
             updated_at=None,
             key=str(uuid.uuid5(UUID_NAMESPACE, f"ground-truth-{obj.id}")),
+            simulated=simulated,
         )
         for obj, image, label in rows
     ]
@@ -134,7 +160,7 @@ async def expert_exact(session: AsyncSession, task: Task, expert: str | None, mo
     expert_id = await _expert_id(session, expert)
     assert expert_id is not None
     seen = [image.name for image in await repository.views_for_export(session, task.id, expert_id, mode)]
-    return _exact_text(objects, seen)
+    return exact_marked(_exact_text(objects, seen), await is_simulated(session, task))
 
 
 def _exact_text(objects: Sequence[ExportObject], seen: Sequence[str]) -> str:
@@ -151,8 +177,9 @@ def _exact_text(objects: Sequence[ExportObject], seen: Sequence[str]) -> str:
     return "".join(parts)
 
 
-def ground_truth_exact(objects: Sequence[ExportObject]) -> str:
-    return format_exact(_exact_object(obj) for obj in objects)
+def ground_truth_exact(objects: Sequence[ExportObject], simulated: bool | None = None) -> str:
+    simulated = any_simulated(objects) if simulated is None else simulated
+    return exact_marked(format_exact(_exact_object(obj) for obj in objects), simulated)
 
 
 def _exact_object(obj: ExportObject) -> ExactObject:
@@ -175,12 +202,14 @@ def _exact_object(obj: ExportObject) -> ExactObject:
     )
 
 
-def coco(objects: Sequence[ExportObject]) -> dict[str, Any]:
-    """COCO detection JSON; bbox = [x1, y1, x2 − x1, y2 − y1] in pixels; extra keys expert, mode, deleted."""
+def coco(objects: Sequence[ExportObject], simulated: bool | None = None) -> dict[str, Any]:
+    """COCO detection JSON; bbox = [x1, y1, x2 − x1, y2 − y1] in pixels; extra keys expert, mode, deleted;
+    `info.simulated` says whether the study was run by simulated experts."""
     images = {name: index + 1 for index, name in enumerate(dict.fromkeys(obj.image for obj in objects))}
     sizes = {obj.image: (obj.image_width, obj.image_height) for obj in objects}
     labels = {name: index + 1 for index, name in enumerate(dict.fromkeys(obj.label for obj in objects))}
     return {
+        "info": _coco_info(any_simulated(objects) if simulated is None else simulated),
         "images": [
             {"id": index, "file_name": name, "width": sizes[name][0], "height": sizes[name][1]}
             for name, index in images.items()
@@ -204,15 +233,21 @@ def coco(objects: Sequence[ExportObject]) -> dict[str, Any]:
     }
 
 
+def _coco_info(simulated: bool) -> dict[str, Any]:
+    if simulated:
+        return {"description": f"Concord export of a {SIMULATED_STUDY}", "simulated": True}
+    return {"description": "Concord export", "simulated": False}
+
+
 def _votes_fields(obj: ExportObject) -> dict[str, Any]:
     return {} if obj.votes is None else {"votes": obj.votes, "weight": obj.weight}
 
 
-def coco_text(objects: Sequence[ExportObject]) -> str:
-    return json.dumps(coco(objects), indent=1)
+def coco_text(objects: Sequence[ExportObject], simulated: bool | None = None) -> str:
+    return json.dumps(coco(objects, simulated), indent=1)
 
 
-def objects_json(objects: Sequence[ExportObject]) -> str:
+def objects_json(objects: Sequence[ExportObject], simulated: bool | None = None) -> str:
     """Concord's own JSON: one record per object with every field, in evaluation order."""
     records = [
         {
@@ -225,15 +260,17 @@ def objects_json(objects: Sequence[ExportObject]) -> str:
         }
         for obj in objects
     ]
-    return json.dumps({"objects": records}, indent=1)
+    simulated = any_simulated(objects) if simulated is None else simulated
+    return json.dumps({"simulated": simulated, "objects": records}, indent=1)
 
 
-def render_objects(objects: Sequence[ExportObject], format: str) -> str:
-    """COCO, JSON or CSV text of the objects (EXACT text needs the expert's image order: see callers)."""
+def render_objects(objects: Sequence[ExportObject], format: str, simulated: bool | None = None) -> str:
+    """COCO, JSON or CSV text of the objects (EXACT text needs the expert's image order: see callers).
+    `simulated` defaults to whether any object comes from a simulated study."""
     if format == "coco":
-        return coco_text(objects)
+        return coco_text(objects, simulated)
     if format == "json":
-        return objects_json(objects)
+        return objects_json(objects, simulated)
     return objects_csv(objects)
 
 
@@ -253,6 +290,7 @@ def objects_csv(objects: Sequence[ExportObject]) -> str:
                 obj.deleted,
                 obj.created_at.isoformat(sep=" ") if obj.created_at else "",
                 obj.updated_at.isoformat(sep=" ") if obj.updated_at else "",
+                obj.simulated,
             )
             for obj in objects
         ),
@@ -262,7 +300,7 @@ def objects_csv(objects: Sequence[ExportObject]) -> str:
 # ---------------------------------------------------------------- consensus objects
 
 CONSENSUS_EXPERT = "consensus"
-CONSENSUS_CSV_FIELDS = ("image", "label", "x1", "y1", "x2", "y2", "votes", "weight")
+CONSENSUS_CSV_FIELDS = ("image", "label", "x1", "y1", "x2", "y2", "votes", "weight", "simulated")
 
 
 async def consensus_export(
@@ -280,20 +318,22 @@ async def consensus_export(
     """
     found = await service.task_consensus(session, task.study_id, task.id, mode, params, compute)
     images, labels = await repository.images_and_labels_of_task(session, task.id)
+    simulated = await is_simulated(session, task)
     objects = [_consensus_object(item, images[item.image_id], labels[item.label_id], mode) for item in found]
     if format == "csv":
         return rows_csv(
             CONSENSUS_CSV_FIELDS,
             (
-                (obj.image, obj.label, obj.x1, obj.y1, obj.x2, obj.y2, obj.votes, obj.weight)
+                (obj.image, obj.label, obj.x1, obj.y1, obj.x2, obj.y2, obj.votes, obj.weight, simulated)
                 for obj in objects
             ),
         )
     if format == "exact":
-        return format_exact(_exact_object(obj) for obj in objects)
+        return exact_marked(format_exact(_exact_object(obj) for obj in objects), simulated)
     if format == "json":
-        return json.dumps({"objects": [_consensus_record(obj) for obj in objects]}, indent=1)
-    return coco_text(objects)
+        records = [_consensus_record(obj) for obj in objects]
+        return json.dumps({"simulated": simulated, "objects": records}, indent=1)
+    return coco_text(objects, simulated)
 
 
 def _consensus_object(item: service.ConsensusObject, image: Image, label: str, mode: str) -> ExportObject:
@@ -354,6 +394,12 @@ def rows_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 METRICS_TABLES = ("experts", "summary", "injected", "statistics")
+
+
+def metrics_csv(metrics: StudyMetricsOut, table: str) -> str:
+    """One metrics table as CSV, with a last column `simulated` (the study was run by simulated experts)."""
+    header, rows = metrics_table(metrics, table)
+    return rows_csv([*header, "simulated"], ([*row, metrics.simulated] for row in rows))
 
 
 def metrics_table(metrics: StudyMetricsOut, table: str) -> tuple[list[str], list[list[Any]]]:

@@ -17,6 +17,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
+from app import geometry
+from app.geometry import PixelConvention
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -31,29 +34,29 @@ NO_MATCH = -1
 # ---------------------------------------------------------------- boxes
 
 
+def pixels(plus_one: bool) -> PixelConvention:
+    """The geometry convention of a `plus_one` flag: inclusive pixel boxes (+1) or continuous boxes."""
+    return PixelConvention.INCLUSIVE if plus_one else PixelConvention.CONTINUOUS
+
+
 def box_areas(boxes: FloatArray, plus_one: bool = True) -> FloatArray:
     """Areas (N,) of boxes (N, 4): (x2 − x1 + p)(y2 − y1 + p), p = 1 with the +1-pixel convention.
 
     >>> box_areas(np.array([[0.0, 0.0, 9.0, 4.0]]))
     array([50.])
     """
-    pad = 1.0 if plus_one else 0.0
-    return (boxes[:, 2] - boxes[:, 0] + pad) * (boxes[:, 3] - boxes[:, 1] + pad)
+    return geometry.box_areas(boxes, pixels(plus_one))
 
 
 def iou_matrix(a: FloatArray, b: FloatArray, plus_one: bool = True) -> FloatArray:
-    """IoU (N, M) of every box of a (N, 4) with every box of b (M, 4).
+    """IoU (N, M) of every box of a (N, 4) with every box of b (M, 4) (`app.geometry.iou_of_rows`).
 
-    IoU = I / (area_a + area_b − I), I = max(0, min(x2) − max(x1) + p) · max(0, min(y2) − max(y1) + p),
     p = 1 with the +1-pixel convention (boxes that touch share one pixel row).
 
     >>> iou_matrix(np.array([[0.0, 0, 9, 9]]), np.array([[5.0, 0, 14, 9]]))  # 50 / (100 + 100 − 50)
     array([[0.33333333]])
     """
-    n, m = len(a), len(b)
-    rows = np.repeat(np.arange(n), m)
-    cols = np.tile(np.arange(m), n)
-    return paired_iou(a[rows], b[cols], plus_one).reshape(n, m)
+    return geometry.iou_matrix(a, b, pixels(plus_one))
 
 
 def paired_iou(a: FloatArray, b: FloatArray, plus_one: bool = True) -> FloatArray:
@@ -62,20 +65,7 @@ def paired_iou(a: FloatArray, b: FloatArray, plus_one: bool = True) -> FloatArra
     >>> paired_iou(np.array([[0.0, 0, 9, 9]]), np.array([[0.0, 0, 9, 9]]))
     array([1.])
     """
-    return _iou_of_rows(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T), plus_one)
-
-
-def _iou_of_rows(a: FloatArray, b: FloatArray, plus_one: bool) -> FloatArray:
-    """IoU (K,) of boxes given as coordinate rows a, b (4, K): contiguous rows keep numpy fast."""
-    pad = 1.0 if plus_one else 0.0
-    width = np.minimum(a[2], b[2]) - np.maximum(a[0], b[0]) + pad
-    height = np.minimum(a[3], b[3]) - np.maximum(a[1], b[1]) + pad
-    intersection = np.maximum(width, 0.0) * np.maximum(height, 0.0)
-    union = (
-        (a[2] - a[0] + pad) * (a[3] - a[1] + pad) + (b[2] - b[0] + pad) * (b[3] - b[1] + pad) - intersection
-    )
-    iou: FloatArray = np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
-    return iou
+    return geometry.paired_iou(a, b, pixels(plus_one))
 
 
 def box_centres(boxes: FloatArray) -> FloatArray:
@@ -175,7 +165,7 @@ def overlaps(
     det_index, ref_index = _overlapping_same_key_pairs(det_boxes, det_keys, ref_boxes, ref_keys, plus_one)
     det_rows = np.ascontiguousarray(det_boxes.take(det_index, axis=0).T)
     ref_rows = np.ascontiguousarray(ref_boxes.take(ref_index, axis=0).T)
-    return Overlaps(det_index, ref_index, _iou_of_rows(det_rows, ref_rows, plus_one))
+    return Overlaps(det_index, ref_index, geometry.iou_of_rows(det_rows, ref_rows, pixels(plus_one)))
 
 
 def best_of_overlaps(pairs: Overlaps, det_keys: IntArray, ref_keys: IntArray) -> tuple[IntArray, FloatArray]:
@@ -241,7 +231,7 @@ def _overlapping_same_key_pairs(
     """
     if len(det_keys) == 0 or len(ref_keys) == 0:
         return _same_key_pairs(det_keys, ref_keys)
-    pad = 1.0 if plus_one else 0.0
+    pad = pixels(plus_one).pad
     left = min(float(det_boxes[:, 0].min()), float(ref_boxes[:, 0].min()))
     right = max(float(det_boxes[:, 2].max()), float(ref_boxes[:, 2].max()))
     widest = float((ref_boxes[:, 2] - ref_boxes[:, 0]).max()) + pad + 1.0

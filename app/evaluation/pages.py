@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.deps import SessionDep
+from app.deps import PageAdmin, SessionDep
 from app.errors import NotFound
 from app.evaluation import cache, exports, plots
 from app.evaluation.schemas import StudyMetricsOut, TaskMetricsOut, UncertaintyOut
@@ -19,7 +19,7 @@ from app.models import Study
 from app.offload import Compute, ComputeDep
 from app.schemas_common import FiniteFloat, PathId
 from app.studies import service as studies
-from app.templating import PageAdmin, is_htmx, render
+from app.templating import is_htmx, render
 from app.training import service as training
 
 router = APIRouter(tags=["evaluation pages"], include_in_schema=False)

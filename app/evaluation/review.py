@@ -43,12 +43,11 @@ from app.evaluation.schemas import (
     ThresholdOut,
     UncertaintyOut,
 )
+from app.models import TaskKind
 
 if TYPE_CHECKING:
     from app.evaluation.service import Batch, Boxes, ExpertWork, MetricsParams, TaskData
 
-DETECT = "detect"
-GRADE = "grade"
 DIFFERENCE = "aided_minus_unaided"
 CACHE_SIZE = 32
 _CACHE: OrderedDict[str, UncertaintyOut] = OrderedDict()
@@ -68,16 +67,18 @@ def _names(experts: dict[str, ExpertWork], order: Callable[[str], Any]) -> list[
 def task_agreement(task: TaskData, batches: dict[str, Batch], params: MetricsParams) -> AgreementOut:
     """Agreement of every mode of a task (see the module text); batches: `service.Batch` of each mode."""
     label_ids = list(task.labels)
-    counted_labels = label_ids[:1] if task.kind == DETECT else label_ids
-    threshold = params.count_threshold if task.kind == DETECT else None
+    counted_labels = label_ids[:1] if task.kind == TaskKind.detect else label_ids
+    threshold = params.count_threshold if task.kind == TaskKind.detect else None
     radius = params.consensus_radius or m.CONSENSUS_RADIUS_PX
     modes = {
         mode: _mode_agreement(task, task.work[mode], batch, params, counted_labels, threshold, radius)
         for mode, batch in batches.items()
     }
     return AgreementOut(
-        label_kappa_weights="quadratic" if task.kind == GRADE else "none",
-        count_label=task.labels[counted_labels[0]] if task.kind == DETECT and counted_labels else None,
+        label_kappa_weights="quadratic" if task.kind == TaskKind.grade else "none",
+        count_label=task.labels[counted_labels[0]]
+        if task.kind == TaskKind.detect and counted_labels
+        else None,
         count_threshold=threshold,
         consensus_radius=radius,
         modes=modes,
@@ -96,7 +97,7 @@ def _mode_agreement(
     names = batch.names
     codes = _label_codes(task.labels)
     kappas = _label_kappas(
-        batch, task.reference, codes, params.iou, "quadratic" if task.kind == GRADE else "none"
+        batch, task.reference, codes, params.iou, "quadratic" if task.kind == TaskKind.grade else "none"
     )
     reference_counts = _counts_by_image(task.reference, counted_labels, task.span)
     rows: dict[str, ExpertAgreementOut] = {}
@@ -241,7 +242,9 @@ def _cluster_agreement(
     np.add.at(value_counts, (cluster[first], labels[first]), 1)
     not_marked = len(names) - value_counts.sum(axis=1, keepdims=True)
     fleiss = agreement.fleiss_kappa(np.hstack([value_counts, not_marked]))
-    alpha = agreement.krippendorff_alpha(value_counts, "ordinal" if task.kind == GRADE else "nominal")
+    alpha = agreement.krippendorff_alpha(
+        value_counts, "ordinal" if task.kind == TaskKind.grade else "nominal"
+    )
     return fleiss, alpha, n_clusters
 
 
@@ -318,7 +321,7 @@ def task_uncertainty(
 
 def _cache_key(task: TaskData, params: MetricsParams) -> str:
     digest = hashlib.blake2b(digest_size=20)
-    digest.update(repr((task.name, task.kind, sorted(task.labels.items()), params)).encode())
+    digest.update(repr((task.name, task.kind.value, sorted(task.labels.items()), params)).encode())
     for boxes in (task.reference, *(part for _, parts in sorted(task.register.items()) for _, part in parts)):
         _update(digest, boxes)
     for mode, experts in sorted(task.work.items()):

@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 ImportRole = Literal["ground-truth", "suggestions", "expert", "injected"]
 ErrorKind = Literal["class_changed", "removed", "duplicate", "false_positive", "grade_shifted"]
 EvaluatedMode = Literal["unaided", "aided"]
-TaskKindName = Literal["classify", "grade", "detect"]
 ExportFormat = Literal["exact", "coco", "json", "csv"]
 
 

@@ -43,7 +43,7 @@ from app.evaluation.schemas import (
     TestsOut,
     TimingOut,
 )
-from app.models import Study
+from app.models import Study, TaskKind
 from app.offload import Compute, in_thread
 
 MODES = repository.EVALUATED_MODES
@@ -129,7 +129,7 @@ class TaskData:
     suggestion_set_id: int | None
     register: dict[str, list[tuple[int | None, Boxes]]]  # kind → [(group, entries)], see _register
     span: int = 1  # more than any image id of the study
-    kind: str = "classify"
+    kind: TaskKind = TaskKind.classify
     images: m.IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # the task's, ascending
 
 
@@ -184,7 +184,7 @@ def build_tasks(rows: repository.StudyRows) -> dict[int, TaskData]:
     }
     for task_id, task in tasks.items():
         task.span = int(sizes.ids.max(initial=0)) + 1
-        task.kind = rows.task_kinds.get(task_id, task.kind)
+        task.kind = TaskKind(rows.task_kinds.get(task_id, task.kind))
         task.images = sizes.ids[sizes.tasks == task_id]
     _add_reference(tasks, rows.ground_truth, sizes)
     _add_work(tasks, rows, sizes, users)
@@ -426,7 +426,7 @@ def task_digest(task: TaskData, params: MetricsParams) -> str:
         add(*((boxes.boxes, boxes.labels, boxes.images) if boxes is not None else ()))
         digest.update(b"|" if boxes is not None else b"-")
 
-    digest.update(repr((task.name, task.kind, sorted(task.labels.items()), task.span, params)).encode())
+    digest.update(repr((task.name, task.kind.value, sorted(task.labels.items()), task.span, params)).encode())
     digest.update(repr(task.suggestion_set_id).encode())
     add_boxes(task.reference)
     add_boxes(task.suggestions)

@@ -5,12 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
-from app.deps import SessionDep, SettingsDep
+from app.deps import PageAdmin, SessionDep, SettingsDep
 from app.images import service
 from app.models import ImagePurpose
 from app.schemas_common import PathId
 from app.studies import service as studies
-from app.templating import PageAdmin, is_htmx, redirect
+from app.templating import is_htmx, redirect
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 

@@ -60,7 +60,11 @@ def _task_link(task: Task | None, job: Job) -> Link | None:
 
 
 def _result_link(task: Task | None, job: Job) -> Link | None:
-    if task is None or job.status != JobStatus.succeeded or not job.result:
+    if job.status != JobStatus.succeeded or not job.result:
+        return None
+    if job.kind == "training_question":  # a study plan's question: no task, its answer is on the Plan page
+        return Link("answer on the Plan page", f"/admin/plan?question_job={job.id}#training-question")
+    if task is None:
         return None
     set_id = job.result.get("suggestion_set_id")
     if job.kind == "detect" and isinstance(set_id, int):

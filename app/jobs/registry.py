@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from app.jobs.params import DetectorTrainParams, DetectParams, JobParams, SleepParams
+from app.simulation.schemas import TrainingQuestionParams
 from app.training.schemas import TrainExperimentParams, TrainParams
 
 DEFAULT_TIMEOUT_S = 3600.0
@@ -101,4 +102,7 @@ register_job_kind("detector_train", "worker.tasks.detector_train:run", DetectorT
 register_job_kind("train", "worker.tasks.train:run", TrainParams, 86400.0, default_max_attempts=3)
 register_job_kind(
     "train_experiment", "worker.tasks.train_experiment:run", TrainExperimentParams, 7 * 86400.0, 3
+)
+register_job_kind(
+    "training_question", "worker.tasks.training_question:run", TrainingQuestionParams, 86400.0, 2
 )

@@ -59,18 +59,45 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="power to detect the concordance gain and time saving, by repeated simulation (no server)",
     )
     plan.add_argument("--kind", choices=["classify", "grade", "detect"], default="detect")
-    plan.add_argument("--experts", default="3,5,10", help="experts per mode, comma-separated")
+    plan.add_argument(
+        "--experts",
+        help="experts per mode, comma-separated (default 3,5,10; with --training-question 1,2,3)",
+    )
     plan.add_argument("--images", default="5,15", help="images per mode, comma-separated")
     plan.add_argument("--preset", default="paper")
     plan.add_argument("--repetitions", type=int, default=100)
     plan.add_argument("--seed", type=int, default=0)
-    plan.add_argument("--figure", help="also write the power plot to this SVG or PNG file")
+    plan.add_argument(
+        "--figure", help="also write the plot (power, or the training question's accuracy) to this SVG or PNG"
+    )
     plan.add_argument(
         "--fit-study", help="fit the population to this finished study's results (name or id) before planning"
     )
     plan.add_argument("--fit-task", help="with --fit-study: the task (default: the study's task of --kind)")
     plan.add_argument("--json", action="store_true")
+    _training_question_options(plan)
     plan.set_defaults(handler=cmd_plan)
+
+
+def _training_question_options(plan: argparse.ArgumentParser) -> None:
+    group = plan.add_argument_group(
+        "training question",
+        "with --training-question: validation accuracy of the patch classifier trained on the votes of k "
+        "simulated experts per mode, on phantoms (needs torch; options default to a CPU-sized run)",
+    )
+    group.add_argument(
+        "--training-question",
+        action="store_true",
+        help="how many unaided experts match one aided expert? (trains here, in this process)",
+    )
+    group.add_argument("--losses", default="votes", help="votes, bce or votes,bce")
+    group.add_argument("--repeats", type=int, help="repeats (seeds seed, seed + 1, …; default 2)")
+    group.add_argument("--region-scale", type=int, help="phantom region: 1 = 3500 × 2500 px in 4 fields")
+    for option in ("epochs-frozen", "epochs-unfrozen", "patch-size", "batch-size", "background-per-image"):
+        group.add_argument(f"--{option}", type=int)
+    group.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    group.add_argument("--cpu-threads", type=int, help="torch CPU threads (default: torch's choice)")
+    group.add_argument("--weights", help="a local ResNet-18 state dict to start from (default: random)")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -220,6 +247,8 @@ def _calibration(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.training_question:
+        return cmd_training_question(args)
     from pydantic import ValidationError
 
     from app.errors import AppError
@@ -229,7 +258,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         query = PlanQuery(
             kind=args.kind,
-            experts=[int(part) for part in args.experts.split(",") if part.strip()],
+            experts=[int(part) for part in (args.experts or "3,5,10").split(",") if part.strip()],
             images=[int(part) for part in args.images.split(",") if part.strip()],
             preset=args.preset,
             repetitions=args.repetitions,
@@ -309,3 +338,72 @@ def _print_fit(fitted: Any) -> None:
         print(
             f"  {measure:<11} {mode:<7} mean {observed:8.3f} → {simulated:8.3f}   sd {observed_sd:7.3f} → {simulated_sd:7.3f}"
         )
+
+
+QUESTION_OPTIONS = (
+    "repeats", "region_scale", "epochs_frozen", "epochs_unfrozen", "patch_size", "batch_size",
+    "background_per_image", "device", "cpu_threads", "weights",
+)  # fmt: skip
+
+
+def question_params(args: argparse.Namespace) -> Any:
+    """The training question's params from the command line; ValueError or ValidationError says why not."""
+    from app.simulation.schemas import TrainingQuestionParams
+
+    if args.kind != "detect":
+        raise ValueError(
+            "the training question trains the mitotic-figure patch classifier: use --kind detect"
+        )
+    values: dict[str, Any] = {"preset": args.preset, "seed": args.seed}
+    values["losses"] = [part.strip() for part in args.losses.split(",") if part.strip()]
+    if args.experts:
+        try:
+            values["experts"] = [int(part) for part in args.experts.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(
+                f"--experts takes whole numbers separated by commas, not {args.experts!r}"
+            ) from None
+    values.update({name: getattr(args, name) for name in QUESTION_OPTIONS if getattr(args, name) is not None})
+    return TrainingQuestionParams.model_validate(values)
+
+
+def cmd_training_question(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from app.simulation import training_question
+    from app.simulation.schemas import describe
+
+    try:
+        params = question_params(args)
+    except ValidationError as error:
+        print(f"concord plan: {describe(error)}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"concord plan: {error}", file=sys.stderr)
+        return 2
+    try:
+        from worker.training.question import answer_question
+    except ImportError as error:
+        print(
+            f"concord plan: the training question needs torch ({error}); install '.[train]'", file=sys.stderr
+        )
+        return 2
+    result = answer_question(params, _progress_printer())
+    if args.figure:
+        fmt = "png" if args.figure.endswith(".png") else "svg"
+        with open(args.figure, "wb") as out:
+            out.write(training_question.figure(result, fmt))
+    print(json.dumps(result) if args.json else training_question.describe(result))
+    return 0
+
+
+def _progress_printer() -> Any:
+    last = [""]
+
+    def report(fraction: float, message: str) -> None:
+        if "batch" in message or message == last[0]:
+            return
+        last[0] = message
+        print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+
+    return report

@@ -23,6 +23,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from app.geometry import INCLUSIVE, iou_matrix
+
 Box = tuple[float, float, float, float]
 GROUPS = 3
 
@@ -249,15 +251,8 @@ def classify_shown(scene: Scene, shown: list[ShownObject], iou: float = 0.5) -> 
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    if not len(boxes):
-        return np.zeros(0)
-    width = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + 1
-    height = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + 1
-    inter = np.clip(width, 0, None) * np.clip(height, 0, None)
-    area = (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
-    areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
-    result: np.ndarray = inter / (area + areas - inter)
-    return result
+    pixel_box = np.asarray(box, dtype=np.float64).reshape(1, 4)
+    return iou_matrix(pixel_box, boxes.astype(np.float64), INCLUSIVE).reshape(-1)
 
 
 def aided(

@@ -106,9 +106,10 @@ class ExpertRun:
     async def _image(self, task: TaskScene, image_id: int, scene: Scene, mode: str) -> None:
         expert = self.people[task.kind]
         labels = len(task.labels)
+        opened = await self.client.open_image(image_id, mode)
         visit = await self.client.open_visit(image_id, mode)
         if mode == "aided":
-            shown = _canonical(await self.client.annotations(image_id, mode))
+            shown = _canonical(opened)
             work = model.aided(
                 expert,
                 scene,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.schemas_common import FiniteFloat
+from app.training.schemas import Loss, TrainSettings
 
 MAX_EXPERTS = 40
 
@@ -127,3 +128,61 @@ def describe(error: ValidationError) -> str:
         f"{str(problem['msg']).removeprefix('Value error, ')}"
         for problem in error.errors()
     )
+
+
+MAX_QUESTION_RUNS = 1000
+
+
+def _votes_loss_only() -> list[Loss]:
+    return ["votes"]
+
+
+class TrainingQuestionParams(TrainSettings):
+    """The `training_question` job and `concord plan --training-question`: the paper's training experiment
+    asked in advance on phantoms. Simulated experts (a preset population) annotate a phantom detect region
+    unaided and aided; the first k experts' votes of each mode label a training set; the existing
+    classifier training (ResNet-18, VotesLoss and/or BCE) learns it; the validation accuracy against the
+    phantom's ground truth is compared across modes and k. Repeat r uses seed + r for the phantom, the
+    population, the injected errors and the training. Small defaults: a CPU answers in minutes."""
+
+    experts: list[Annotated[int, Field(ge=1, le=MAX_EXPERTS)]] = Field(
+        default_factory=lambda: [1, 2, 3], min_length=1, max_length=10
+    )
+    losses: list[Loss] = Field(default_factory=_votes_loss_only, min_length=1, max_length=2)
+    preset: Annotated[str, Field(min_length=1, max_length=40)] = "paper"
+    region_scale: Annotated[int, Field(ge=1, le=4)] = 1
+    repeats: Annotated[int, Field(ge=1, le=50)] = 2
+    epochs_frozen: Annotated[int, Field(ge=0, le=1000)] = 0
+    epochs_unfrozen: Annotated[int, Field(ge=0, le=1000)] = 10
+    batch_size: Annotated[int, Field(ge=2, le=4096)] = 16
+    patch_size: Annotated[int, Field(ge=16, le=512)] = 32
+    background_per_image: Annotated[int, Field(ge=0, le=10000)] = 10
+    cpu_threads: Annotated[int | None, Field(ge=1, le=256)] = None
+
+    @field_validator("experts")
+    @classmethod
+    def _one_expert_is_the_yardstick(cls, value: list[int]) -> list[int]:
+        ordered = sorted(set(value))
+        if ordered[0] != 1:
+            raise ValueError(
+                "experts must include 1: one aided expert is what the unaided ones are compared with"
+            )
+        return ordered
+
+    @field_validator("losses")
+    @classmethod
+    def _distinct_losses(cls, value: list[Loss]) -> list[Loss]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _bounded_runs(self) -> TrainingQuestionParams:
+        if self.runs > MAX_QUESTION_RUNS:
+            raise ValueError(
+                f"repeats × experts × 2 modes × losses = {self.runs} runs; at most {MAX_QUESTION_RUNS}"
+            )
+        return self
+
+    @property
+    def runs(self) -> int:
+        """Training runs the question takes: one per repeat, mode, number of experts and loss."""
+        return self.repeats * len(self.experts) * 2 * len(self.losses)

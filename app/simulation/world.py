@@ -98,20 +98,41 @@ def _scene_objects(phantom: Phantom, labels: Sequence[str], window: tuple[int, i
 def phantom_scenes(kind: str, seed: int, images: int) -> tuple[Scene, ...]:
     """The demo's phantoms as scenes: patches seed·1000 + i, or a detect region cut into 2 × 2 fields
     (`images` then sets the region: 4 fields of 1750 × 1250 px per unit, the demo's 7000 × 5000 at 4)."""
+    if kind == "detect":
+        return detect_scenes(*detect_fields(seed, images))
     labels = LABELS[kind]
     scenes: list[Scene] = []
-    if kind == "detect":
-        scale = max(images // 4, 1)
-        width, height = 1750 * scale, 1250 * scale
-        phantom = detect_region(seed, 2 * width, 2 * height)
-        windows = [(col * width, row * height, width, height) for row in range(2) for col in range(2)]
-        scenes = [_scene_objects(phantom, labels, window) for window in windows]
-    else:
-        make = classify_patch if kind == "classify" else grade_patch
-        for index in range(images):
-            phantom = make(seed * 1000 + index)
-            h, w = phantom.image.shape[:2]
-            scenes.append(_scene_objects(phantom, labels, (0, 0, w, h)))
+    make = classify_patch if kind == "classify" else grade_patch
+    for index in range(images):
+        phantom = make(seed * 1000 + index)
+        h, w = phantom.image.shape[:2]
+        scenes.append(_scene_objects(phantom, labels, (0, 0, w, h)))
+    return tuple(
+        Scene(index, scene.width, scene.height, scene.truth, scene.lookalikes)
+        for index, scene in enumerate(scenes)
+    )
+
+
+Window = tuple[int, int, int, int]  # left, top, width, height in the region's pixels
+
+
+def detect_windows(images: int) -> tuple[int, int, list[Window]]:
+    """The detect region's size and its 2 × 2 fields: 1750 × 1250 px per field and unit of images // 4."""
+    scale = max(images // 4, 1)
+    width, height = 1750 * scale, 1250 * scale
+    windows = [(col * width, row * height, width, height) for row in range(2) for col in range(2)]
+    return 2 * width, 2 * height, windows
+
+
+def detect_fields(seed: int, images: int) -> tuple[Phantom, list[Window]]:
+    """The demo's detect region (pixels and truth) and the windows of its fields."""
+    width, height, windows = detect_windows(images)
+    return detect_region(seed, width, height), windows
+
+
+def detect_scenes(phantom: Phantom, windows: Sequence[Window]) -> tuple[Scene, ...]:
+    """One scene per field window of a detect region, keyed by its position."""
+    scenes = [_scene_objects(phantom, LABELS["detect"], window) for window in windows]
     return tuple(
         Scene(index, scene.width, scene.height, scene.truth, scene.lookalikes)
         for index, scene in enumerate(scenes)
@@ -133,9 +154,10 @@ def detector_candidates(scenes: Sequence[Scene], seed: int) -> list[protocols.Ta
     return found
 
 
-def sim_task(kind: str, seed: int, images: int) -> SimTask:
-    """Phantom scenes with the paper's error-injection preset applied to their ground truth."""
-    scenes = phantom_scenes(kind, seed, images)
+def sim_task(kind: str, seed: int, images: int, scenes: tuple[Scene, ...] | None = None) -> SimTask:
+    """Phantom scenes (the demo's, or `scenes`) with the paper's error-injection preset applied to their
+    ground truth."""
+    scenes = phantom_scenes(kind, seed, images) if scenes is None else scenes
     labels = LABELS[kind]
     truth = [
         protocols.TaskObject(image, obj.label + 1, protocols.Box(*obj.box))

@@ -36,6 +36,9 @@
   const undoStack = [];
   const view = { scale: 1, tx: 0, ty: 0 };
   let showLabels = true;
+  let opened = false; // the open's answer arrived: edits are sent from then on
+  let openError = null;
+  let openAttempt = null; // resolves to whether the latest open succeeded
 
   function adopt(serverObjects) {
     const previous = selected !== null && objects.get(selected) ? objects.get(selected).id : null;
@@ -47,6 +50,15 @@
         version: item.version, deleted: !!item.deleted });
       if (item.id === previous) selected = lid;
     }
+  }
+
+  // The open answers the server's objects; boxes drawn while it was on its way wait in the queue: keep them.
+  function adoptOpened(serverObjects) {
+    const unsaved = [...objects.values()].filter((obj) => obj.id === null);
+    const kept = selected;
+    adopt(serverObjects);
+    for (const obj of unsaved) objects.set(obj.lid, obj);
+    if (objects.has(kept)) selected = kept;
   }
 
   function fromServer(obj, answer) {
@@ -129,7 +141,7 @@
   }
 
   async function pump() {
-    if (running || halted) return;
+    if (running || halted || !opened) return;
     running = true;
     while (queue.length && !halted) {
       refreshStatus();
@@ -190,6 +202,7 @@
   function retryHalted() {
     halted = null;
     errorBox.hidden = true;
+    if (!opened) return openImage();
     pump();
   }
 
@@ -217,7 +230,9 @@
   // or in flight, and every request so far was acknowledged by the server.
   function refreshStatus() {
     if (halted) setStatus(`Not saved: ${queue.length} edit(s) waiting`, "error");
+    else if (openError) setStatus("Could not open this image", "error");
     else if (running || queue.length) setStatus(`Saving… (${queue.length})`, "busy");
+    else if (!opened) setStatus("Opening the image…", "busy");
     else if (nudgeStart || (gesture && gesture.active)) setStatus("Unsaved change", "dirty");
     else setStatus("All edits saved", "ok");
   }
@@ -794,6 +809,7 @@
   const doneButton = document.getElementById("done-button");
   async function markDone() {
     if (config.done || !editable()) return;
+    if (!(await openAttempt)) return toast("This image could not be opened; retry first.");
     commitNudge();
     if (!(await whenSaved())) return toast("Some edits are not saved yet; retry them first.");
     try {
@@ -878,13 +894,41 @@
     visitId = null;
   });
 
+  // ------------------------------------------------------------------ open
+  // The page changes nothing on the server. Opening the image is a write (its first open records the
+  // first view and, in aided mode, copies the suggestions into the expert's objects), so the objects
+  // shown are the open's answer; the visit starts after it, and queued edits are sent from then on.
+  function openImage() {
+    openAttempt = sendOpen();
+    return openAttempt;
+  }
+
+  async function sendOpen() {
+    openError = null;
+    refreshStatus();
+    try {
+      adoptOpened(await callWithRetry("POST", `/images/${config.imageId}/open?${modeQuery}`, undefined, null));
+    } catch (error) {
+      openError = error;
+      errorText.textContent = `Could not open this image (${error.message || "no connection"}).`;
+      errorBox.hidden = false;
+      refreshStatus();
+      return false;
+    }
+    opened = true;
+    render();
+    refreshStatus();
+    pump();
+    openVisit();
+    return true;
+  }
+
   // ------------------------------------------------------------------ start
-  adopt(config.objects);
   showLabels = remembered("showLabels", true);
   labelsToggle.checked = showLabels;
   setDark(remembered("darkBackground", false));
   window.addEventListener("resize", () => applyView());
   fit();
-  openVisit();
+  openImage();
   window.concordWorkspace = { objects, whenSaved, view };
 })();

@@ -149,7 +149,14 @@ async def assignment_opens_at(
 
 
 async def require_working_assignment(session: AsyncSession, user: User, task: Task, mode: str) -> Assignment:
-    """The user's assignment of this task and mode, open and not finished, for reading or editing."""
+    """The user's assignment of this task and mode, open, for editing: the first one opens it."""
+    assignment = await working_assignment(session, user, task, mode)
+    await open_assignment(session, assignment)
+    return assignment
+
+
+async def working_assignment(session: AsyncSession, user: User, task: Task, mode: str) -> Assignment:
+    """The user's assignment of this task and mode, open (washout over), for reading: changes nothing."""
     if mode not in set(Mode):
         raise Invalid(f"unknown mode {mode!r}; use training, unaided or aided")
     assignment = await repository.assignment_for(session, user.id, task.id, mode)
@@ -161,10 +168,14 @@ async def require_working_assignment(session: AsyncSession, user: User, task: Ta
     if not is_open:
         when = opens_at.isoformat() if opens_at else "after the unaided assignment is finished"
         raise Forbidden(f"this aided assignment opens {when} (washout period)")
+    return assignment
+
+
+async def open_assignment(session: AsyncSession, assignment: Assignment) -> None:
+    """The expert starts working: record when, and lock the suggestion set shown (it can no longer change)."""
     if assignment.opened_at is None:
         assignment.opened_at = utcnow()
         await _lock_suggestion_set(session, assignment)
-    return assignment
 
 
 async def _lock_suggestion_set(session: AsyncSession, assignment: Assignment) -> None:

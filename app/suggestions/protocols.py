@@ -43,8 +43,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.geometry import INCLUSIVE, box_iou, greedy_one_to_one, iou_matrix
 from app.models import TaskKind
 
 BORDER_PX = 2
@@ -378,34 +380,35 @@ def _entry_json(entry: RegisterEntry) -> dict[str, Any]:
 
 
 def iou(a: Box, b: Box) -> float:
-    """Intersection over union with the +1-pixel convention: area = (x2 − x1 + 1)(y2 − y1 + 1)."""
-    width = min(a.x2, b.x2) - max(a.x1, b.x1) + 1
-    height = min(a.y2, b.y2) - max(a.y1, b.y1) + 1
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    area_a = (a.width + 1) * (a.height + 1)
-    area_b = (b.width + 1) * (b.height + 1)
-    return inter / (area_a + area_b - inter)
+    """Intersection over union of two pixel boxes (+1-pixel convention, as the evaluation uses)."""
+    return box_iou((a.x1, a.y1, a.x2, a.y2), (b.x1, b.y1, b.x2, b.y2), INCLUSIVE)
+
+
+def _iou_matrix(boxes: Sequence[Box], others: Sequence[Box]) -> np.ndarray:
+    """IoU (N, M) of pixel boxes, +1-pixel convention."""
+    return iou_matrix(_box_array(boxes), _box_array(others), INCLUSIVE)
+
+
+def _box_array(boxes: Sequence[Box]) -> np.ndarray:
+    return np.array([(box.x1, box.y1, box.x2, box.y2) for box in boxes], dtype=np.float64).reshape(-1, 4)
+
+
+def _by_image(objects: Sequence[TaskObject]) -> dict[int, list[int]]:
+    indices: dict[int, list[int]] = {}
+    for index, item in enumerate(objects):
+        indices.setdefault(item.image_id, []).append(index)
+    return indices
 
 
 def match(suggestions: Sequence[TaskObject], truth: Sequence[TaskObject], threshold: float) -> dict[int, int]:
     """Greedy one-to-one matching on the same image, highest IoU first: suggestion index → truth index."""
-    pairs = []
-    for s_index, suggestion in enumerate(suggestions):
-        for t_index, true_object in enumerate(truth):
-            if suggestion.image_id != true_object.image_id:
-                continue
-            overlap = iou(suggestion.box, true_object.box)
-            if overlap >= threshold:
-                pairs.append((-overlap, s_index, t_index))
-    pairs.sort()
+    truth_on = _by_image(truth)
     matched: dict[int, int] = {}
-    taken: set[int] = set()
-    for _, s_index, t_index in pairs:
-        if s_index not in matched and t_index not in taken:
-            matched[s_index] = t_index
-            taken.add(t_index)
+    for image_id, s_indices in _by_image(suggestions).items():
+        t_indices = truth_on.get(image_id, [])
+        overlap = _iou_matrix([suggestions[i].box for i in s_indices], [truth[i].box for i in t_indices])
+        for row, col in greedy_one_to_one(overlap, threshold):
+            matched[s_indices[row]] = t_indices[col]
     return matched
 
 
@@ -544,15 +547,14 @@ def _base_items(task: TaskInput, protocol: Protocol) -> list[_Item]:
 
 def _candidates(task: TaskInput, threshold: float) -> list[TaskObject]:
     """Source suggestions that match no ground-truth object of their image at the threshold."""
-    return [
-        suggestion
-        for suggestion in task.suggestions
-        if all(
-            iou(suggestion.box, truth.box) < threshold
-            for truth in task.ground_truth
-            if truth.image_id == suggestion.image_id
-        )
-    ]
+    truth_on = _by_image(task.ground_truth)
+    unmatched: set[int] = set()
+    for image_id, s_indices in _by_image(task.suggestions).items():
+        truth_boxes = [task.ground_truth[i].box for i in truth_on.get(image_id, [])]
+        overlap = _iou_matrix([task.suggestions[i].box for i in s_indices], truth_boxes)
+        best = overlap.max(axis=1, initial=0.0)
+        unmatched.update(index for index, value in zip(s_indices, best, strict=True) if value < threshold)
+    return [suggestion for index, suggestion in enumerate(task.suggestions) if index in unmatched]
 
 
 def _apply_step(state: _State, step: Step) -> int:
@@ -875,7 +877,7 @@ def _free_box(state: _State, image_id: int) -> Box:
         x1 = float(state.rng.randint(low, int(image.width - low - width)))
         y1 = float(state.rng.randint(low, int(image.height - low - height)))
         box = Box(x1, y1, x1 + width, y1 + height)
-        if all(iou(box, other) == 0.0 for other in occupied):
+        if not occupied or _iou_matrix([box], occupied).max() == 0.0:
             return box
     raise ProtocolError(f"found no free place for a fake on image {image.name!r} (it is too crowded)")
 

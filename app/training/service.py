@@ -222,6 +222,26 @@ def build_samples(
     return train, validation
 
 
+def samples_of_arrays(
+    experts: tuple[FloatArray, IntArray, IntArray],
+    candidates: tuple[FloatArray, IntArray],
+    truth: tuple[FloatArray, IntArray],
+    sizes: IntArray,
+    held_out: BoolArray,
+    params: TrainSettings,
+) -> tuple[Samples, Samples]:
+    """`build_samples` for boxes held in arrays rather than read from a task (the simulated training
+    question): experts' (boxes (N, 4), image index (N,), expert id (N,)), candidates' and truth's
+    (boxes, image index); image indices refer to `sizes` (M, 2) and `held_out` (M,)."""
+
+    def arrays(boxes: FloatArray, images: IntArray, group: IntArray | None = None) -> _BoxArrays:
+        count = len(images)
+        groups = np.zeros(count, np.int64) if group is None else np.asarray(group, np.int64)
+        return _BoxArrays(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(images, np.int64), groups)
+
+    return build_samples(arrays(*experts), arrays(*candidates), arrays(*truth), sizes, held_out, params)
+
+
 @dataclass(frozen=True)
 class _Found:
     boxes: FloatArray

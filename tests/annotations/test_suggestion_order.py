@@ -62,7 +62,7 @@ async def test_injected_objects_have_the_same_rank_as_the_others(
     for name in EXPERTS:
         client = await client_for(name)
         for image_id in image_ids:
-            response = await client.get(f"/api/v1/images/{image_id}/annotations?mode=aided")
+            response = await client.post(f"/api/v1/images/{image_id}/open?mode=aided")
             assert response.status_code == 200, response.text
             seen = [item["id"] for item in response.json()]
             assert seen == sorted(seen)

@@ -213,3 +213,74 @@ async def test_conflicting_edit_reloads_the_image_objects(app, live_server, page
     events = (await alice.get(f"/api/v1/images/{image_ids[0]}/events?mode=unaided")).json()
     assert [e["kind"] for e in events] == ["create"] * len(seeded) + ["relabel"]
     assert events[-1]["after"]["label"] == "lymphocyte"
+
+
+async def _aided_setup(app: object, client_for) -> tuple[int, int, list[dict[str, Any]]]:
+    """Alice's aided assignment (washout overridden) whose first image has two suggestions, not opened."""
+    await make_user(app, "admin", "admin")
+    await make_user(app, "alice")
+    admin: AsyncClient = await client_for("admin")
+    study = (await admin.post("/api/v1/studies", json={"name": "aided"})).json()
+    labels = [{"name": name} for name in LABELS]
+    task = (
+        await admin.post(
+            f"/api/v1/studies/{study['id']}/tasks",
+            json={"name": "cytology", "kind": "classify", "default_box_size": 40, "labels": labels},
+        )
+    ).json()
+    files = [("files", ("bal-0.png", png_bytes(SIZE, SIZE, seed=3), "image/png"))]
+    image = (await admin.post(f"/api/v1/tasks/{task['id']}/images", files=files)).json()[0]
+    suggestions = [
+        {"image": "bal-0.png", "label": "eosinophil", "x1": 300, "y1": 300, "x2": 340, "y2": 340},
+        {"image": "bal-0.png", "label": "neutrophil", "x1": 380, "y1": 200, "x2": 420, "y2": 240},
+    ]
+    made = await admin.post(
+        f"/api/v1/tasks/{task['id']}/suggestion-sets", json={"name": "run", "suggestions": suggestions}
+    )
+    assignment = (
+        await admin.post(
+            "/api/v1/assignments",
+            json={
+                "task_id": task["id"],
+                "expert": "alice",
+                "mode": "aided",
+                "suggestion_set_id": made.json()["id"],
+            },
+        )
+    ).json()
+    override = await admin.post(
+        f"/api/v1/assignments/{assignment['id']}/washout-override", json={"reason": "test"}
+    )
+    assert override.status_code == 200, override.text
+    return assignment["id"], image["id"], suggestions
+
+
+async def test_aided_workspace_opens_the_image_and_keeps_a_box_drawn_meanwhile(
+    app, live_server, page, client_for
+):
+    """The page alone changes nothing; annotate.js opens the image (POST) and shows the suggestions it
+    answers. A box drawn while the open is on its way waits and is saved after it, next to them."""
+    assignment_id, image_id, suggestions = await _aided_setup(app, client_for)
+    alice: AsyncClient = await client_for("alice")
+    listing = f"/api/v1/images/{image_id}/annotations?mode=aided"
+    await login(page, live_server, "alice")
+    held: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def hold_open(route: Any) -> None:
+        held.set_result(route)
+
+    await page.route("**/api/v1/images/*/open?*", hold_open)
+    await page.goto(f"{live_server}/work/{assignment_id}/images/{image_id}")
+    route = await asyncio.wait_for(held, 20)
+    await expect(page.locator("#save-status")).to_have_text("Opening the image…")
+    assert (await alice.get(listing)).json() == []  # the page's GET wrote nothing
+
+    await _drag(page, (40, 40), (90, 80))
+    await expect(page.locator("#save-status")).to_have_text("Saving… (1)")
+    await route.continue_()
+    await _saved(page)
+
+    await expect(page.locator("#overlay g.box")).to_have_count(len(suggestions) + 1)
+    stored = (await alice.get(listing)).json()
+    assert sorted(o["label"] for o in stored) == sorted([s["label"] for s in suggestions] + ["neutrophil"])
+    assert sorted(o["id"] for o in await _objects(page)) == sorted(o["id"] for o in stored)

@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from app.detectors.contract import DetectorSidecar, validate_detector
+from app.detectors.inference import Detection, detect_image, make_session
+from app.geometry import CONTINUOUS, iou_matrix
+from app.models import TaskKind
 from app.phantoms import GRADE_LABELS
-from app.suggestions.contract import DetectorSidecar, validate_detector
-from app.suggestions.inference import Detection, detect_image, make_session
-from worker.detector.dataset import Kind, Sample, make_samples
+from worker.detector.dataset import Sample, make_samples
 from worker.detector.model import CenterNet
 from worker.detector.train import (
     HELD_OUT_SEED,
     QualityReport,
     TrainConfig,
-    box_iou,
     main,
     measure_quality,
     run_detector,
@@ -28,16 +29,16 @@ from worker.detector.train import (
 MODEL_DIR = Path(__file__).resolve().parents[2] / "app" / "detector_models"
 
 
-def held_out(kind: Kind, count: int) -> list[Sample]:
+def held_out(kind: TaskKind, count: int) -> list[Sample]:
     return make_samples(kind, range(HELD_OUT_SEED, HELD_OUT_SEED + count))
 
 
 @pytest.fixture(scope="module")
 def classify_report() -> QualityReport:
-    return measure_quality(MODEL_DIR / "classify.onnx", held_out("classify", 6))
+    return measure_quality(MODEL_DIR / "classify.onnx", held_out(TaskKind.classify, 6))
 
 
-@pytest.mark.parametrize("kind", ["classify", "grade", "detect"])
+@pytest.mark.parametrize("kind", [kind.value for kind in TaskKind])
 def test_shipped_models_meet_the_contract_and_stay_small(kind: str) -> None:
     model_bytes = (MODEL_DIR / f"{kind}.onnx").read_bytes()
     sidecar = DetectorSidecar.model_validate_json((MODEL_DIR / f"{kind}.json").read_text(encoding="utf-8"))
@@ -56,7 +57,7 @@ def test_classify_finds_cells_and_names_their_type(classify_report: QualityRepor
 
 
 def test_grade_finds_cells_and_grades_most_right() -> None:
-    report = measure_quality(MODEL_DIR / "grade.onnx", held_out("grade", 10))
+    report = measure_quality(MODEL_DIR / "grade.onnx", held_out(TaskKind.grade, 10))
 
     assert report.objects >= 40
     assert report.recall >= 0.90
@@ -65,7 +66,7 @@ def test_grade_finds_cells_and_grades_most_right() -> None:
 
 
 def test_detect_finds_mitotic_figures_among_look_alikes_with_scores_falling_with_difficulty() -> None:
-    report = measure_quality(MODEL_DIR / "detect.onnx", held_out("detect", 3))
+    report = measure_quality(MODEL_DIR / "detect.onnx", held_out(TaskKind.detect, 3))
 
     assert report.objects >= 15
     assert report.recall >= 0.80
@@ -85,7 +86,7 @@ def test_cells_cut_by_tile_borders_are_found_once_on_a_large_patch() -> None:
 
     found = detect_image(session, sidecar, lambda x, y, w, h: phantom.image[y : y + h, x : x + w], 900, 900)
 
-    hits_per_cell = (box_iou(truth, boxes_of(found)) >= 0.5).sum(axis=1)
+    hits_per_cell = (iou_matrix(truth, boxes_of(found), CONTINUOUS) >= 0.5).sum(axis=1)
     assert shared.sum() >= 3
     assert (hits_per_cell[shared] == 1).mean() >= 0.9
     assert hits_per_cell.max() == 1
@@ -96,7 +97,7 @@ def boxes_of(found: list[Detection]) -> np.ndarray:
 
 
 def test_detections_of_the_tiled_path_carry_task_labels(classify_report: QualityReport) -> None:
-    sample = held_out("classify", 1)
+    sample = held_out(TaskKind.classify, 1)
     session, _ = make_session(MODEL_DIR / "classify.onnx", prefer_cuda=False)
     sidecar = DetectorSidecar.model_validate_json((MODEL_DIR / "classify.json").read_text(encoding="utf-8"))
 
@@ -108,7 +109,7 @@ def test_detections_of_the_tiled_path_carry_task_labels(classify_report: Quality
 
 def tiny_config(out_dir: Path) -> TrainConfig:
     return TrainConfig(
-        kind="grade",
+        kind=TaskKind.grade,
         seed=3,
         out_dir=out_dir,
         train_images=3,

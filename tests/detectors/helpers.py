@@ -10,6 +10,7 @@ import onnx
 from onnx import TensorProto, helper
 from PIL import Image as PILImage
 
+from app import geometry
 from app.detectors.service import BUILTIN_DIR
 
 
@@ -44,8 +45,5 @@ def stored_files(folder: Path) -> list[Path]:
 
 
 def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = inter_w * inter_h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    """IoU of two detector boxes (continuous convention)."""
+    return geometry.box_iou(a, b, geometry.CONTINUOUS)

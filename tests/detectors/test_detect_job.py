@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db import make_engine
 from app.detectors import service
+from app.detectors.inference import detect_images
 from app.errors import Invalid
 from app.images.service import NewImage, add_images
 from app.images.tiles import Window
@@ -29,7 +30,6 @@ from app.studies import service as studies
 from app.studies.schemas import LabelIn, StudyCreate, TaskCreate
 from app.suggestions import repository as suggestions_repository
 from app.suggestions import service as suggestions_service
-from app.suggestions.inference import detect_images
 from tests.conftest import ClientFactory
 from tests.detectors.helpers import box_iou, png
 from tests.factories import make_study, make_user

@@ -8,16 +8,16 @@ import numpy as np
 from PIL import Image as PILImage
 
 from app.detectors import service
-from app.images.tiles import ImageSource, RegionView, Window
-from app.phantoms import classify_patch, detect_region, grade_patch, write_pyramidal_tiff
-from app.suggestions.contract import DetectorSidecar
-from app.suggestions.inference import (
+from app.detectors.contract import DetectorSidecar
+from app.detectors.inference import (
     detect_image,
     fill_input,
     make_session,
     normalisation_table,
     preprocess,
 )
+from app.images.tiles import ImageSource, RegionView, Window
+from app.phantoms import classify_patch, detect_region, grade_patch, write_pyramidal_tiff
 from app.suggestions.schemas import SuggestionIn
 
 ROOT = Path(__file__).resolve().parents[2]

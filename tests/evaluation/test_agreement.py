@@ -12,6 +12,7 @@ from statsmodels.stats.multitest import multipletests
 
 from app.evaluation import agreement, statistics
 from app.evaluation.service import Boxes, ExpertWork, MetricsParams, TaskData, task_metrics
+from app.models import TaskKind
 
 # ---------------------------------------------------------------- closed forms vs libraries
 
@@ -129,7 +130,7 @@ def work(rows: list[tuple[int, int, tuple[float, float, float, float]]]) -> Expe
     return ExpertWork(objects(rows), np.zeros(len(rows)), images_seen=[1, 2])
 
 
-def study(kind: str) -> TaskData:
+def study(kind: TaskKind) -> TaskData:
     perfect = list(REFERENCE)
     # B: grades 1 and 2 on image 1 both read one higher; misses two cells of image 2
     shifted = [(image, label + (1 if label in (11, 12) else 0), box) for image, label, box in REFERENCE]
@@ -149,7 +150,7 @@ def study(kind: str) -> TaskData:
 
 
 def test_agreement_of_a_hand_made_grading_study() -> None:
-    result = task_metrics(study("grade"), MetricsParams())
+    result = task_metrics(study(TaskKind.grade), MetricsParams())
     found = result.agreement
     assert found is not None and found.label_kappa_weights == "quadratic" and found.count_label is None
     mode = found.modes["unaided"]
@@ -179,7 +180,7 @@ def test_agreement_of_a_hand_made_grading_study() -> None:
 
 
 def test_clinical_threshold_of_a_counting_task() -> None:
-    task = study("detect")
+    task = study(TaskKind.detect)
     task.labels = {10: "mitotic figure", 11: "lookalike", 12: "other", 13: "more"}
     result = task_metrics(task, MetricsParams(count_threshold=7))
     found = result.agreement
@@ -197,7 +198,7 @@ def test_holm_runs_across_tasks_in_the_study() -> None:
     from app.evaluation.schemas import TestsOut
     from app.evaluation.service import adjust_across_tasks
 
-    results = {name: task_metrics(study("grade"), MetricsParams()) for name in ("x", "y")}
+    results = {name: task_metrics(study(TaskKind.grade), MetricsParams()) for name in ("x", "y")}
     for result, p in zip(results.values(), (0.01, 0.04), strict=True):
         result.statistics["concordance"] = TestsOut(
             anova_F=None, anova_df=[1, 2], anova_p=None, paired_t=1.0, paired_df=2, paired_p=p

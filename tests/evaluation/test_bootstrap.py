@@ -10,6 +10,7 @@ from app.evaluation import bootstrap as bs
 from app.evaluation import metrics as m
 from app.evaluation import review
 from app.evaluation.service import MetricsParams, task_metrics
+from app.models import TaskKind
 from tests.evaluation.test_agreement import study
 
 
@@ -83,7 +84,7 @@ def test_replicates_are_seeded_and_rates_pool_entries() -> None:
 
 
 def test_the_study_bootstrap_brackets_the_observed_figures_and_is_cached() -> None:
-    task = study("grade")
+    task = study(TaskKind.grade)
     task.work["aided"] = {name: work for name, work in task.work["unaided"].items()}
     params = MetricsParams(bootstrap=200, seed=3)
 

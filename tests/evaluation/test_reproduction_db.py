@@ -8,7 +8,7 @@ import pytest
 
 from app.evaluation import metrics as m
 from app.evaluation.importer import import_exact
-from app.evaluation.published import REGISTER_FILES, ROUNDS, import_plan
+from reference.published import REGISTER_FILES, ROUNDS, import_plan
 from tests.conftest import ClientFactory
 from tests.evaluation.test_reproduction_pure import (
     ASTHMA,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from app.evaluation import metrics as m
-from app.evaluation import published
 from app.evaluation.exact_format import ExactArrays, ExactFile, index_of, read_exact, to_arrays
-from app.evaluation.published import ROUNDS
+from reference import published
+from reference.published import ROUNDS
 
 ASTHMA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "exact-study" / "Asthma"
 REGISTER_KINDS = ("changed", "deleted", "nms")

@@ -185,12 +185,17 @@ async def test_workspace_page_hides_suggestion_origins_and_scores(app, db):
     assert assignment is not None
     assignment.suggestion_set_id = suggestion_set.id
     await db.commit()
-    client, _ = await browser_client(app, "alice")
+    client, csrf = await browser_client(app, "alice")
     async with client:
         page = await client.get(f"/work/{assignment.id}/images/{setup.images[0].id}")
-    assert page.status_code == 200
-    assert '"label": "normal"' in page.text
-    assert "0.123456" not in page.text
+        # The page changes nothing; annotate.js opens the image and shows the objects it answers.
+        opened = await client.post(
+            f"/api/v1/images/{setup.images[0].id}/open?mode=aided", headers={"X-CSRF-Token": csrf}
+        )
+    assert page.status_code == 200 and opened.status_code == 200
+    assert '"objects"' not in page.text
+    assert [item["label"] for item in opened.json()] == ["normal"]
+    assert "0.123456" not in page.text and "0.123456" not in opened.text and "score" not in opened.text
     assert "origin" not in page.text
     assert "suggestion_edited" not in page.text
     assert "Aided mode" in page.text

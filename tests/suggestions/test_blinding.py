@@ -185,7 +185,7 @@ async def _expert_activity(alice: AsyncClient, images: list[Any], task_id: int) 
     """Open every image in aided mode, accept, relabel and delete a suggestion, open a visit."""
     annotations: list[dict[str, Any]] = []
     for image in images:
-        response = await alice.get(f"/api/v1/images/{image.id}/annotations?mode=aided")
+        response = await alice.post(f"/api/v1/images/{image.id}/open?mode=aided")
         assert response.status_code == 200, response.text
         annotations.extend(response.json())
     assert all(item["origin"] == "suggestion" for item in annotations)

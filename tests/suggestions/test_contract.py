@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from onnx import TensorProto
 
-from app.suggestions.contract import DetectorRejected, DetectorSidecar, validate_detector
+from app.detectors.contract import DetectorRejected, DetectorSidecar, validate_detector
 
 from .detector_graphs import dark_pixel_detector, identity_model, sidecar, wrong_label_dtype_model
 

@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from app.suggestions.contract import DetectorSidecar
-from app.suggestions.inference import (
+from app.detectors.contract import DetectorSidecar
+from app.detectors.inference import (
     Detection,
     ImageInput,
     detect_image,
@@ -17,7 +17,6 @@ from app.suggestions.inference import (
     make_session,
     merge_detections,
     model_threads,
-    nms,
     plan_tiles,
     preprocess,
     reader_threads,
@@ -25,6 +24,7 @@ from app.suggestions.inference import (
     tile_detections,
     tile_starts,
 )
+from app.geometry import nms
 
 from .detector_graphs import dark_pixel_detector, sidecar
 

@@ -324,7 +324,7 @@ async def test_a_locked_set_stays_as_it_is_and_the_assignment_cannot_be_rebound(
     )
     assert assigned.status_code == 201, assigned.text
     alice = await client_for("alice")
-    opened = await alice.get(f"/api/v1/images/{task.setup.images[0].id}/annotations?mode=aided")
+    opened = await alice.post(f"/api/v1/images/{task.setup.images[0].id}/open?mode=aided")
     assert opened.status_code == 200
     snapshot = await canonical_set(admin, injected["id"])
     assert (await admin.get(f"/api/v1/suggestion-sets/{injected['id']}")).json()["locked_at"] is not None

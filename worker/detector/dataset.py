@@ -8,15 +8,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from app.models import TaskKind
 from worker.detector.model import SIZE_SCALE, STRIDE
 
-Kind = Literal["classify", "grade", "detect"]
 FOCUS_OBJECT, FOCUS_DISTRACTOR = 0.45, 0.3  # detect crops: share centred on a figure, on a look-alike
 
 
@@ -43,25 +43,25 @@ class Sample:
     distractor_boxes: np.ndarray
 
 
-def kind_spec(kind: Kind) -> KindSpec:
+def kind_spec(kind: TaskKind) -> KindSpec:
     """The data and tiling settings of a task kind."""
     from app import phantoms
 
-    if kind == "classify":
+    if kind == TaskKind.classify:
         return KindSpec(tuple(phantoms.CLASSIFY_LABELS), 512, 512, 256, 512, 128)
-    if kind == "grade":
+    if kind == TaskKind.grade:
         return KindSpec(tuple(phantoms.GRADE_LABELS), 256, 256, 256, 256, 64)
     return KindSpec(tuple(phantoms.DETECT_LABELS), 1500, 1500, 256, 512, 96)
 
 
-def phantom_generator(kind: Kind) -> Callable[[int], Any]:
+def phantom_generator(kind: TaskKind) -> Callable[[int], Any]:
     """seed → Phantom at the kind's training size."""
     from app import phantoms
 
     spec = kind_spec(kind)
-    if kind == "classify":
+    if kind == TaskKind.classify:
         return lambda seed: phantoms.classify_patch(seed, size=spec.image_width)
-    if kind == "grade":
+    if kind == TaskKind.grade:
         return lambda seed: phantoms.grade_patch(seed, size=spec.image_width)
     return lambda seed: phantoms.detect_region(seed, width=spec.image_width, height=spec.image_height)
 
@@ -85,7 +85,7 @@ def to_sample(phantom: Any, class_names: Sequence[str]) -> Sample:
     )
 
 
-def make_samples(kind: Kind, seeds: Sequence[int]) -> list[Sample]:
+def make_samples(kind: TaskKind, seeds: Sequence[int]) -> list[Sample]:
     """Generate one phantom per seed."""
     generate = phantom_generator(kind)
     names = kind_spec(kind).class_names

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from app.suggestions.contract import OUTPUT_NAMES, DetectorSidecar, validate_detector
+from app.detectors.contract import OUTPUT_NAMES, DetectorSidecar, validate_detector
 from worker.detector.model import CenterNet, ExportableDetector
 
 OPSET = 17

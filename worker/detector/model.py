@@ -6,7 +6,7 @@ Shapes (N images, C classes, input H×W, output stride S):
   (N, 2, H/S, W/S) in input pixels divided by ``SIZE_SCALE`` and sub-cell centre offsets (N, 2, H/S, W/S)
   in cells;
 - :class:`ExportableDetector` wraps it so that the ONNX graph returns the detector contract of
-  ``app.suggestions.contract``: ``boxes`` (N, K, 4) x1, y1, x2, y2 in input pixels, ``scores`` (N, K) and
+  ``app.detectors.contract``: ``boxes`` (N, K, 4) x1, y1, x2, y2 in input pixels, ``scores`` (N, K) and
   ``labels`` (N, K) int64.
 
 Decoding picks peaks of an objectness map, 1 − Π_c (1 − p_c), the probability that a cell of any class

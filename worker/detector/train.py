@@ -16,16 +16,18 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional
 from torch.utils.data import DataLoader
 
-from app.suggestions.contract import DetectorSidecar
-from app.suggestions.inference import Detection, detect_image, make_session
-from worker.detector.dataset import CropDataset, Kind, Sample, kind_spec, make_samples
+from app.detectors.contract import DetectorSidecar
+from app.detectors.inference import Detection, detect_image, make_session
+from app.geometry import CONTINUOUS, greedy_in_order, iou_matrix
+from app.models import TaskKind
+from worker.detector.dataset import CropDataset, Sample, kind_spec, make_samples
 from worker.detector.export import build_sidecar, export_onnx, write_sidecar
 from worker.detector.model import CenterNet
 
@@ -42,7 +44,7 @@ CANDIDATE_THRESHOLDS = tuple(round(value, 2) for value in np.arange(0.1, 0.71, 0
 class TrainConfig:
     """Everything one training run depends on."""
 
-    kind: Kind
+    kind: TaskKind
     seed: int
     out_dir: Path
     train_images: int = 60
@@ -150,24 +152,6 @@ def evaluate(network: CenterNet, loader: Iterable[dict[str, torch.Tensor]]) -> f
     return float(np.mean(losses))
 
 
-def box_iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Pairwise IoU (n, m) of boxes (n, 4) and (m, 4), continuous areas."""
-    inter_w = np.clip(
-        np.minimum(boxes[:, None, 2], others[None, :, 2]) - np.maximum(boxes[:, None, 0], others[None, :, 0]),
-        0,
-        None,
-    )
-    inter_h = np.clip(
-        np.minimum(boxes[:, None, 3], others[None, :, 3]) - np.maximum(boxes[:, None, 1], others[None, :, 1]),
-        0,
-        None,
-    )
-    intersection = inter_w * inter_h
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    other_area = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return np.asarray(intersection / np.maximum(area[:, None] + other_area[None, :] - intersection, 1e-9))
-
-
 def match(
     detections: Sequence[Detection], truth: np.ndarray, iou_threshold: float = 0.5
 ) -> list[tuple[int, int]]:
@@ -175,16 +159,8 @@ def match(
     if not detections or not len(truth):
         return []
     boxes = np.array([[item.x1, item.y1, item.x2, item.y2] for item in detections], dtype=np.float32)
-    iou = box_iou(boxes, truth)
-    taken = np.zeros(len(truth), dtype=bool)
-    pairs = []
-    for index in np.argsort([-item.score for item in detections], kind="stable"):
-        candidates = np.where(taken, -1.0, iou[index])
-        best = int(np.argmax(candidates))
-        if candidates[best] >= iou_threshold:
-            taken[best] = True
-            pairs.append((int(index), best))
-    return pairs
+    best_first = np.argsort([-item.score for item in detections], kind="stable")
+    return greedy_in_order(iou_matrix(boxes, truth, CONTINUOUS), best_first, iou_threshold)
 
 
 def spearman(values: Sequence[float], others: Sequence[float]) -> float:
@@ -249,20 +225,20 @@ def measure_quality(
     return quality(samples, run_detector(session, sidecar, samples), sidecar.class_names)
 
 
-def choose_threshold(kind: Kind, reports: dict[float, QualityReport]) -> float:
+def choose_threshold(kind: TaskKind, reports: dict[float, QualityReport]) -> float:
     """The threshold with the best F1 (detect: the best recall among those with precision ≥ 0.6)."""
 
     def f1(report: QualityReport) -> float:
         return 2 * report.recall * report.precision / max(report.recall + report.precision, 1e-9)
 
-    if kind == "detect":
+    if kind == TaskKind.detect:
         precise = {value: report for value, report in reports.items() if report.precision >= 0.6}
         if precise:
             return max(precise, key=lambda value: (precise[value].recall, value))
     return max(reports, key=lambda value: f1(reports[value]))
 
 
-def calibrate(kind: Kind, model_path: Path, samples: Sequence[Sample]) -> tuple[float, QualityReport]:
+def calibrate(kind: TaskKind, model_path: Path, samples: Sequence[Sample]) -> tuple[float, QualityReport]:
     """Pick the score threshold on validation images (one low-threshold run, filtered per candidate)."""
     sidecar = DetectorSidecar.model_validate_json(model_path.with_suffix(".json").read_text(encoding="utf-8"))
     session, _ = make_session(model_path, prefer_cuda=False)
@@ -338,7 +314,7 @@ def main(config: TrainConfig) -> TrainResult:
     train_seeds, validation_seeds = training_seeds(config)
     train_samples = make_samples(config.kind, train_seeds)
     validation_samples = make_samples(config.kind, validation_seeds)
-    focus = config.kind == "detect"
+    focus = config.kind == TaskKind.detect
     train_set = CropDataset(train_samples, spec, config.crops_per_epoch, config.seed, MEAN, STD, focus)
     validation_set = CropDataset(
         validation_samples, spec, config.crops_per_epoch // 4, config.seed + 1, MEAN, STD, focus
@@ -366,20 +342,20 @@ def main(config: TrainConfig) -> TrainResult:
     return TrainResult(model_path, sidecar_path, config.epochs, train_losses, validation_losses, report)
 
 
-KIND_OVERRIDES: dict[str, dict[str, Any]] = {
-    "classify": {"train_images": 80},
-    "grade": {"train_images": 150},
-    "detect": {"train_images": 24},
+KIND_OVERRIDES: dict[TaskKind, dict[str, Any]] = {
+    TaskKind.classify: {"train_images": 80},
+    TaskKind.grade: {"train_images": 150},
+    TaskKind.detect: {"train_images": 24},
 }
 
 
-def train_detector(kind: Literal["classify", "grade", "detect"], seed: int, out_dir: Path) -> Path:
+def train_detector(kind: TaskKind, seed: int, out_dir: Path) -> Path:
     """Train the detector for one task kind with the shipped settings; returns the ONNX path."""
     config = replace(TrainConfig(kind=kind, seed=seed, out_dir=out_dir), **KIND_OVERRIDES[kind])
     return main(config).model_path
 
 
-def evaluate_shipped(kind: Kind, model_dir: Path, images: int) -> QualityReport:
+def evaluate_shipped(kind: TaskKind, model_dir: Path, images: int) -> QualityReport:
     """Quality of ``model_dir/<kind>.onnx`` on the first ``images`` held-out phantom images."""
     samples = make_samples(kind, range(HELD_OUT_SEED, HELD_OUT_SEED + images))
     return measure_quality(model_dir / f"{kind}.onnx", samples)
@@ -388,7 +364,7 @@ def evaluate_shipped(kind: Kind, model_dir: Path, images: int) -> QualityReport:
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command line: --kind {classify,grade,detect,all} --seed N --out DIR [--evaluate IMAGES]."""
     parser = argparse.ArgumentParser(description="Train Concord's phantom detectors and export them as ONNX.")
-    parser.add_argument("--kind", choices=[*get_args(Kind), "all"], default="all")
+    parser.add_argument("--kind", choices=[*(kind.value for kind in TaskKind), "all"], default="all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("app/detector_models"))
     parser.add_argument(
@@ -403,7 +379,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def cli(argv: Sequence[str] | None = None) -> None:
     """Train (or with --evaluate, measure) the requested kinds and print one JSON line per kind."""
     arguments = parse_arguments(argv)
-    kinds: tuple[Kind, ...] = get_args(Kind) if arguments.kind == "all" else (arguments.kind,)
+    kinds = tuple(TaskKind) if arguments.kind == "all" else (TaskKind(arguments.kind),)
     for kind in kinds:
         if arguments.evaluate:
             report = evaluate_shipped(kind, arguments.out, arguments.evaluate)

@@ -9,26 +9,25 @@ import asyncio
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any
 
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.detectors import service
 from app.jobs.registry import ProgressReporter
+from app.models import TaskKind
 
-Kind = Literal["classify", "grade", "detect"]
 
-
-def kinds_of(value: str) -> list[Kind]:
+def kinds_of(value: str) -> list[TaskKind]:
     """``all`` → every kind; else the one named kind (ValueError for anything else)."""
     if value == "all":
-        return list(cast(tuple[Kind, ...], service.BUILTIN_KINDS))
+        return list(service.BUILTIN_KINDS)
     if value not in service.BUILTIN_KINDS:
         raise ValueError(f"kind must be one of {', '.join(service.BUILTIN_KINDS)} or all, not {value!r}")
-    return [cast(Kind, value)]
+    return [TaskKind(value)]
 
 
-def train(kind: Kind, seed: int, out_dir: Path) -> Path:
+def train(kind: TaskKind, seed: int, out_dir: Path) -> Path:
     """Train one detector with the shipped settings (imports torch); returns its ONNX path."""
     from worker.detector.train import train_detector
 
@@ -49,7 +48,7 @@ def run(params: dict[str, Any], progress: ProgressReporter) -> dict[str, Any]:
     return {"detectors": registered, "seed": seed}
 
 
-async def _register(settings: Settings, kind: Kind, onnx_path: Path) -> dict[str, Any]:
+async def _register(settings: Settings, kind: TaskKind, onnx_path: Path) -> dict[str, Any]:
     sidecar = json.loads(onnx_path.with_suffix(".json").read_text(encoding="utf-8"))
     engine = make_engine(settings.resolved_database_url)
     try:

@@ -51,6 +51,7 @@ class TrainConfig:
     device: str = "auto"
     weights: str | None = None
     export: bool = True
+    checkpoints: bool = True  # False: no checkpoint is read or written (short runs that never resume)
     progress: Callable[[float, str], None] = lambda fraction, message: None
     should_stop: Callable[[], bool] = lambda: False
 
@@ -159,7 +160,7 @@ def main(config: TrainConfig) -> TrainResult:
     steps = steps_per_epoch(len(data.targets), config.batch_size)
     total_epochs = config.epochs_frozen + config.epochs_unfrozen
     state = _fresh_state(model)
-    if config.checkpoint_path.exists():
+    if config.checkpoints and config.checkpoint_path.exists():
         state = _load_checkpoint(config.checkpoint_path, model, generator)
     resumed_after = state["epoch"]
     optimizer, scheduler, current = None, None, None
@@ -205,15 +206,17 @@ def main(config: TrainConfig) -> TrainResult:
         state.update(
             epoch=epoch + 1, stage=stage, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict()
         )
-        _save_checkpoint(config.checkpoint_path, model, generator, state)
+        if config.checkpoints:
+            _save_checkpoint(config.checkpoint_path, model, generator, state)
         config.progress(
             (epoch + 1) / total_epochs,
             f"epoch {epoch + 1}/{total_epochs}: val accuracy {result.accuracy:.3f}",
         )
     model.load_state_dict(state["best_model"])
-    _save_checkpoint(
-        config.checkpoint_path, model, generator, {**state, "optimizer": None, "scheduler": None}
-    )
+    if config.checkpoints:
+        _save_checkpoint(
+            config.checkpoint_path, model, generator, {**state, "optimizer": None, "scheduler": None}
+        )
     sha256, difference = "", float("nan")
     if config.export:
         from worker.training.export import export_checked

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from app.suggestions.contract import OUTPUT_NAMES, DetectorSidecar
+from app.detectors.contract import OUTPUT_NAMES, DetectorSidecar
+from app.geometry import CONTINUOUS, classwise_nms
 
 logger = logging.getLogger(__name__)
 
@@ -230,49 +231,6 @@ def tile_detections(
     shifted = boxes[confident] + np.array([tile.x, tile.y, tile.x, tile.y], dtype=np.float32)
     owned = keep_in_core(shifted, tile)
     return shifted[owned], scores[confident][owned], labels[confident][owned]
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression; returns indices kept, best score first.
-
-    IoU = |A ∩ B| / |A ∪ B| with continuous areas (x2 − x1)(y2 − y1). A box is dropped when its IoU with
-    an already kept, higher-scoring box exceeds ``iou_threshold``. Each step is vectorised over all
-    remaining boxes. Example: boxes [[0,0,10,10],[1,1,11,11],[20,20,30,30]], scores [.9,.8,.7],
-    threshold .5 → [0, 2].
-    """
-    order = np.argsort(-scores, kind="stable")
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    kept: list[int] = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        kept.append(int(best))
-        inter_w = np.clip(
-            np.minimum(boxes[best, 2], boxes[rest, 2]) - np.maximum(boxes[best, 0], boxes[rest, 0]),
-            0,
-            None,
-        )
-        inter_h = np.clip(
-            np.minimum(boxes[best, 3], boxes[rest, 3]) - np.maximum(boxes[best, 1], boxes[rest, 1]),
-            0,
-            None,
-        )
-        intersection = inter_w * inter_h
-        union = areas[best] + areas[rest] - intersection
-        iou = np.where(union > 0, intersection / np.maximum(union, 1e-12), 0.0)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(kept, dtype=np.int64)
-
-
-def classwise_nms(
-    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float
-) -> np.ndarray:
-    """NMS within each label separately; returns kept indices sorted by descending score."""
-    kept = [
-        np.flatnonzero(labels == label)[nms(boxes[labels == label], scores[labels == label], iou_threshold)]
-        for label in np.unique(labels)
-    ]
-    merged = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
-    return merged[np.argsort(-scores[merged], kind="stable")]
 
 
 @dataclass(frozen=True)
@@ -579,7 +537,7 @@ def merge_detections(
     scores = np.concatenate([part[1] for part in found])
     labels = np.concatenate([part[2] for part in found])
     boxes = np.clip(boxes, 0, np.array([width, height, width, height], dtype=np.float32))
-    keep = classwise_nms(boxes, scores, labels, sidecar.nms_iou)
+    keep = classwise_nms(boxes, scores, labels, sidecar.nms_iou, CONTINUOUS)
     return [
         Detection(
             x1=float(boxes[index, 0]),

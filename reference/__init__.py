@@ -1,0 +1,1 @@
+"""Published results that tests and benchmarks reproduce; not part of the installed app."""
