@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, delete, literal, or_, select
+from sqlalchemy import and_, bindparam, case, delete, literal, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,15 +27,14 @@ async def list_users(session: AsyncSession) -> list[User]:
 
 
 # Built once: every API request runs it, and building a statement costs more than running it.
-_USER_BY_TOKEN_HASH = (
-    select(User, ApiToken)
-    .join(ApiToken, ApiToken.user_id == User.id)
-    .where(
-        ApiToken.token_hash == bindparam("token_hash"),
-        or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > bindparam("now", type_=UTCDateTime())),
-        User.disabled_at.is_(None),
-    )
+TOKEN_IS_VALID = and_(
+    ApiToken.token_hash == bindparam("token_hash"),
+    or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > bindparam("now", type_=UTCDateTime())),
+    User.disabled_at.is_(None),
 )
+"""The condition `user_by_token_hash` checks, for statements that authorise and load in one (bound
+parameters `token_hash` and `now`; User joined to ApiToken)."""
+_USER_BY_TOKEN_HASH = select(User, ApiToken).join(ApiToken, ApiToken.user_id == User.id).where(TOKEN_IS_VALID)
 
 
 async def user_by_token_hash(

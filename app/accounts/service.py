@@ -182,9 +182,14 @@ async def user_from_bearer(session: AsyncSession, token: str) -> User | None:
     if found is None:
         return None
     user, api_token = found
+    note_token_use(api_token, now)
+    return user
+
+
+def note_token_use(api_token: ApiToken, now: datetime) -> None:
+    """Record when the token was last used, to the minute (a write per request would cost more than it tells)."""
     if api_token.last_used_at is None or now - api_token.last_used_at >= LAST_USED_RESOLUTION:
         api_token.last_used_at = now
-    return user
 
 
 async def user_from_cookie(session: AsyncSession, cookie: str) -> tuple[User, str] | None:

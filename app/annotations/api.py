@@ -1,5 +1,6 @@
 """JSON routes of the current expert's annotations, their event log, visits and done images."""
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated
 
@@ -16,10 +17,11 @@ from app.annotations.schemas import (
     StateChange,
     VisitOut,
 )
+from app.annotations.service import Workspace
 from app.batched_writes import EditRunner
-from app.deps import CurrentUser, SessionDep, SettingsDep
+from app.deps import CurrentUser, SessionDep, SettingsDep, optional_principal, require_principal
 from app.models import EventKind, Mode, User
-from app.schemas_common import PathId
+from app.schemas_common import DB_ID_MAX, PathId
 from app.simulation import repository as simulation_repository
 from app.studies import service as studies
 
@@ -35,6 +37,72 @@ def _edit_runner(request: Request, session: SessionDep) -> EditRunner:
 
 
 Edits = Annotated[EditRunner, Depends(_edit_runner)]
+
+
+@dataclass(frozen=True)
+class EditAccess:
+    """Who edits, and, when one statement authorised it all, where: None sends the route the usual way
+    (token, then workspace), whose refusals are the precise ones."""
+
+    user: User
+    workspace: Workspace | None
+
+
+def _bearer_token(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    return authorization[7:].strip() if authorization.lower().startswith("bearer ") else None
+
+
+def _path_id(request: Request, name: str) -> int | None:
+    """The path's id as `PathId` reads it, or None where that would refuse it."""
+    raw = request.path_params.get(name, "")
+    if not (isinstance(raw, str) and raw.isascii() and raw.isdigit()):
+        return None
+    value = int(raw)
+    return value if 1 <= value <= DB_ID_MAX else None
+
+
+async def _step_by_step(request: Request, session: AsyncSession) -> EditAccess:
+    principal = await require_principal(await optional_principal(request, session))
+    return EditAccess(principal.user, None)
+
+
+async def _image_edit_access(request: Request, session: SessionDep) -> EditAccess:
+    token, image_id = _bearer_token(request), _path_id(request, "image_id")
+    mode = request.query_params.get("mode")
+    if token and image_id is not None and mode in service.MODES:
+        workspace = await service.workspace_by_token(session, token, image_id, mode)
+        if workspace is not None:
+            return EditAccess(workspace.user, workspace)
+    return await _step_by_step(request, session)
+
+
+async def _annotation_edit_access(request: Request, session: SessionDep) -> EditAccess:
+    token, annotation_id = _bearer_token(request), _path_id(request, "annotation_id")
+    if token and annotation_id is not None:
+        workspace = await service.annotation_workspace_by_token(session, token, annotation_id)
+        if workspace is not None:
+            return EditAccess(workspace.user, workspace)
+    return await _step_by_step(request, session)
+
+
+ImageEditor = Annotated[EditAccess, Depends(_image_edit_access)]
+AnnotationEditor = Annotated[EditAccess, Depends(_annotation_edit_access)]
+
+
+async def _workspace_of_image(
+    session: AsyncSession, access: EditAccess, image_id: int, mode: str
+) -> Workspace:
+    return access.workspace or await service.open_workspace(session, access.user, image_id, mode)
+
+
+async def _workspace_of_annotation(
+    session: AsyncSession, access: EditAccess, annotation_id: int
+) -> Workspace:
+    if access.workspace is not None:
+        return access.workspace
+    workspace, _ = await service.workspace_of_annotation(session, access.user, annotation_id)
+    return workspace
 
 
 @router.post("/images/{image_id}/open")
@@ -65,12 +133,12 @@ async def create_annotation(
     data: AnnotationCreate,
     session: SessionDep,
     edits: Edits,
-    user: CurrentUser,
+    access: ImageEditor,
     response: Response,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Create one object; a retry with the same idempotency key returns it unchanged (200)."""
-    workspace = await service.open_workspace(session, user, image_id, mode)
+    workspace = await _workspace_of_image(session, access, image_id, mode)
     if data.idempotency_key is None and idempotency_key is not None:
         data = data.model_copy(update={"idempotency_key": idempotency_key})
     created, is_new = await edits.run(partial(service.create_annotation, workspace=workspace, data=data))
@@ -86,12 +154,12 @@ async def upload_annotations(
     items: Annotated[list[AnnotationCreate], Body(max_length=MAX_BULK)],
     session: SessionDep,
     edits: Edits,
-    user: CurrentUser,
+    access: ImageEditor,
     response: Response,
     idempotency_key: IdempotencyHeader = None,
 ) -> list[AnnotationOut]:
     """Upload a JSON list of objects, each created with its own event; a keyed retry returns them (200)."""
-    workspace = await service.open_workspace(session, user, image_id, mode)
+    workspace = await _workspace_of_image(session, access, image_id, mode)
     created, is_new = await edits.run(
         partial(service.create_many, workspace=workspace, items=items, key=idempotency_key)
     )
@@ -106,14 +174,14 @@ async def update_annotation(
     data: AnnotationUpdate,
     session: SessionDep,
     edits: Edits,
-    user: CurrentUser,
+    access: AnnotationEditor,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Move, resize or relabel an own object; the version must be the current one (else 409)."""
-    workspace, annotation = await service.workspace_of_annotation(session, user, annotation_id)
+    workspace = await _workspace_of_annotation(session, access, annotation_id)
     if data.idempotency_key is None and idempotency_key is not None:
         data = data.model_copy(update={"idempotency_key": idempotency_key})
-    work = partial(service.update_annotation, workspace=workspace, annotation_id=annotation.id, data=data)
+    work = partial(service.update_annotation, workspace=workspace, annotation_id=annotation_id, data=data)
     return await edits.run(work)
 
 
@@ -122,15 +190,15 @@ async def _change(
     data: StateChange,
     session: AsyncSession,
     edits: EditRunner,
-    user: User,
+    access: EditAccess,
     kind: EventKind,
     key: str | None,
 ) -> AnnotationOut:
-    workspace, annotation = await service.workspace_of_annotation(session, user, annotation_id)
+    workspace = await _workspace_of_annotation(session, access, annotation_id)
     if data.idempotency_key is None and key is not None:
         data = data.model_copy(update={"idempotency_key": key})
     work = partial(
-        service.change_state, workspace=workspace, annotation_id=annotation.id, data=data, kind=kind
+        service.change_state, workspace=workspace, annotation_id=annotation_id, data=data, kind=kind
     )
     return await edits.run(work)
 
@@ -141,11 +209,11 @@ async def delete_annotation(
     data: StateChange,
     session: SessionDep,
     edits: Edits,
-    user: CurrentUser,
+    access: AnnotationEditor,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Delete an own object (soft delete: it can be restored)."""
-    return await _change(annotation_id, data, session, edits, user, EventKind.delete, idempotency_key)
+    return await _change(annotation_id, data, session, edits, access, EventKind.delete, idempotency_key)
 
 
 @router.post("/annotations/{annotation_id}/restore")
@@ -154,11 +222,11 @@ async def restore_annotation(
     data: StateChange,
     session: SessionDep,
     edits: Edits,
-    user: CurrentUser,
+    access: AnnotationEditor,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Restore an own deleted object."""
-    return await _change(annotation_id, data, session, edits, user, EventKind.restore, idempotency_key)
+    return await _change(annotation_id, data, session, edits, access, EventKind.restore, idempotency_key)
 
 
 @router.post("/annotations/{annotation_id}/accept")
@@ -167,11 +235,11 @@ async def accept_suggestion(
     data: StateChange,
     session: SessionDep,
     edits: Edits,
-    user: CurrentUser,
+    access: AnnotationEditor,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Accept a suggestion unchanged (recorded as an event)."""
-    return await _change(annotation_id, data, session, edits, user, EventKind.accept, idempotency_key)
+    return await _change(annotation_id, data, session, edits, access, EventKind.accept, idempotency_key)
 
 
 @router.get("/images/{image_id}/events")

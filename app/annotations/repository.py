@@ -2,17 +2,20 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
+from app.accounts.repository import TOKEN_IS_VALID
 from app.models import (
     Annotation,
     AnnotationEvent,
+    ApiToken,
     Assignment,
     IdempotentRequest,
     Image,
@@ -22,8 +25,9 @@ from app.models import (
     Study,
     Suggestion,
     Task,
+    User,
 )
-from app.models.study import purpose_of_mode
+from app.models.study import ImagePurpose, Mode, purpose_of_mode
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,85 @@ async def workspace_row(
     image, task, study, assignment, view_id, _ = rows[0]
     labels = [row[5] for row in rows if row[5] is not None]
     return WorkspaceRow(image, task, study, assignment, view_id is not None, labels)
+
+
+@dataclass(frozen=True)
+class AuthorisedRow:
+    """A bearer token's user and token, with that user's workspace row."""
+
+    user: User
+    api_token: ApiToken
+    workspace: WorkspaceRow
+
+
+def _purpose_of(mode: Any) -> Any:
+    """`purpose_of_mode` in SQL."""
+    return case((mode == Mode.training.value, ImagePurpose.practice.value), else_=ImagePurpose.study.value)
+
+
+def _authorised_rows(of_annotation: bool) -> Any:
+    """The workspace statement joined to a valid bearer token's enabled user, who is the expert; the image
+    and mode are bound, or those of the user's own object `b_annotation`."""
+    expert = User.id
+    image_id: Any
+    mode: Any
+    query = select(User, ApiToken, Image, Task, Study, Assignment, ImageView.id, Label).join(
+        ApiToken, ApiToken.user_id == User.id
+    )
+    if of_annotation:
+        query = query.join(
+            Annotation, and_(Annotation.id == bindparam("b_annotation"), Annotation.expert_id == expert)
+        )
+        image_id, mode = Annotation.image_id, Annotation.mode
+    else:
+        image_id, mode = _image, _mode
+    return (
+        query.join(Image, Image.id == image_id)
+        .join(Task, Task.id == Image.task_id)
+        .join(Study, Study.id == Task.study_id)
+        .join(
+            Assignment,
+            and_(Assignment.task_id == Task.id, Assignment.expert_id == expert, Assignment.mode == mode),
+        )
+        .outerjoin(
+            ImageView,
+            and_(ImageView.image_id == Image.id, ImageView.expert_id == expert, ImageView.mode == mode),
+        )
+        .outerjoin(Label, Label.task_id == Task.id)
+        .where(TOKEN_IS_VALID, Image.purpose == _purpose_of(mode))
+        .order_by(Label.position)
+    )
+
+
+_AUTHORISED_IMAGE_ROWS = _authorised_rows(of_annotation=False)
+_AUTHORISED_ANNOTATION_ROWS = _authorised_rows(of_annotation=True)
+
+
+def _authorised(rows: Sequence[Any]) -> AuthorisedRow | None:
+    if not rows:
+        return None
+    user, api_token, image, task, study, assignment, view_id, _ = rows[0]
+    labels = [row[7] for row in rows if row[7] is not None]
+    return AuthorisedRow(
+        user, api_token, WorkspaceRow(image, task, study, assignment, view_id is not None, labels)
+    )
+
+
+async def authorised_image_row(
+    session: AsyncSession, token_hash: str, now: datetime, image_id: int, mode: str
+) -> AuthorisedRow | None:
+    """In one statement: the valid token's enabled user and that user's workspace row (`workspace_row`)
+    on the image in the mode. None when anything is missing: the caller takes the step-by-step path."""
+    parameters = {"token_hash": token_hash, "now": now, "b_image": image_id, "b_mode": mode}
+    return _authorised((await session.execute(_AUTHORISED_IMAGE_ROWS, parameters)).all())
+
+
+async def authorised_annotation_row(
+    session: AsyncSession, token_hash: str, now: datetime, annotation_id: int
+) -> AuthorisedRow | None:
+    """As `authorised_image_row`, for the image and mode of the user's own object."""
+    parameters = {"token_hash": token_hash, "now": now, "b_annotation": annotation_id}
+    return _authorised((await session.execute(_AUTHORISED_ANNOTATION_ROWS, parameters)).all())
 
 
 async def annotations_of(

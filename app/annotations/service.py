@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from app.accounts import service as accounts
+from app.accounts.security import digest
 from app.annotations import repository
 from app.annotations.schemas import (
     AnnotationCreate,
@@ -201,6 +203,43 @@ def to_out(annotation: Annotation, labels_by_id: dict[int, Label]) -> Annotation
         version=annotation.version,
         created_at=annotation.created_at,
         updated_at=annotation.updated_at,
+    )
+
+
+async def workspace_by_token(session: AsyncSession, token: str, image_id: int, mode: str) -> Workspace | None:
+    """An edit's authorisation in one statement: the bearer token's user and its workspace on the image
+    (the usual path of `open_workspace`). None when the token, the workspace or the usual path fails:
+    the caller then authorises step by step, which answers the precise 401/403/404/422."""
+    now = utcnow()
+    row = await repository.authorised_image_row(session, digest(token), now, image_id, mode)
+    return await _authorised_workspace(session, row, now)
+
+
+async def annotation_workspace_by_token(
+    session: AsyncSession, token: str, annotation_id: int
+) -> Workspace | None:
+    """As `workspace_by_token`, for the workspace of the token's user's own object."""
+    now = utcnow()
+    row = await repository.authorised_annotation_row(session, digest(token), now, annotation_id)
+    return await _authorised_workspace(session, row, now)
+
+
+async def _authorised_workspace(
+    session: AsyncSession, row: repository.AuthorisedRow | None, now: datetime
+) -> Workspace | None:
+    if row is None or not row.workspace.seen or row.workspace.assignment.opened_at is None:
+        return None
+    found = row.workspace
+    is_open, _ = await studies.assignment_opens_at(session, found.assignment, found.study)
+    if not is_open:
+        return None
+    accounts.note_token_use(row.api_token, now)
+    return Workspace(
+        user=row.user,
+        image=found.image,
+        task=found.task,
+        assignment=found.assignment,
+        labels_by_name={label.name: label for label in found.labels},
     )
 
 
