@@ -52,11 +52,13 @@ async def test_every_edit_route_authorises_in_one_statement(app: Any, client_for
         )
 
     assert (created.status_code, moved.status_code, deleted.status_code) == (201, 200, 200)
-    assert moved.json()["x2"] == 30 and deleted.json()["deleted"] is True
+    assert moved.json()["x2"] == 30
+    assert deleted.json()["deleted"] is True
     for statements in (create, move, delete):
         authorising = _authorising(statements)
         assert len(authorising) == 1, authorising
-        assert "join assignment" in authorising[0] and "api_token" in authorising[0]
+        assert "join assignment" in authorising[0]
+        assert "api_token" in authorising[0]
 
 
 async def test_a_revoked_token_or_a_disabled_user_is_refused_at_the_next_edit(
