@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from app.config import Settings
 from app.db import make_engine
+from app.evaluation import cache as evaluation_cache
+from app.evaluation import service as evaluation_service
 from app.main import create_app
 from app.migrate import upgrade
 from app.models import Base
@@ -71,6 +73,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[object]:
+    # computed evaluations are kept per process by content: another test's identical study must not answer
+    evaluation_cache.clear()
+    evaluation_service.clear_result_cache()
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application

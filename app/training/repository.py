@@ -29,7 +29,7 @@ async def annotating_experts(session: AsyncSession, task_id: int, mode: str) -> 
         .where(Image.task_id == task_id, Annotation.mode == mode, Annotation.deleted.is_(False))
         .distinct()
     )
-    return dict(rows)
+    return dict(rows.all())
 
 
 async def expert_boxes(session: AsyncSession, task_id: int, mode: str, expert_ids: Sequence[int]) -> BoxRows:

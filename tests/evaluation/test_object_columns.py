@@ -36,7 +36,7 @@ async def _read(app: Any, study_id: int) -> repository.StudyRows:
 async def _revisions(app: Any) -> dict[str, int]:
     async with app.state.sessionmaker() as session:
         rows = await session.execute(select(Task.name, Task.objects_revision))
-        return dict(rows)
+        return dict(rows.all())
 
 
 async def _stored(app: Any) -> dict[int, tuple[int, int]]:

@@ -82,7 +82,8 @@ async def test_edits_refused_beside_others_in_one_batch_do_not_uncount_them(
     before = await _scrape(alice)
     bodies = [BOX if index % 2 else {**BOX, "label": "no such label"} for index in range(20)]
     assert state.batch_writer is not None
-    assert (await alice.get(url)).status_code == 200  # the first open is written before the gate is held
+    opened = await alice.post(f"/api/v1/images/{setup.images[0].id}/open?mode=unaided")
+    assert opened.status_code == 200  # the first open is written before the gate is held
     async with gate.held():  # the edits queue up behind the gate and are then written in one batch
         sent = asyncio.gather(*(alice.post(url, json=body) for body in bodies))
         async with asyncio.timeout(20):

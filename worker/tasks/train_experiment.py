@@ -81,7 +81,7 @@ async def _statuses(settings: Settings, ids: list[int]) -> dict[int, str]:
     try:
         async with make_sessionmaker(engine)() as session:
             rows = await session.execute(select(Job.id, Job.status).where(Job.id.in_(ids)))
-            return dict(rows)
+            return dict(rows.all())
     finally:
         await engine.dispose()
 
