@@ -112,8 +112,9 @@ class SQLiteBatchWriter:
         return outcomes
 
     def close(self) -> None:
+        # the connection belongs to the writer thread: sqlite3 refuses to close it from another one
+        self._thread.submit(self._engine.dispose).result()
         self._thread.shutdown(wait=True)
-        self._engine.dispose()
 
 
 def _answer(batch: list[tuple[Work, "asyncio.Future[Any]"]], outcomes: list[Any]) -> None:

@@ -3,6 +3,7 @@
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from app.db import make_engine
 @pytest.fixture
 async def writer(tmp_path: Path) -> AsyncIterator[tuple[SQLiteBatchWriter, Path]]:
     path = tmp_path / "batch.db"
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection:
         connection.execute("CREATE TABLE edit (id INTEGER PRIMARY KEY, value INTEGER UNIQUE)")
     engine = make_engine(f"sqlite+aiosqlite:///{path}")
     made = make_batch_writer(engine)
@@ -35,7 +36,7 @@ def _insert(value: int) -> Callable[[Session], int]:
 
 
 def _committed_values(path: Path) -> list[int]:
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection:
         return [row[0] for row in connection.execute("SELECT value FROM edit ORDER BY value")]
 
 
