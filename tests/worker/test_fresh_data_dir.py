@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_the_worker_migrates_a_fresh_data_dir_before_it_polls(tmp_path: Path, co
     assert done.returncode == 0, output
     assert "no such table" not in output, output
     assert "claim step failed" not in output, output
-    with sqlite3.connect(data / "concord.db") as database:
+    with closing(sqlite3.connect(data / "concord.db")) as database:
         tables = {row[0] for row in database.execute("select name from sqlite_master where type = 'table'")}
     assert {"job", "worker_heartbeat", "alembic_version"} <= tables
 
