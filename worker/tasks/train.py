@@ -23,7 +23,7 @@ from app.training import service
 from app.training.schemas import TrainParams
 from app.training.service import TrainingSet
 from worker.training.dataset import cached_patches
-from worker.training.train import TrainConfig, TrainResult, main
+from worker.training.train import TrainConfig, TrainResult, main, run_settings
 from worker.training.votes_loss import sample_weights
 
 DONE_FILE = "done.json"
@@ -67,15 +67,8 @@ def run_training(
             val_targets=training.validation.positive,
             checkpoint_path=folder / "checkpoint.pt",
             onnx_path=folder / "best.onnx",
-            alpha=params.alpha,
-            epochs_frozen=params.epochs_frozen,
-            epochs_unfrozen=params.epochs_unfrozen,
-            lr_frozen=params.lr_frozen,
-            lr_unfrozen=params.lr_unfrozen,
-            batch_size=params.batch_size,
             seed=params.seed + repeat,
-            device=params.device,
-            weights=params.weights,
+            **run_settings(params),
             progress=repeat_progress,
             should_stop=should_stop,
         )

@@ -18,7 +18,7 @@ import torch
 from app.simulation import training_question as question
 from app.simulation.schemas import TrainingQuestionParams
 from app.training.service import Samples
-from worker.training.train import TrainConfig, main
+from worker.training.train import TrainConfig, main, run_settings
 from worker.training.votes_loss import sample_weights
 
 Progress = Callable[[float, str], None]
@@ -106,15 +106,8 @@ def _train(
             val_targets=validation.positive,
             checkpoint_path=UNUSED_PATH,
             onnx_path=UNUSED_PATH,
-            alpha=params.alpha,
-            epochs_frozen=params.epochs_frozen,
-            epochs_unfrozen=params.epochs_unfrozen,
-            lr_frozen=params.lr_frozen,
-            lr_unfrozen=params.lr_unfrozen,
-            batch_size=params.batch_size,
             seed=params.seed + repeat,
-            device=params.device,
-            weights=params.weights,
+            **run_settings(params),
             export=False,
             checkpoints=False,
             progress=progress,

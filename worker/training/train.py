@@ -56,6 +56,23 @@ class TrainConfig:
     should_stop: Callable[[], bool] = lambda: False
 
 
+RUN_SETTINGS = (
+    "alpha",
+    "epochs_frozen",
+    "epochs_unfrozen",
+    "lr_frozen",
+    "lr_unfrozen",
+    "batch_size",
+    "device",
+    "weights",
+)
+
+
+def run_settings(params: Any) -> dict[str, Any]:
+    """A job's run settings under TrainConfig's own names (the `train` and `training_question` params)."""
+    return {name: getattr(params, name) for name in RUN_SETTINGS}
+
+
 @dataclass
 class TrainResult:
     history: list[dict[str, Any]]
