@@ -45,22 +45,30 @@ class WorkspaceRow:
 _expert: BindParameter[int] = bindparam("b_expert")
 _image: BindParameter[int] = bindparam("b_image")
 _mode: BindParameter[str] = bindparam("b_mode")
-_WORKSPACE_ROWS = (
-    select(Image, Task, Study, Assignment, ImageView.id, Label)
-    .join(Task, Task.id == Image.task_id)
-    .join(Study, Study.id == Task.study_id)
-    .join(
-        Assignment,
-        and_(Assignment.task_id == Task.id, Assignment.expert_id == _expert, Assignment.mode == _mode),
+
+
+def _joined_workspace(query: Any, expert: Any, mode: Any) -> Any:
+    """The workspace's joins onto a query holding the image: its task and study, the expert's assignment of
+    that task in the mode, the expert's first-open mark and the task's labels (one row each, label order)."""
+    return (
+        query.join(Task, Task.id == Image.task_id)
+        .join(Study, Study.id == Task.study_id)
+        .join(
+            Assignment,
+            and_(Assignment.task_id == Task.id, Assignment.expert_id == expert, Assignment.mode == mode),
+        )
+        .outerjoin(
+            ImageView,
+            and_(ImageView.image_id == Image.id, ImageView.expert_id == expert, ImageView.mode == mode),
+        )
+        .outerjoin(Label, Label.task_id == Task.id)
+        .order_by(Label.position)
     )
-    .outerjoin(
-        ImageView,
-        and_(ImageView.image_id == Image.id, ImageView.expert_id == _expert, ImageView.mode == _mode),
-    )
-    .outerjoin(Label, Label.task_id == Task.id)
-    .where(Image.id == _image, Image.purpose == bindparam("b_purpose"))
-    .order_by(Label.position)
-)
+
+
+_WORKSPACE_ROWS = _joined_workspace(
+    select(Image, Task, Study, Assignment, ImageView.id, Label), _expert, _mode
+).where(Image.id == _image, Image.purpose == bindparam("b_purpose"))
 
 
 async def workspace_row(
@@ -114,21 +122,8 @@ def _authorised_rows(of_annotation: bool) -> Any:
         image_id, mode = Annotation.image_id, Annotation.mode
     else:
         image_id, mode = _image, _mode
-    return (
-        query.join(Image, Image.id == image_id)
-        .join(Task, Task.id == Image.task_id)
-        .join(Study, Study.id == Task.study_id)
-        .join(
-            Assignment,
-            and_(Assignment.task_id == Task.id, Assignment.expert_id == expert, Assignment.mode == mode),
-        )
-        .outerjoin(
-            ImageView,
-            and_(ImageView.image_id == Image.id, ImageView.expert_id == expert, ImageView.mode == mode),
-        )
-        .outerjoin(Label, Label.task_id == Task.id)
-        .where(TOKEN_IS_VALID, Image.purpose == _purpose_of(mode))
-        .order_by(Label.position)
+    return _joined_workspace(query.join(Image, Image.id == image_id), expert, mode).where(
+        TOKEN_IS_VALID, Image.purpose == _purpose_of(mode)
     )
 
 
