@@ -77,7 +77,7 @@ async def test_concurrent_edits_share_commits(writer: tuple[SQLiteBatchWriter, P
     assert 1 <= len(commits) < 200
 
 
-async def test_in_memory_and_postgresql_have_no_batch_writer() -> None:
+async def test_an_in_memory_database_has_no_batch_writer() -> None:
     engine = make_engine("sqlite+aiosqlite:///:memory:")
     assert make_batch_writer(engine) is None
     await engine.dispose()
