@@ -30,6 +30,13 @@ def _wait_for_health(port: int, process: subprocess.Popen[bytes], attempts: int 
     raise AssertionError("serve did not answer")
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Kill serve if a failed assertion left it running; reap it and close its pipes either way."""
+    if process.poll() is None:
+        process.kill()
+    process.communicate(timeout=30)
+
+
 def _worker_children(pid: int) -> list[psutil.Process]:
     children = psutil.Process(pid).children(recursive=True)
     return [child for child in children if "worker" in " ".join(child.cmdline())]
@@ -49,8 +56,7 @@ def test_serve_with_worker_starts_and_stops_both(tmp_path: Path) -> None:
         _gone, alive = psutil.wait_procs(workers, timeout=30)
         assert not alive, "the worker outlived serve"
     finally:
-        if process.poll() is None:
-            process.kill()
+        _stop(process)
 
 
 def _server_children(pid: int) -> list[psutil.Process]:
@@ -74,8 +80,7 @@ def test_serve_with_workers_runs_that_many_server_processes(tmp_path: Path) -> N
         _, errors = process.communicate(timeout=30)
         assert b"SQLite takes one writer at a time" in errors
     finally:
-        if process.poll() is None:
-            process.kill()
+        _stop(process)
 
 
 def _get(port: int, path: str) -> str:
@@ -112,8 +117,7 @@ def test_metrics_of_several_server_processes_add_up_and_requests_log_json(tmp_pa
         process.send_signal(signal.SIGTERM)
         _, errors = process.communicate(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
+        _stop(process)
     lines = [json.loads(line) for line in errors.decode().splitlines() if line.startswith("{")]
     requests = [
         line for line in lines if line.get("logger") == "concord.request" and line["route"] == "/healthz"
