@@ -60,6 +60,10 @@ class SQLiteBatchWriter:
             weakref.WeakKeyDictionary()
         )
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
     async def run(self, work: Callable[[Session], T]) -> T:
         """Write `work` in the next batch; its result once that batch is committed, or its exception."""
         loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import BindParameter
 
 from app.accounts.repository import TOKEN_IS_VALID
@@ -99,11 +99,16 @@ class AuthorisedRow:
     user: User
     api_token: ApiToken
     workspace: WorkspaceRow
+    unaided_finished_at: datetime | None  # of an aided workspace's unaided assignment (its washout)
+    has_unaided: bool
 
 
 def _purpose_of(mode: Any) -> Any:
     """`purpose_of_mode` in SQL."""
     return case((mode == Mode.training.value, ImagePurpose.practice.value), else_=ImagePurpose.study.value)
+
+
+_Unaided = aliased(Assignment)
 
 
 def _authorised_rows(of_annotation: bool) -> Any:
@@ -112,9 +117,9 @@ def _authorised_rows(of_annotation: bool) -> Any:
     expert = User.id
     image_id: Any
     mode: Any
-    query = select(User, ApiToken, Image, Task, Study, Assignment, ImageView.id, Label).join(
-        ApiToken, ApiToken.user_id == User.id
-    )
+    query = select(
+        User, ApiToken, Image, Task, Study, Assignment, ImageView.id, Label, _Unaided.id, _Unaided.finished_at
+    ).join(ApiToken, ApiToken.user_id == User.id)
     if of_annotation:
         query = query.join(
             Annotation, and_(Annotation.id == bindparam("b_annotation"), Annotation.expert_id == expert)
@@ -122,9 +127,11 @@ def _authorised_rows(of_annotation: bool) -> Any:
         image_id, mode = Annotation.image_id, Annotation.mode
     else:
         image_id, mode = _image, _mode
-    return _joined_workspace(query.join(Image, Image.id == image_id), expert, mode).where(
-        TOKEN_IS_VALID, Image.purpose == _purpose_of(mode)
+    unaided = and_(
+        _Unaided.task_id == Task.id, _Unaided.expert_id == expert, _Unaided.mode == Mode.unaided.value
     )
+    joined = _joined_workspace(query.join(Image, Image.id == image_id), expert, mode)
+    return joined.outerjoin(_Unaided, unaided).where(TOKEN_IS_VALID, Image.purpose == _purpose_of(mode))
 
 
 _AUTHORISED_IMAGE_ROWS = _authorised_rows(of_annotation=False)
@@ -134,28 +141,29 @@ _AUTHORISED_ANNOTATION_ROWS = _authorised_rows(of_annotation=True)
 def _authorised(rows: Sequence[Any]) -> AuthorisedRow | None:
     if not rows:
         return None
-    user, api_token, image, task, study, assignment, view_id, _ = rows[0]
+    user, api_token, image, task, study, assignment, view_id, _, unaided_id, unaided_finished_at = rows[0]
     labels = [row[7] for row in rows if row[7] is not None]
-    return AuthorisedRow(
-        user, api_token, WorkspaceRow(image, task, study, assignment, view_id is not None, labels)
-    )
+    workspace = WorkspaceRow(image, task, study, assignment, view_id is not None, labels)
+    return AuthorisedRow(user, api_token, workspace, unaided_finished_at, unaided_id is not None)
 
 
-async def authorised_image_row(
-    session: AsyncSession, token_hash: str, now: datetime, image_id: int, mode: str
+def authorised_image_row(
+    session: Session, token_hash: str, now: datetime, image_id: int, mode: str
 ) -> AuthorisedRow | None:
     """In one statement: the valid token's enabled user and that user's workspace row (`workspace_row`)
-    on the image in the mode. None when anything is missing: the caller takes the step-by-step path."""
+    on the image in the mode, with the end of the unaided assignment of the task (an aided workspace's
+    washout). None when anything is missing: the caller takes the step-by-step path. Read in the edit's own
+    transaction, so that nothing it decides on changes before the edit is written."""
     parameters = {"token_hash": token_hash, "now": now, "b_image": image_id, "b_mode": mode}
-    return _authorised((await session.execute(_AUTHORISED_IMAGE_ROWS, parameters)).all())
+    return _authorised(session.execute(_AUTHORISED_IMAGE_ROWS, parameters).all())
 
 
-async def authorised_annotation_row(
-    session: AsyncSession, token_hash: str, now: datetime, annotation_id: int
+def authorised_annotation_row(
+    session: Session, token_hash: str, now: datetime, annotation_id: int
 ) -> AuthorisedRow | None:
     """As `authorised_image_row`, for the image and mode of the user's own object."""
     parameters = {"token_hash": token_hash, "now": now, "b_annotation": annotation_id}
-    return _authorised((await session.execute(_AUTHORISED_ANNOTATION_ROWS, parameters)).all())
+    return _authorised(session.execute(_AUTHORISED_ANNOTATION_ROWS, parameters).all())
 
 
 async def annotations_of(

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.accounts import service as accounts
-from app.accounts.security import digest
 from app.annotations import repository
 from app.annotations.schemas import (
     AnnotationCreate,
@@ -40,6 +39,7 @@ from app.models import (
     Label,
     Mode,
     Origin,
+    Study,
     Task,
     User,
 )
@@ -206,32 +206,30 @@ def to_out(annotation: Annotation, labels_by_id: dict[int, Label]) -> Annotation
     )
 
 
-async def workspace_by_token(session: AsyncSession, token: str, image_id: int, mode: str) -> Workspace | None:
-    """An edit's authorisation in one statement: the bearer token's user and its workspace on the image
-    (the usual path of `open_workspace`). None when the token, the workspace or the usual path fails:
-    the caller then authorises step by step, which answers the precise 401/403/404/422."""
+def workspace_by_token(session: Session, token_hash: str, image_id: int, mode: str) -> Workspace | None:
+    """An edit's authorisation in one statement, in the edit's own transaction: the bearer token's user and
+    its workspace on the image (the usual path of `open_workspace`). None when the token, the workspace or
+    the usual path fails: the caller then authorises step by step, which answers the precise
+    401/403/404/422."""
     now = utcnow()
-    row = await repository.authorised_image_row(session, digest(token), now, image_id, mode)
-    return await _authorised_workspace(session, row, now)
+    return _authorised_workspace(
+        repository.authorised_image_row(session, token_hash, now, image_id, mode), now
+    )
 
 
-async def annotation_workspace_by_token(
-    session: AsyncSession, token: str, annotation_id: int
-) -> Workspace | None:
+def annotation_workspace_by_token(session: Session, token_hash: str, annotation_id: int) -> Workspace | None:
     """As `workspace_by_token`, for the workspace of the token's user's own object."""
     now = utcnow()
-    row = await repository.authorised_annotation_row(session, digest(token), now, annotation_id)
-    return await _authorised_workspace(session, row, now)
+    return _authorised_workspace(
+        repository.authorised_annotation_row(session, token_hash, now, annotation_id), now
+    )
 
 
-async def _authorised_workspace(
-    session: AsyncSession, row: repository.AuthorisedRow | None, now: datetime
-) -> Workspace | None:
+def _authorised_workspace(row: repository.AuthorisedRow | None, now: datetime) -> Workspace | None:
     if row is None or not row.workspace.seen or row.workspace.assignment.opened_at is None:
         return None
     found = row.workspace
-    is_open, _ = await studies.assignment_opens_at(session, found.assignment, found.study)
-    if not is_open:
+    if not _washout_over(found.assignment, found.study, row, now):
         return None
     accounts.note_token_use(row.api_token, now)
     return Workspace(
@@ -241,6 +239,14 @@ async def _authorised_workspace(
         assignment=found.assignment,
         labels_by_name={label.name: label for label in found.labels},
     )
+
+
+def _washout_over(assignment: Assignment, study: Study, row: repository.AuthorisedRow, now: datetime) -> bool:
+    """`studies.assignment_opens_at` on the authorising row: the unaided assignment came with it."""
+    if assignment.mode != Mode.aided or assignment.washout_override_at is not None or not row.has_unaided:
+        return True
+    finished_at = row.unaided_finished_at
+    return finished_at is not None and finished_at + timedelta(days=study.washout_days) <= now
 
 
 @dataclass(frozen=True)
