@@ -35,8 +35,8 @@ IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_le
 MAX_BULK = 5000
 
 
-def _edit_runner(request: Request, session: SessionDep) -> EditRunner:
-    return EditRunner(session, request.app.state.batch_writer)
+def _edit_runner(request: Request) -> EditRunner:
+    return EditRunner(request.app.state.sessionmaker, request.app.state.batch_writer)
 
 
 Edits = Annotated[EditRunner, Depends(_edit_runner)]
@@ -70,9 +70,7 @@ def _in_workspace(edit: Edit[T], workspace: Workspace) -> Callable[[Session], T]
     return lambda session: edit(session, workspace)
 
 
-async def _edit_on_image(
-    request: Request, session: AsyncSession, edits: EditRunner, image_id: int, mode: str, edit: Edit[T]
-) -> T:
+async def _edit_on_image(request: Request, edits: EditRunner, image_id: int, mode: str, edit: Edit[T]) -> T:
     """A bearer token's edit is authorised and written in one hand-off; otherwise (a cookie, a first open, or
     a refusal to tell precisely) the workspace is opened step by step first."""
     token = _bearer_token(request)
@@ -83,13 +81,12 @@ async def _edit_on_image(
         done = await edits.run(_authorised_edit(authorise, edit))
         if done is not None:
             return done
-    workspace = await service.open_workspace(session, await _user(request, session), image_id, mode)
-    return await edits.run(_in_workspace(edit, workspace))
+    async with edits.unit_of_work() as session:
+        workspace = await service.open_workspace(session, await _user(request, session), image_id, mode)
+        return await edits.run_in(session, _in_workspace(edit, workspace))
 
 
-async def _edit_of_annotation(
-    request: Request, session: AsyncSession, edits: EditRunner, annotation_id: int, edit: Edit[T]
-) -> T:
+async def _edit_of_annotation(request: Request, edits: EditRunner, annotation_id: int, edit: Edit[T]) -> T:
     """As `_edit_on_image`, on the workspace of the user's own object."""
     token = _bearer_token(request)
     if token:
@@ -99,9 +96,10 @@ async def _edit_of_annotation(
         done = await edits.run(_authorised_edit(authorise, edit))
         if done is not None:
             return done
-    user = await _user(request, session)
-    workspace, _ = await service.workspace_of_annotation(session, user, annotation_id)
-    return await edits.run(_in_workspace(edit, workspace))
+    async with edits.unit_of_work() as session:
+        user = await _user(request, session)
+        workspace, _ = await service.workspace_of_annotation(session, user, annotation_id)
+        return await edits.run_in(session, _in_workspace(edit, workspace))
 
 
 @router.post("/images/{image_id}/open")
@@ -131,7 +129,6 @@ async def create_annotation(
     mode: ModeQuery,
     data: AnnotationCreate,
     request: Request,
-    session: SessionDep,
     edits: Edits,
     response: Response,
     idempotency_key: IdempotencyHeader = None,
@@ -140,7 +137,7 @@ async def create_annotation(
     if data.idempotency_key is None and idempotency_key is not None:
         data = data.model_copy(update={"idempotency_key": idempotency_key})
     edit = partial(service.create_annotation, data=data)
-    created, is_new = await _edit_on_image(request, session, edits, image_id, mode, edit)
+    created, is_new = await _edit_on_image(request, edits, image_id, mode, edit)
     if not is_new:
         response.status_code = 200
     return created
@@ -152,14 +149,13 @@ async def upload_annotations(
     mode: ModeQuery,
     items: Annotated[list[AnnotationCreate], Body(max_length=MAX_BULK)],
     request: Request,
-    session: SessionDep,
     edits: Edits,
     response: Response,
     idempotency_key: IdempotencyHeader = None,
 ) -> list[AnnotationOut]:
     """Upload a JSON list of objects, each created with its own event; a keyed retry returns them (200)."""
     edit = partial(service.create_many, items=items, key=idempotency_key)
-    created, is_new = await _edit_on_image(request, session, edits, image_id, mode, edit)
+    created, is_new = await _edit_on_image(request, edits, image_id, mode, edit)
     if not is_new:
         response.status_code = 200
     return created
@@ -170,7 +166,6 @@ async def update_annotation(
     annotation_id: PathId,
     data: AnnotationUpdate,
     request: Request,
-    session: SessionDep,
     edits: Edits,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
@@ -178,14 +173,13 @@ async def update_annotation(
     if data.idempotency_key is None and idempotency_key is not None:
         data = data.model_copy(update={"idempotency_key": idempotency_key})
     edit = partial(service.update_annotation, annotation_id=annotation_id, data=data)
-    return await _edit_of_annotation(request, session, edits, annotation_id, edit)
+    return await _edit_of_annotation(request, edits, annotation_id, edit)
 
 
 async def _change(
     annotation_id: int,
     data: StateChange,
     request: Request,
-    session: AsyncSession,
     edits: EditRunner,
     kind: EventKind,
     key: str | None,
@@ -193,7 +187,7 @@ async def _change(
     if data.idempotency_key is None and key is not None:
         data = data.model_copy(update={"idempotency_key": key})
     edit = partial(service.change_state, annotation_id=annotation_id, data=data, kind=kind)
-    return await _edit_of_annotation(request, session, edits, annotation_id, edit)
+    return await _edit_of_annotation(request, edits, annotation_id, edit)
 
 
 @router.post("/annotations/{annotation_id}/delete")
@@ -201,12 +195,11 @@ async def delete_annotation(
     annotation_id: PathId,
     data: StateChange,
     request: Request,
-    session: SessionDep,
     edits: Edits,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Delete an own object (soft delete: it can be restored)."""
-    return await _change(annotation_id, data, request, session, edits, EventKind.delete, idempotency_key)
+    return await _change(annotation_id, data, request, edits, EventKind.delete, idempotency_key)
 
 
 @router.post("/annotations/{annotation_id}/restore")
@@ -214,12 +207,11 @@ async def restore_annotation(
     annotation_id: PathId,
     data: StateChange,
     request: Request,
-    session: SessionDep,
     edits: Edits,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Restore an own deleted object."""
-    return await _change(annotation_id, data, request, session, edits, EventKind.restore, idempotency_key)
+    return await _change(annotation_id, data, request, edits, EventKind.restore, idempotency_key)
 
 
 @router.post("/annotations/{annotation_id}/accept")
@@ -227,12 +219,11 @@ async def accept_suggestion(
     annotation_id: PathId,
     data: StateChange,
     request: Request,
-    session: SessionDep,
     edits: Edits,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Accept a suggestion unchanged (recorded as an event)."""
-    return await _change(annotation_id, data, request, session, edits, EventKind.accept, idempotency_key)
+    return await _change(annotation_id, data, request, edits, EventKind.accept, idempotency_key)
 
 
 @router.get("/images/{image_id}/events")
