@@ -35,7 +35,7 @@ IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_le
 MAX_BULK = 5000
 
 
-def _edit_runner(request: Request) -> EditRunner:
+async def _edit_runner(request: Request) -> EditRunner:
     return EditRunner(request.app.state.sessionmaker, request.app.state.batch_writer)
 
 
