@@ -21,6 +21,7 @@ from app.annotations.schemas import (
 )
 from app.annotations.service import Workspace
 from app.batched_writes import EditRunner
+from app.config import Settings
 from app.deps import CurrentUser, SessionDep, SettingsDep, optional_principal, require_principal
 from app.models import EventKind, Mode, User
 from app.schemas_common import PathId
@@ -70,17 +71,24 @@ def _in_workspace(edit: Edit[T], workspace: Workspace) -> Callable[[Session], T]
     return lambda session: edit(session, workspace)
 
 
+async def _by_token_on_image(
+    request: Request, edits: EditRunner, image_id: int, mode: str, edit: Edit[T]
+) -> T | None:
+    """`edit` authorised by the bearer token in one statement and written in one hand-off; None when there
+    is no token or the statement did not authorise it (the caller then goes step by step)."""
+    token = _bearer_token(request)
+    if not token:
+        return None
+    authorise = partial(service.workspace_by_token, token_hash=digest(token), image_id=image_id, mode=mode)
+    return await edits.run(_authorised_edit(authorise, edit))
+
+
 async def _edit_on_image(request: Request, edits: EditRunner, image_id: int, mode: str, edit: Edit[T]) -> T:
     """A bearer token's edit is authorised and written in one hand-off; otherwise (a cookie, a first open, or
     a refusal to tell precisely) the workspace is opened step by step first."""
-    token = _bearer_token(request)
-    if token:
-        authorise = partial(
-            service.workspace_by_token, token_hash=digest(token), image_id=image_id, mode=mode
-        )
-        done = await edits.run(_authorised_edit(authorise, edit))
-        if done is not None:
-            return done
+    done = await _by_token_on_image(request, edits, image_id, mode, edit)
+    if done is not None:
+        return done
     async with edits.unit_of_work() as session:
         workspace = await service.open_workspace(session, await _user(request, session), image_id, mode)
         return await edits.run_in(session, _in_workspace(edit, workspace))
@@ -248,10 +256,9 @@ async def list_events(
 
 
 @router.post("/images/{image_id}/visits", status_code=201)
-async def open_visit(image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser) -> VisitOut:
+async def open_visit(image_id: PathId, mode: ModeQuery, request: Request, edits: Edits) -> VisitOut:
     """Record that the expert opened an image."""
-    workspace = await service.open_workspace(session, user, image_id, mode)
-    return VisitOut.model_validate(await service.open_visit(session, workspace))
+    return await _edit_on_image(request, edits, image_id, mode, service.start_visit)
 
 
 @router.get("/images/{image_id}/visits")
@@ -266,42 +273,54 @@ async def list_visits(
 
 @router.post("/visits/{visit_id}/heartbeat")
 async def heartbeat(
-    visit_id: PathId,
-    session: SessionDep,
-    user: CurrentUser,
-    settings: SettingsDep,
-    data: ClientTime | None = None,
+    visit_id: PathId, request: Request, edits: Edits, settings: SettingsDep, data: ClientTime | None = None
 ) -> VisitOut:
     """The page is visible and the expert active; idle gaps beyond the limit do not count."""
-    visit = await service.get_visit(session, user, visit_id)
-    scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)
-    service.record_presence(
-        visit, settings.heartbeat_idle_seconds, (data or ClientTime()).active, close=False, time_scale=scale
-    )
-    return VisitOut.model_validate(visit)
+    return await _presence(request, edits, settings, visit_id, data or ClientTime(), close=False)
 
 
 @router.post("/visits/{visit_id}/close")
 async def close_visit(
-    visit_id: PathId,
-    session: SessionDep,
-    user: CurrentUser,
-    settings: SettingsDep,
-    data: ClientTime | None = None,
+    visit_id: PathId, request: Request, edits: Edits, settings: SettingsDep, data: ClientTime | None = None
 ) -> VisitOut:
     """The expert left the image."""
-    visit = await service.get_visit(session, user, visit_id)
-    scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)
-    active = (data or ClientTime()).active
-    service.record_presence(visit, settings.heartbeat_idle_seconds, active, close=True, time_scale=scale)
-    return VisitOut.model_validate(visit)
+    return await _presence(request, edits, settings, visit_id, data or ClientTime(), close=True)
+
+
+async def _presence(
+    request: Request, edits: EditRunner, settings: Settings, visit_id: int, data: ClientTime, close: bool
+) -> VisitOut:
+    idle_limit_s = settings.heartbeat_idle_seconds
+    token = _bearer_token(request)
+    if token:
+        work = partial(
+            service.presence_by_token,
+            token_hash=digest(token),
+            visit_id=visit_id,
+            idle_limit_s=idle_limit_s,
+            active=data.active,
+            close=close,
+        )
+        done = await edits.run(work)
+        if done is not None:
+            return done
+    async with edits.unit_of_work() as session:
+        user = await _user(request, session)
+        visit = await service.get_visit(session, user, visit_id)
+        scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)
+        service.record_presence(visit, idle_limit_s, data.active, close=close, time_scale=scale)
+        await session.flush()
+        return VisitOut.model_validate(visit)
 
 
 @router.post("/images/{image_id}/done")
-async def mark_done(
-    image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser
-) -> dict[str, int]:
+async def mark_done(image_id: PathId, mode: ModeQuery, request: Request, edits: Edits) -> dict[str, int]:
     """Mark an image of the own assignment as done."""
-    image = await studies.get_image(session, user, image_id)
-    assignment = await studies.mark_image_done(session, user, image, mode)
-    return {"assignment_id": assignment.id, "image_id": image.id}
+    done = await _by_token_on_image(request, edits, image_id, mode, service.mark_done)
+    if done is not None:
+        return done
+    async with edits.unit_of_work() as session:
+        user = await _user(request, session)
+        image = await studies.get_image(session, user, image_id)
+        assignment = await studies.mark_image_done(session, user, image, mode)
+        return {"assignment_id": assignment.id, "image_id": image.id}

@@ -166,6 +166,37 @@ def authorised_annotation_row(
     return _authorised(session.execute(_AUTHORISED_ANNOTATION_ROWS, parameters).all())
 
 
+@dataclass(frozen=True)
+class AuthorisedVisit:
+    """A bearer token's own visit, with the time scale of its study (`time_scale_of_visit`'s columns)."""
+
+    visit: ImageVisit
+    api_token: ApiToken
+    simulation_time_scale: float | None
+    simulation: Any
+
+
+_AUTHORISED_VISIT = (
+    select(ImageVisit, ApiToken, Study.simulation_time_scale, Study.simulation)
+    .join(User, User.id == ImageVisit.expert_id)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .join(Image, Image.id == ImageVisit.image_id)
+    .join(Task, Task.id == Image.task_id)
+    .join(Study, Study.id == Task.study_id)
+    .where(ImageVisit.id == bindparam("b_visit"), TOKEN_IS_VALID)
+)
+
+
+def authorised_visit(
+    session: Session, token_hash: str, now: datetime, visit_id: int
+) -> AuthorisedVisit | None:
+    """In one statement: the valid token's enabled user's own visit and its study's time scale. None when
+    anything is missing: the caller takes the step-by-step path."""
+    parameters = {"token_hash": token_hash, "now": now, "b_visit": visit_id}
+    row = session.execute(_AUTHORISED_VISIT, parameters).first()
+    return None if row is None else AuthorisedVisit(*row)
+
+
 async def annotations_of(
     session: AsyncSession,
     image_id: int,

@@ -20,6 +20,7 @@ from app.annotations.schemas import (
     AnnotationOut,
     AnnotationUpdate,
     StateChange,
+    VisitOut,
 )
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.evaluation import metrics
@@ -44,6 +45,7 @@ from app.models import (
     User,
 )
 from app.models.base import utcnow
+from app.simulation import repository as simulation_repository
 from app.studies import repository as studies_repository
 from app.studies import service as studies
 
@@ -247,6 +249,13 @@ def _washout_over(assignment: Assignment, study: Study, row: repository.Authoris
         return True
     finished_at = row.unaided_finished_at
     return finished_at is not None and finished_at + timedelta(days=study.washout_days) <= now
+
+
+def mark_done(session: Session, workspace: Workspace) -> dict[str, int]:
+    """`studies.mark_image_done` in an authorised workspace (its checks passed in the authorising statement)."""
+    studies.require_unfinished(workspace.assignment)
+    studies_repository.complete_image(session, workspace.assignment.id, workspace.image.id, utcnow())
+    return {"assignment_id": workspace.assignment.id, "image_id": workspace.image.id}
 
 
 @dataclass(frozen=True)
@@ -558,6 +567,40 @@ async def get_visit(session: AsyncSession, user: User, visit_id: int) -> ImageVi
     if visit is None or visit.expert_id != user.id:
         raise NotFound(f"no visit {visit_id}")
     return visit
+
+
+def start_visit(session: Session, workspace: Workspace) -> VisitOut:
+    """`open_visit` in an authorised workspace's own transaction."""
+    now = utcnow()
+    visit = ImageVisit(
+        image_id=workspace.image.id,
+        expert_id=workspace.user.id,
+        mode=workspace.assignment.mode,
+        opened_at=now,
+        last_seen_at=now,
+    )
+    session.add(visit)
+    session.flush()
+    return VisitOut.model_validate(visit)
+
+
+def presence_by_token(
+    session: Session, token_hash: str, visit_id: int, idle_limit_s: float, active: bool, close: bool
+) -> VisitOut | None:
+    """A heartbeat or a close of the bearer token's own visit, authorised in one statement in the
+    transaction that writes it; None when that statement finds nothing (the caller goes step by step)."""
+    now = utcnow()
+    found = repository.authorised_visit(session, token_hash, now, visit_id)
+    if found is None:
+        return None
+    accounts.note_token_use(found.api_token, now)
+    visit = found.visit
+    scale = simulation_repository.time_scale_for(
+        visit.expert_id, found.simulation_time_scale, found.simulation
+    )
+    record_presence(visit, idle_limit_s, active, close=close, now=now, time_scale=scale)
+    session.flush()
+    return VisitOut.model_validate(visit)
 
 
 def record_presence(
