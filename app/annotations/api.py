@@ -112,13 +112,18 @@ async def _edit_of_annotation(request: Request, edits: EditRunner, annotation_id
 
 @router.post("/images/{image_id}/open")
 async def open_image(
-    image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser, include_deleted: bool = False
+    image_id: PathId, mode: ModeQuery, request: Request, edits: Edits, include_deleted: bool = False
 ) -> list[AnnotationOut]:
     """Open an image to work on it, and answer the current expert's objects on it (as the list does).
     The first open records the first view and, in aided mode, copies the suggestions into the expert's
     objects; opening again changes nothing. Edits open the image too; a finished assignment is not opened."""
-    workspace = await service.open_workspace(session, user, image_id, mode)
-    return await service.list_annotations(session, workspace, include_deleted)
+    listing = partial(service.annotations_in, include_deleted=include_deleted)
+    opened = await _by_token_on_image(request, edits, image_id, mode, listing)
+    if opened is not None:
+        return opened
+    async with edits.unit_of_work() as session:
+        workspace = await service.open_workspace(session, await _user(request, session), image_id, mode)
+        return await service.list_annotations(session, workspace, include_deleted)
 
 
 @router.get("/images/{image_id}/annotations")

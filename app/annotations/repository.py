@@ -197,6 +197,21 @@ def authorised_visit(
     return None if row is None else AuthorisedVisit(*row)
 
 
+_OWN_ANNOTATIONS = (
+    select(Annotation)
+    .where(Annotation.image_id == _image, Annotation.expert_id == _expert, Annotation.mode == _mode)
+    .order_by(Annotation.position, Annotation.id)
+)
+_OWN_LIVE_ANNOTATIONS = _OWN_ANNOTATIONS.where(Annotation.deleted.is_(False))
+
+
+def _own_annotations(
+    image_id: int, expert_id: int, mode: str, include_deleted: bool
+) -> tuple[Any, dict[str, Any]]:
+    statement = _OWN_ANNOTATIONS if include_deleted else _OWN_LIVE_ANNOTATIONS
+    return statement, {"b_image": image_id, "b_expert": expert_id, "b_mode": mode}
+
+
 async def annotations_of(
     session: AsyncSession,
     image_id: int,
@@ -204,14 +219,16 @@ async def annotations_of(
     mode: str,
     include_deleted: bool,
 ) -> Sequence[Annotation]:
-    query = select(Annotation).where(
-        Annotation.image_id == image_id,
-        Annotation.expert_id == expert_id,
-        Annotation.mode == mode,
-    )
-    if not include_deleted:
-        query = query.where(Annotation.deleted.is_(False))
-    return (await session.scalars(query.order_by(Annotation.position, Annotation.id))).all()
+    statement, parameters = _own_annotations(image_id, expert_id, mode, include_deleted)
+    return (await session.scalars(statement, parameters)).all()
+
+
+def annotations_in(
+    session: Session, image_id: int, expert_id: int, mode: str, include_deleted: bool
+) -> Sequence[Annotation]:
+    """`annotations_of` in a synchronous session (the edit's own transaction)."""
+    statement, parameters = _own_annotations(image_id, expert_id, mode, include_deleted)
+    return session.scalars(statement, parameters).all()
 
 
 _NEXT_POSITION = select(func.max(Annotation.position)).where(

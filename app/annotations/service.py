@@ -347,6 +347,17 @@ async def list_annotations(
     return [to_out(annotation, labels_by_id) for annotation in found]
 
 
+def annotations_in(
+    session: Session, workspace: Workspace, include_deleted: bool = False
+) -> list[AnnotationOut]:
+    """`list_annotations` in an authorised workspace's own transaction."""
+    found = repository.annotations_in(
+        session, workspace.image.id, workspace.user.id, workspace.assignment.mode, include_deleted
+    )
+    labels_by_id = workspace.labels_by_id
+    return [to_out(annotation, labels_by_id) for annotation in found]
+
+
 def create_annotation(
     session: Session, workspace: Workspace, data: AnnotationCreate
 ) -> tuple[AnnotationOut, bool]:
