@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
@@ -275,6 +275,16 @@ def request_by_key(session: Session, expert_id: int, key: str) -> IdempotentRequ
 
 def remember_answer(session: Session, expert_id: int, key: str, response: Any) -> None:
     session.execute(_REMEMBER_ANSWER, {"b_expert": expert_id, "b_key": key, "b_response": response})
+
+
+_APPEND_EVENT = insert(
+    AnnotationEvent.metadata.tables[AnnotationEvent.__tablename__]
+)  # Core: no ORM bulk-insert handling for one row
+
+
+def append_event(session: Session, event: dict[str, Any]) -> None:
+    """Insert one event row (columns of `AnnotationEvent`; the server time is the column's default)."""
+    session.execute(_APPEND_EVENT, event)
 
 
 async def events_of(

@@ -318,19 +318,22 @@ def _append_event(
     key: str | None,
     client_ts: datetime | None,
 ) -> None:
-    session.add(
-        AnnotationEvent(
-            annotation_id=annotation.id,
-            image_id=workspace.image.id,
-            expert_id=workspace.user.id,
-            mode=workspace.assignment.mode,
-            kind=kind,
-            before=before,
-            after=state_of(annotation, workspace.labels_by_id),
-            client_ts=client_ts,
-            idempotency_key=key,
-        )
-    )
+    """The edit's event, inserted as a plain row (it is never read back or changed in this transaction)."""
+    event = {
+        "annotation_id": annotation.id,
+        "image_id": workspace.image.id,
+        "expert_id": workspace.user.id,
+        "mode": workspace.assignment.mode,
+        "kind": kind,
+        "before": before,
+        "after": state_of(annotation, workspace.labels_by_id),
+        "client_ts": client_ts,
+        "idempotency_key": key,
+    }
+    try:
+        repository.append_event(session, event)
+    except IntegrityError as error:
+        raise Conflict("this idempotency key was already used") from error
 
 
 async def list_annotations(
@@ -536,9 +539,9 @@ def _record(
     request: Keyed | None,
     client_ts: datetime | None,
 ) -> AnnotationOut:
-    """Append the edit's event and write both in one flush; the answer is the object's new state."""
-    _append_event(session, workspace, annotation, kind, before, request.key if request else None, client_ts)
+    """Write the object's change, then append its event; the answer is the object's new state."""
     _flush_edit(session)
+    _append_event(session, workspace, annotation, kind, before, request.key if request else None, client_ts)
     answer = to_out(annotation, workspace.labels_by_id)
     _remember(session, workspace.user, request, answer)
     return answer
@@ -549,8 +552,6 @@ def _flush_edit(session: Session) -> None:
         session.flush()
     except StaleDataError as error:
         raise Conflict("the object changed meanwhile; reload it") from error
-    except IntegrityError as error:
-        raise Conflict("this idempotency key was already used") from error
 
 
 async def events(session: AsyncSession, workspace: Workspace) -> list[AnnotationEvent]:
