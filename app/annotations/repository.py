@@ -277,6 +277,16 @@ def remember_answer(session: Session, expert_id: int, key: str, response: Any) -
     session.execute(_REMEMBER_ANSWER, {"b_expert": expert_id, "b_key": key, "b_response": response})
 
 
+_ANNOTATION_TABLE = Annotation.metadata.tables[Annotation.__tablename__]
+_INSERT_ANNOTATION = insert(_ANNOTATION_TABLE).returning(_ANNOTATION_TABLE.c.id)
+
+
+def insert_annotation(session: Session, values: dict[str, Any]) -> int:
+    """Insert one object row (every column but the id given) and return its id."""
+    new_id: int = session.execute(_INSERT_ANNOTATION, values).scalar_one()
+    return new_id
+
+
 _APPEND_EVENT = insert(
     AnnotationEvent.metadata.tables[AnnotationEvent.__tablename__]
 )  # Core: no ORM bulk-insert handling for one row

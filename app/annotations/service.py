@@ -373,20 +373,26 @@ def create_annotation(
     studies.require_unfinished(workspace.assignment)
     check_box(workspace.image, data.x1, data.y1, data.x2, data.y2)
     label = resolve_label(workspace, data.label)
-    annotation = Annotation(
-        image_id=workspace.image.id,
-        expert_id=workspace.user.id,
-        mode=mode,
-        label_id=label.id,
-        x1=data.x1,
-        y1=data.y1,
-        x2=data.x2,
-        y2=data.y2,
-        origin=Origin.expert,
-        position=repository.next_position(session, workspace.image.id, workspace.user.id, mode),
-    )
-    session.add(annotation)
-    session.flush()
+    now = utcnow()
+    row = {
+        "image_id": workspace.image.id,
+        "expert_id": workspace.user.id,
+        "mode": mode,
+        "label_id": label.id,
+        "x1": data.x1,
+        "y1": data.y1,
+        "x2": data.x2,
+        "y2": data.y2,
+        "origin": Origin.expert,
+        "suggestion_id": None,
+        "deleted": False,
+        "version": 1,
+        "position": repository.next_position(session, workspace.image.id, workspace.user.id, mode),
+        "created_at": now,
+        "updated_at": now,
+    }
+    # a plain row: the new object is not changed again in this transaction, so the ORM need not track it
+    annotation = Annotation(id=repository.insert_annotation(session, row), **row)
     created = _record(session, workspace, annotation, EventKind.create, None, request, data.client_ts)
     return created, True
 
