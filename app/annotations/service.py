@@ -45,6 +45,7 @@ from app.models import (
     User,
 )
 from app.models.base import utcnow
+from app.observability.metrics import note_inserted_edit
 from app.simulation import repository as simulation_repository
 from app.studies import repository as studies_repository
 from app.studies import service as studies
@@ -334,6 +335,7 @@ def _append_event(
         repository.append_event(session, event)
     except IntegrityError as error:
         raise Conflict("this idempotency key was already used") from error
+    note_inserted_edit(session, kind)
 
 
 async def list_annotations(
