@@ -7,6 +7,10 @@ requests every round trip waits behind the other requests' work on the loop: the
 milliseconds per edit. Here a batch is written by one thread in one hand-off, with SQLAlchemy's
 synchronous session, and the log is synced once per batch, not once per edit. Durability is unchanged: no
 edit is answered before the commit that holds it.
+
+A request sent with an API token (an edit, a visit's start, heartbeat or close, a done mark, the listing of
+an image opened before) is authorised in the same hand-off, by one statement in the transaction that writes
+it: the request itself makes no other round trip to the database.
 """
 
 import asyncio
