@@ -7,20 +7,25 @@ requests every round trip waits behind the other requests' work on the loop: the
 milliseconds per edit. Here a batch is written by one thread in one hand-off, with SQLAlchemy's
 synchronous session, and the log is synced once per batch, not once per edit. Durability is unchanged: no
 edit is answered before the commit that holds it.
+
+A request sent with an API token (an edit, a visit's start, heartbeat or close, a done mark, the listing of
+an image opened before) is authorised in the same hand-off, by one statement in the transaction that writes
+it: the request itself makes no other round trip to the database.
 """
 
 import asyncio
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from app.db import SQLiteWriteGate, enable_sqlite_pragmas, is_in_memory, write_gate_of
+from app.db import SQLiteWriteGate, enable_sqlite_pragmas, is_in_memory, unit_of_work, write_gate_of
 
 T = TypeVar("T")
 Work = Callable[[Session], Any]
@@ -59,6 +64,10 @@ class SQLiteBatchWriter:
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = (
             weakref.WeakKeyDictionary()
         )
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Write `work` in the next batch; its result once that batch is committed, or its exception."""
@@ -128,18 +137,34 @@ def _answer(batch: list[tuple[Work, "asyncio.Future[Any]"]], outcomes: list[Any]
 
 
 class EditRunner:
-    """Where a request's edit is written: the batch writer on SQLite, the request's own session elsewhere
-    (PostgreSQL runs concurrent transactions and groups their commits itself)."""
+    """Where a request's edit is written: the batch writer on SQLite, a session's own transaction elsewhere
+    (PostgreSQL runs concurrent transactions and groups their commits itself). An edit route opens no
+    session of its own unless it needs one: an edit authorised and written in one hand-off makes no other
+    round trip."""
 
-    def __init__(self, session: AsyncSession, writer: SQLiteBatchWriter | None) -> None:
-        self._session = session
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], writer: SQLiteBatchWriter | None
+    ) -> None:
+        self._sessionmaker = sessionmaker
         self._writer = writer
 
+    def unit_of_work(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """The request's own transaction, committed when the block ends (before the answer is sent)."""
+        return unit_of_work(self._sessionmaker)
+
     async def run(self, work: Callable[[Session], T]) -> T:
+        """`work` in a transaction of its own, committed before this returns."""
+        if self._writer is not None:
+            return await self._writer.run(work)
+        async with self.unit_of_work() as session:
+            return await session.run_sync(work)
+
+    async def run_in(self, session: AsyncSession, work: Callable[[Session], T]) -> T:
+        """`work` after what `session` read or wrote: in its transaction, or on SQLite in the next batch."""
         if self._writer is None:
-            return await self._session.run_sync(work)
+            return await session.run_sync(work)
         # the request's reads end here; anything it wrote on the way (a first open) is committed first
-        await self._session.commit()
+        await session.commit()
         return await self._writer.run(work)
 
 

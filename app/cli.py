@@ -83,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         # proxy_headers off: CONCORD_FORWARDED_ALLOW_IPS alone decides whom X-Forwarded-* is believed from
         uvicorn.run(
-            "app.main:create_app",
+            "app.main:create_served_app",
             factory=True,
             host=args.host,
             port=args.port,

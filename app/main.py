@@ -1,5 +1,6 @@
 """create_app(): the lifespan builds the engine, session factory, caches and templates; routers are mounted."""
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -91,6 +92,16 @@ async def health(session: SessionDep) -> dict[str, str]:
     """Liveness and database reachability."""
     await session.execute(text("SELECT 1"))
     return {"status": "ok"}
+
+
+def create_served_app() -> FastAPI:
+    """`create_app()` for `concord serve`: what is built at start-up (modules, mappers, routes, schemas) lives
+    as long as the process, so it leaves the garbage collector's generations; a full collection then walks
+    only what requests allocate, instead of pausing every request for tens of milliseconds."""
+    app = create_app()
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -52,12 +52,16 @@ class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, *, hsts_seconds: int) -> None:
         self.app = app
         self.hsts_seconds = hsts_seconds
+        # built once: encoding them per response cost more than the rest of this middleware
+        self._by_https = {
+            https: security_headers(https=https, hsts_seconds=hsts_seconds) for https in (False, True)
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = security_headers(https=scope.get("scheme") == "https", hsts_seconds=self.hsts_seconds)
+        extra = self._by_https[scope.get("scheme") == "https"]
         started = False
 
         async def send_with_headers(message: Message) -> None:

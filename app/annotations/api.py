@@ -1,12 +1,14 @@
 """JSON routes of the current expert's annotations, their event log, visits and done images."""
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
+from app.accounts.security import digest
 from app.annotations import repository, service
 from app.annotations.schemas import (
     AnnotationCreate,
@@ -19,33 +21,26 @@ from app.annotations.schemas import (
 )
 from app.annotations.service import Workspace
 from app.batched_writes import EditRunner
+from app.config import Settings
 from app.deps import CurrentUser, SessionDep, SettingsDep, optional_principal, require_principal
 from app.models import EventKind, Mode, User
-from app.schemas_common import DB_ID_MAX, PathId
+from app.schemas_common import PathId
 from app.simulation import repository as simulation_repository
 from app.studies import service as studies
 
 router = APIRouter(tags=["annotations"])
+T = TypeVar("T")
 
 ModeQuery = Annotated[Mode, Query(description="training, unaided or aided")]
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=8, max_length=100)]
 MAX_BULK = 5000
 
 
-def _edit_runner(request: Request, session: SessionDep) -> EditRunner:
-    return EditRunner(session, request.app.state.batch_writer)
+async def _edit_runner(request: Request) -> EditRunner:
+    return EditRunner(request.app.state.sessionmaker, request.app.state.batch_writer)
 
 
 Edits = Annotated[EditRunner, Depends(_edit_runner)]
-
-
-@dataclass(frozen=True)
-class EditAccess:
-    """Who edits, and, when one statement authorised it all, where: None sends the route the usual way
-    (token, then workspace), whose refusals are the precise ones."""
-
-    user: User
-    workspace: Workspace | None
 
 
 def _bearer_token(request: Request) -> str | None:
@@ -53,67 +48,82 @@ def _bearer_token(request: Request) -> str | None:
     return authorization[7:].strip() if authorization.lower().startswith("bearer ") else None
 
 
-def _path_id(request: Request, name: str) -> int | None:
-    """The path's id as `PathId` reads it, or None where that would refuse it."""
-    raw = request.path_params.get(name, "")
-    if not (isinstance(raw, str) and raw.isascii() and raw.isdigit()):
+Edit = Callable[[Session, Workspace], T]
+
+
+async def _user(request: Request, session: AsyncSession) -> User:
+    return (await require_principal(await optional_principal(request, session))).user
+
+
+def _authorised_edit(
+    authorise: Callable[[Session], Workspace | None], edit: Edit[T]
+) -> Callable[[Session], T | None]:
+    """The edit, written in the transaction that authorised it; None when the one statement did not."""
+
+    def work(session: Session) -> T | None:
+        workspace = authorise(session)
+        return None if workspace is None else edit(session, workspace)
+
+    return work
+
+
+def _in_workspace(edit: Edit[T], workspace: Workspace) -> Callable[[Session], T]:
+    return lambda session: edit(session, workspace)
+
+
+async def _by_token_on_image(
+    request: Request, edits: EditRunner, image_id: int, mode: str, edit: Edit[T]
+) -> T | None:
+    """`edit` authorised by the bearer token in one statement and written in one hand-off; None when there
+    is no token or the statement did not authorise it (the caller then goes step by step)."""
+    token = _bearer_token(request)
+    if not token:
         return None
-    value = int(raw)
-    return value if 1 <= value <= DB_ID_MAX else None
+    authorise = partial(service.workspace_by_token, token_hash=digest(token), image_id=image_id, mode=mode)
+    return await edits.run(_authorised_edit(authorise, edit))
 
 
-async def _step_by_step(request: Request, session: AsyncSession) -> EditAccess:
-    principal = await require_principal(await optional_principal(request, session))
-    return EditAccess(principal.user, None)
+async def _edit_on_image(request: Request, edits: EditRunner, image_id: int, mode: str, edit: Edit[T]) -> T:
+    """A bearer token's edit is authorised and written in one hand-off; otherwise (a cookie, a first open, or
+    a refusal to tell precisely) the workspace is opened step by step first."""
+    done = await _by_token_on_image(request, edits, image_id, mode, edit)
+    if done is not None:
+        return done
+    async with edits.unit_of_work() as session:
+        workspace = await service.open_workspace(session, await _user(request, session), image_id, mode)
+        return await edits.run_in(session, _in_workspace(edit, workspace))
 
 
-async def _image_edit_access(request: Request, session: SessionDep) -> EditAccess:
-    token, image_id = _bearer_token(request), _path_id(request, "image_id")
-    mode = request.query_params.get("mode")
-    if token and image_id is not None and mode in service.MODES:
-        workspace = await service.workspace_by_token(session, token, image_id, mode)
-        if workspace is not None:
-            return EditAccess(workspace.user, workspace)
-    return await _step_by_step(request, session)
-
-
-async def _annotation_edit_access(request: Request, session: SessionDep) -> EditAccess:
-    token, annotation_id = _bearer_token(request), _path_id(request, "annotation_id")
-    if token and annotation_id is not None:
-        workspace = await service.annotation_workspace_by_token(session, token, annotation_id)
-        if workspace is not None:
-            return EditAccess(workspace.user, workspace)
-    return await _step_by_step(request, session)
-
-
-ImageEditor = Annotated[EditAccess, Depends(_image_edit_access)]
-AnnotationEditor = Annotated[EditAccess, Depends(_annotation_edit_access)]
-
-
-async def _workspace_of_image(
-    session: AsyncSession, access: EditAccess, image_id: int, mode: str
-) -> Workspace:
-    return access.workspace or await service.open_workspace(session, access.user, image_id, mode)
-
-
-async def _workspace_of_annotation(
-    session: AsyncSession, access: EditAccess, annotation_id: int
-) -> Workspace:
-    if access.workspace is not None:
-        return access.workspace
-    workspace, _ = await service.workspace_of_annotation(session, access.user, annotation_id)
-    return workspace
+async def _edit_of_annotation(request: Request, edits: EditRunner, annotation_id: int, edit: Edit[T]) -> T:
+    """As `_edit_on_image`, on the workspace of the user's own object."""
+    token = _bearer_token(request)
+    if token:
+        authorise = partial(
+            service.annotation_workspace_by_token, token_hash=digest(token), annotation_id=annotation_id
+        )
+        done = await edits.run(_authorised_edit(authorise, edit))
+        if done is not None:
+            return done
+    async with edits.unit_of_work() as session:
+        user = await _user(request, session)
+        workspace, _ = await service.workspace_of_annotation(session, user, annotation_id)
+        return await edits.run_in(session, _in_workspace(edit, workspace))
 
 
 @router.post("/images/{image_id}/open")
 async def open_image(
-    image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser, include_deleted: bool = False
+    image_id: PathId, mode: ModeQuery, request: Request, edits: Edits, include_deleted: bool = False
 ) -> list[AnnotationOut]:
     """Open an image to work on it, and answer the current expert's objects on it (as the list does).
     The first open records the first view and, in aided mode, copies the suggestions into the expert's
     objects; opening again changes nothing. Edits open the image too; a finished assignment is not opened."""
-    workspace = await service.open_workspace(session, user, image_id, mode)
-    return await service.list_annotations(session, workspace, include_deleted)
+    listing = partial(service.annotations_in, include_deleted=include_deleted)
+    opened = await _by_token_on_image(request, edits, image_id, mode, listing)
+    if opened is not None:
+        return opened
+    async with edits.unit_of_work() as session:
+        workspace = await service.open_workspace(session, await _user(request, session), image_id, mode)
+        return await service.list_annotations(session, workspace, include_deleted)
 
 
 @router.get("/images/{image_id}/annotations")
@@ -131,17 +141,16 @@ async def create_annotation(
     image_id: PathId,
     mode: ModeQuery,
     data: AnnotationCreate,
-    session: SessionDep,
+    request: Request,
     edits: Edits,
-    access: ImageEditor,
     response: Response,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Create one object; a retry with the same idempotency key returns it unchanged (200)."""
-    workspace = await _workspace_of_image(session, access, image_id, mode)
     if data.idempotency_key is None and idempotency_key is not None:
         data = data.model_copy(update={"idempotency_key": idempotency_key})
-    created, is_new = await edits.run(partial(service.create_annotation, workspace=workspace, data=data))
+    edit = partial(service.create_annotation, data=data)
+    created, is_new = await _edit_on_image(request, edits, image_id, mode, edit)
     if not is_new:
         response.status_code = 200
     return created
@@ -152,17 +161,14 @@ async def upload_annotations(
     image_id: PathId,
     mode: ModeQuery,
     items: Annotated[list[AnnotationCreate], Body(max_length=MAX_BULK)],
-    session: SessionDep,
+    request: Request,
     edits: Edits,
-    access: ImageEditor,
     response: Response,
     idempotency_key: IdempotencyHeader = None,
 ) -> list[AnnotationOut]:
     """Upload a JSON list of objects, each created with its own event; a keyed retry returns them (200)."""
-    workspace = await _workspace_of_image(session, access, image_id, mode)
-    created, is_new = await edits.run(
-        partial(service.create_many, workspace=workspace, items=items, key=idempotency_key)
-    )
+    edit = partial(service.create_many, items=items, key=idempotency_key)
+    created, is_new = await _edit_on_image(request, edits, image_id, mode, edit)
     if not is_new:
         response.status_code = 200
     return created
@@ -172,74 +178,65 @@ async def upload_annotations(
 async def update_annotation(
     annotation_id: PathId,
     data: AnnotationUpdate,
-    session: SessionDep,
+    request: Request,
     edits: Edits,
-    access: AnnotationEditor,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Move, resize or relabel an own object; the version must be the current one (else 409)."""
-    workspace = await _workspace_of_annotation(session, access, annotation_id)
     if data.idempotency_key is None and idempotency_key is not None:
         data = data.model_copy(update={"idempotency_key": idempotency_key})
-    work = partial(service.update_annotation, workspace=workspace, annotation_id=annotation_id, data=data)
-    return await edits.run(work)
+    edit = partial(service.update_annotation, annotation_id=annotation_id, data=data)
+    return await _edit_of_annotation(request, edits, annotation_id, edit)
 
 
 async def _change(
     annotation_id: int,
     data: StateChange,
-    session: AsyncSession,
+    request: Request,
     edits: EditRunner,
-    access: EditAccess,
     kind: EventKind,
     key: str | None,
 ) -> AnnotationOut:
-    workspace = await _workspace_of_annotation(session, access, annotation_id)
     if data.idempotency_key is None and key is not None:
         data = data.model_copy(update={"idempotency_key": key})
-    work = partial(
-        service.change_state, workspace=workspace, annotation_id=annotation_id, data=data, kind=kind
-    )
-    return await edits.run(work)
+    edit = partial(service.change_state, annotation_id=annotation_id, data=data, kind=kind)
+    return await _edit_of_annotation(request, edits, annotation_id, edit)
 
 
 @router.post("/annotations/{annotation_id}/delete")
 async def delete_annotation(
     annotation_id: PathId,
     data: StateChange,
-    session: SessionDep,
+    request: Request,
     edits: Edits,
-    access: AnnotationEditor,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Delete an own object (soft delete: it can be restored)."""
-    return await _change(annotation_id, data, session, edits, access, EventKind.delete, idempotency_key)
+    return await _change(annotation_id, data, request, edits, EventKind.delete, idempotency_key)
 
 
 @router.post("/annotations/{annotation_id}/restore")
 async def restore_annotation(
     annotation_id: PathId,
     data: StateChange,
-    session: SessionDep,
+    request: Request,
     edits: Edits,
-    access: AnnotationEditor,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Restore an own deleted object."""
-    return await _change(annotation_id, data, session, edits, access, EventKind.restore, idempotency_key)
+    return await _change(annotation_id, data, request, edits, EventKind.restore, idempotency_key)
 
 
 @router.post("/annotations/{annotation_id}/accept")
 async def accept_suggestion(
     annotation_id: PathId,
     data: StateChange,
-    session: SessionDep,
+    request: Request,
     edits: Edits,
-    access: AnnotationEditor,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Accept a suggestion unchanged (recorded as an event)."""
-    return await _change(annotation_id, data, session, edits, access, EventKind.accept, idempotency_key)
+    return await _change(annotation_id, data, request, edits, EventKind.accept, idempotency_key)
 
 
 @router.get("/images/{image_id}/events")
@@ -264,10 +261,9 @@ async def list_events(
 
 
 @router.post("/images/{image_id}/visits", status_code=201)
-async def open_visit(image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser) -> VisitOut:
+async def open_visit(image_id: PathId, mode: ModeQuery, request: Request, edits: Edits) -> VisitOut:
     """Record that the expert opened an image."""
-    workspace = await service.open_workspace(session, user, image_id, mode)
-    return VisitOut.model_validate(await service.open_visit(session, workspace))
+    return await _edit_on_image(request, edits, image_id, mode, service.start_visit)
 
 
 @router.get("/images/{image_id}/visits")
@@ -282,42 +278,54 @@ async def list_visits(
 
 @router.post("/visits/{visit_id}/heartbeat")
 async def heartbeat(
-    visit_id: PathId,
-    session: SessionDep,
-    user: CurrentUser,
-    settings: SettingsDep,
-    data: ClientTime | None = None,
+    visit_id: PathId, request: Request, edits: Edits, settings: SettingsDep, data: ClientTime | None = None
 ) -> VisitOut:
     """The page is visible and the expert active; idle gaps beyond the limit do not count."""
-    visit = await service.get_visit(session, user, visit_id)
-    scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)
-    service.record_presence(
-        visit, settings.heartbeat_idle_seconds, (data or ClientTime()).active, close=False, time_scale=scale
-    )
-    return VisitOut.model_validate(visit)
+    return await _presence(request, edits, settings, visit_id, data or ClientTime(), close=False)
 
 
 @router.post("/visits/{visit_id}/close")
 async def close_visit(
-    visit_id: PathId,
-    session: SessionDep,
-    user: CurrentUser,
-    settings: SettingsDep,
-    data: ClientTime | None = None,
+    visit_id: PathId, request: Request, edits: Edits, settings: SettingsDep, data: ClientTime | None = None
 ) -> VisitOut:
     """The expert left the image."""
-    visit = await service.get_visit(session, user, visit_id)
-    scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)
-    active = (data or ClientTime()).active
-    service.record_presence(visit, settings.heartbeat_idle_seconds, active, close=True, time_scale=scale)
-    return VisitOut.model_validate(visit)
+    return await _presence(request, edits, settings, visit_id, data or ClientTime(), close=True)
+
+
+async def _presence(
+    request: Request, edits: EditRunner, settings: Settings, visit_id: int, data: ClientTime, close: bool
+) -> VisitOut:
+    idle_limit_s = settings.heartbeat_idle_seconds
+    token = _bearer_token(request)
+    if token:
+        work = partial(
+            service.presence_by_token,
+            token_hash=digest(token),
+            visit_id=visit_id,
+            idle_limit_s=idle_limit_s,
+            active=data.active,
+            close=close,
+        )
+        done = await edits.run(work)
+        if done is not None:
+            return done
+    async with edits.unit_of_work() as session:
+        user = await _user(request, session)
+        visit = await service.get_visit(session, user, visit_id)
+        scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)
+        service.record_presence(visit, idle_limit_s, data.active, close=close, time_scale=scale)
+        await session.flush()
+        return VisitOut.model_validate(visit)
 
 
 @router.post("/images/{image_id}/done")
-async def mark_done(
-    image_id: PathId, mode: ModeQuery, session: SessionDep, user: CurrentUser
-) -> dict[str, int]:
+async def mark_done(image_id: PathId, mode: ModeQuery, request: Request, edits: Edits) -> dict[str, int]:
     """Mark an image of the own assignment as done."""
-    image = await studies.get_image(session, user, image_id)
-    assignment = await studies.mark_image_done(session, user, image, mode)
-    return {"assignment_id": assignment.id, "image_id": image.id}
+    done = await _by_token_on_image(request, edits, image_id, mode, service.mark_done)
+    if done is not None:
+        return done
+    async with edits.unit_of_work() as session:
+        user = await _user(request, session)
+        image = await studies.get_image(session, user, image_id)
+        assignment = await studies.mark_image_done(session, user, image, mode)
+        return {"assignment_id": assignment.id, "image_id": image.id}

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import BindParameter
 
 from app.accounts.repository import TOKEN_IS_VALID
@@ -99,11 +99,16 @@ class AuthorisedRow:
     user: User
     api_token: ApiToken
     workspace: WorkspaceRow
+    unaided_finished_at: datetime | None  # of an aided workspace's unaided assignment (its washout)
+    has_unaided: bool
 
 
 def _purpose_of(mode: Any) -> Any:
     """`purpose_of_mode` in SQL."""
     return case((mode == Mode.training.value, ImagePurpose.practice.value), else_=ImagePurpose.study.value)
+
+
+_Unaided = aliased(Assignment)
 
 
 def _authorised_rows(of_annotation: bool) -> Any:
@@ -112,9 +117,9 @@ def _authorised_rows(of_annotation: bool) -> Any:
     expert = User.id
     image_id: Any
     mode: Any
-    query = select(User, ApiToken, Image, Task, Study, Assignment, ImageView.id, Label).join(
-        ApiToken, ApiToken.user_id == User.id
-    )
+    query = select(
+        User, ApiToken, Image, Task, Study, Assignment, ImageView.id, Label, _Unaided.id, _Unaided.finished_at
+    ).join(ApiToken, ApiToken.user_id == User.id)
     if of_annotation:
         query = query.join(
             Annotation, and_(Annotation.id == bindparam("b_annotation"), Annotation.expert_id == expert)
@@ -122,9 +127,11 @@ def _authorised_rows(of_annotation: bool) -> Any:
         image_id, mode = Annotation.image_id, Annotation.mode
     else:
         image_id, mode = _image, _mode
-    return _joined_workspace(query.join(Image, Image.id == image_id), expert, mode).where(
-        TOKEN_IS_VALID, Image.purpose == _purpose_of(mode)
+    unaided = and_(
+        _Unaided.task_id == Task.id, _Unaided.expert_id == expert, _Unaided.mode == Mode.unaided.value
     )
+    joined = _joined_workspace(query.join(Image, Image.id == image_id), expert, mode)
+    return joined.outerjoin(_Unaided, unaided).where(TOKEN_IS_VALID, Image.purpose == _purpose_of(mode))
 
 
 _AUTHORISED_IMAGE_ROWS = _authorised_rows(of_annotation=False)
@@ -134,28 +141,75 @@ _AUTHORISED_ANNOTATION_ROWS = _authorised_rows(of_annotation=True)
 def _authorised(rows: Sequence[Any]) -> AuthorisedRow | None:
     if not rows:
         return None
-    user, api_token, image, task, study, assignment, view_id, _ = rows[0]
+    user, api_token, image, task, study, assignment, view_id, _, unaided_id, unaided_finished_at = rows[0]
     labels = [row[7] for row in rows if row[7] is not None]
-    return AuthorisedRow(
-        user, api_token, WorkspaceRow(image, task, study, assignment, view_id is not None, labels)
-    )
+    workspace = WorkspaceRow(image, task, study, assignment, view_id is not None, labels)
+    return AuthorisedRow(user, api_token, workspace, unaided_finished_at, unaided_id is not None)
 
 
-async def authorised_image_row(
-    session: AsyncSession, token_hash: str, now: datetime, image_id: int, mode: str
+def authorised_image_row(
+    session: Session, token_hash: str, now: datetime, image_id: int, mode: str
 ) -> AuthorisedRow | None:
     """In one statement: the valid token's enabled user and that user's workspace row (`workspace_row`)
-    on the image in the mode. None when anything is missing: the caller takes the step-by-step path."""
+    on the image in the mode, with the end of the unaided assignment of the task (an aided workspace's
+    washout). None when anything is missing: the caller takes the step-by-step path. Read in the edit's own
+    transaction, so that nothing it decides on changes before the edit is written."""
     parameters = {"token_hash": token_hash, "now": now, "b_image": image_id, "b_mode": mode}
-    return _authorised((await session.execute(_AUTHORISED_IMAGE_ROWS, parameters)).all())
+    return _authorised(session.execute(_AUTHORISED_IMAGE_ROWS, parameters).all())
 
 
-async def authorised_annotation_row(
-    session: AsyncSession, token_hash: str, now: datetime, annotation_id: int
+def authorised_annotation_row(
+    session: Session, token_hash: str, now: datetime, annotation_id: int
 ) -> AuthorisedRow | None:
     """As `authorised_image_row`, for the image and mode of the user's own object."""
     parameters = {"token_hash": token_hash, "now": now, "b_annotation": annotation_id}
-    return _authorised((await session.execute(_AUTHORISED_ANNOTATION_ROWS, parameters)).all())
+    return _authorised(session.execute(_AUTHORISED_ANNOTATION_ROWS, parameters).all())
+
+
+@dataclass(frozen=True)
+class AuthorisedVisit:
+    """A bearer token's own visit, with the time scale of its study (`time_scale_of_visit`'s columns)."""
+
+    visit: ImageVisit
+    api_token: ApiToken
+    simulation_time_scale: float | None
+    simulation: Any
+
+
+_AUTHORISED_VISIT = (
+    select(ImageVisit, ApiToken, Study.simulation_time_scale, Study.simulation)
+    .join(User, User.id == ImageVisit.expert_id)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .join(Image, Image.id == ImageVisit.image_id)
+    .join(Task, Task.id == Image.task_id)
+    .join(Study, Study.id == Task.study_id)
+    .where(ImageVisit.id == bindparam("b_visit"), TOKEN_IS_VALID)
+)
+
+
+def authorised_visit(
+    session: Session, token_hash: str, now: datetime, visit_id: int
+) -> AuthorisedVisit | None:
+    """In one statement: the valid token's enabled user's own visit and its study's time scale. None when
+    anything is missing: the caller takes the step-by-step path."""
+    parameters = {"token_hash": token_hash, "now": now, "b_visit": visit_id}
+    row = session.execute(_AUTHORISED_VISIT, parameters).first()
+    return None if row is None else AuthorisedVisit(*row)
+
+
+_OWN_ANNOTATIONS = (
+    select(Annotation)
+    .where(Annotation.image_id == _image, Annotation.expert_id == _expert, Annotation.mode == _mode)
+    .order_by(Annotation.position, Annotation.id)
+)
+_OWN_LIVE_ANNOTATIONS = _OWN_ANNOTATIONS.where(Annotation.deleted.is_(False))
+
+
+def _own_annotations(
+    image_id: int, expert_id: int, mode: str, include_deleted: bool
+) -> tuple[Any, dict[str, Any]]:
+    statement = _OWN_ANNOTATIONS if include_deleted else _OWN_LIVE_ANNOTATIONS
+    return statement, {"b_image": image_id, "b_expert": expert_id, "b_mode": mode}
 
 
 async def annotations_of(
@@ -165,14 +219,16 @@ async def annotations_of(
     mode: str,
     include_deleted: bool,
 ) -> Sequence[Annotation]:
-    query = select(Annotation).where(
-        Annotation.image_id == image_id,
-        Annotation.expert_id == expert_id,
-        Annotation.mode == mode,
-    )
-    if not include_deleted:
-        query = query.where(Annotation.deleted.is_(False))
-    return (await session.scalars(query.order_by(Annotation.position, Annotation.id))).all()
+    statement, parameters = _own_annotations(image_id, expert_id, mode, include_deleted)
+    return (await session.scalars(statement, parameters)).all()
+
+
+def annotations_in(
+    session: Session, image_id: int, expert_id: int, mode: str, include_deleted: bool
+) -> Sequence[Annotation]:
+    """`annotations_of` in a synchronous session (the edit's own transaction)."""
+    statement, parameters = _own_annotations(image_id, expert_id, mode, include_deleted)
+    return session.scalars(statement, parameters).all()
 
 
 _NEXT_POSITION = select(func.max(Annotation.position)).where(
@@ -219,6 +275,26 @@ def request_by_key(session: Session, expert_id: int, key: str) -> IdempotentRequ
 
 def remember_answer(session: Session, expert_id: int, key: str, response: Any) -> None:
     session.execute(_REMEMBER_ANSWER, {"b_expert": expert_id, "b_key": key, "b_response": response})
+
+
+_ANNOTATION_TABLE = Annotation.metadata.tables[Annotation.__tablename__]
+_INSERT_ANNOTATION = insert(_ANNOTATION_TABLE).returning(_ANNOTATION_TABLE.c.id)
+
+
+def insert_annotation(session: Session, values: dict[str, Any]) -> int:
+    """Insert one object row (every column but the id given) and return its id."""
+    new_id: int = session.execute(_INSERT_ANNOTATION, values).scalar_one()
+    return new_id
+
+
+_APPEND_EVENT = insert(
+    AnnotationEvent.metadata.tables[AnnotationEvent.__tablename__]
+)  # Core: no ORM bulk-insert handling for one row
+
+
+def append_event(session: Session, event: dict[str, Any]) -> None:
+    """Insert one event row (columns of `AnnotationEvent`; the server time is the column's default)."""
+    session.execute(_APPEND_EVENT, event)
 
 
 async def events_of(

@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.accounts import service as accounts
-from app.accounts.security import digest
 from app.annotations import repository
 from app.annotations.schemas import (
     AnnotationCreate,
     AnnotationOut,
     AnnotationUpdate,
     StateChange,
+    VisitOut,
 )
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.evaluation import metrics
@@ -40,10 +40,13 @@ from app.models import (
     Label,
     Mode,
     Origin,
+    Study,
     Task,
     User,
 )
 from app.models.base import utcnow
+from app.observability.metrics import note_inserted_edit
+from app.simulation import repository as simulation_repository
 from app.studies import repository as studies_repository
 from app.studies import service as studies
 
@@ -206,32 +209,30 @@ def to_out(annotation: Annotation, labels_by_id: dict[int, Label]) -> Annotation
     )
 
 
-async def workspace_by_token(session: AsyncSession, token: str, image_id: int, mode: str) -> Workspace | None:
-    """An edit's authorisation in one statement: the bearer token's user and its workspace on the image
-    (the usual path of `open_workspace`). None when the token, the workspace or the usual path fails:
-    the caller then authorises step by step, which answers the precise 401/403/404/422."""
+def workspace_by_token(session: Session, token_hash: str, image_id: int, mode: str) -> Workspace | None:
+    """An edit's authorisation in one statement, in the edit's own transaction: the bearer token's user and
+    its workspace on the image (the usual path of `open_workspace`). None when the token, the workspace or
+    the usual path fails: the caller then authorises step by step, which answers the precise
+    401/403/404/422."""
     now = utcnow()
-    row = await repository.authorised_image_row(session, digest(token), now, image_id, mode)
-    return await _authorised_workspace(session, row, now)
+    return _authorised_workspace(
+        repository.authorised_image_row(session, token_hash, now, image_id, mode), now
+    )
 
 
-async def annotation_workspace_by_token(
-    session: AsyncSession, token: str, annotation_id: int
-) -> Workspace | None:
+def annotation_workspace_by_token(session: Session, token_hash: str, annotation_id: int) -> Workspace | None:
     """As `workspace_by_token`, for the workspace of the token's user's own object."""
     now = utcnow()
-    row = await repository.authorised_annotation_row(session, digest(token), now, annotation_id)
-    return await _authorised_workspace(session, row, now)
+    return _authorised_workspace(
+        repository.authorised_annotation_row(session, token_hash, now, annotation_id), now
+    )
 
 
-async def _authorised_workspace(
-    session: AsyncSession, row: repository.AuthorisedRow | None, now: datetime
-) -> Workspace | None:
+def _authorised_workspace(row: repository.AuthorisedRow | None, now: datetime) -> Workspace | None:
     if row is None or not row.workspace.seen or row.workspace.assignment.opened_at is None:
         return None
     found = row.workspace
-    is_open, _ = await studies.assignment_opens_at(session, found.assignment, found.study)
-    if not is_open:
+    if not _washout_over(found.assignment, found.study, row, now):
         return None
     accounts.note_token_use(row.api_token, now)
     return Workspace(
@@ -241,6 +242,21 @@ async def _authorised_workspace(
         assignment=found.assignment,
         labels_by_name={label.name: label for label in found.labels},
     )
+
+
+def _washout_over(assignment: Assignment, study: Study, row: repository.AuthorisedRow, now: datetime) -> bool:
+    """`studies.assignment_opens_at` on the authorising row: the unaided assignment came with it."""
+    if assignment.mode != Mode.aided or assignment.washout_override_at is not None or not row.has_unaided:
+        return True
+    finished_at = row.unaided_finished_at
+    return finished_at is not None and finished_at + timedelta(days=study.washout_days) <= now
+
+
+def mark_done(session: Session, workspace: Workspace) -> dict[str, int]:
+    """`studies.mark_image_done` in an authorised workspace (its checks passed in the authorising statement)."""
+    studies.require_unfinished(workspace.assignment)
+    studies_repository.complete_image(session, workspace.assignment.id, workspace.image.id, utcnow())
+    return {"assignment_id": workspace.assignment.id, "image_id": workspace.image.id}
 
 
 @dataclass(frozen=True)
@@ -303,19 +319,23 @@ def _append_event(
     key: str | None,
     client_ts: datetime | None,
 ) -> None:
-    session.add(
-        AnnotationEvent(
-            annotation_id=annotation.id,
-            image_id=workspace.image.id,
-            expert_id=workspace.user.id,
-            mode=workspace.assignment.mode,
-            kind=kind,
-            before=before,
-            after=state_of(annotation, workspace.labels_by_id),
-            client_ts=client_ts,
-            idempotency_key=key,
-        )
-    )
+    """The edit's event, inserted as a plain row (it is never read back or changed in this transaction)."""
+    event = {
+        "annotation_id": annotation.id,
+        "image_id": workspace.image.id,
+        "expert_id": workspace.user.id,
+        "mode": workspace.assignment.mode,
+        "kind": kind,
+        "before": before,
+        "after": state_of(annotation, workspace.labels_by_id),
+        "client_ts": client_ts,
+        "idempotency_key": key,
+    }
+    try:
+        repository.append_event(session, event)
+    except IntegrityError as error:
+        raise Conflict("this idempotency key was already used") from error
+    note_inserted_edit(session, kind)
 
 
 async def list_annotations(
@@ -327,6 +347,17 @@ async def list_annotations(
         workspace.user.id,
         workspace.assignment.mode,
         include_deleted,
+    )
+    labels_by_id = workspace.labels_by_id
+    return [to_out(annotation, labels_by_id) for annotation in found]
+
+
+def annotations_in(
+    session: Session, workspace: Workspace, include_deleted: bool = False
+) -> list[AnnotationOut]:
+    """`list_annotations` in an authorised workspace's own transaction."""
+    found = repository.annotations_in(
+        session, workspace.image.id, workspace.user.id, workspace.assignment.mode, include_deleted
     )
     labels_by_id = workspace.labels_by_id
     return [to_out(annotation, labels_by_id) for annotation in found]
@@ -344,20 +375,26 @@ def create_annotation(
     studies.require_unfinished(workspace.assignment)
     check_box(workspace.image, data.x1, data.y1, data.x2, data.y2)
     label = resolve_label(workspace, data.label)
-    annotation = Annotation(
-        image_id=workspace.image.id,
-        expert_id=workspace.user.id,
-        mode=mode,
-        label_id=label.id,
-        x1=data.x1,
-        y1=data.y1,
-        x2=data.x2,
-        y2=data.y2,
-        origin=Origin.expert,
-        position=repository.next_position(session, workspace.image.id, workspace.user.id, mode),
-    )
-    session.add(annotation)
-    session.flush()
+    now = utcnow()
+    row = {
+        "image_id": workspace.image.id,
+        "expert_id": workspace.user.id,
+        "mode": mode,
+        "label_id": label.id,
+        "x1": data.x1,
+        "y1": data.y1,
+        "x2": data.x2,
+        "y2": data.y2,
+        "origin": Origin.expert,
+        "suggestion_id": None,
+        "deleted": False,
+        "version": 1,
+        "position": repository.next_position(session, workspace.image.id, workspace.user.id, mode),
+        "created_at": now,
+        "updated_at": now,
+    }
+    # a plain row: the new object is not changed again in this transaction, so the ORM need not track it
+    annotation = Annotation(id=repository.insert_annotation(session, row), **row)
     created = _record(session, workspace, annotation, EventKind.create, None, request, data.client_ts)
     return created, True
 
@@ -510,9 +547,9 @@ def _record(
     request: Keyed | None,
     client_ts: datetime | None,
 ) -> AnnotationOut:
-    """Append the edit's event and write both in one flush; the answer is the object's new state."""
-    _append_event(session, workspace, annotation, kind, before, request.key if request else None, client_ts)
+    """Write the object's change, then append its event; the answer is the object's new state."""
     _flush_edit(session)
+    _append_event(session, workspace, annotation, kind, before, request.key if request else None, client_ts)
     answer = to_out(annotation, workspace.labels_by_id)
     _remember(session, workspace.user, request, answer)
     return answer
@@ -523,8 +560,6 @@ def _flush_edit(session: Session) -> None:
         session.flush()
     except StaleDataError as error:
         raise Conflict("the object changed meanwhile; reload it") from error
-    except IntegrityError as error:
-        raise Conflict("this idempotency key was already used") from error
 
 
 async def events(session: AsyncSession, workspace: Workspace) -> list[AnnotationEvent]:
@@ -552,6 +587,40 @@ async def get_visit(session: AsyncSession, user: User, visit_id: int) -> ImageVi
     if visit is None or visit.expert_id != user.id:
         raise NotFound(f"no visit {visit_id}")
     return visit
+
+
+def start_visit(session: Session, workspace: Workspace) -> VisitOut:
+    """`open_visit` in an authorised workspace's own transaction."""
+    now = utcnow()
+    visit = ImageVisit(
+        image_id=workspace.image.id,
+        expert_id=workspace.user.id,
+        mode=workspace.assignment.mode,
+        opened_at=now,
+        last_seen_at=now,
+    )
+    session.add(visit)
+    session.flush()
+    return VisitOut.model_validate(visit)
+
+
+def presence_by_token(
+    session: Session, token_hash: str, visit_id: int, idle_limit_s: float, active: bool, close: bool
+) -> VisitOut | None:
+    """A heartbeat or a close of the bearer token's own visit, authorised in one statement in the
+    transaction that writes it; None when that statement finds nothing (the caller goes step by step)."""
+    now = utcnow()
+    found = repository.authorised_visit(session, token_hash, now, visit_id)
+    if found is None:
+        return None
+    accounts.note_token_use(found.api_token, now)
+    visit = found.visit
+    scale = simulation_repository.time_scale_for(
+        visit.expert_id, found.simulation_time_scale, found.simulation
+    )
+    record_presence(visit, idle_limit_s, active, close=close, now=now, time_scale=scale)
+    session.flush()
+    return VisitOut.model_validate(visit)
 
 
 def record_presence(

@@ -20,7 +20,7 @@ IMMUTABLE = {"Cache-Control": "private, max-age=86400, immutable"}
 MEDIA = {"jpeg": "image/jpeg", "png": "image/png"}
 
 
-def tile_cache(request: Request) -> TileCache:
+async def tile_cache(request: Request) -> TileCache:
     cache: TileCache = request.app.state.tile_cache
     return cache
 

@@ -16,7 +16,7 @@ from app.studies import service as studies
 router = APIRouter(tags=["slides"])
 
 
-def _tile_cache(request: Request) -> TileCache:
+async def _tile_cache(request: Request) -> TileCache:
     cache: TileCache = request.app.state.tile_cache
     return cache
 

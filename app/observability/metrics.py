@@ -55,6 +55,12 @@ def _note_flushed_edits(session: Session, _flush_context: object) -> None:
         pending.update(str(getattr(item.kind, "value", item.kind)) for item in new_events)
 
 
+def note_inserted_edit(session: Session, kind: str) -> None:
+    """An event inserted as a plain row (no ORM flush sees it): counted at the commit as a flushed one is."""
+    pending: Tally[str] = session.info.setdefault(_PENDING_EDITS, Tally())
+    pending[str(getattr(kind, "value", kind))] += 1
+
+
 def _count_committed_edits(session: Session) -> None:
     for kind, count in session.info.pop(_PENDING_EDITS, Tally()).items():
         EDITS_WRITTEN.labels(kind=kind).inc(count)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,9 +20,14 @@ async def time_scale_of_visit(session: AsyncSession, image_id: int, expert_id: i
         .where(Image.id == image_id)
     )
     row = (await session.execute(query)).first()
-    if row is None or row[0] is None or not isinstance(row[1], dict):
+    return 1.0 if row is None else time_scale_for(expert_id, row[0], row[1])
+
+
+def time_scale_for(expert_id: int, simulation_time_scale: float | None, simulation: Any) -> float:
+    """The study's time scale for its simulated experts (`simulation["expert_ids"]`), else 1."""
+    if simulation_time_scale is None or not isinstance(simulation, dict):
         return 1.0
-    return float(row[0]) if expert_id in row[1].get("expert_ids", []) else 1.0
+    return float(simulation_time_scale) if expert_id in simulation.get("expert_ids", []) else 1.0
 
 
 async def study_has_visits(session: AsyncSession, study_id: int) -> bool:

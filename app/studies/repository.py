@@ -1,9 +1,13 @@
 """Queries of studies, tasks, labels and assignments."""
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app.models import Assignment, Image, ImageCompletion, ImagePurpose, Label, Study, Task, User
 
@@ -97,6 +101,29 @@ async def completion_counts(session: AsyncSession, assignment_ids: set[int]) -> 
         .group_by(ImageCompletion.assignment_id)
     )
     return dict((await session.execute(query)).all())
+
+
+def _completion_statement(insert: Any) -> Any:
+    completed_at = bindparam("b_completed_at", type_=ImageCompletion.completed_at.type)
+    return (
+        insert(ImageCompletion)
+        .values(
+            assignment_id=bindparam("b_assignment"), image_id=bindparam("b_image"), completed_at=completed_at
+        )
+        .on_conflict_do_nothing(index_elements=["assignment_id", "image_id"])
+    )
+
+
+_COMPLETE_IMAGE = {
+    "postgresql": _completion_statement(postgresql.insert),
+    "sqlite": _completion_statement(sqlite.insert),
+}
+
+
+def complete_image(session: Session, assignment_id: int, image_id: int, now: datetime) -> None:
+    """Record the image as done in the assignment, unless it is already (the first completion stays)."""
+    statement = _COMPLETE_IMAGE[session.get_bind().dialect.name]
+    session.execute(statement, {"b_assignment": assignment_id, "b_image": image_id, "b_completed_at": now})
 
 
 async def completed_image_ids(session: AsyncSession, assignment_id: int) -> set[int]:

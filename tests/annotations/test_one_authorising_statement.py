@@ -16,18 +16,21 @@ REFUSED = "invalid, expired or revoked API token, or a disabled account"
 
 @contextmanager
 def statements_of(app: Any) -> Iterator[list[str]]:
-    """The statements the request engine runs meanwhile (also the edit's own on PostgreSQL)."""
+    """The statements the request engine and the batch writer (SQLite) run meanwhile."""
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(statement.lower())
 
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    writer = app.state.batch_writer
+    engines = [app.state.engine.sync_engine, *([writer.engine] if writer is not None else [])]
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 def _authorising(statements: list[str]) -> list[str]:
