@@ -32,6 +32,7 @@ def api_routers() -> list[APIRouter]:
     """JSON routers, mounted under /api/v1. Each domain adds its own line."""
     from app.detectors.api import router as detectors_router
     from app.evaluation.api import router as evaluation_router
+    from app.images.api import granted_tiles_router
     from app.images.api import router as images_router
     from app.images.slides_api import router as slides_router
     from app.jobs.api import router as jobs_router
@@ -40,6 +41,7 @@ def api_routers() -> list[APIRouter]:
     from app.training.api import router as training_router
 
     return [
+        granted_tiles_router,  # first: matched before the walk over every other route
         accounts_router,
         studies_router,
         images_router,
@@ -98,7 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from app.images.service import make_tile_cache
+        from app.images.service import ImageFiles, make_tile_cache
+        from app.images.tile_grants import TileGrants, grant_key
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.resolved_database_url)
@@ -110,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.argon2_time_cost, settings.argon2_memory_kib
         )
         app.state.tile_cache = make_tile_cache(settings)
+        app.state.tile_grants = TileGrants(grant_key(settings), settings.tile_grant_seconds)
+        app.state.image_files = ImageFiles()
         app.state.templates = make_templates()
         try:
             yield

@@ -362,16 +362,27 @@ async def run_phase(connections: Sequence[Connection | HttpxConnection], name: s
     return Phase(name, time.perf_counter() - started, latencies, bodies)
 
 
+async def tile_urls(
+    base: str, headers: dict[str, str], image_id: int, tiles: list[tuple[int, int, int]]
+) -> list[str]:
+    """As a viewer does: the image's descriptor first, whose tile_url carries the signed grant."""
+    async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+        response = await client.get(f"/api/v1/images/{image_id}")
+        response.raise_for_status()
+    template: str = response.json()["tile_url"]
+    return [template.format(level=level, col=col, row=row) for level, col, row in tiles]
+
+
 async def measure(
     port: int, seeded: Seeded, tiles: list[tuple[int, int, int]], args: argparse.Namespace
 ) -> list[Phase]:
     """Rounds of cold, warm and static requests, so that the three phases meet the same background load
     (this machine is shared); each phase's figures are over all its rounds."""
-    urls = [f"/api/v1/images/{seeded.image_id}/tiles/{level}/{col}/{row}" for level, col, row in tiles]
     phases = {name: Phase(name, 0.0, [], []) for name in ("cold", "warm", "static")}
     limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
     headers = {"Authorization": f"Bearer {seeded.token}"}
     base = f"http://127.0.0.1:{port}"
+    urls = await tile_urls(base, headers, seeded.image_id, tiles)
     pool: list[Connection | HttpxConnection] = [
         Connection(port, seeded.token) for _ in range(args.connections)
     ]
@@ -379,6 +390,8 @@ async def measure(
         async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits, headers=headers) as client:
             if args.client == "httpx":
                 pool = [HttpxConnection(client) for _ in range(args.connections)]
+            # Opened before the first round (untimed), or the first cold round alone pays for them.
+            await run_phase(pool, "connect", ["/api/v1/health"] * len(pool))
             size = -(-len(urls) // args.rounds)
             for start in range(0, len(urls), size):
                 chunk = urls[start : start + size]
