@@ -213,6 +213,7 @@ FIXED_PARAMS = {
     "detector_id": "1",
     "run_id": "1",
     "slide_id": "1",
+    "grant": "1-1-forged",  # refused: a granted tile answers only pixels anyway
 }
 
 
