@@ -17,12 +17,17 @@ on bare asyncio streams: httpx costs several times the CPU of a cached tile's an
 
 Client: --client raw (default) or httpx.
 
-Phases, in one run: `cold` requests --tiles distinct tiles (levels 0-2, drawn with a seed; 256 px JPEG)
-as the expert, each for the first time (read + encode); `warm` requests the same tiles again (encoded
-cache); then the client stores each tile's bytes under /bench/static/{i} (not timed) and `static`
-requests them from the bare route. The three phases alternate in --rounds rounds over slices of the
-tiles, so that all three meet the same background load of a shared machine. The static route is the
-baseline: ratio = tiles/s of a phase over the static route's, in the same run.
+Phases, in one run: the client first asks the image's descriptor (GET /api/v1/images/{id}), as a viewer
+does, and takes its `tile_url` (the granted tile route: the descriptor authorises once, each tile request
+is checked by its signature and the same credential; see the README's "Tile path"), and opens its
+connections (one health request each, not timed: otherwise only the first cold round would pay for
+them). Then `cold` requests --tiles distinct tiles (levels 0-2, drawn with a seed; 256 px JPEG) as the
+expert, each for the first time (the slide's stored JPEG passed through; cut edge tiles decoded, cropped
+and encoded); `warm` requests the same tiles again (encoded cache); then the client stores each tile's
+bytes under /bench/static/{i} (not timed) and `static` requests them from the bare route. The three
+phases alternate in --rounds rounds over slices of the tiles, so that all three meet the same background
+load of a shared machine. The static route is the baseline: ratio = tiles/s of a phase over the static
+route's, in the same run.
 
 Last line: {"metric": "tile_requests_per_second", "value" (warm), "unit", "baseline" (static), "ratio"
 (warm / static), "ratio_cold", "cold_per_second", "p99_ms" (warm), "cold_p99_ms", "static_p99_ms", ...}.

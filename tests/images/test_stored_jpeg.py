@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -12,38 +11,17 @@ import pytest
 import tifffile
 from PIL import Image
 
-from app.images.stored_jpeg import APP14, SOS, complete_jpeg, jpeg_markers
+from app.images.stored_jpeg import APP14, complete_jpeg, jpeg_markers
 from app.images.tiles import ImageSource, Pixels, TileCache, decode_jpeg, encode
-from tests.images.slidefiles import TILE, aperio_description, shrink
-
-SIDE_W, SIDE_H = 3 * TILE + 100, 2 * TILE + 60  # the last column and row of tiles are cut by the extent
-
-
-def _pixels(seed: int = 0) -> Pixels:
-    rng = np.random.default_rng(seed)
-    smooth = rng.integers(0, 256, (SIDE_H // 16 + 1, SIDE_W // 16 + 1, 3), dtype=np.uint8)
-    big = np.asarray(Image.fromarray(smooth).resize((SIDE_W, SIDE_H), Image.Resampling.BILINEAR))
-    return big.copy()
-
-
-def _write_svs(path: Path, pixels: Pixels, outcolorspace: str) -> Path:
-    """An Aperio-style slide whose JPEG tiles hold YCbCr (tifffile's default) or RGB (Aperio's)."""
-    options: dict[str, Any] = {
-        "photometric": "rgb",
-        "compression": "jpeg",
-        "compressionargs": {"level": 90, "outcolorspace": outcolorspace},
-        "metadata": None,
-    }
-    height, width = pixels.shape[:2]
-    with tifffile.TiffWriter(path) as tiff:
-        tiff.write(pixels, tile=(TILE, TILE), description=aperio_description(width, height, 0.25), **options)
-        tiff.write(shrink(pixels, 8), description="", **options)
-        level = shrink(pixels, 4)
-        size = (level.shape[1], level.shape[0])
-        tiff.write(
-            level, tile=(TILE, TILE), description=aperio_description(width, height, 0.25, size), **options
-        )
-    return path
+from tests.images.jpegfiles import (
+    numbered_components,
+    rgb_jpeg,
+    smooth_pixels,
+    split_tables,
+    without_segment,
+    write_jpeg_svs,
+)
+from tests.images.slidefiles import TILE
 
 
 def _jpeg_pixels(data: bytes) -> Pixels:
@@ -53,7 +31,7 @@ def _jpeg_pixels(data: bytes) -> Pixels:
 
 @pytest.mark.parametrize("outcolorspace", ["ycbcr", "rgb"])
 def test_stored_tiles_decode_to_the_pixels_openslide_reads(tmp_path: Path, outcolorspace: str) -> None:
-    path = _write_svs(tmp_path / "slide.svs", _pixels(), outcolorspace)
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), outcolorspace)
     with tifffile.TiffFile(path) as tiff:
         assert tiff.pages.first.photometric == (2 if outcolorspace == "rgb" else 6)
     with ImageSource(path) as source, TileCache() as cache:
@@ -77,7 +55,7 @@ def test_stored_tiles_decode_to_the_pixels_openslide_reads(tmp_path: Path, outco
 
 
 def test_other_sizes_and_synthetic_levels_are_not_stored_tiles(tmp_path: Path) -> None:
-    path = _write_svs(tmp_path / "slide.svs", _pixels(), "ycbcr")
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "ycbcr")
     with ImageSource(path) as source:
         assert source.stored_jpeg_tile(0, 0, 0, 512) is None
         assert source.stored_jpeg_tile(0, 9, 0, TILE) is None
@@ -85,7 +63,7 @@ def test_other_sizes_and_synthetic_levels_are_not_stored_tiles(tmp_path: Path) -
 
 
 def test_a_missed_tile_is_read_without_blocking_only_from_an_open_file(tmp_path: Path) -> None:
-    path = _write_svs(tmp_path / "slide.svs", _pixels(), "ycbcr")
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "ycbcr")
     with TileCache() as cache:
         assert cache.stored_tile_nowait(path, 0, 0, 0) is None  # not open yet: opening may block
         cache.view(path)
@@ -96,54 +74,10 @@ def test_a_missed_tile_is_read_without_blocking_only_from_an_open_file(tmp_path:
         assert cache.stored_tile_nowait(path, 0, 1, 1, fmt="png") is None
 
 
-def _rgb_jpeg(pixels: Pixels) -> bytes:
-    return bytes(imagecodecs.jpeg8_encode(pixels, level=92, colorspace="rgb", outcolorspace="rgb"))
-
-
-def _without_segment(stream: bytes, marker: int) -> bytes:
-    position = 2
-    while stream[position + 1] != SOS:
-        length = int.from_bytes(stream[position + 2 : position + 4], "big")
-        if stream[position + 1] == marker:
-            return stream[:position] + stream[position + 2 + length :]
-        position += 2 + length
-    return stream
-
-
-def _numbered_components(stream: bytes) -> bytes:
-    """Component ids 1, 2, 3 instead of libjpeg's 'R', 'G', 'B' (which alone tell a decoder it is RGB), as
-    other encoders write them: then nothing but the TIFF says the samples are RGB."""
-    renumber = {ord("R"): 1, ord("G"): 2, ord("B"): 3}
-    data = bytearray(stream)
-    position = 2
-    while True:
-        marker, length = data[position + 1], int.from_bytes(data[position + 2 : position + 4], "big")
-        if marker in (0xC0, SOS):
-            count_at = position + (9 if marker == 0xC0 else 4)
-            step = 3 if marker == 0xC0 else 2
-            for index in range(data[count_at]):
-                at = count_at + 1 + index * step
-                data[at] = renumber[data[at]]
-        if marker == SOS:
-            return bytes(data)
-        position += 2 + length
-
-
-def _split_tables(stream: bytes) -> tuple[bytes, bytes]:
-    """A complete JPEG as Aperio stores it: JPEGTables (DQT, DHT) and an abbreviated tile stream."""
-    tables, rest, position = [b"\xff\xd8"], [b"\xff\xd8"], 2
-    while stream[position + 1] != SOS:
-        length = int.from_bytes(stream[position + 2 : position + 4], "big")
-        segment = stream[position : position + 2 + length]
-        (tables if stream[position + 1] in (0xDB, 0xC4) else rest).append(segment)
-        position += 2 + length
-    return b"".join([*tables, b"\xff\xd9"]), b"".join(rest) + stream[position:]
-
-
 def test_aperio_rgb_tiles_get_the_adobe_marker_and_their_tables() -> None:
-    pixels = _pixels()[:TILE, :TILE]
-    aperio = _numbered_components(_without_segment(_rgb_jpeg(pixels), APP14))  # RGB, nothing says so
-    tables, tile = _split_tables(aperio)
+    pixels = smooth_pixels()[:TILE, :TILE]
+    aperio = numbered_components(without_segment(rgb_jpeg(pixels), APP14))  # RGB, nothing says so
+    tables, tile = split_tables(aperio)
     assert APP14 not in jpeg_markers(tile)
     assert 0xDB not in jpeg_markers(tile)
     served = complete_jpeg(tile, tables, rgb=True)
@@ -157,7 +91,7 @@ def test_aperio_rgb_tiles_get_the_adobe_marker_and_their_tables() -> None:
 
 
 def test_a_jfif_marker_on_an_rgb_level_is_left_to_the_decoder() -> None:
-    ycbcr = bytes(imagecodecs.jpeg8_encode(_pixels()[:64, :64], level=90))
+    ycbcr = bytes(imagecodecs.jpeg8_encode(smooth_pixels()[:64, :64], level=90))
     assert 0xE0 in jpeg_markers(ycbcr)
     assert complete_jpeg(ycbcr, None, rgb=True) is None
     assert complete_jpeg(ycbcr, None, rgb=False) == ycbcr
