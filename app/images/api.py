@@ -182,7 +182,8 @@ def _image_id(value: str) -> int:
 def granted_tile_ask(request: Request) -> GrantedTileAsk:
     """The route's parameters, checked here rather than by FastAPI's per-parameter validation, which costs
     more than answering a cached tile (the parameters are documented in GRANTED_TILE_PARAMETERS)."""
-    path, query = request.path_params, request.query_params
+    path = request.path_params
+    query = request.query_params if request.scope["query_string"] else {}  # parsing costs when empty
     fmt = query.get("format", "jpeg")
     if fmt not in MEDIA:
         raise Invalid("format must be jpeg or png")

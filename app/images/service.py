@@ -244,7 +244,7 @@ async def granted_file(
     image too: ids are not told apart from refusals). Reads the image row only when this process has not
     seen it yet (another server process issued the grant, or this one restarted); writes nothing."""
     try:
-        tile_grants.check_expiry(grant)
+        parsed = tile_grants.unexpired(grant)
         file = files.get(image_id)
         if file is None:
             file = await _read_image_file(sessionmaker, settings, image_id)
@@ -252,7 +252,7 @@ async def granted_file(
                 files.remember(image_id, file)
         if file is None:
             raise tile_grants.GrantRefused("no such image")
-        grants.check(grant, image_id, credential, file.identity)
+        grants.verify(parsed, image_id, credential, file.identity)
     except tile_grants.GrantRefused as refused:
         raise Forbidden(str(refused)) from refused
     return file

@@ -76,13 +76,15 @@ class TileGrants:
         self, token: str, image_id: int, credential: str, identity: str, now: float | None = None
     ) -> Grant:
         """The grant when it is valid for this image, file and credential now; else GrantRefused."""
-        grant = parse(token)
-        if grant.expires_at <= (time.time() if now is None else now):
-            raise GrantRefused("the tile grant has expired; ask the image again")
+        grant = unexpired(token, now)
+        self.verify(grant, image_id, credential, identity)
+        return grant
+
+    def verify(self, grant: Grant, image_id: int, credential: str, identity: str) -> None:
+        """GrantRefused unless the grant's signature is this image's, file's and credential's."""
         expected = self._sign(image_id, grant.user_id, grant.expires_at, credential, identity)
         if not hmac.compare_digest(expected, grant.signature):
             raise GrantRefused("the tile grant is not valid for this image and credential")
-        return grant
 
     def _sign(self, image_id: int, user_id: int, expires_at: int, credential: str, identity: str) -> str:
         message = f"tile\n{image_id}\n{user_id}\n{expires_at}\n{identity}\n{credential}".encode()
@@ -90,10 +92,12 @@ class TileGrants:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def check_expiry(token: str, now: float | None = None) -> None:
-    """The cheap part of ``TileGrants.check``, before anything is looked up."""
-    if parse(token).expires_at <= (time.time() if now is None else now):
+def unexpired(token: str, now: float | None = None) -> Grant:
+    """The grant, parsed, when it has not expired (the cheap part of a check, before any look-up)."""
+    grant = parse(token)
+    if grant.expires_at <= (time.time() if now is None else now):
         raise GrantRefused("the tile grant has expired; ask the image again")
+    return grant
 
 
 def parse(token: str) -> Grant:
