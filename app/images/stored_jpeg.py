@@ -8,8 +8,9 @@ viewer asks for holds each viewer tile as one JPEG stream. ``StoredJpegTiles`` i
   tables spliced in;
 - a level whose TIFF says its JPEG holds RGB, not YCbCr (Aperio's), gets an Adobe APP14 marker with
   transform 0 unless the stream already says so, since decoders otherwise assume YCbCr and shift colours;
-- anything else (edge tiles cut by the level's extent, other sizes, non-JPEG or non-RGB levels, a JFIF
-  marker that contradicts an RGB level) answers None, and the caller decodes and encodes as before.
+- a tile cut by the level's extent is stored whole, padded: the caller crops it (decode, crop, encode);
+- anything else (other sizes, non-JPEG or non-RGB levels, a JFIF marker that contradicts an RGB level)
+  answers None, and the caller reads and encodes the region as before.
 
 Reads use ``os.pread`` on one descriptor: threads read at once, with no seek state to share.
 """
@@ -36,6 +37,20 @@ SOS = 0xDA
 # Adobe APP14: version 100, no flags, transform 0 (the components are RGB, not YCbCr).
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 MAX_TILE_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class StoredTile:
+    """A stored tile as a complete JPEG of side ``side``; ``width`` x ``height`` of it lie in the level."""
+
+    jpeg: bytes
+    side: int
+    width: int
+    height: int
+
+    @property
+    def whole(self) -> bool:
+        return self.width == self.side and self.height == self.side
 
 
 @dataclass(frozen=True)
@@ -100,27 +115,17 @@ class StoredJpegTiles:
         return size in self._levels
 
     def tile(
-        self,
-        size: tuple[int, int],
-        col: int,
-        row: int,
-        tile_size: int,
-        *,
-        nowait: bool = False,
-        padded: bool = False,
-    ) -> bytes | None:
-        """Tile (col, row) of the level of this size as a complete JPEG, when a stored tile is exactly it.
+        self, size: tuple[int, int], col: int, row: int, tile_size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
+        """Tile (col, row) of the level of this size as a complete JPEG, when the file stores it as one
+        tile of this size (a tile cut by the level's extent is stored whole, padded right and below).
 
         ``nowait``: only from the page cache (RWF_NOWAIT), so that an event loop may ask: None when the
-        bytes would have to come from the disk, or the system cannot tell. ``padded``: a tile cut by the
-        level's extent too, as stored: whole, with the file's padding right and below (to crop)."""
+        bytes would have to come from the disk, or the system cannot tell."""
         level = self._levels.get(size)
         if level is None or level.tile != tile_size or col < 0 or row < 0:
             return None
         if col * tile_size >= level.width or row * tile_size >= level.height:
-            return None
-        cut = (col + 1) * tile_size > level.width or (row + 1) * tile_size > level.height
-        if cut and not padded:
             return None
         index = row * level.columns + col
         offset, count = int(level.offsets[index]), int(level.byte_counts[index])
@@ -133,7 +138,12 @@ class StoredJpegTiles:
         )
         if stream is None or len(stream) != count:
             return None
-        return complete_jpeg(stream, level.tables, level.rgb)
+        jpeg = complete_jpeg(stream, level.tables, level.rgb)
+        if jpeg is None:
+            return None
+        width = min(tile_size, level.width - col * tile_size)
+        height = min(tile_size, level.height - row * tile_size)
+        return StoredTile(jpeg, tile_size, width, height)
 
     def close(self) -> None:
         if self._descriptor >= 0:

@@ -36,7 +36,7 @@ from PIL import Image
 from tifffile.zarr import ZarrTiffStore
 
 from app import storage
-from app.images.stored_jpeg import StoredJpegTiles
+from app.images.stored_jpeg import StoredJpegTiles, StoredTile
 from app.images.validation import EXTENSIONS, MAGIC, SLIDE_FORMATS, sniff_format
 
 Pixels = npt.NDArray[np.uint8]
@@ -45,6 +45,9 @@ LevelSize = tuple[int, int]
 
 WHITE = 255
 MIN_LEVEL_SIDE = 256
+# A cut edge tile up to this side is cropped on the event loop (decode + encode of 256 px: about 0.5 ms)
+# when its bytes are in the page cache: in a thread it waited for the GIL behind the loop, tens of ms.
+INLINE_CROP_SIDE = 256
 MAX_REGION_PIXELS = 4096 * 4096
 MAX_SOURCE_PIXELS = 64 * 2**20
 SOURCE_BAND_PIXELS = 2**20
@@ -147,6 +150,15 @@ def decode_jpeg(data: bytes) -> Pixels:
         return np.asarray(image.convert("RGB"))
 
 
+def served_jpeg(stored: StoredTile, quality: int) -> bytes:
+    """A stored tile as served: its own bytes, or for a tile cut by the level's extent its part, encoded."""
+    if stored.whole:
+        return stored.jpeg
+    return encode(
+        np.ascontiguousarray(decode_jpeg(stored.jpeg)[: stored.height, : stored.width]), "jpeg", quality
+    )
+
+
 # ---------------------------------------------------------------- region geometry
 
 
@@ -198,8 +210,8 @@ class _Backend(Protocol):
     def read_native(self, level: int, rect: _Rect) -> Pixels: ...
 
     def stored_jpeg_tile(
-        self, level: int, col: int, row: int, size: int, *, nowait: bool = False, padded: bool = False
-    ) -> bytes | None: ...
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None: ...
 
     def resident_bytes(self) -> int: ...
 
@@ -224,11 +236,11 @@ class _TiffBackend:
             self._stored = StoredJpegTiles(file, levels)
 
     def stored_jpeg_tile(
-        self, level: int, col: int, row: int, size: int, *, nowait: bool = False, padded: bool = False
-    ) -> bytes | None:
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
         if self._stored is None:
             return None
-        return self._stored.tile(self.native_levels[level], col, row, size, nowait=nowait, padded=padded)
+        return self._stored.tile(self.native_levels[level], col, row, size, nowait=nowait)
 
     def read_native(self, level: int, rect: _Rect) -> Pixels:
         array = self._array(level)
@@ -274,11 +286,11 @@ class _OpenSlideBackend:
         self._stored = StoredJpegTiles.of_file(path) if vendor == "aperio" else None
 
     def stored_jpeg_tile(
-        self, level: int, col: int, row: int, size: int, *, nowait: bool = False, padded: bool = False
-    ) -> bytes | None:
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
         if self._stored is None:
             return None
-        return self._stored.tile(self.native_levels[level], col, row, size, nowait=nowait, padded=padded)
+        return self._stored.tile(self.native_levels[level], col, row, size, nowait=nowait)
 
     def read_native(self, level: int, rect: _Rect) -> Pixels:
         factor = self._downsamples[level]
@@ -320,8 +332,8 @@ class _PillowBackend:
         return self._pyramid[level]
 
     def stored_jpeg_tile(
-        self, level: int, col: int, row: int, size: int, *, nowait: bool = False, padded: bool = False
-    ) -> bytes | None:
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
         return None
 
     def resident_bytes(self) -> int:
@@ -357,9 +369,9 @@ class _RawLevel0Backend:
         return np.array(self._raw[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w])
 
     def stored_jpeg_tile(
-        self, level: int, col: int, row: int, size: int, *, nowait: bool = False, padded: bool = False
-    ) -> bytes | None:
-        return self._inner.stored_jpeg_tile(level, col, row, size, nowait=nowait, padded=padded)
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
+        return self._inner.stored_jpeg_tile(level, col, row, size, nowait=nowait)
 
     def resident_bytes(self) -> int:
         return self._inner.resident_bytes()
@@ -482,10 +494,11 @@ class ImageSource:
         return _paste_into_white(request, inside, patch)
 
     def stored_jpeg_tile(
-        self, level: int, col: int, row: int, size: int, *, nowait: bool = False, padded: bool = False
-    ) -> bytes | None:
-        """The file's own JPEG of this tile when it stores exactly this tile (see app/images/stored_jpeg.py),
-        else None. Read outside the lock, counted as a reader so that ``close`` waits for it.
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
+        """The file's own JPEG of this tile when it stores it as one tile of this size, whole or cut by the
+        level's extent (see app/images/stored_jpeg.py), else None. Read outside the lock, counted as a
+        reader so that ``close`` waits for it.
 
         ``nowait``: for an event loop: None instead of waiting for the lock, opening the file or the disk."""
         if not self._lock.acquire(blocking=not nowait):
@@ -500,7 +513,7 @@ class ImageSource:
         finally:
             self._lock.release()
         try:
-            return backend.stored_jpeg_tile(level, col, row, size, nowait=nowait, padded=padded)
+            return backend.stored_jpeg_tile(level, col, row, size, nowait=nowait)
         finally:
             with self._lock:
                 self._readers -= 1
@@ -754,19 +767,22 @@ class TileCache:
         fmt: EncodeFormat = "jpeg",
         quality: int = 85,
     ) -> bytes | None:
-        """A missed tile that the open file stores as it is and the page cache holds, read without blocking
-        (so an event loop may ask before going to a thread); kept in the cache. Else None."""
+        """A missed tile that the open file stores as one tile and the page cache holds, read without
+        blocking (so an event loop may ask before going to a thread; a cut edge tile up to INLINE_CROP_SIDE
+        is cropped here too); kept in the cache. Else None."""
         if fmt != "jpeg":
             return None
         with self._lock:
             source = self._sources.get(path)
         if source is None:
             return None
-        data = source.stored_jpeg_tile(level, col, row, size, nowait=True)
-        if data is not None:
-            with self._lock:
-                self._misses += 1
-                self._encoded.put(_tile_key(path, None, level, col, row, size, fmt, quality), data)
+        stored = source.stored_jpeg_tile(level, col, row, size, nowait=True)
+        if stored is None or (not stored.whole and size > INLINE_CROP_SIDE):
+            return None
+        data = served_jpeg(stored, quality)
+        with self._lock:
+            self._misses += 1
+            self._encoded.put(_tile_key(path, None, level, col, row, size, fmt, quality), data)
         return data
 
     def tile(
@@ -784,11 +800,9 @@ class TileCache:
         def render(view: PixelSource) -> bytes:
             rect = tile_rect(view.levels, level, col, row, size)
             if fmt == "jpeg" and isinstance(view, ImageSource):
-                stored = view.stored_jpeg_tile(level, col, row, size, padded=True)
-                if stored is not None and (rect.w, rect.h) == (size, size):
-                    return stored
-                if stored is not None:  # an edge tile: decoding the stored JPEG beats a region read
-                    return encode(decode_jpeg(stored)[: rect.h, : rect.w], fmt, quality)
+                stored = view.stored_jpeg_tile(level, col, row, size)
+                if stored is not None:
+                    return served_jpeg(stored, quality)
             return encode(view.read_region(level, rect.x, rect.y, rect.w, rect.h), fmt, quality)
 
         return self._cached(

@@ -51,7 +51,7 @@ async def test_chromium_decodes_served_tiles_of_ycbcr_and_rgb_levels(page: Page,
             served = source.stored_jpeg_tile(0, 1, 1, 256)
             assert served is not None
             expected = source.read_region(0, 256, 256, 256, 256)
-        assert _mean_difference(await _decoded_by_chromium(page, served), expected) < 2, outcolorspace
+        assert _mean_difference(await _decoded_by_chromium(page, served.jpeg), expected) < 2, outcolorspace
 
 
 async def test_chromium_needs_the_adobe_marker_on_aperio_rgb_tiles(page: Page) -> None:

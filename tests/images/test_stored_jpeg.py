@@ -41,15 +41,13 @@ def test_stored_tiles_decode_to_the_pixels_openslide_reads(tmp_path: Path, outco
             expected = source.read_region(level, col * TILE, row * TILE, width, height).astype(int)
             stored = source.stored_jpeg_tile(level, col, row, TILE)
             served = cache.tile(path, level, col, row, TILE)
-            if (width, height) == (TILE, TILE):
-                assert stored is not None
-                assert served == stored
+            assert stored is not None
+            assert (stored.width, stored.height) == (width, height)
+            if stored.whole:
+                assert served == stored.jpeg  # the file's bytes, not an encode
                 assert np.abs(_jpeg_pixels(served).astype(int) - expected).max() <= 2
-            else:
-                assert stored is None  # cut by the extent: cropped from the stored tile and encoded
-                padded = source.stored_jpeg_tile(level, col, row, TILE, padded=True)
-                assert padded is not None
-                cropped = decode_jpeg(padded)[:height, :width]
+            else:  # cut by the extent: stored whole, padded; cropped and encoded
+                cropped = decode_jpeg(stored.jpeg)[:height, :width]
                 assert np.abs(cropped.astype(int) - expected).max() <= 2
                 assert served == encode(np.ascontiguousarray(cropped), "jpeg")
 
@@ -67,11 +65,13 @@ def test_a_missed_tile_is_read_without_blocking_only_from_an_open_file(tmp_path:
     with TileCache() as cache:
         assert cache.stored_tile_nowait(path, 0, 0, 0) is None  # not open yet: opening may block
         cache.view(path)
-        fresh = cache.stored_tile_nowait(path, 0, 1, 1)  # the page cache holds the file just written
-        if fresh is not None:
-            assert cache.cached_tile(path, 0, 1, 1) == fresh
-            assert fresh == cache.tile(path, 0, 1, 1)
+        for col, row in [(1, 1), (3, 2)]:  # whole, and cut by the extent (cropped here)
+            fresh = cache.stored_tile_nowait(path, 0, col, row)  # the page cache holds the file just written
+            if fresh is not None:
+                assert cache.cached_tile(path, 0, col, row) == fresh
+                assert fresh == cache.tile(path, 0, col, row)
         assert cache.stored_tile_nowait(path, 0, 1, 1, fmt="png") is None
+        assert cache.stored_tile_nowait(path, 0, 1, 0, size=512) is None
 
 
 def test_aperio_rgb_tiles_get_the_adobe_marker_and_their_tables() -> None:
