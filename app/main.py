@@ -32,7 +32,6 @@ def api_routers() -> list[APIRouter]:
     """JSON routers, mounted under /api/v1. Each domain adds its own line."""
     from app.detectors.api import router as detectors_router
     from app.evaluation.api import router as evaluation_router
-    from app.images.api import granted_tiles_router
     from app.images.api import router as images_router
     from app.images.slides_api import router as slides_router
     from app.jobs.api import router as jobs_router
@@ -41,7 +40,6 @@ def api_routers() -> list[APIRouter]:
     from app.training.api import router as training_router
 
     return [
-        granted_tiles_router,  # first: matched before the walk over every other route
         accounts_router,
         studies_router,
         images_router,
@@ -96,6 +94,8 @@ async def health(session: SessionDep) -> dict[str, str]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    from app.images.api import add_granted_tile_route
+
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -138,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_security_headers(app, settings)
     install_error_handlers(app)
     install_page_handlers(app)
+    add_granted_tile_route(app, API_PREFIX)  # first: a viewer asks it most
     app.include_router(health_router, prefix=API_PREFIX)
     app.include_router(api_docs_router)
     for router in api_routers():

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from app.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, request_credential
@@ -16,9 +16,6 @@ from app.schemas_common import DB_ID_MAX, FiniteFloat, PathId, file_responses
 from app.studies import service as studies
 
 router = APIRouter(tags=["images"])
-# The granted tile route alone, mounted before every other router: a viewer asks it most, and a request is
-# matched against the routes in order.
-granted_tiles_router = APIRouter(tags=["images"])
 
 Format = Annotated[Literal["jpeg", "png"], Query(description="jpeg (default) or png")]
 IMMUTABLE = {"Cache-Control": "private, max-age=86400, immutable"}
@@ -224,11 +221,6 @@ GRANTED_TILE_PARAMETERS = [
 ]
 
 
-@granted_tiles_router.get(
-    "/images/{image_id}/granted-tiles/{grant}/{level}/{col}/{row}",
-    responses=file_responses(*MEDIA.values()),
-    openapi_extra={"parameters": GRANTED_TILE_PARAMETERS},
-)
 async def get_granted_tile(request: Request) -> Response:
     """One tile by the grant in the image's `tile_url` (GET /images/{id}), with the same credential as that
     request; no database work. 401 without a credential, 403 for a grant that is expired, tampered with, of
@@ -298,3 +290,16 @@ async def list_ground_truth(task_id: PathId, session: SessionDep, admin: AdminUs
         )
         for item in await repository.ground_truth_of_task(session, task.id, None)
     ]
+
+
+def add_granted_tile_route(app: FastAPI, prefix: str) -> None:
+    """The granted tile route on the app's own router, before any other is added: a viewer asks it most,
+    a request is matched against the routes in order, and an included router would be one more level."""
+    app.add_api_route(
+        f"{prefix}/images/{{image_id}}/granted-tiles/{{grant}}/{{level}}/{{col}}/{{row}}",
+        get_granted_tile,
+        methods=["GET"],
+        tags=["images"],
+        responses=file_responses(*MEDIA.values()),
+        openapi_extra={"parameters": GRANTED_TILE_PARAMETERS},
+    )
