@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     heartbeat_idle_seconds: float = 60.0
     tile_cache_bytes: int = 128 * 1024 * 1024
     open_file_cache: int = 32
+    tile_grant_seconds: int = Field(default=900, ge=60)
+    tile_grant_secret: str = ""
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19_456
     token_days: int = 90

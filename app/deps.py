@@ -75,10 +75,23 @@ async def _csrf_from_request(request: Request) -> str:
     return ""
 
 
-async def optional_principal(request: Request, session: SessionDep) -> Principal | None:
+def bearer_token(request: Request) -> str | None:
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
-        user = await accounts.user_from_bearer(session, authorization[7:].strip())
+        return authorization[7:].strip()
+    return None
+
+
+def request_credential(request: Request) -> str | None:
+    """The credential a request authenticates with, as optional_principal reads it: the API token, else the
+    session cookie (tile grants are bound to it)."""
+    return bearer_token(request) or request.cookies.get(SESSION_COOKIE) or None
+
+
+async def optional_principal(request: Request, session: SessionDep) -> Principal | None:
+    token = bearer_token(request)
+    if token is not None:
+        user = await accounts.user_from_bearer(session, token)
         if user is None:
             raise NotAuthenticated("invalid, expired or revoked API token, or a disabled account")
         return Principal(user=user, csrf_token=None)

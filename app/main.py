@@ -105,11 +105,14 @@ def create_served_app() -> FastAPI:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    from app.images.api import add_granted_tile_route
+
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from app.images.service import make_tile_cache
+        from app.images.service import ImageFiles, make_tile_cache
+        from app.images.tile_grants import TileGrants, grant_key
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.resolved_database_url)
@@ -121,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.argon2_time_cost, settings.argon2_memory_kib
         )
         app.state.tile_cache = make_tile_cache(settings)
+        app.state.tile_grants = TileGrants(grant_key(settings), settings.tile_grant_seconds)
+        app.state.image_files = ImageFiles()
         app.state.templates = make_templates()
         try:
             yield
@@ -144,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_security_headers(app, settings)
     install_error_handlers(app)
     install_page_handlers(app)
+    add_granted_tile_route(app, API_PREFIX)  # first: a viewer asks it most
     app.include_router(health_router, prefix=API_PREFIX)
     app.include_router(api_docs_router)
     for router in api_routers():

@@ -17,12 +17,17 @@ on bare asyncio streams: httpx costs several times the CPU of a cached tile's an
 
 Client: --client raw (default) or httpx.
 
-Phases, in one run: `cold` requests --tiles distinct tiles (levels 0-2, drawn with a seed; 256 px JPEG)
-as the expert, each for the first time (read + encode); `warm` requests the same tiles again (encoded
-cache); then the client stores each tile's bytes under /bench/static/{i} (not timed) and `static`
-requests them from the bare route. The three phases alternate in --rounds rounds over slices of the
-tiles, so that all three meet the same background load of a shared machine. The static route is the
-baseline: ratio = tiles/s of a phase over the static route's, in the same run.
+Phases, in one run: the client first asks the image's descriptor (GET /api/v1/images/{id}), as a viewer
+does, and takes its `tile_url` (the granted tile route: the descriptor authorises once, each tile request
+is checked by its signature and the same credential; see the README's "Tile path"), and opens its
+connections (one health request each, not timed: otherwise only the first cold round would pay for
+them). Then `cold` requests --tiles distinct tiles (levels 0-2, drawn with a seed; 256 px JPEG) as the
+expert, each for the first time (the slide's stored JPEG passed through; cut edge tiles decoded, cropped
+and encoded); `warm` requests the same tiles again (encoded cache); then the client stores each tile's
+bytes under /bench/static/{i} (not timed) and `static` requests them from the bare route. The three
+phases alternate in --rounds rounds over slices of the tiles, so that all three meet the same background
+load of a shared machine. The static route is the baseline: ratio = tiles/s of a phase over the static
+route's, in the same run.
 
 Last line: {"metric": "tile_requests_per_second", "value" (warm), "unit", "baseline" (static), "ratio"
 (warm / static), "ratio_cold", "cold_per_second", "p99_ms" (warm), "cold_p99_ms", "static_p99_ms", ...}.
@@ -362,16 +367,27 @@ async def run_phase(connections: Sequence[Connection | HttpxConnection], name: s
     return Phase(name, time.perf_counter() - started, latencies, bodies)
 
 
+async def tile_urls(
+    base: str, headers: dict[str, str], image_id: int, tiles: list[tuple[int, int, int]]
+) -> list[str]:
+    """As a viewer does: the image's descriptor first, whose tile_url carries the signed grant."""
+    async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+        response = await client.get(f"/api/v1/images/{image_id}")
+        response.raise_for_status()
+    template: str = response.json()["tile_url"]
+    return [template.format(level=level, col=col, row=row) for level, col, row in tiles]
+
+
 async def measure(
     port: int, seeded: Seeded, tiles: list[tuple[int, int, int]], args: argparse.Namespace
 ) -> list[Phase]:
     """Rounds of cold, warm and static requests, so that the three phases meet the same background load
     (this machine is shared); each phase's figures are over all its rounds."""
-    urls = [f"/api/v1/images/{seeded.image_id}/tiles/{level}/{col}/{row}" for level, col, row in tiles]
     phases = {name: Phase(name, 0.0, [], []) for name in ("cold", "warm", "static")}
     limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
     headers = {"Authorization": f"Bearer {seeded.token}"}
     base = f"http://127.0.0.1:{port}"
+    urls = await tile_urls(base, headers, seeded.image_id, tiles)
     pool: list[Connection | HttpxConnection] = [
         Connection(port, seeded.token) for _ in range(args.connections)
     ]
@@ -379,6 +395,8 @@ async def measure(
         async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits, headers=headers) as client:
             if args.client == "httpx":
                 pool = [HttpxConnection(client) for _ in range(args.connections)]
+            # Opened before the first round (untimed), or the first cold round alone pays for them.
+            await run_phase(pool, "connect", ["/api/v1/health"] * len(pool))
             size = -(-len(urls) // args.rounds)
             for start in range(0, len(urls), size):
                 chunk = urls[start : start + size]

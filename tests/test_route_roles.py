@@ -83,6 +83,8 @@ ACCESS: dict[str, Rule] = {
     "GET /api/v1/images/{image_id}": Rule("member", 200),
     "GET /api/v1/images/{image_id}/region": Rule("member", 200, query="x=0&y=0&w=50&h=40"),
     "GET /api/v1/images/{image_id}/tiles/{level}/{col}/{row}": Rule("member", 200),
+    # A forged grant: every caller is refused (tests/images/test_tile_grants.py checks real ones).
+    "GET /api/v1/images/{image_id}/granted-tiles/{grant}/{level}/{col}/{row}": Rule("user", 403),
     "GET /api/v1/images/{image_id}/thumbnail": Rule("member", 200),
     "GET /api/v1/tasks/{task_id}/ground-truth": Rule("admin", 200),
     # The matrix's upload sends `files`; a slide is one `file`: the admin gets through to 422.
@@ -272,6 +274,7 @@ def _url(route: str, rule: Rule, ids: Ids) -> str:
     path = route.split(" ", 1)[1]
     values: dict[str, Any] = {**ids.__dict__, "detector_id": 1, "level": 0, "col": 0, "row": 0}
     values |= {"token_id": 999999, "user_id": 999999, "run_id": 999999, "slide_id": 999999}
+    values |= {"grant": "1-99999999999-forged"}
     values |= {"table": "experts", "task": "task", "plot": "concordance", "fmt": "png"}
     for name, field in (rule.path_ids or {}).items():
         values[name] = getattr(ids, field)

@@ -7,7 +7,8 @@ from fastapi.responses import Response
 
 from app.annotations import service
 from app.annotations.service import Workspace
-from app.deps import Principal, SessionDep, SettingsDep
+from app.config import Settings
+from app.deps import Principal, SessionDep, SettingsDep, request_credential
 from app.errors import NotFound
 from app.images import repository as images_repository
 from app.images import service as images
@@ -94,6 +95,7 @@ async def workspace_page(
     described = await images.describe(cache, settings, workspace.image)
     index = next(i for i, image in enumerate(image_list) if image.id == image_id)
     config = _config(workspace, described.levels, image_list, index, done)
+    config |= _tile_grant(request, settings, principal, workspace.image)
     context = {
         "principal": principal,
         "nav": "dashboard",
@@ -107,6 +109,18 @@ async def workspace_page(
         "config": config,
     }
     return render(request, "work/workspace.html", context)
+
+
+def _tile_grant(request: Request, settings: Settings, principal: Principal, image: Image) -> dict[str, Any]:
+    """The granted tile URL for annotate.js (it asks GET /api/v1/images/{id} again before it expires)."""
+    credential = request_credential(request)
+    if credential is None or image.file_format == "missing":
+        return {"tileUrl": None, "tileUrlExpiresAt": None}
+    state = request.app.state
+    url, expires_at = images.grant_tiles(
+        state.tile_grants, state.image_files, settings, image, principal.user, credential
+    )
+    return {"tileUrl": url, "tileUrlExpiresAt": expires_at}
 
 
 def _url(workspace: Workspace, image: Image) -> str:

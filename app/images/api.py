@@ -1,16 +1,18 @@
 """JSON routes of images: upload, listing, regions, tiles, thumbnails; ground truth (admin)."""
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
-from app.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from app.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, request_credential
+from app.errors import Invalid, NotAuthenticated, NotFound
 from app.images import repository, service
 from app.images.schemas import GroundTruthOut, GroundTruthUpload, ImageOut
-from app.images.tiles import TileCache, Window
+from app.images.tiles import EncodeFormat, TileCache, Window
 from app.models import ImagePurpose
-from app.schemas_common import FiniteFloat, PathId, file_responses
+from app.schemas_common import DB_ID_MAX, FiniteFloat, PathId, file_responses
 from app.studies import service as studies
 
 router = APIRouter(tags=["images"])
@@ -90,11 +92,25 @@ async def list_images(
 
 @router.get("/images/{image_id}")
 async def get_image(
-    image_id: PathId, session: SessionDep, settings: SettingsDep, cache: CacheDep, user: CurrentUser
+    request: Request,
+    image_id: PathId,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    user: CurrentUser,
 ) -> ImageOut:
-    """One image with its pyramid levels."""
+    """One image with its pyramid levels, and its granted tile URL (`tile_url`, valid until
+    `tile_url_expires_at` for requests with the same credential as this one)."""
     image = await studies.get_image(session, user, image_id)
-    return await service.describe(cache, settings, image)
+    described = await service.describe(cache, settings, image)
+    credential = request_credential(request)
+    if image.file_format == "missing" or credential is None:
+        return described
+    state = request.app.state
+    url, expires_at = service.grant_tiles(
+        state.tile_grants, state.image_files, settings, image, user, credential
+    )
+    return described.model_copy(update={"tile_url": url, "tile_url_expires_at": expires_at})
 
 
 @router.get("/images/{image_id}/region", responses=file_responses(*MEDIA.values()))
@@ -134,6 +150,99 @@ async def get_tile(
     image = await service.visible_image(session, user, image_id)
     content = await service.tile(cache, settings, image, level, col, row, size, format)
     return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
+
+
+@dataclass(frozen=True)
+class GrantedTileAsk:
+    image_id: int
+    grant: str
+    level: int
+    col: int
+    row: int
+    size: int
+    format: EncodeFormat
+
+
+def _integer(value: str, name: str, low: int, high: int) -> int:
+    if not (value.isascii() and value.isdigit() and len(value) <= 10 and low <= int(value) <= high):
+        raise Invalid(f"{name} must be an integer from {low} to {high}")
+    return int(value)
+
+
+def _image_id(value: str) -> int:
+    """As PathId: an id out of the database's range names nothing (404)."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 10 and 1 <= int(value) <= DB_ID_MAX):
+        raise NotFound(f"no image {value}")
+    return int(value)
+
+
+def granted_tile_ask(request: Request) -> GrantedTileAsk:
+    """The route's parameters, checked here rather than by FastAPI's per-parameter validation, which costs
+    more than answering a cached tile (the parameters are documented in GRANTED_TILE_PARAMETERS)."""
+    path = request.path_params
+    query = request.query_params if request.scope["query_string"] else {}  # parsing costs when empty
+    fmt = query.get("format", "jpeg")
+    if fmt not in MEDIA:
+        raise Invalid("format must be jpeg or png")
+    return GrantedTileAsk(
+        image_id=_image_id(path["image_id"]),
+        grant=path["grant"],
+        level=_integer(path["level"], "level", 0, 64),
+        col=_integer(path["col"], "col", 0, 2**31 - 1),
+        row=_integer(path["row"], "row", 0, 2**31 - 1),
+        size=_integer(query.get("size", "256"), "size", 64, 2048),
+        format="png" if fmt == "png" else "jpeg",
+    )
+
+
+def _parameter(name: str, where: str, schema: dict[str, object], description: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "schema": schema,
+        "description": description,
+    }
+
+
+GRANTED_TILE_PARAMETERS = [
+    _parameter("image_id", "path", {"type": "integer", "minimum": 1}, "the image"),
+    _parameter("grant", "path", {"type": "string"}, "the grant of the image's tile_url"),
+    *(
+        _parameter(name, "path", {"type": "integer", "minimum": 0}, "pyramid level, column, row")
+        for name in ("level", "col", "row")
+    ),
+    _parameter(
+        "size", "query", {"type": "integer", "minimum": 64, "maximum": 2048, "default": 256}, "tile side"
+    ),
+    _parameter(
+        "format", "query", {"type": "string", "enum": ["jpeg", "png"], "default": "jpeg"}, "jpeg or png"
+    ),
+]
+
+
+async def get_granted_tile(request: Request) -> Response:
+    """One tile by the grant in the image's `tile_url` (GET /images/{id}), with the same credential as that
+    request; no database work. 401 without a credential, 403 for a grant that is expired, tampered with, of
+    another image or another credential, 422 for bad parameters."""
+    credential = request_credential(request)
+    if credential is None:
+        raise NotAuthenticated("log in or send an API token (Authorization: Bearer …)")
+    ask = granted_tile_ask(request)
+    state = request.app.state
+    file = await service.granted_file(
+        state.tile_grants,
+        state.image_files,
+        state.sessionmaker,
+        state.settings,
+        ask.image_id,
+        ask.grant,
+        credential,
+    )
+    content = await service.file_tile(
+        state.tile_cache, file, ask.level, ask.col, ask.row, ask.size, ask.format
+    )
+    return Response(content, media_type=MEDIA[ask.format], headers=IMMUTABLE)
 
 
 @router.get("/images/{image_id}/thumbnail", responses=file_responses(*MEDIA.values()))
@@ -181,3 +290,16 @@ async def list_ground_truth(task_id: PathId, session: SessionDep, admin: AdminUs
         )
         for item in await repository.ground_truth_of_task(session, task.id, None)
     ]
+
+
+def add_granted_tile_route(app: FastAPI, prefix: str) -> None:
+    """The granted tile route on the app's own router, before any other is added: a viewer asks it most,
+    a request is matched against the routes in order, and an included router would be one more level."""
+    app.add_api_route(
+        f"{prefix}/images/{{image_id}}/granted-tiles/{{grant}}/{{level}}/{{col}}/{{row}}",
+        get_granted_tile,
+        methods=["GET"],
+        tags=["images"],
+        responses=file_responses(*MEDIA.values()),
+        openapi_extra={"parameters": GRANTED_TILE_PARAMETERS},
+    )

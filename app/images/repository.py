@@ -21,6 +21,10 @@ async def images_of_task(
     return (await session.scalars(query.order_by(Image.position, Image.id))).all()
 
 
+async def image_by_id(session: AsyncSession, image_id: int) -> Image | None:
+    return await session.get(Image, image_id)
+
+
 async def image_names(session: AsyncSession, task_id: int) -> set[str]:
     return set(await session.scalars(select(Image.name).where(Image.task_id == task_id)))
 

@@ -27,6 +27,15 @@ class ImageOut(BaseModel):
     position: int
     purpose: Annotated[ImagePurpose, Field(description="study (unaided, aided) or practice (training)")]
     levels: Annotated[list[tuple[int, int]], WithJsonSchema(LEVELS_SCHEMA)]
+    tile_url: Annotated[
+        str | None,
+        Field(
+            description="GET /images/{id} only: tile URL template with a signed grant; fill {level}, {col}, "
+            "{row} (and ?size=, ?format= as for /tiles); valid with this request's credential until "
+            "tile_url_expires_at"
+        ),
+    ] = None
+    tile_url_expires_at: Annotated[int | None, Field(description="Unix seconds")] = None
 
 
 class GroundTruthIn(Box):

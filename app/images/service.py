@@ -1,24 +1,27 @@
 """Image rules: validated uploads stored once, lazy tiles of the stored files, ground truth."""
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar
 
 from anyio import to_thread
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.errors import AppError, Conflict, Invalid, NotFound
-from app.images import rawcache, repository, storage
+from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
+from app.images import rawcache, repository, storage, tile_grants
 from app.images.placement import place_named
 from app.images.schemas import GroundTruthIn, ImageOut
+from app.images.tile_grants import TileGrants
 from app.images.tiles import RegionError, TileCache, Window
 from app.images.validation import ImageInfo, ImageRejected, is_slide_format
 from app.models import GroundTruthObject, Image, ImagePurpose, Label, Task, User
 
 EncodeFormat = Literal["jpeg", "png"]
 T = TypeVar("T")
+GRANTED_TILE_URL = "/api/v1/images/{image_id}/granted-tiles/{grant}/{{level}}/{{col}}/{{row}}"
 
 
 def make_tile_cache(settings: Settings) -> TileCache:
@@ -183,6 +186,99 @@ async def _pixels(work: Callable[[], T]) -> T:
         raise NotFound("the pixels of this image are not stored here") from error
 
 
+@dataclass(frozen=True)
+class ImageFile:
+    """Where an image's pixels are, and what a tile grant of it is bound to."""
+
+    path: Path
+    window: Window | None
+    identity: str
+
+
+def image_file(settings: Settings, image: Image) -> ImageFile:
+    path, window = file_of(settings, image)
+    box = (image.offset_x, image.offset_y, image.width, image.height)
+    return ImageFile(path, window, tile_grants.file_identity(image.sha256, box))
+
+
+class ImageFiles:
+    """Image id -> ImageFile, in this process: filled when a descriptor is asked, read by granted tiles.
+    A row's file and window never change; a deleted image's id may come back with another file, which the
+    grant's signature (over the file identity) then refuses."""
+
+    def __init__(self, max_items: int = 4096) -> None:
+        self._items: OrderedDict[int, ImageFile] = OrderedDict()
+        self._max_items = max_items
+
+    def remember(self, image_id: int, file: ImageFile) -> None:
+        self._items[image_id] = file
+        self._items.move_to_end(image_id)
+        while len(self._items) > self._max_items:
+            self._items.popitem(last=False)
+
+    def get(self, image_id: int) -> ImageFile | None:
+        return self._items.get(image_id)
+
+
+def grant_tiles(
+    grants: TileGrants, files: ImageFiles, settings: Settings, image: Image, user: User, credential: str
+) -> tuple[str, int]:
+    """The image's granted tile URL template ({level}, {col}, {row} left to fill) and its expiry (Unix s);
+    the caller has authorised the user for the image."""
+    file = image_file(settings, image)
+    files.remember(image.id, file)
+    grant = grants.issue(image.id, user.id, credential, file.identity)
+    return GRANTED_TILE_URL.format(image_id=image.id, grant=grant.token), grant.expires_at
+
+
+async def granted_file(
+    grants: TileGrants,
+    files: ImageFiles,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    image_id: int,
+    grant: str,
+    credential: str,
+) -> ImageFile:
+    """The image's file when the grant is valid for it and the credential; Forbidden otherwise (an unknown
+    image too: ids are not told apart from refusals). Reads the image row only when this process has not
+    seen it yet (another server process issued the grant, or this one restarted); writes nothing."""
+    try:
+        parsed = tile_grants.unexpired(grant)
+        file = files.get(image_id)
+        if file is None:
+            file = await _read_image_file(sessionmaker, settings, image_id)
+            if file is not None:
+                files.remember(image_id, file)
+        if file is None:
+            raise tile_grants.GrantRefused("no such image")
+        grants.verify(parsed, image_id, credential, file.identity)
+    except tile_grants.GrantRefused as refused:
+        raise Forbidden(str(refused)) from refused
+    return file
+
+
+async def _read_image_file(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, image_id: int
+) -> ImageFile | None:
+    async with sessionmaker() as session:
+        image = await repository.image_by_id(session, image_id)
+        if image is None or image.file_format == "missing":
+            return None
+        return image_file(settings, image)
+
+
+async def file_tile(
+    cache: TileCache, file: ImageFile, level: int, col: int, row: int, size: int, fmt: EncodeFormat
+) -> bytes:
+    cached = cache.cached_tile(file.path, level, col, row, size, fmt, window=file.window)
+    if cached is None and file.window is None:
+        cached = cache.stored_tile_nowait(file.path, level, col, row, size, fmt)
+    if cached is not None:
+        return cached
+    return await _pixels(lambda: cache.tile(file.path, level, col, row, size, fmt, window=file.window))
+
+
 async def visible_image(session: AsyncSession, user: User, image_id: int) -> Image:
     """The image if the user may see it (else 404), in one query: the tile route's only database work
     after the credential's."""
@@ -234,11 +330,7 @@ async def tile(
     size: int,
     fmt: EncodeFormat,
 ) -> bytes:
-    path, window = file_of(settings, image)
-    cached = cache.cached_tile(path, level, col, row, size, fmt, window=window)
-    if cached is not None:
-        return cached
-    return await _pixels(lambda: cache.tile(path, level, col, row, size, fmt, window=window))
+    return await file_tile(cache, image_file(settings, image), level, col, row, size, fmt)
 
 
 async def thumbnail(

@@ -36,6 +36,7 @@ from PIL import Image
 from tifffile.zarr import ZarrTiffStore
 
 from app import storage
+from app.images.stored_jpeg import StoredJpegTiles, StoredTile
 from app.images.validation import EXTENSIONS, MAGIC, SLIDE_FORMATS, sniff_format
 
 Pixels = npt.NDArray[np.uint8]
@@ -44,6 +45,9 @@ LevelSize = tuple[int, int]
 
 WHITE = 255
 MIN_LEVEL_SIDE = 256
+# A cut edge tile up to this side is cropped on the event loop (decode + encode of 256 px: about 0.5 ms)
+# when its bytes are in the page cache: in a thread it waited for the GIL behind the loop, tens of ms.
+INLINE_CROP_SIDE = 256
 MAX_REGION_PIXELS = 4096 * 4096
 MAX_SOURCE_PIXELS = 64 * 2**20
 SOURCE_BAND_PIXELS = 2**20
@@ -141,6 +145,20 @@ def encode(array: Pixels, fmt: EncodeFormat, quality: int = 85) -> bytes:
     return buffer.getvalue()
 
 
+def decode_jpeg(data: bytes) -> Pixels:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def served_jpeg(stored: StoredTile, quality: int) -> bytes:
+    """A stored tile as served: its own bytes, or for a tile cut by the level's extent its part, encoded."""
+    if stored.whole:
+        return stored.jpeg
+    return encode(
+        np.ascontiguousarray(decode_jpeg(stored.jpeg)[: stored.height, : stored.width]), "jpeg", quality
+    )
+
+
 # ---------------------------------------------------------------- region geometry
 
 
@@ -191,6 +209,10 @@ class _Backend(Protocol):
 
     def read_native(self, level: int, rect: _Rect) -> Pixels: ...
 
+    def stored_jpeg_tile(
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None: ...
+
     def resident_bytes(self) -> int: ...
 
     def close(self) -> None: ...
@@ -208,6 +230,17 @@ class _TiffBackend:
         self.native_levels = [(level.shape[1], level.shape[0]) for level in self._series.levels]
         self._stores: dict[int, ZarrTiffStore] = {}
         self._arrays: dict[int, zarr.Array[Any]] = {}
+        self._stored: StoredJpegTiles | None = None
+        if isinstance(file, Path):
+            levels = [level.keyframe for level in self._series.levels if len(level.pages) == 1]
+            self._stored = StoredJpegTiles(file, levels)
+
+    def stored_jpeg_tile(
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
+        if self._stored is None:
+            return None
+        return self._stored.tile(self.native_levels[level], col, row, size, nowait=nowait)
 
     def read_native(self, level: int, rect: _Rect) -> Pixels:
         array = self._array(level)
@@ -229,6 +262,8 @@ class _TiffBackend:
     def close(self) -> None:
         for store in self._stores.values():
             store.close()
+        if self._stored is not None:
+            self._stored.close()
         self._tiff.close()
         if self._stream is not None:
             self._stream.close()
@@ -245,6 +280,17 @@ class _OpenSlideBackend:
         self._slide = openslide.OpenSlide(path)
         self.native_levels = [(int(w), int(h)) for w, h in self._slide.level_dimensions]
         self._downsamples = list(self._slide.level_downsamples)
+        # Aperio's levels are its TIFF's tiled pages, whole; other vendors' levels may be offset or
+        # stitched (Leica's collection, Hamamatsu's stripes), so only Aperio's tiles are served as stored.
+        vendor = self._slide.properties.get(openslide.PROPERTY_NAME_VENDOR)
+        self._stored = StoredJpegTiles.of_file(path) if vendor == "aperio" else None
+
+    def stored_jpeg_tile(
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
+        if self._stored is None:
+            return None
+        return self._stored.tile(self.native_levels[level], col, row, size, nowait=nowait)
 
     def read_native(self, level: int, rect: _Rect) -> Pixels:
         factor = self._downsamples[level]
@@ -256,6 +302,8 @@ class _OpenSlideBackend:
         return 0
 
     def close(self) -> None:
+        if self._stored is not None:
+            self._stored.close()
         self._slide.close()
 
 
@@ -282,6 +330,11 @@ class _PillowBackend:
         while len(self._pyramid) <= level:
             self._pyramid.append(downsample(self._pyramid[-1], 2))
         return self._pyramid[level]
+
+    def stored_jpeg_tile(
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
+        return None
 
     def resident_bytes(self) -> int:
         return sum(level.nbytes for level in self._pyramid)
@@ -314,6 +367,11 @@ class _RawLevel0Backend:
         if level != 0 or self._raw is None:
             return self._inner.read_native(level, rect)
         return np.array(self._raw[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w])
+
+    def stored_jpeg_tile(
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
+        return self._inner.stored_jpeg_tile(level, col, row, size, nowait=nowait)
 
     def resident_bytes(self) -> int:
         return self._inner.resident_bytes()
@@ -434,6 +492,32 @@ class ImageSource:
                 self._readers -= 1
                 self._no_readers.notify_all()
         return _paste_into_white(request, inside, patch)
+
+    def stored_jpeg_tile(
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
+        """The file's own JPEG of this tile when it stores it as one tile of this size, whole or cut by the
+        level's extent (see app/images/stored_jpeg.py), else None. Read outside the lock, counted as a
+        reader so that ``close`` waits for it.
+
+        ``nowait``: for an event loop: None instead of waiting for the lock, opening the file or the disk."""
+        if not self._lock.acquire(blocking=not nowait):
+            return None
+        try:
+            if nowait and self._backend is None:
+                return None
+            backend = self._opened()
+            if not 0 <= level < self._native_count:
+                return None
+            self._readers += 1
+        finally:
+            self._lock.release()
+        try:
+            return backend.stored_jpeg_tile(level, col, row, size, nowait=nowait)
+        finally:
+            with self._lock:
+                self._readers -= 1
+                self._no_readers.notify_all()
 
     def _read(self, backend: _Backend, level: int, inside: _Rect) -> Pixels:
         if level < self._native_count:
@@ -673,6 +757,34 @@ class TileCache:
                 self._hits += 1
         return hit
 
+    def stored_tile_nowait(
+        self,
+        path: Path,
+        level: int,
+        col: int,
+        row: int,
+        size: int = 256,
+        fmt: EncodeFormat = "jpeg",
+        quality: int = 85,
+    ) -> bytes | None:
+        """A missed tile that the open file stores as one tile and the page cache holds, read without
+        blocking (so an event loop may ask before going to a thread; a cut edge tile up to INLINE_CROP_SIDE
+        is cropped here too); kept in the cache. Else None."""
+        if fmt != "jpeg":
+            return None
+        with self._lock:
+            source = self._sources.get(path)
+        if source is None:
+            return None
+        stored = source.stored_jpeg_tile(level, col, row, size, nowait=True)
+        if stored is None or (not stored.whole and size > INLINE_CROP_SIDE):
+            return None
+        data = served_jpeg(stored, quality)
+        with self._lock:
+            self._misses += 1
+            self._encoded.put(_tile_key(path, None, level, col, row, size, fmt, quality), data)
+        return data
+
     def tile(
         self,
         path: Path,
@@ -687,6 +799,10 @@ class TileCache:
     ) -> bytes:
         def render(view: PixelSource) -> bytes:
             rect = tile_rect(view.levels, level, col, row, size)
+            if fmt == "jpeg" and isinstance(view, ImageSource):
+                stored = view.stored_jpeg_tile(level, col, row, size)
+                if stored is not None:
+                    return served_jpeg(stored, quality)
             return encode(view.read_region(level, rect.x, rect.y, rect.w, rect.h), fmt, quality)
 
         return self._cached(

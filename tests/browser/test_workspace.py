@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,13 @@ async def test_expert_annotates_in_the_browser(app, live_server, page, client_fo
     await page.wait_for_url(f"{live_server}/work/{assignment_id}/images/{image_ids[0]}")
     await expect(page.locator("#overlay g.box")).to_have_count(len(seeded))
     await expect(page.locator(".mode-banner")).to_contain_text("Unaided mode")
+    # Tiles come by the page's grant, and the browser decodes them.
+    tile = page.locator("#tiles img").first
+    await expect(tile).to_have_attribute("src", re.compile(r"/granted-tiles/"))
+    await page.wait_for_function(
+        "() => { const img = document.querySelector('#tiles img'); return img.complete && img.naturalWidth > 0; }"
+    )
+    assert "/granted-tiles/" in (await tile.get_attribute("src") or "")  # not the fallback
 
     await _drag(page, (40, 40), (90, 80))  # draw box A
     await _saved(page)

@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from httpx import ASGITransport, AsyncClient
 
+from app.images.api import add_granted_tile_route
 from app.main import API_PREFIX, api_routers, health_router, page_routers
 from app.observability.routes import router as observability_router
 from tests.conftest import ClientFactory
@@ -110,8 +111,18 @@ def _json_leaks(node: Any, secrets: Secrets, image_id: int | None) -> Iterator[s
         yield from _json_leaks(value, secrets, image_id)
 
 
+def _app_level_routes() -> APIRouter:
+    """Routes create_app adds to the app's own router rather than by a router of its own (granted tiles)."""
+    app = FastAPI()
+    add_granted_tile_route(app, "")
+    router = APIRouter()
+    router.routes.extend(route for route in app.router.routes if isinstance(route, APIRoute))
+    return router
+
+
 def mounted_routes() -> Iterator[tuple[str, APIRoute]]:
     routers: list[tuple[str, APIRouter]] = [(API_PREFIX, router) for router in api_routers()]
+    routers += [(API_PREFIX, _app_level_routes())]
     routers += [("", router) for router in page_routers()] + [(API_PREFIX, health_router)]
     routers += [("", observability_router)]
     for prefix, router in routers:
@@ -213,6 +224,7 @@ FIXED_PARAMS = {
     "detector_id": "1",
     "run_id": "1",
     "slide_id": "1",
+    "grant": "1-1-forged",  # refused: a granted tile answers only pixels anyway
 }
 
 

@@ -1,0 +1,189 @@
+"""A pyramid level's own stored JPEG tiles, served as they are: no decode, no re-encode.
+
+A tiled TIFF (an Aperio SVS, a pyramidal TIFF) whose level is JPEG-compressed with tiles of the size a
+viewer asks for holds each viewer tile as one JPEG stream. ``StoredJpegTiles`` indexes such levels once
+(offsets, byte counts, shared tables) and answers a tile as a complete JPEG a browser decodes:
+
+- abbreviated streams (Aperio keeps the quantisation and Huffman tables once, in JPEGTables) get the
+  tables spliced in;
+- a level whose TIFF says its JPEG holds RGB, not YCbCr (Aperio's), gets an Adobe APP14 marker with
+  transform 0 unless the stream already says so, since decoders otherwise assume YCbCr and shift colours;
+- a tile cut by the level's extent is stored whole, padded: the caller crops it (decode, crop, encode);
+- anything else (other sizes, non-JPEG or non-RGB levels, a JFIF marker that contradicts an RGB level)
+  answers None, and the caller reads and encodes the region as before.
+
+Reads use ``os.pread`` on one descriptor: threads read at once, with no seek state to share.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import tifffile
+
+JPEG = 7
+PHOTOMETRIC_RGB = 2
+PHOTOMETRIC_YCBCR = 6
+SOI = b"\xff\xd8"
+EOI = b"\xff\xd9"
+APP0 = 0xE0
+APP14 = 0xEE
+SOS = 0xDA
+# Adobe APP14: version 100, no flags, transform 0 (the components are RGB, not YCbCr).
+ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+MAX_TILE_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class StoredTile:
+    """A stored tile as a complete JPEG of side ``side``; ``width`` x ``height`` of it lie in the level."""
+
+    jpeg: bytes
+    side: int
+    width: int
+    height: int
+
+    @property
+    def whole(self) -> bool:
+        return self.width == self.side and self.height == self.side
+
+
+@dataclass(frozen=True)
+class _Level:
+    width: int
+    height: int
+    tile: int
+    columns: int
+    offsets: npt.NDArray[np.int64]
+    byte_counts: npt.NDArray[np.int64]
+    tables: bytes | None
+    rgb: bool
+
+
+def jpeg_markers(stream: bytes) -> list[int]:
+    """The marker codes before the scan (SOS excluded); stops at the first malformed segment."""
+    markers: list[int] = []
+    position = 2
+    while position + 4 <= len(stream) and stream[position] == 0xFF:
+        marker = stream[position + 1]
+        if marker == SOS:
+            break
+        markers.append(marker)
+        position += 2 + int.from_bytes(stream[position + 2 : position + 4], "big")
+    return markers
+
+
+def complete_jpeg(tile: bytes, tables: bytes | None, rgb: bool) -> bytes | None:
+    """A stand-alone JPEG from a stored tile stream (and the level's JPEGTables); None when unsure."""
+    if not tile.startswith(SOI) or (tables is not None and not tables.startswith(SOI)):
+        return None
+    header = tables[2:].removesuffix(EOI) if tables else b""
+    markers = jpeg_markers(tile) + jpeg_markers(tables or SOI)
+    adobe = b""
+    if rgb:
+        if APP0 in markers:  # a JFIF marker says YCbCr, the TIFF says RGB: let the decoder decide
+            return None
+        if APP14 not in markers:
+            adobe = ADOBE_RGB
+    return SOI + adobe + header + tile[2:]
+
+
+class StoredJpegTiles:
+    """The JPEG-tiled levels of one TIFF file, by their (width, height)."""
+
+    def __init__(self, path: Path, pages: Iterable[tifffile.TiffPage | tifffile.TiffFrame]) -> None:
+        """``pages``: the candidate levels, read from ``path``; the first of each size is kept."""
+        self._levels: dict[tuple[int, int], _Level] = {}
+        for page in pages:
+            level = _indexed(page)
+            if level is not None:
+                self._levels.setdefault((level.width, level.height), level)
+        self._descriptor = os.open(path, os.O_RDONLY) if self._levels else -1
+
+    @classmethod
+    def of_file(cls, path: Path) -> StoredJpegTiles:
+        """Every JPEG-tiled page of the file (an Aperio SVS keeps its label and macro images stripped)."""
+        with tifffile.TiffFile(path) as tiff:
+            return cls(path, tiff.pages)
+
+    def has_level(self, size: tuple[int, int]) -> bool:
+        return size in self._levels
+
+    def tile(
+        self, size: tuple[int, int], col: int, row: int, tile_size: int, *, nowait: bool = False
+    ) -> StoredTile | None:
+        """Tile (col, row) of the level of this size as a complete JPEG, when the file stores it as one
+        tile of this size (a tile cut by the level's extent is stored whole, padded right and below).
+
+        ``nowait``: only from the page cache (RWF_NOWAIT), so that an event loop may ask: None when the
+        bytes would have to come from the disk, or the system cannot tell."""
+        level = self._levels.get(size)
+        if level is None or level.tile != tile_size or col < 0 or row < 0:
+            return None
+        if col * tile_size >= level.width or row * tile_size >= level.height:
+            return None
+        index = row * level.columns + col
+        offset, count = int(level.offsets[index]), int(level.byte_counts[index])
+        if offset <= 0 or not 0 < count <= MAX_TILE_BYTES:
+            return None
+        stream = (
+            _read_nowait(self._descriptor, count, offset)
+            if nowait
+            else os.pread(self._descriptor, count, offset)
+        )
+        if stream is None or len(stream) != count:
+            return None
+        jpeg = complete_jpeg(stream, level.tables, level.rgb)
+        if jpeg is None:
+            return None
+        width = min(tile_size, level.width - col * tile_size)
+        height = min(tile_size, level.height - row * tile_size)
+        return StoredTile(jpeg, tile_size, width, height)
+
+    def close(self) -> None:
+        if self._descriptor >= 0:
+            os.close(self._descriptor)
+            self._descriptor = -1
+
+
+def _read_nowait(descriptor: int, count: int, offset: int) -> bytes | None:
+    flag = getattr(os, "RWF_NOWAIT", None)
+    if flag is None:
+        return None
+    buffer = bytearray(count)
+    try:
+        read = os.preadv(descriptor, [buffer], offset, flag)
+    except OSError:  # EAGAIN: not cached; EOPNOTSUPP: a file system without the flag
+        return None
+    return bytes(buffer) if read == count else None
+
+
+def _indexed(page: tifffile.TiffPage | tifffile.TiffFrame) -> _Level | None:
+    """The page's tile index when it is a tiled, 8-bit, 3-sample, interleaved JPEG level of square tiles."""
+    if not isinstance(page, tifffile.TiffPage) or not page.is_tiled or page.compression != JPEG:
+        return None
+    if page.samplesperpixel != 3 or page.bitspersample != 8 or page.planarconfig != 1:
+        return None
+    if page.photometric not in (PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR) or page.imagedepth != 1:
+        return None
+    if page.tilewidth != page.tilelength or page.tilewidth <= 0:
+        return None
+    columns = -(-page.imagewidth // page.tilewidth)
+    rows = -(-page.imagelength // page.tilelength)
+    if len(page.dataoffsets) != columns * rows:
+        return None
+    return _Level(
+        width=page.imagewidth,
+        height=page.imagelength,
+        tile=page.tilewidth,
+        columns=columns,
+        offsets=np.asarray(page.dataoffsets, dtype=np.int64),
+        byte_counts=np.asarray(page.databytecounts, dtype=np.int64),
+        tables=page.jpegtables,
+        rgb=page.photometric == PHOTOMETRIC_RGB,
+    )

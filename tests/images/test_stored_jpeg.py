@@ -1,0 +1,98 @@
+"""A slide's own JPEG tiles served as they are: the bytes a browser gets decode to the pixels OpenSlide reads."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from app.images.stored_jpeg import APP14, complete_jpeg, jpeg_markers
+from app.images.tiles import ImageSource, Pixels, TileCache, decode_jpeg, encode
+from tests.images.jpegfiles import (
+    numbered_components,
+    rgb_jpeg,
+    smooth_pixels,
+    split_tables,
+    without_segment,
+    write_jpeg_svs,
+)
+from tests.images.slidefiles import TILE
+
+
+def _jpeg_pixels(data: bytes) -> Pixels:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.mark.parametrize("outcolorspace", ["ycbcr", "rgb"])
+def test_stored_tiles_decode_to_the_pixels_openslide_reads(tmp_path: Path, outcolorspace: str) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), outcolorspace)
+    with tifffile.TiffFile(path) as tiff:
+        assert tiff.pages.first.photometric == (2 if outcolorspace == "rgb" else 6)
+    with ImageSource(path) as source, TileCache() as cache:
+        for level, col, row in [(0, 0, 0), (0, 2, 1), (0, 3, 2), (1, 0, 0)]:
+            width = min(TILE, source.levels[level][0] - col * TILE)
+            height = min(TILE, source.levels[level][1] - row * TILE)
+            expected = source.read_region(level, col * TILE, row * TILE, width, height).astype(int)
+            stored = source.stored_jpeg_tile(level, col, row, TILE)
+            served = cache.tile(path, level, col, row, TILE)
+            assert stored is not None
+            assert (stored.width, stored.height) == (width, height)
+            if stored.whole:
+                assert served == stored.jpeg  # the file's bytes, not an encode
+                assert np.abs(_jpeg_pixels(served).astype(int) - expected).max() <= 2
+            else:  # cut by the extent: stored whole, padded; cropped and encoded
+                cropped = decode_jpeg(stored.jpeg)[:height, :width]
+                assert np.abs(cropped.astype(int) - expected).max() <= 2
+                assert served == encode(np.ascontiguousarray(cropped), "jpeg")
+
+
+def test_other_sizes_and_synthetic_levels_are_not_stored_tiles(tmp_path: Path) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "ycbcr")
+    with ImageSource(path) as source:
+        assert source.stored_jpeg_tile(0, 0, 0, 512) is None
+        assert source.stored_jpeg_tile(0, 9, 0, TILE) is None
+        assert source.stored_jpeg_tile(source.native_level_count, 0, 0, TILE) is None
+
+
+def test_a_missed_tile_is_read_without_blocking_only_from_an_open_file(tmp_path: Path) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "ycbcr")
+    with TileCache() as cache:
+        assert cache.stored_tile_nowait(path, 0, 0, 0) is None  # not open yet: opening may block
+        cache.view(path)
+        for col, row in [(1, 1), (3, 2)]:  # whole, and cut by the extent (cropped here)
+            fresh = cache.stored_tile_nowait(path, 0, col, row)  # the page cache holds the file just written
+            if fresh is not None:
+                assert cache.cached_tile(path, 0, col, row) == fresh
+                assert fresh == cache.tile(path, 0, col, row)
+        assert cache.stored_tile_nowait(path, 0, 1, 1, fmt="png") is None
+        assert cache.stored_tile_nowait(path, 0, 1, 0, size=512) is None
+
+
+def test_aperio_rgb_tiles_get_the_adobe_marker_and_their_tables() -> None:
+    pixels = smooth_pixels()[:TILE, :TILE]
+    aperio = numbered_components(without_segment(rgb_jpeg(pixels), APP14))  # RGB, nothing says so
+    tables, tile = split_tables(aperio)
+    assert APP14 not in jpeg_markers(tile)
+    assert 0xDB not in jpeg_markers(tile)
+    served = complete_jpeg(tile, tables, rgb=True)
+    assert served is not None
+    assert APP14 in jpeg_markers(served)
+    assert np.abs(_jpeg_pixels(served).astype(int) - pixels.astype(int)).mean() < 3
+    # Without the marker a decoder takes the RGB samples for YCbCr: the colours are far off.
+    unmarked = complete_jpeg(tile, tables, rgb=False)
+    assert unmarked is not None
+    assert np.abs(_jpeg_pixels(unmarked).astype(int) - pixels.astype(int)).mean() > 20
+
+
+def test_a_jfif_marker_on_an_rgb_level_is_left_to_the_decoder() -> None:
+    ycbcr = bytes(imagecodecs.jpeg8_encode(smooth_pixels()[:64, :64], level=90))
+    assert 0xE0 in jpeg_markers(ycbcr)
+    assert complete_jpeg(ycbcr, None, rgb=True) is None
+    assert complete_jpeg(ycbcr, None, rgb=False) == ycbcr
+    assert complete_jpeg(b"not a jpeg", None, rgb=False) is None
