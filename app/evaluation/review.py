@@ -66,14 +66,20 @@ def _names(experts: dict[str, ExpertWork], order: Callable[[str], Any]) -> list[
 
 def task_agreement(task: TaskData, batches: dict[str, Batch], params: MetricsParams) -> AgreementOut:
     """Agreement of every mode of a task (see the module text); batches: `service.Batch` of each mode."""
-    label_ids = list(task.labels)
-    counted_labels = label_ids[:1] if task.kind == TaskKind.detect else label_ids
-    threshold = params.count_threshold if task.kind == TaskKind.detect else None
-    radius = params.consensus_radius or m.CONSENSUS_RADIUS_PX
-    modes = {
-        mode: _mode_agreement(task, task.work[mode], batch, params, counted_labels, threshold, radius)
-        for mode, batch in batches.items()
-    }
+    modes = {mode: mode_agreement(task, mode, batch, params) for mode, batch in batches.items()}
+    return agreement_of_modes(task, modes, params)
+
+
+def mode_agreement(task: TaskData, mode: str, batch: Batch, params: MetricsParams) -> ModeAgreementOut:
+    """Agreement of one mode of a task; batch: the mode's `service.Batch`."""
+    counted_labels, threshold, radius = _agreement_settings(task, params)
+    return _mode_agreement(task, task.work[mode], batch, params, counted_labels, threshold, radius)
+
+
+def agreement_of_modes(
+    task: TaskData, modes: dict[str, ModeAgreementOut], params: MetricsParams
+) -> AgreementOut:
+    counted_labels, threshold, radius = _agreement_settings(task, params)
     return AgreementOut(
         label_kappa_weights="quadratic" if task.kind == TaskKind.grade else "none",
         count_label=task.labels[counted_labels[0]]
@@ -83,6 +89,14 @@ def task_agreement(task: TaskData, batches: dict[str, Batch], params: MetricsPar
         consensus_radius=radius,
         modes=modes,
     )
+
+
+def _agreement_settings(task: TaskData, params: MetricsParams) -> tuple[list[int], float | None, float]:
+    """Labels counted per image, the clinical threshold (detection tasks), the cluster radius."""
+    label_ids = list(task.labels)
+    counted_labels = label_ids[:1] if task.kind == TaskKind.detect else label_ids
+    threshold = params.count_threshold if task.kind == TaskKind.detect else None
+    return counted_labels, threshold, params.consensus_radius or m.CONSENSUS_RADIUS_PX
 
 
 def _mode_agreement(

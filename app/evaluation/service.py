@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import pickle
 import re
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
@@ -33,6 +34,7 @@ from app.evaluation.schemas import (
     CountOut,
     ExpertMetricsOut,
     InjectedModeOut,
+    ModeAgreementOut,
     ModeMetricsOut,
     ModeSummaryOut,
     PooledOut,
@@ -383,39 +385,64 @@ def all_task_metrics(rows: repository.StudyRows, params: MetricsParams) -> dict[
 
 
 RESULT_CACHE_SIZE = 32
-_RESULTS: OrderedDict[str, TaskMetricsOut] = OrderedDict()
+_RESULTS: OrderedDict[str, bytes] = OrderedDict()
+_MODE_PARTS: OrderedDict[str, bytes] = OrderedDict()
 _RESULTS_LOCK = threading.Lock()
 
 
 def cached_task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
-    """`task_metrics`, kept per task content and parameters: an unchanged task is not computed again.
+    """`task_metrics`, kept per task content and parameters: an unchanged task is not computed again; of a
+    changed task, a mode whose inputs did not change (an edit touches one mode) is not computed again.
 
-    The key is a digest of everything the metrics read (`task_digest`), so any edit, import or deletion that
-    changes what a task holds misses the cache; nothing needs invalidating. Callers get their own copy.
+    The keys are digests of everything the metrics read (`task_digest`), so any edit, import or deletion that
+    changes what a task holds misses the cache; nothing needs invalidating. Callers get their own copy: the
+    results are kept pickled (a third of the time of a deep copy of the model, each way).
     """
     key = task_digest(task, params)
-    with _RESULTS_LOCK:
-        found = _RESULTS.get(key)
-        if found is not None:
-            _RESULTS.move_to_end(key)
+    found: TaskMetricsOut | None = _kept(_RESULTS, key)
     if found is not None:
-        return found.model_copy(deep=True)
-    computed = task_metrics(task, params)
-    with _RESULTS_LOCK:
-        _RESULTS[key] = computed.model_copy(deep=True)
-        while len(_RESULTS) > RESULT_CACHE_SIZE:
-            _RESULTS.popitem(last=False)
+        return found
+    computed = task_metrics(task, params, _cached_mode_parts)
+    _keep(_RESULTS, key, computed)
     return computed
+
+
+def _cached_mode_parts(task: TaskData, mode: str, params: MetricsParams) -> ModeParts:
+    key = task_digest(task, params, mode)
+    found: ModeParts | None = _kept(_MODE_PARTS, key)
+    if found is not None:
+        return found
+    computed = mode_parts(task, mode, params)
+    _keep(_MODE_PARTS, key, computed)
+    return computed
+
+
+def _kept(kept: OrderedDict[str, bytes], key: str) -> Any:
+    with _RESULTS_LOCK:
+        found = kept.get(key)
+        if found is not None:
+            kept.move_to_end(key)
+    return None if found is None else pickle.loads(found)
+
+
+def _keep(kept: OrderedDict[str, bytes], key: str, value: object) -> None:
+    with _RESULTS_LOCK:
+        kept[key] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        while len(kept) > RESULT_CACHE_SIZE * len(MODES):
+            kept.popitem(last=False)
 
 
 def clear_result_cache() -> None:
     with _RESULTS_LOCK:
         _RESULTS.clear()
+        _MODE_PARTS.clear()
 
 
-def task_digest(task: TaskData, params: MetricsParams) -> str:
-    """Digest of a task's arrays (in order) and every other input of `task_metrics`, and the parameters."""
+def task_digest(task: TaskData, params: MetricsParams, mode: str | None = None) -> str:
+    """Digest of a task's arrays (in order) and every other input of `task_metrics`, and the parameters;
+    with a mode, of the inputs of `mode_parts` of that mode (the other mode's work left out)."""
     digest = hashlib.blake2b(digest_size=20)
+    digest.update(f"mode {mode}".encode())
 
     def add(*arrays: Any) -> None:
         for array in arrays:
@@ -436,9 +463,11 @@ def task_digest(task: TaskData, params: MetricsParams) -> str:
         for group, part in parts:
             digest.update(repr(group).encode())
             add_boxes(part)
-    for mode, experts in sorted(task.work.items()):
+    for work_mode, experts in sorted(task.work.items()):
+        if mode is not None and work_mode != mode:
+            continue
         for name, work in sorted(experts.items()):
-            digest.update(f"work {mode}/{name}".encode())
+            digest.update(f"work {work_mode}/{name}".encode())
             add_boxes(work.objects)
             add(work.edited_seconds)
             digest.update(repr((work.images_seen, sorted(work.visit_seconds.items()))).encode())
@@ -446,17 +475,39 @@ def task_digest(task: TaskData, params: MetricsParams) -> str:
     return digest.hexdigest()
 
 
-def task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
-    batches = {
-        mode: Batch.of(task.work[mode], task.span, task.reference) for mode in MODES if task.work.get(mode)
-    }
-    modes = {mode: _mode_metrics(task, task.work[mode], batch, params) for mode, batch in batches.items()}
+@dataclass(frozen=True)
+class ModeParts:
+    """What one mode of a task contributes to its metrics: it reads only the task's shared inputs (reference,
+    labels, register) and that mode's work, so that an edit in one mode leaves the other's parts valid."""
+
+    metrics: ModeMetricsOut
+    agreement: ModeAgreementOut
+    injected: dict[str, dict[str, InjectedModeOut]]  # kind → group (and 'all') → counts
+
+
+ModePartsOf = Callable[["TaskData", str, MetricsParams], ModeParts]
+
+
+def mode_parts(task: TaskData, mode: str, params: MetricsParams) -> ModeParts:
+    batch = Batch.of(task.work[mode], task.span, task.reference)
+    return ModeParts(
+        metrics=_mode_metrics(task, task.work[mode], batch, params),
+        agreement=review.mode_agreement(task, mode, batch, params),
+        injected=_injected_of_mode(task, batch, params),
+    )
+
+
+def task_metrics(task: TaskData, params: MetricsParams, parts_of: ModePartsOf = mode_parts) -> TaskMetricsOut:
+    parts = {mode: parts_of(task, mode, params) for mode in MODES if task.work.get(mode)}
+    modes = {mode: part.metrics for mode, part in parts.items()}
     return TaskMetricsOut(
         modes=modes,
         suggestions=_suggestions_metrics(task, params),
-        injected_errors=_injected_metrics(task, batches, params),
+        injected_errors=_injected_metrics(task, parts),
         statistics=_statistics(modes),
-        agreement=review.task_agreement(task, batches, params),
+        agreement=review.agreement_of_modes(
+            task, {mode: part.agreement for mode, part in parts.items()}, params
+        ),
         uncertainty=review.task_uncertainty(task, params, _natural_key, seconds_by_image)
         if params.bootstrap
         else None,
@@ -759,25 +810,35 @@ def _suggestions_metrics(task: TaskData, params: MetricsParams) -> SuggestionsOu
 
 
 def _injected_metrics(
-    task: TaskData, batches: dict[str, Batch], params: MetricsParams
+    task: TaskData, parts: dict[str, ModeParts]
 ) -> dict[str, dict[str, dict[str, InjectedModeOut]]]:
     """kind → group (and 'all') → mode → per-expert and pooled counts: caught and missed by the per-kind rule,
     and the published analysis's raw `matched` (entries found with their label)."""
     results: dict[str, dict[str, dict[str, InjectedModeOut]]] = {}
+    for kind in task.register:
+        by_group: dict[str, dict[str, InjectedModeOut]] = {}
+        for mode, part in parts.items():
+            for group, counts in part.injected[kind].items():
+                by_group.setdefault(group, {})[mode] = counts
+        results[kind] = by_group
+    return results
+
+
+def _injected_of_mode(
+    task: TaskData, batch: Batch, params: MetricsParams
+) -> dict[str, dict[str, InjectedModeOut]]:
+    """kind → group (and 'all') → the mode's counts (see `_injected_metrics`)."""
+    results: dict[str, dict[str, InjectedModeOut]] = {}
     registers = {kind: _concat([part for _, part in parts]) for kind, parts in task.register.items()}
-    overlaps = {mode: RegisterOverlaps.of(batch, list(registers.values())) for mode, batch in batches.items()}
+    overlaps = RegisterOverlaps.of(batch, list(registers.values()))
     offsets = np.cumsum([0, *(len(entries) for entries in registers.values())]).tolist()
     for index, (kind, parts) in enumerate(task.register.items()):
         entries = registers[kind]
         groups = np.concatenate([np.full(len(part), -1 if group is None else group) for group, part in parts])
-        by_group: dict[str, dict[str, InjectedModeOut]] = defaultdict(dict)
-        for mode, batch in batches.items():
-            kind_pairs = overlaps[mode].of_kind(offsets[index], len(entries))
-            found, caught = _register_flags(task, kind, entries, batch, kind_pairs, params.register_iou)
-            per_expert = {name: (found[row], caught[row]) for row, name in enumerate(batch.names)}
-            for key, mask in _group_masks(groups):
-                by_group[key][mode] = _injected_mode(per_expert, mask)
-        results[kind] = dict(by_group)
+        kind_pairs = overlaps.of_kind(offsets[index], len(entries))
+        found, caught = _register_flags(task, kind, entries, batch, kind_pairs, params.register_iou)
+        per_expert = {name: (found[row], caught[row]) for row, name in enumerate(batch.names)}
+        results[kind] = {key: _injected_mode(per_expert, mask) for key, mask in _group_masks(groups)}
     return results
 
 

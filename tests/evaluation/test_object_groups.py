@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.evaluation import repository
+from app.evaluation import repository, service
 from app.evaluation.importer import ImportRequest
 from app.evaluation.service import MetricsParams, clear_result_cache, find_study, study_metrics
 from app.models import Annotation, Image, Label, ObjectColumns
@@ -175,3 +175,27 @@ async def test_metrics_after_a_deleted_image_equal_those_from_scratch(app: Any) 
     after = await _metrics(app, study_id)
     _, scratch_metrics = await _from_scratch(app, study_id)
     assert after == scratch_metrics
+
+
+@pytest.mark.parametrize("kind", ["move", "relabel", "soft delete"])
+async def test_after_an_edit_only_the_edited_mode_is_computed_and_equals_a_computation_from_scratch(
+    app: Any, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study_id = await _study(app)
+    await _metrics(app, study_id)  # every result and mode part kept
+    computed: list[str] = []
+    real_parts = service.mode_parts
+
+    def parts(task: Any, mode: str, params: MetricsParams) -> service.ModeParts:
+        computed.append(mode)
+        return real_parts(task, mode, params)
+
+    monkeypatch.setattr(service, "mode_parts", parts)
+    await _edit(app, EDITS[kind])
+    async with app.state.sessionmaker() as session:
+        study = await find_study(session, str(study_id))
+        kept = (await study_metrics(session, study, MetricsParams())).model_dump(
+            mode="json", exclude={"timing"}
+        )
+    assert computed == ["aided"]
+    assert kept == await _metrics(app, study_id)
