@@ -394,26 +394,25 @@ def cached_task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut
     """`task_metrics`, kept per task content and parameters: an unchanged task is not computed again; of a
     changed task, a mode whose inputs did not change (an edit touches one mode) is not computed again.
 
-    The keys are digests of everything the metrics read (`task_digest`), so any edit, import or deletion that
+    The keys are digests of everything the metrics read (`task_digests`), so any edit, import or deletion that
     changes what a task holds misses the cache; nothing needs invalidating. Callers get their own copy: the
     results are kept pickled (a third of the time of a deep copy of the model, each way).
     """
-    key = task_digest(task, params)
+    key, mode_keys = task_digests(task, params)
     found: TaskMetricsOut | None = _kept(_RESULTS, key)
     if found is not None:
         return found
-    computed = task_metrics(task, params, _cached_mode_parts)
+
+    def parts_of(task: TaskData, mode: str, params: MetricsParams) -> ModeParts:
+        kept: ModeParts | None = _kept(_MODE_PARTS, mode_keys[mode])
+        if kept is not None:
+            return kept
+        computed = mode_parts(task, mode, params)
+        _keep(_MODE_PARTS, mode_keys[mode], computed)
+        return computed
+
+    computed = task_metrics(task, params, parts_of)
     _keep(_RESULTS, key, computed)
-    return computed
-
-
-def _cached_mode_parts(task: TaskData, mode: str, params: MetricsParams) -> ModeParts:
-    key = task_digest(task, params, mode)
-    found: ModeParts | None = _kept(_MODE_PARTS, key)
-    if found is not None:
-        return found
-    computed = mode_parts(task, mode, params)
-    _keep(_MODE_PARTS, key, computed)
     return computed
 
 
@@ -438,41 +437,49 @@ def clear_result_cache() -> None:
         _MODE_PARTS.clear()
 
 
-def task_digest(task: TaskData, params: MetricsParams, mode: str | None = None) -> str:
-    """Digest of a task's arrays (in order) and every other input of `task_metrics`, and the parameters;
-    with a mode, of the inputs of `mode_parts` of that mode (the other mode's work left out)."""
-    digest = hashlib.blake2b(digest_size=20)
-    digest.update(f"mode {mode}".encode())
+def task_digest(task: TaskData, params: MetricsParams) -> str:
+    """Digest of a task's arrays (in order) and every other input of `task_metrics`, and the parameters."""
+    return task_digests(task, params)[0]
 
-    def add(*arrays: Any) -> None:
-        for array in arrays:
-            contiguous = np.ascontiguousarray(array)
-            digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
-            digest.update(contiguous.tobytes())
 
-    def add_boxes(boxes: Boxes | None) -> None:
-        add(*((boxes.boxes, boxes.labels, boxes.images) if boxes is not None else ()))
-        digest.update(b"|" if boxes is not None else b"-")
-
-    digest.update(repr((task.name, task.kind.value, sorted(task.labels.items()), task.span, params)).encode())
-    digest.update(repr(task.suggestion_set_id).encode())
-    add_boxes(task.reference)
-    add_boxes(task.suggestions)
+def task_digests(task: TaskData, params: MetricsParams) -> tuple[str, dict[str, str]]:
+    """`task_digest`, and by mode the digest of the inputs of `mode_parts` of that mode: the task's shared
+    inputs and that mode's work (each array hashed once)."""
+    shared = hashlib.blake2b(digest_size=20)
+    shared.update(repr((task.name, task.kind.value, sorted(task.labels.items()), task.span, params)).encode())
+    shared.update(repr(task.suggestion_set_id).encode())
+    _add_boxes(shared, task.reference)
+    _add_boxes(shared, task.suggestions)
     for kind, parts in sorted(task.register.items()):
-        digest.update(f"register {kind}".encode())
+        shared.update(f"register {kind}".encode())
         for group, part in parts:
-            digest.update(repr(group).encode())
-            add_boxes(part)
-    for work_mode, experts in sorted(task.work.items()):
-        if mode is not None and work_mode != mode:
-            continue
+            shared.update(repr(group).encode())
+            _add_boxes(shared, part)
+    _add_arrays(shared, task.images)
+    modes = {}
+    for mode, experts in sorted(task.work.items()):
+        digest = shared.copy()
         for name, work in sorted(experts.items()):
-            digest.update(f"work {work_mode}/{name}".encode())
-            add_boxes(work.objects)
-            add(work.edited_seconds)
+            digest.update(f"work {mode}/{name}".encode())
+            _add_boxes(digest, work.objects)
+            _add_arrays(digest, work.edited_seconds)
             digest.update(repr((work.images_seen, sorted(work.visit_seconds.items()))).encode())
-    add(task.images)
-    return digest.hexdigest()
+        modes[mode] = digest.hexdigest()
+    whole = shared.copy()
+    whole.update(repr(sorted(modes.items())).encode())
+    return whole.hexdigest(), modes
+
+
+def _add_arrays(digest: Any, *arrays: Any) -> None:
+    for array in arrays:
+        contiguous = np.ascontiguousarray(array)
+        digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
+        digest.update(contiguous.tobytes())
+
+
+def _add_boxes(digest: Any, boxes: Boxes | None) -> None:
+    _add_arrays(digest, *((boxes.boxes, boxes.labels, boxes.images) if boxes is not None else ()))
+    digest.update(b"|" if boxes is not None else b"-")
 
 
 @dataclass(frozen=True)
