@@ -408,7 +408,7 @@ def cached_task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut
         if kept is not None:
             return kept
         computed = mode_parts(task, mode, params)
-        _keep(_MODE_PARTS, mode_keys[mode], computed)
+        _keep(_MODE_PARTS, mode_keys[mode], computed, RESULT_CACHE_SIZE * len(MODES))
         return computed
 
     computed = task_metrics(task, params, parts_of)
@@ -424,10 +424,10 @@ def _kept(kept: OrderedDict[str, bytes], key: str) -> Any:
     return None if found is None else pickle.loads(found)
 
 
-def _keep(kept: OrderedDict[str, bytes], key: str, value: object) -> None:
+def _keep(kept: OrderedDict[str, bytes], key: str, value: object, size: int = RESULT_CACHE_SIZE) -> None:
     with _RESULTS_LOCK:
         kept[key] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        while len(kept) > RESULT_CACHE_SIZE * len(MODES):
+        while len(kept) > size:
             kept.popitem(last=False)
 
 
