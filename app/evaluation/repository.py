@@ -26,6 +26,7 @@ from sqlalchemy import (
     cast,
     func,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -53,6 +54,7 @@ from app.models import (
     Task,
     User,
 )
+from app.models.base import utcnow
 
 Rows = Sequence[Row[*tuple[Any, ...]]]
 AnySelect = Select[*tuple[Any, ...]]
@@ -205,6 +207,7 @@ class Rebuilt:
     revision: int
     table: object_columns.FloatTable
     groups: object_columns.FloatTable
+    unchanged: bool = False  # table and digests equal the stored ones: storing moves only the revision
 
 
 @dataclass(frozen=True)
@@ -317,7 +320,13 @@ def _objects(
     built.update(_spliced(partly, earlier, changed, fetch, queries.changed_annotations))
     objects.update(built)
     return objects, {
-        task_id: Rebuilt(revisions[task_id], table, digests[task_id]) for task_id, table in built.items()
+        task_id: Rebuilt(
+            revisions[task_id],
+            table,
+            digests[task_id],
+            unchanged=task_id in changed and not len(changed[task_id]),
+        )
+        for task_id, table in built.items()
     }
 
 
@@ -368,21 +377,28 @@ async def store_object_columns(engine: AsyncEngine, tables: dict[int, Rebuilt]) 
             "groups": object_columns.pack(rebuilt.groups),
         }
         for task_id, rebuilt in tables.items()
+        if not rebuilt.unchanged
+    ]
+    revisions = [
+        {"moved_task_id": task_id, "moved_revision": rebuilt.revision, "moved_at": utcnow()}
+        for task_id, rebuilt in tables.items()
+        if rebuilt.unchanged
     ]
     try:
         async with engine.connect() as connection:
-            await _upsert_waiting_briefly(connection, values)
+            await _store_waiting_briefly(connection, values, revisions)
     except SQLAlchemyError as error:
         logger.info("object columns of tasks %s not stored: %s", sorted(tables), error)
 
 
-async def _upsert_waiting_briefly(connection: AsyncConnection, values: list[dict[str, Any]]) -> None:
-    statement = _upsert_object_columns(connection.dialect)
+async def _store_waiting_briefly(
+    connection: AsyncConnection, values: list[dict[str, Any]], revisions: list[dict[str, Any]]
+) -> None:
     if connection.dialect.name == "sqlite":
         await connection.exec_driver_sql(f"PRAGMA busy_timeout = {STORE_LOCK_WAIT_MS}")
         connection.info[WRITE_GATE_WAIT_S] = STORE_LOCK_WAIT_MS / 1000
         try:
-            await connection.execute(statement, values)
+            await _write_object_columns(connection, values, revisions)
             await connection.commit()
         finally:
             await connection.rollback()
@@ -390,8 +406,26 @@ async def _upsert_waiting_briefly(connection: AsyncConnection, values: list[dict
             await connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         return
     await connection.exec_driver_sql(f"SET LOCAL lock_timeout = {STORE_LOCK_WAIT_MS}")
-    await connection.execute(statement, values)
+    await _write_object_columns(connection, values, revisions)
     await connection.commit()
+
+
+async def _write_object_columns(
+    connection: AsyncConnection, values: list[dict[str, Any]], revisions: list[dict[str, Any]]
+) -> None:
+    """Upserts the rebuilt tables; of a table whose content equals the stored one, moves only the revision
+    (no payload written again)."""
+    if values:
+        await connection.execute(_upsert_object_columns(connection.dialect), values)
+    if revisions:
+        await connection.execute(_MOVE_REVISION, revisions)
+
+
+_MOVE_REVISION = (
+    update(ObjectColumns)
+    .where(ObjectColumns.task_id == bindparam("moved_task_id"))
+    .values(revision=bindparam("moved_revision"), built_at=bindparam("moved_at"))
+)
 
 
 def _upsert_object_columns(dialect: Dialect) -> Any:

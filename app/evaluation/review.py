@@ -280,7 +280,9 @@ def _clusters(centres: np.ndarray, images: np.ndarray, radius: float) -> np.ndar
     _, image_rank = np.unique(images, return_inverse=True)
     width = float(np.ptp(centres[:, 0])) + 4.0 * radius + 1.0
     placed = np.column_stack([centres[:, 0] - centres[:, 0].min() + image_rank * width, centres[:, 1]])
-    pairs = cKDTree(placed).query_pairs(r=radius, output_type="ndarray").astype(np.int64).reshape(-1, 2)
+    # an unbalanced, uncompacted tree builds faster and finds the same pairs
+    tree = cKDTree(placed, balanced_tree=False, compact_nodes=False)
+    pairs = tree.query_pairs(r=radius, output_type="ndarray").astype(np.int64).reshape(-1, 2)
     earlier, later = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
     UNDECIDED, SEED, MEMBER = 0, 1, 2
     state = np.zeros(n, dtype=np.int8)

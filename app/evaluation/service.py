@@ -473,8 +473,8 @@ def task_digests(task: TaskData, params: MetricsParams) -> tuple[str, dict[str, 
 def _add_arrays(digest: Any, *arrays: Any) -> None:
     for array in arrays:
         contiguous = np.ascontiguousarray(array)
-        digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
-        digest.update(contiguous.tobytes())
+        digest.update(f"{contiguous.dtype.str}{contiguous.shape}".encode())
+        digest.update(contiguous.data)  # the buffer itself, not a copy
 
 
 def _add_boxes(digest: Any, boxes: Boxes | None) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.evaluation import repository, service
 from app.evaluation.importer import ImportRequest
 from app.evaluation.service import MetricsParams, clear_result_cache, find_study, study_metrics
-from app.models import Annotation, Image, Label, ObjectColumns
+from app.models import Annotation, Image, Label, ObjectColumns, Task
 from tests.evaluation.test_exports import MORE
 from tests.evaluation.test_import import GT_FILE, _import
 
@@ -163,6 +163,28 @@ async def test_a_write_that_leaves_the_version_is_still_seen(app: Any) -> None:
     scratch, _ = await _from_scratch(app, study_id)
     for task, table in edited.objects.items():
         assert np.array_equal(table, scratch.objects[task])
+
+
+async def test_a_raised_revision_without_a_changed_group_stores_only_the_revision(app: Any) -> None:
+    study_id = await _study(app)
+    await _read(app, study_id)
+    async with app.state.sessionmaker() as session:
+        (stored_before,) = (await session.execute(select(ObjectColumns.payload, ObjectColumns.groups))).all()
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(update(Task).values(objects_revision=Task.objects_revision + 1))
+    raised = await _read(app, study_id)
+    (task,) = raised.rebuilt
+    assert raised.rebuilt[task].unchanged
+    async with app.state.sessionmaker() as session:
+        revision = await session.scalar(select(Task.objects_revision).where(Task.id == task))
+        stored = (
+            await session.execute(select(ObjectColumns.revision, ObjectColumns.payload, ObjectColumns.groups))
+        ).one()
+    assert stored.revision == revision
+    assert (stored.payload, stored.groups) == tuple(stored_before)
+    again = await _read(app, study_id)
+    assert again.rebuilt == {}
+    assert np.array_equal(again.objects[task], raised.objects[task])
 
 
 async def test_metrics_after_a_deleted_image_equal_those_from_scratch(app: Any) -> None:
