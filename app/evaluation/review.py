@@ -114,16 +114,19 @@ def _mode_agreement(
         batch, task.reference, codes, params.iou, "quadratic" if task.kind == TaskKind.grade else "none"
     )
     reference_counts = _counts_by_image(task.reference, counted_labels, task.span)
+    counts_of_experts = _counts_by_image(batch.objects, counted_labels, batch.span * len(names)).reshape(
+        len(names), batch.span
+    )  # the batch's image ids are shifted by row · span: one row of counts per expert
     rows: dict[str, ExpertAgreementOut] = {}
     pooled_expert: list[np.ndarray] = []
     pooled_reference: list[np.ndarray] = []
     seen_counts: dict[str, dict[int, float]] = {}
     over = under = cases = 0
-    for name in names:
+    for row, name in enumerate(names):
         work = experts[name]
         kappa, matched = kappas[name]
         seen = _images_seen(work)
-        mine = _counts_by_image(work.objects, counted_labels, task.span)[seen]
+        mine = counts_of_experts[row, seen]
         theirs = reference_counts[seen]
         seen_counts[name] = dict(zip(seen.tolist(), mine.tolist(), strict=True))
         pooled_expert.append(mine)

@@ -547,8 +547,9 @@ class ReferenceOverlaps:
     class_keys: tuple[m.IntArray, m.IntArray]
 
     @staticmethod
-    def of(objects: Boxes, references: Boxes) -> ReferenceOverlaps:
-        pairs = m.overlaps(objects.boxes, objects.images, references.boxes, references.images)
+    def of(batch: Batch, reference: Boxes) -> ReferenceOverlaps:
+        objects, references = batch.objects, batch.repeat(reference)
+        pairs = batch.overlaps_with_repeated(reference)
         same = objects.labels[pairs.det] == references.labels[pairs.ref]
         class_keys = m.joint_keys(objects.labels, objects.images, references.labels, references.images)
         return ReferenceOverlaps(
@@ -597,7 +598,13 @@ class Batch:
     def reference_overlaps(self) -> ReferenceOverlaps:
         """The objects' overlaps with the task's reference, computed on first use and kept with the batch."""
         assert self.reference is not None, "Batch.of(..., reference=) first"
-        return ReferenceOverlaps.of(self.objects, self.repeat(self.reference))
+        return ReferenceOverlaps.of(self, self.reference)
+
+    def overlaps_with_repeated(self, entries: Boxes) -> m.Overlaps:
+        """`metrics.overlaps` of the objects and `repeat(entries)`, found against the entries once: an object's
+        pairs lie in its own expert's copy, so the pairs, their order and IoU are those of the repeated set."""
+        local = m.overlaps(self.objects.boxes, self.objects.images % self.span, entries.boxes, entries.images)
+        return m.Overlaps(local.det, self.owners[local.det] * len(entries) + local.ref, local.iou)
 
 
 def _empty() -> Boxes:
@@ -859,8 +866,7 @@ class RegisterOverlaps:
 
     @staticmethod
     def of(batch: Batch, registers: list[Boxes]) -> RegisterOverlaps:
-        entries = batch.repeat(_concat(registers) if registers else _empty())
-        pairs = m.overlaps(batch.objects.boxes, batch.objects.images, entries.boxes, entries.images)
+        pairs = batch.overlaps_with_repeated(_concat(registers) if registers else _empty())
         return RegisterOverlaps(pairs, sum(len(part) for part in registers))
 
     def of_kind(self, offset: int, size: int) -> m.Overlaps:
