@@ -207,7 +207,9 @@ class Rebuilt:
     revision: int
     table: object_columns.FloatTable
     groups: object_columns.FloatTable
-    unchanged: bool = False  # table and digests equal the stored ones: storing moves only the revision
+    # the stored row's revision when this table and digests equal the stored ones: storing then only moves
+    # that row's revision on, if the row is still the one read (a concurrent store may have replaced it)
+    unchanged_since: int | None = None
 
 
 @dataclass(frozen=True)
@@ -290,7 +292,7 @@ def _objects(
     """Each task's object table: the stored one when its revision is the task's; else the stored one with the
     groups that changed read again, when its group digests are stored; else read whole."""
     revisions = {task_id: revision for task_id, _, revision, *_ in tasks}
-    objects, earlier = {}, {}
+    objects, earlier, stored_revisions = {}, {}, {}
     for task_id, revision, layout, rows, payload, groups in stored:
         table = object_columns.unpack(bytes(payload), rows) if layout == object_columns.LAYOUT else None
         if table is None or task_id not in revisions:
@@ -299,6 +301,7 @@ def _objects(
             objects[task_id] = table
         elif (known := object_columns.unpack_groups(None if groups is None else bytes(groups))) is not None:
             earlier[task_id] = (table, known)
+            stored_revisions[task_id] = revision
     stale = [task_id for task_id in revisions if task_id not in objects]
     if not stale:
         return objects, {}
@@ -324,7 +327,9 @@ def _objects(
             revisions[task_id],
             table,
             digests[task_id],
-            unchanged=task_id in changed and not len(changed[task_id]),
+            unchanged_since=stored_revisions[task_id]
+            if task_id in changed and not len(changed[task_id])
+            else None,
         )
         for task_id, table in built.items()
     }
@@ -377,12 +382,18 @@ async def store_object_columns(engine: AsyncEngine, tables: dict[int, Rebuilt]) 
             "groups": object_columns.pack(rebuilt.groups),
         }
         for task_id, rebuilt in tables.items()
-        if not rebuilt.unchanged
+        if rebuilt.unchanged_since is None
     ]
     revisions = [
-        {"moved_task_id": task_id, "moved_revision": rebuilt.revision, "moved_at": utcnow()}
+        {
+            "moved_task_id": task_id,
+            "moved_from": rebuilt.unchanged_since,
+            "moved_groups": object_columns.pack(rebuilt.groups),
+            "moved_revision": rebuilt.revision,
+            "moved_at": utcnow(),
+        }
         for task_id, rebuilt in tables.items()
-        if rebuilt.unchanged
+        if rebuilt.unchanged_since is not None
     ]
     try:
         async with engine.connect() as connection:
@@ -423,7 +434,11 @@ async def _write_object_columns(
 
 _MOVE_REVISION = (
     update(ObjectColumns)
-    .where(ObjectColumns.task_id == bindparam("moved_task_id"))
+    .where(
+        ObjectColumns.task_id == bindparam("moved_task_id"),
+        ObjectColumns.revision == bindparam("moved_from"),
+        ObjectColumns.groups == bindparam("moved_groups"),
+    )
     .values(revision=bindparam("moved_revision"), built_at=bindparam("moved_at"))
 )
 

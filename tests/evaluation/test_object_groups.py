@@ -174,7 +174,7 @@ async def test_a_raised_revision_without_a_changed_group_stores_only_the_revisio
         await session.execute(update(Task).values(objects_revision=Task.objects_revision + 1))
     raised = await _read(app, study_id)
     (task,) = raised.rebuilt
-    assert raised.rebuilt[task].unchanged
+    assert raised.rebuilt[task].unchanged_since is not None
     async with app.state.sessionmaker() as session:
         revision = await session.scalar(select(Task.objects_revision).where(Task.id == task))
         stored = (
@@ -185,6 +185,23 @@ async def test_a_raised_revision_without_a_changed_group_stores_only_the_revisio
     again = await _read(app, study_id)
     assert again.rebuilt == {}
     assert np.array_equal(again.objects[task], raised.objects[task])
+
+
+async def test_a_revision_is_not_moved_onto_a_row_another_store_replaced(app: Any) -> None:
+    study_id = await _study(app)
+    await _read(app, study_id)
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(update(Task).values(objects_revision=Task.objects_revision + 1))
+    async with app.state.sessionmaker() as session:
+        raised = await repository.read_study(session, study_id)
+    async with app.state.sessionmaker() as session, session.begin():  # another reader's store meanwhile
+        await session.execute(update(ObjectColumns).values(revision=ObjectColumns.revision - 1))
+    async with app.state.sessionmaker() as session:
+        await repository.store_derived_object_columns(session, raised)
+        stored = await session.scalar(select(ObjectColumns.revision))
+    (task,) = raised.rebuilt
+    assert stored != raised.rebuilt[task].revision
+    assert (await _read(app, study_id)).rebuilt  # still stale, so the next read checks it again
 
 
 async def test_metrics_after_a_deleted_image_equal_those_from_scratch(app: Any) -> None:
