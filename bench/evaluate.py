@@ -11,13 +11,14 @@ Python loops (greedy, IoU 0.25, +1 px), Pascal-VOC AP, the 300-s rule and the re
     .venv/bin/python bench/evaluate.py [--repeats 7] [--bootstrap 1000] [--database-url URL]
     .venv/bin/python bench/evaluate.py --copies 3 --asthma-only   # the earlier study: Asthma three times
 
-Concord is timed in three states, in turn: "value" with each task's stored object columns current and its
+Concord is timed in four states, in turn: "value" with each task's stored object columns current and its
 results of the same content kept (every evaluation after the first since the last annotation write);
 "uncached_s" with the object columns current but the kept results dropped (everything computed);
-"rebuilt_s" right after every task's revision was raised as an annotation write raises it, kept results
-dropped, so that the read rebuilds the object columns from the annotation table and stores them again and
-every number is computed (the first evaluation after an edit). A freshly imported study is in the third
-state. All include the reviewer's statistics (agreement, counts, threshold, effect sizes, Holm); the
+"rebuilt_s" right after an expert moved one object (one task per run, in turn; its revision raised by the
+triggers, its row version raised as the ORM does), so that the read refreshes that task's object columns
+from the annotation table, stores them again and computes that task (the first evaluation after an edit;
+the other tasks' kept results stay valid); "all_stale_s" after every task's revision was raised and every
+kept result dropped (every object table refreshed, every number computed). All include the reviewer's statistics (agreement, counts, threshold, effect sizes, Holm); the
 bootstrap intervals are a separate figure (`bootstrap_s`, first and cached call).
 
 On a shared, loaded machine wall times scatter widely; the process CPU time of each call (every thread:
@@ -58,7 +59,7 @@ REGISTERS = published.REGISTER_FILES
 STUDY = "bench study"
 BASELINE_NAME = "published-approach re-implementation: per-file parsing + Python greedy matching"
 PUBLISHED_ANALYSIS_S = 2.64  # the published notebook on the three real tasks, library imports excluded
-STATES = ("stored", "uncached", "rebuilt")  # see time_concord
+STATES = ("stored", "uncached", "rebuilt", "all_stale")  # see time_concord
 CPU_STATES = tuple(f"{state}_cpu" for state in STATES)
 
 
@@ -292,37 +293,61 @@ async def time_concord(
 
     "stored": the task's object columns are current and the per-task results of the same content are kept
     (any evaluation since the last annotation write); "uncached": object columns current, kept results
-    dropped, so every number is computed; "rebuilt": every task's revision was raised first, as an
-    annotation write does, and kept results dropped, so the read rebuilds the object columns from the
-    annotation table and everything is computed (the first evaluation after an edit, or of a freshly
-    imported study).
+    dropped, so every number is computed; "rebuilt": an expert moved one object by 1 px (one task per run,
+    the tasks in turn; an UPDATE that raises the row's version as the ORM does, and the task's revision
+    through the triggers), so the read finds that task's object columns stale and the edited task is
+    computed (the first evaluation after an expert's edit; kept results of the tasks the edit did not touch
+    stay valid, and each edit makes content never seen before); "all_stale": every task's revision raised
+    and every kept result dropped (the first evaluation after every task was imported at once: every object
+    table refreshed, everything computed). The moved objects are moved back before the last evaluation.
     """
     from sqlalchemy import update
 
     from app.db import make_engine, make_sessionmaker
     from app.evaluation.service import MetricsParams, clear_result_cache, find_study, study_metrics
-    from app.models import Task
+    from app.models import Annotation, Task
 
     engine = make_engine(url)
     maker = make_sessionmaker(engine)
     timings: dict[str, list[tuple[float, float]]] = {kind: [] for kind in (*STATES, *CPU_STATES)}
     result: dict[str, Any] = {}
-    for run in range(len(STATES) * repeats + 1):  # the first run warms the connection pool and imports
-        kind = STATES[run % len(STATES)]
-        if kind != "stored":
-            clear_result_cache()
-        if kind == "rebuilt":
-            async with maker() as session, session.begin():
-                await session.execute(update(Task).values(objects_revision=Task.objects_revision + 1))
+    edited = await _one_object_per_task(maker)
+    moves = dict.fromkeys(edited, 0)
+
+    async def move(annotation_id: int, pixels: int) -> None:
+        async with maker() as session, session.begin():
+            await session.execute(
+                update(Annotation)
+                .where(Annotation.id == annotation_id)
+                .values(x1=Annotation.x1 + pixels, x2=Annotation.x2 + pixels, version=Annotation.version + 1)
+            )
+
+    async def evaluate() -> tuple[Any, float]:
         async with maker() as session:
             study = await find_study(session, STUDY)
             cpu = time.process_time()
             metrics = await study_metrics(session, study, MetricsParams())
-            cpu = time.process_time() - cpu
+            return metrics, time.process_time() - cpu
+
+    for run in range(len(STATES) * repeats + 1):  # the first run warms the connection pool and imports
+        kind = STATES[run % len(STATES)]
+        if kind in ("uncached", "all_stale"):
+            clear_result_cache()
+        if kind == "all_stale":
+            async with maker() as session, session.begin():
+                await session.execute(update(Task).values(objects_revision=Task.objects_revision + 1))
+        if kind == "rebuilt":
+            annotation_id = edited[run // len(STATES) % len(edited)]
+            await move(annotation_id, 1)
+            moves[annotation_id] += 1
+        metrics, cpu = await evaluate()
         if run:
             timings[kind].append((metrics.timing.load_s, metrics.timing.compute_s))
             timings[f"{kind}_cpu"].append((cpu, 0.0))
-        result = metrics.model_dump(mode="json")
+    for annotation_id, pixels in moves.items():
+        await move(annotation_id, -pixels)
+    metrics, _ = await evaluate()
+    result = metrics.model_dump(mode="json")
     bootstrap_runs = []
     for _ in range(2 if bootstrap else 0):
         async with maker() as session:
@@ -332,6 +357,30 @@ async def time_concord(
             bootstrap_runs.append(time.perf_counter() - started)
     await engine.dispose()
     return timings, result, bootstrap_runs
+
+
+async def _one_object_per_task(maker: Any) -> list[int]:
+    """A counted object of each task of the study (the one an expert moves in "rebuilt")."""
+    from sqlalchemy import func, select
+
+    from app.models import Annotation, Image
+
+    async with maker() as session:
+        rows = await session.execute(
+            select(func.min(Annotation.id))
+            .join(Image, Image.id == Annotation.image_id)
+            .where(
+                Annotation.deleted.is_(False),
+                Annotation.mode.in_(("unaided", "aided")),
+                Annotation.x1 > 50,  # well inside its image: counted before and after the moves
+                Annotation.y1 > 50,
+                Annotation.x2 < Image.width - 50,
+                Annotation.y2 < Image.height - 50,
+            )
+            .group_by(Image.task_id)
+            .order_by(Image.task_id)
+        )
+        return [annotation_id for (annotation_id,) in rows]
 
 
 # ---------------------------------------------------------------- baseline: the published approach
@@ -530,6 +579,9 @@ def main() -> None:
                 "compute_s": round(statistics.median(compute for _, compute in stored), 5),
                 "rebuilt_s": round(cold, 5),
                 "rebuilt_ratio_to_published": round(PUBLISHED_ANALYSIS_S / cold, 1),
+                "all_stale_s": round(statistics.median(totals["all_stale"]), 5),
+                "all_stale_ratio": round(base / statistics.median(totals["all_stale"]), 1),
+                "cpu_all_stale_ratio": round(base_cpu / statistics.median(totals["all_stale_cpu"]), 1),
                 "cpu_ratio": round(base_cpu / statistics.median(totals["stored_cpu"]), 1),
                 "cpu_rebuilt_ratio": round(base_cpu / statistics.median(totals["rebuilt_cpu"]), 1),
                 "cpu_uncached_ratio": round(base_cpu / statistics.median(totals["uncached_cpu"]), 1),

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     cast,
     func,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -52,6 +54,7 @@ from app.models import (
     Task,
     User,
 )
+from app.models.base import utcnow
 
 Rows = Sequence[Row[*tuple[Any, ...]]]
 AnySelect = Select[*tuple[Any, ...]]
@@ -191,7 +194,22 @@ async def images_and_labels_of_task(
 Table = list[tuple[Any, ...]]
 STUDY_PARAMETER = "study_id"
 TASKS_PARAMETER = "task_ids"
+EXPERTS_PARAMETER = "expert_ids"
+IMAGES_PARAMETER = "image_ids"
 STORE_LOCK_WAIT_MS = 250
+SPLICED_GROUPS_AT_MOST = 0.25  # share of a task's groups changed beyond which reading it whole is cheaper
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """A task's object table built by a read, the task revision it was read at, and its group digests."""
+
+    revision: int
+    table: object_columns.FloatTable
+    groups: object_columns.FloatTable
+    # the stored row's revision when this table and digests equal the stored ones: storing then only moves
+    # that row's revision on, if the row is still the one read (a concurrent store may have replaced it)
+    unchanged_since: int | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +217,8 @@ class StudyRows:
     """The driver's plain tuples of every table the metrics need, each in the order the maths needs.
 
     objects: each task's expert objects as an `object_columns` table; rebuilt: the tables that were built
-    from the annotation table because no current stored copy existed, with the revision they were read at.
+    from the annotation table (whole, or the stored copy with its changed groups read again) because no
+    current stored copy existed, with the revision they were read at and their group digests.
     """
 
     tasks: Table
@@ -214,7 +233,7 @@ class StudyRows:
     suggestion_sets: Table
     suggestions: Table
     injected: Table
-    rebuilt: dict[int, tuple[int, object_columns.FloatTable]] = field(default_factory=dict)
+    rebuilt: dict[int, Rebuilt] = field(default_factory=dict)
     task_kinds: dict[int, str] = field(default_factory=dict)
 
 
@@ -246,7 +265,7 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
             return _fetch(cursor, query, {**parameters, **(extra or {})})
 
         tasks = fetch(queries.tasks)  # revisions first: objects read later are at least as new
-        objects, rebuilt = _objects(tasks, fetch(queries.stored_objects), fetch, queries.annotations)
+        objects, rebuilt = _objects(tasks, fetch(queries.stored_objects), fetch, queries)
         return StudyRows(
             tasks=[(task_id, name) for task_id, name, *_ in tasks],
             labels=fetch(queries.labels),
@@ -268,22 +287,76 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
 
 
 def _objects(
-    tasks: Table, stored: Table, fetch: Any, annotations: SQLCompiler
-) -> tuple[dict[int, object_columns.FloatTable], dict[int, tuple[int, object_columns.FloatTable]]]:
-    """Each task's object table: the stored one when its revision is the task's, else read and rebuilt."""
+    tasks: Table, stored: Table, fetch: Any, queries: StudyQueries
+) -> tuple[dict[int, object_columns.FloatTable], dict[int, Rebuilt]]:
+    """Each task's object table: the stored one when its revision is the task's; else the stored one with the
+    groups that changed read again, when its group digests are stored; else read whole."""
     revisions = {task_id: revision for task_id, _, revision, *_ in tasks}
-    objects = {}
-    for task_id, revision, layout, rows, payload in stored:
-        if revisions.get(task_id) == revision and layout == object_columns.LAYOUT:
-            table = object_columns.unpack(bytes(payload), rows)
-            if table is not None:
-                objects[task_id] = table
+    objects, earlier, stored_revisions = {}, {}, {}
+    for task_id, revision, layout, rows, payload, groups in stored:
+        table = object_columns.unpack(bytes(payload), rows) if layout == object_columns.LAYOUT else None
+        if table is None or task_id not in revisions:
+            continue
+        if revisions[task_id] == revision:
+            objects[task_id] = table
+        elif (known := object_columns.unpack_groups(None if groups is None else bytes(groups))) is not None:
+            earlier[task_id] = (table, known)
+            stored_revisions[task_id] = revision
     stale = [task_id for task_id in revisions if task_id not in objects]
     if not stale:
         return objects, {}
-    built = object_columns.tables_by_task(fetch(annotations, {TASKS_PARAMETER: stale}), stale)
+    # digests before objects: objects read later are at least as new, so a later edit is seen next time
+    digests = object_columns.groups_by_task(fetch(queries.object_groups, {TASKS_PARAMETER: stale}), stale)
+    changed = {
+        task_id: object_columns.changed_keys(earlier[task_id][1], digests[task_id])
+        for task_id in stale
+        if task_id in earlier
+    }
+    partly = [
+        task_id
+        for task_id, keys in changed.items()
+        if len(keys) <= SPLICED_GROUPS_AT_MOST * len(digests[task_id])
+    ]
+    whole = [task_id for task_id in stale if task_id not in partly]
+    read = fetch(queries.annotations, {TASKS_PARAMETER: whole}) if whole else []
+    built = object_columns.tables_by_task(read, whole)
+    built.update(_spliced(partly, earlier, changed, fetch, queries.changed_annotations))
     objects.update(built)
-    return objects, {task_id: (revisions[task_id], table) for task_id, table in built.items()}
+    return objects, {
+        task_id: Rebuilt(
+            revisions[task_id],
+            table,
+            digests[task_id],
+            unchanged_since=stored_revisions[task_id]
+            if task_id in changed and not len(changed[task_id])
+            else None,
+        )
+        for task_id, table in built.items()
+    }
+
+
+def _spliced(
+    task_ids: list[int],
+    earlier: dict[int, tuple[object_columns.FloatTable, object_columns.FloatTable]],
+    changed: dict[int, object_columns.FloatTable],
+    fetch: Any,
+    query: SQLCompiler,
+) -> dict[int, object_columns.FloatTable]:
+    """The stored tables of the tasks with only their changed groups read again."""
+    keys = [changed[task_id] for task_id in task_ids]
+    if not any(len(part) for part in keys):
+        return {task_id: earlier[task_id][0] for task_id in task_ids}
+    every = np.concatenate(keys)
+    parameters = {
+        TASKS_PARAMETER: task_ids,
+        EXPERTS_PARAMETER: sorted({int(expert) for expert in every[:, 1]}),
+        IMAGES_PARAMETER: sorted({int(image) for image in every[:, 2]}),
+    }
+    fresh = object_columns.tables_by_task(fetch(query, parameters), task_ids)
+    return {
+        task_id: object_columns.spliced(earlier[task_id][0], changed[task_id], fresh[task_id])
+        for task_id in task_ids
+    }
 
 
 def _fetch(cursor: Any, query: SQLCompiler, parameters: dict[str, Any]) -> Table:
@@ -293,9 +366,7 @@ def _fetch(cursor: Any, query: SQLCompiler, parameters: dict[str, Any]) -> Table
     return rows
 
 
-async def store_object_columns(
-    engine: AsyncEngine, tables: dict[int, tuple[int, object_columns.FloatTable]]
-) -> None:
+async def store_object_columns(engine: AsyncEngine, tables: dict[int, Rebuilt]) -> None:
     """Stores rebuilt object tables in their own short transaction; a busy database only skips the store.
 
     Never waits long for a lock (a long write elsewhere must not stall a metrics request) and never fails the
@@ -304,27 +375,41 @@ async def store_object_columns(
     values = [
         {
             "task_id": task_id,
-            "revision": revision,
+            "revision": rebuilt.revision,
             "layout": object_columns.LAYOUT,
-            "rows": len(table),
-            "payload": object_columns.pack(table),
+            "rows": len(rebuilt.table),
+            "payload": object_columns.pack(rebuilt.table),
+            "groups": object_columns.pack(rebuilt.groups),
         }
-        for task_id, (revision, table) in tables.items()
+        for task_id, rebuilt in tables.items()
+        if rebuilt.unchanged_since is None
+    ]
+    revisions = [
+        {
+            "moved_task_id": task_id,
+            "moved_from": rebuilt.unchanged_since,
+            "moved_groups": object_columns.pack(rebuilt.groups),
+            "moved_revision": rebuilt.revision,
+            "moved_at": utcnow(),
+        }
+        for task_id, rebuilt in tables.items()
+        if rebuilt.unchanged_since is not None
     ]
     try:
         async with engine.connect() as connection:
-            await _upsert_waiting_briefly(connection, values)
+            await _store_waiting_briefly(connection, values, revisions)
     except SQLAlchemyError as error:
         logger.info("object columns of tasks %s not stored: %s", sorted(tables), error)
 
 
-async def _upsert_waiting_briefly(connection: AsyncConnection, values: list[dict[str, Any]]) -> None:
-    statement = _upsert_object_columns(connection.dialect)
+async def _store_waiting_briefly(
+    connection: AsyncConnection, values: list[dict[str, Any]], revisions: list[dict[str, Any]]
+) -> None:
     if connection.dialect.name == "sqlite":
         await connection.exec_driver_sql(f"PRAGMA busy_timeout = {STORE_LOCK_WAIT_MS}")
         connection.info[WRITE_GATE_WAIT_S] = STORE_LOCK_WAIT_MS / 1000
         try:
-            await connection.execute(statement, values)
+            await _write_object_columns(connection, values, revisions)
             await connection.commit()
         finally:
             await connection.rollback()
@@ -332,14 +417,36 @@ async def _upsert_waiting_briefly(connection: AsyncConnection, values: list[dict
             await connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         return
     await connection.exec_driver_sql(f"SET LOCAL lock_timeout = {STORE_LOCK_WAIT_MS}")
-    await connection.execute(statement, values)
+    await _write_object_columns(connection, values, revisions)
     await connection.commit()
+
+
+async def _write_object_columns(
+    connection: AsyncConnection, values: list[dict[str, Any]], revisions: list[dict[str, Any]]
+) -> None:
+    """Upserts the rebuilt tables; of a table whose content equals the stored one, moves only the revision
+    (no payload written again)."""
+    if values:
+        await connection.execute(_upsert_object_columns(connection.dialect), values)
+    if revisions:
+        await connection.execute(_MOVE_REVISION, revisions)
+
+
+_MOVE_REVISION = (
+    update(ObjectColumns)
+    .where(
+        ObjectColumns.task_id == bindparam("moved_task_id"),
+        ObjectColumns.revision == bindparam("moved_from"),
+        ObjectColumns.groups == bindparam("moved_groups"),
+    )
+    .values(revision=bindparam("moved_revision"), built_at=bindparam("moved_at"))
+)
 
 
 def _upsert_object_columns(dialect: Dialect) -> Any:
     insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
     statement = insert(ObjectColumns)
-    replaced = ("revision", "layout", "rows", "payload", "built_at")
+    replaced = ("revision", "layout", "rows", "payload", "groups", "built_at")
     return statement.on_conflict_do_update(
         index_elements=[ObjectColumns.task_id],
         set_={name: statement.excluded[name] for name in replaced},
@@ -356,6 +463,8 @@ class StudyQueries:
     images: SQLCompiler
     users: SQLCompiler
     annotations: SQLCompiler
+    object_groups: SQLCompiler
+    changed_annotations: SQLCompiler
     views: SQLCompiler
     visits: SQLCompiler
     ground_truth: SQLCompiler
@@ -395,6 +504,13 @@ def _compile_study_queries(dialect: Dialect) -> StudyQueries:
         images=compiled(_images_query(tasks)),
         users=compiled(select(User.id, User.name)),
         annotations=compiled(_annotations_query(dialect)),
+        object_groups=compiled(_object_groups_query()),
+        changed_annotations=compiled(
+            _annotations_query(dialect).where(
+                Annotation.expert_id.in_(bindparam(EXPERTS_PARAMETER, expanding=True)),
+                Annotation.image_id.in_(bindparam(IMAGES_PARAMETER, expanding=True)),
+            )
+        ),
         views=compiled(_views_query(tasks)),
         visits=compiled(_visits_query(tasks)),
         ground_truth=compiled(_ground_truth_query(tasks)),
@@ -412,6 +528,7 @@ def _stored_objects_query(tasks: AnySelect) -> AnySelect:
         ObjectColumns.layout,
         ObjectColumns.rows,
         ObjectColumns.payload,
+        ObjectColumns.groups,
     ).where(ObjectColumns.task_id.in_(tasks))
 
 
@@ -447,13 +564,10 @@ def _annotations_query(dialect: Dialect) -> AnySelect:
     Only numbers, one query for every task and mode; deleted objects stay in the database. Unordered:
     `object_columns.tables_by_task` sorts them (mode, image, expert, then source order: position, id).
     """
-    mode_code = case(
-        *((Annotation.mode == mode, code) for mode, code in object_columns.MODE_CODES.items()), else_=-1
-    )
     return (
         select(
             Image.task_id,
-            mode_code,
+            _mode_code(),
             Annotation.expert_id,
             Annotation.image_id,
             Annotation.label_id,
@@ -471,6 +585,43 @@ def _annotations_query(dialect: Dialect) -> AnySelect:
             Annotation.mode.in_(list(object_columns.MODE_CODES)),
             Annotation.deleted.is_(False),
         )
+    )
+
+
+def _object_groups_query() -> AnySelect:
+    """Task id and `object_columns.GROUP_COLUMNS` of every (mode, expert, image) group of the listed tasks'
+    annotations of the evaluated modes, deleted ones included; grouped in the order of the annotation index.
+    The weighted sum is a float: no integer overflow."""
+    content = (
+        Annotation.x1
+        + 2 * Annotation.y1
+        + 3 * Annotation.x2
+        + 5 * Annotation.y2
+        + 7 * Annotation.label_id
+        + 11 * Annotation.position
+        + 13 * cast(Annotation.deleted, Integer)
+    )
+    task_of_image = select(Image.task_id).where(Image.id == Annotation.image_id).scalar_subquery()
+    images = select(Image.id).where(Image.task_id.in_(bindparam(TASKS_PARAMETER, expanding=True)))
+    return (
+        select(
+            task_of_image,
+            _mode_code(),
+            Annotation.expert_id,
+            Annotation.image_id,
+            func.count(),
+            func.sum(Annotation.id),
+            func.sum(Annotation.version),
+            func.sum(content * cast(Annotation.id, Float)),
+        )
+        .where(Annotation.image_id.in_(images), Annotation.mode.in_(list(object_columns.MODE_CODES)))
+        .group_by(Annotation.image_id, Annotation.expert_id, Annotation.mode)
+    )
+
+
+def _mode_code() -> ColumnElement[int]:
+    return case(
+        *((Annotation.mode == mode, code) for mode, code in object_columns.MODE_CODES.items()), else_=-1
     )
 
 

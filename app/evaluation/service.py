@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import pickle
 import re
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
@@ -33,6 +34,7 @@ from app.evaluation.schemas import (
     CountOut,
     ExpertMetricsOut,
     InjectedModeOut,
+    ModeAgreementOut,
     ModeMetricsOut,
     ModeSummaryOut,
     PooledOut,
@@ -383,80 +385,136 @@ def all_task_metrics(rows: repository.StudyRows, params: MetricsParams) -> dict[
 
 
 RESULT_CACHE_SIZE = 32
-_RESULTS: OrderedDict[str, TaskMetricsOut] = OrderedDict()
+_RESULTS: OrderedDict[str, bytes] = OrderedDict()
+_MODE_PARTS: OrderedDict[str, bytes] = OrderedDict()
 _RESULTS_LOCK = threading.Lock()
 
 
 def cached_task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
-    """`task_metrics`, kept per task content and parameters: an unchanged task is not computed again.
+    """`task_metrics`, kept per task content and parameters: an unchanged task is not computed again; of a
+    changed task, a mode whose inputs did not change (an edit touches one mode) is not computed again.
 
-    The key is a digest of everything the metrics read (`task_digest`), so any edit, import or deletion that
-    changes what a task holds misses the cache; nothing needs invalidating. Callers get their own copy.
+    The keys are digests of everything the metrics read (`task_digests`), so any edit, import or deletion that
+    changes what a task holds misses the cache; nothing needs invalidating. Callers get their own copy: the
+    results are kept pickled (a third of the time of a deep copy of the model, each way).
     """
-    key = task_digest(task, params)
-    with _RESULTS_LOCK:
-        found = _RESULTS.get(key)
-        if found is not None:
-            _RESULTS.move_to_end(key)
+    key, mode_keys = task_digests(task, params)
+    found: TaskMetricsOut | None = _kept(_RESULTS, key)
     if found is not None:
-        return found.model_copy(deep=True)
-    computed = task_metrics(task, params)
-    with _RESULTS_LOCK:
-        _RESULTS[key] = computed.model_copy(deep=True)
-        while len(_RESULTS) > RESULT_CACHE_SIZE:
-            _RESULTS.popitem(last=False)
+        return found
+
+    def parts_of(task: TaskData, mode: str, params: MetricsParams) -> ModeParts:
+        kept: ModeParts | None = _kept(_MODE_PARTS, mode_keys[mode])
+        if kept is not None:
+            return kept
+        computed = mode_parts(task, mode, params)
+        _keep(_MODE_PARTS, mode_keys[mode], computed, RESULT_CACHE_SIZE * len(MODES))
+        return computed
+
+    computed = task_metrics(task, params, parts_of)
+    _keep(_RESULTS, key, computed)
     return computed
+
+
+def _kept(kept: OrderedDict[str, bytes], key: str) -> Any:
+    with _RESULTS_LOCK:
+        found = kept.get(key)
+        if found is not None:
+            kept.move_to_end(key)
+    return None if found is None else pickle.loads(found)
+
+
+def _keep(kept: OrderedDict[str, bytes], key: str, value: object, size: int = RESULT_CACHE_SIZE) -> None:
+    with _RESULTS_LOCK:
+        kept[key] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        while len(kept) > size:
+            kept.popitem(last=False)
 
 
 def clear_result_cache() -> None:
     with _RESULTS_LOCK:
         _RESULTS.clear()
+        _MODE_PARTS.clear()
 
 
 def task_digest(task: TaskData, params: MetricsParams) -> str:
     """Digest of a task's arrays (in order) and every other input of `task_metrics`, and the parameters."""
-    digest = hashlib.blake2b(digest_size=20)
+    return task_digests(task, params)[0]
 
-    def add(*arrays: Any) -> None:
-        for array in arrays:
-            contiguous = np.ascontiguousarray(array)
-            digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
-            digest.update(contiguous.tobytes())
 
-    def add_boxes(boxes: Boxes | None) -> None:
-        add(*((boxes.boxes, boxes.labels, boxes.images) if boxes is not None else ()))
-        digest.update(b"|" if boxes is not None else b"-")
-
-    digest.update(repr((task.name, task.kind.value, sorted(task.labels.items()), task.span, params)).encode())
-    digest.update(repr(task.suggestion_set_id).encode())
-    add_boxes(task.reference)
-    add_boxes(task.suggestions)
+def task_digests(task: TaskData, params: MetricsParams) -> tuple[str, dict[str, str]]:
+    """`task_digest`, and by mode the digest of the inputs of `mode_parts` of that mode: the task's shared
+    inputs and that mode's work (each array hashed once)."""
+    shared = hashlib.blake2b(digest_size=20)
+    shared.update(repr((task.name, task.kind.value, sorted(task.labels.items()), task.span, params)).encode())
+    shared.update(repr(task.suggestion_set_id).encode())
+    _add_boxes(shared, task.reference)
+    _add_boxes(shared, task.suggestions)
     for kind, parts in sorted(task.register.items()):
-        digest.update(f"register {kind}".encode())
+        shared.update(f"register {kind}".encode())
         for group, part in parts:
-            digest.update(repr(group).encode())
-            add_boxes(part)
+            shared.update(repr(group).encode())
+            _add_boxes(shared, part)
+    _add_arrays(shared, task.images)
+    modes = {}
     for mode, experts in sorted(task.work.items()):
+        digest = shared.copy()
         for name, work in sorted(experts.items()):
             digest.update(f"work {mode}/{name}".encode())
-            add_boxes(work.objects)
-            add(work.edited_seconds)
+            _add_boxes(digest, work.objects)
+            _add_arrays(digest, work.edited_seconds)
             digest.update(repr((work.images_seen, sorted(work.visit_seconds.items()))).encode())
-    add(task.images)
-    return digest.hexdigest()
+        modes[mode] = digest.hexdigest()
+    whole = shared.copy()
+    whole.update(repr(sorted(modes.items())).encode())
+    return whole.hexdigest(), modes
 
 
-def task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut:
-    batches = {
-        mode: Batch.of(task.work[mode], task.span, task.reference) for mode in MODES if task.work.get(mode)
-    }
-    modes = {mode: _mode_metrics(task, task.work[mode], batch, params) for mode, batch in batches.items()}
+def _add_arrays(digest: Any, *arrays: Any) -> None:
+    for array in arrays:
+        contiguous = np.ascontiguousarray(array)
+        digest.update(f"{contiguous.dtype.str}{contiguous.shape}".encode())
+        digest.update(contiguous.data)  # the buffer itself, not a copy
+
+
+def _add_boxes(digest: Any, boxes: Boxes | None) -> None:
+    _add_arrays(digest, *((boxes.boxes, boxes.labels, boxes.images) if boxes is not None else ()))
+    digest.update(b"|" if boxes is not None else b"-")
+
+
+@dataclass(frozen=True)
+class ModeParts:
+    """What one mode of a task contributes to its metrics: it reads only the task's shared inputs (reference,
+    labels, register) and that mode's work, so that an edit in one mode leaves the other's parts valid."""
+
+    metrics: ModeMetricsOut
+    agreement: ModeAgreementOut
+    injected: dict[str, dict[str, InjectedModeOut]]  # kind → group (and 'all') → counts
+
+
+ModePartsOf = Callable[["TaskData", str, MetricsParams], ModeParts]
+
+
+def mode_parts(task: TaskData, mode: str, params: MetricsParams) -> ModeParts:
+    batch = Batch.of(task.work[mode], task.span, task.reference)
+    return ModeParts(
+        metrics=_mode_metrics(task, task.work[mode], batch, params),
+        agreement=review.mode_agreement(task, mode, batch, params),
+        injected=_injected_of_mode(task, batch, params),
+    )
+
+
+def task_metrics(task: TaskData, params: MetricsParams, parts_of: ModePartsOf = mode_parts) -> TaskMetricsOut:
+    parts = {mode: parts_of(task, mode, params) for mode in MODES if task.work.get(mode)}
+    modes = {mode: part.metrics for mode, part in parts.items()}
     return TaskMetricsOut(
         modes=modes,
         suggestions=_suggestions_metrics(task, params),
-        injected_errors=_injected_metrics(task, batches, params),
+        injected_errors=_injected_metrics(task, parts),
         statistics=_statistics(modes),
-        agreement=review.task_agreement(task, batches, params),
+        agreement=review.agreement_of_modes(
+            task, {mode: part.agreement for mode, part in parts.items()}, params
+        ),
         uncertainty=review.task_uncertainty(task, params, _natural_key, seconds_by_image)
         if params.bootstrap
         else None,
@@ -489,8 +547,9 @@ class ReferenceOverlaps:
     class_keys: tuple[m.IntArray, m.IntArray]
 
     @staticmethod
-    def of(objects: Boxes, references: Boxes) -> ReferenceOverlaps:
-        pairs = m.overlaps(objects.boxes, objects.images, references.boxes, references.images)
+    def of(batch: Batch, reference: Boxes) -> ReferenceOverlaps:
+        objects, references = batch.objects, batch.repeat(reference)
+        pairs = batch.overlaps_with_repeated(reference)
         same = objects.labels[pairs.det] == references.labels[pairs.ref]
         class_keys = m.joint_keys(objects.labels, objects.images, references.labels, references.images)
         return ReferenceOverlaps(
@@ -539,7 +598,13 @@ class Batch:
     def reference_overlaps(self) -> ReferenceOverlaps:
         """The objects' overlaps with the task's reference, computed on first use and kept with the batch."""
         assert self.reference is not None, "Batch.of(..., reference=) first"
-        return ReferenceOverlaps.of(self.objects, self.repeat(self.reference))
+        return ReferenceOverlaps.of(self, self.reference)
+
+    def overlaps_with_repeated(self, entries: Boxes) -> m.Overlaps:
+        """`metrics.overlaps` of the objects and `repeat(entries)`, found against the entries once: an object's
+        pairs lie in its own expert's copy, so the pairs, their order and IoU are those of the repeated set."""
+        local = m.overlaps(self.objects.boxes, self.objects.images % self.span, entries.boxes, entries.images)
+        return m.Overlaps(local.det, self.owners[local.det] * len(entries) + local.ref, local.iou)
 
 
 def _empty() -> Boxes:
@@ -759,25 +824,35 @@ def _suggestions_metrics(task: TaskData, params: MetricsParams) -> SuggestionsOu
 
 
 def _injected_metrics(
-    task: TaskData, batches: dict[str, Batch], params: MetricsParams
+    task: TaskData, parts: dict[str, ModeParts]
 ) -> dict[str, dict[str, dict[str, InjectedModeOut]]]:
     """kind → group (and 'all') → mode → per-expert and pooled counts: caught and missed by the per-kind rule,
     and the published analysis's raw `matched` (entries found with their label)."""
     results: dict[str, dict[str, dict[str, InjectedModeOut]]] = {}
+    for kind in task.register:
+        by_group: dict[str, dict[str, InjectedModeOut]] = {}
+        for mode, part in parts.items():
+            for group, counts in part.injected[kind].items():
+                by_group.setdefault(group, {})[mode] = counts
+        results[kind] = by_group
+    return results
+
+
+def _injected_of_mode(
+    task: TaskData, batch: Batch, params: MetricsParams
+) -> dict[str, dict[str, InjectedModeOut]]:
+    """kind → group (and 'all') → the mode's counts (see `_injected_metrics`)."""
+    results: dict[str, dict[str, InjectedModeOut]] = {}
     registers = {kind: _concat([part for _, part in parts]) for kind, parts in task.register.items()}
-    overlaps = {mode: RegisterOverlaps.of(batch, list(registers.values())) for mode, batch in batches.items()}
+    overlaps = RegisterOverlaps.of(batch, list(registers.values()))
     offsets = np.cumsum([0, *(len(entries) for entries in registers.values())]).tolist()
     for index, (kind, parts) in enumerate(task.register.items()):
         entries = registers[kind]
         groups = np.concatenate([np.full(len(part), -1 if group is None else group) for group, part in parts])
-        by_group: dict[str, dict[str, InjectedModeOut]] = defaultdict(dict)
-        for mode, batch in batches.items():
-            kind_pairs = overlaps[mode].of_kind(offsets[index], len(entries))
-            found, caught = _register_flags(task, kind, entries, batch, kind_pairs, params.register_iou)
-            per_expert = {name: (found[row], caught[row]) for row, name in enumerate(batch.names)}
-            for key, mask in _group_masks(groups):
-                by_group[key][mode] = _injected_mode(per_expert, mask)
-        results[kind] = dict(by_group)
+        kind_pairs = overlaps.of_kind(offsets[index], len(entries))
+        found, caught = _register_flags(task, kind, entries, batch, kind_pairs, params.register_iou)
+        per_expert = {name: (found[row], caught[row]) for row, name in enumerate(batch.names)}
+        results[kind] = {key: _injected_mode(per_expert, mask) for key, mask in _group_masks(groups)}
     return results
 
 
@@ -791,8 +866,7 @@ class RegisterOverlaps:
 
     @staticmethod
     def of(batch: Batch, registers: list[Boxes]) -> RegisterOverlaps:
-        entries = batch.repeat(_concat(registers) if registers else _empty())
-        pairs = m.overlaps(batch.objects.boxes, batch.objects.images, entries.boxes, entries.images)
+        pairs = batch.overlaps_with_repeated(_concat(registers) if registers else _empty())
         return RegisterOverlaps(pairs, sum(len(part) for part in registers))
 
     def of_kind(self, offset: int, size: int) -> m.Overlaps:

@@ -149,4 +149,7 @@ class ObjectColumns(Base):
     layout: Mapped[int] = mapped_column(Integer)
     rows: Mapped[int] = mapped_column(Integer)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    groups: Mapped[bytes | None] = mapped_column(
+        LargeBinary
+    )  # `object_columns.GROUP_COLUMNS`, migration 0013
     built_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
