@@ -427,6 +427,7 @@ async def import_study(session: AsyncSession, payload: bytes, rename: str | None
         overrides = {"name": name} if table_name == "study" else {}
         new_ids[table_name] = await _insert(session, TABLES[table_name], rows, new_ids, overrides)
     study_id = next(iter(new_ids["study"].values()))
+    await repository.store_study_object_columns(session, study_id)
     return ImportedStudy(
         name, study_id, {table: len(rows.rows) for table, rows in tables.items()}, new_experts
     )

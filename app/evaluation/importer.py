@@ -106,6 +106,7 @@ async def import_exact(
         suggestion_set_id = set_id if set_id is not None else suggestion_set_id
         reports.append(_file_report(request, item, stored, _size_report(item, target.images)))
     await session.flush()
+    await repository.store_study_object_columns(session, target.study.id)
     return ImportReport(
         study=target.study.name,
         study_id=target.study.id,

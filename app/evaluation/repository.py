@@ -366,12 +366,31 @@ def _fetch(cursor: Any, query: SQLCompiler, parameters: dict[str, Any]) -> Table
     return rows
 
 
+async def store_study_object_columns(session: AsyncSession, study_id: int) -> None:
+    """An import's last step: the study's object tables, built from the rows just written and stored in the
+    session's transaction (they commit or roll back with those rows), so that the first evaluation after an
+    import reads them, not every object row."""
+    rows = await read_study(session, study_id)
+    if rows.rebuilt:
+        await _write_object_columns(await session.connection(), *_column_rows(rows.rebuilt))
+
+
 async def store_object_columns(engine: AsyncEngine, tables: dict[int, Rebuilt]) -> None:
     """Stores rebuilt object tables in their own short transaction; a busy database only skips the store.
 
     Never waits long for a lock (a long write elsewhere must not stall a metrics request) and never fails the
     read: a table that is not stored is rebuilt by the next read.
     """
+    values, revisions = _column_rows(tables)
+    try:
+        async with engine.connect() as connection:
+            await _store_waiting_briefly(connection, values, revisions)
+    except SQLAlchemyError as error:
+        logger.info("object columns of tasks %s not stored: %s", sorted(tables), error)
+
+
+def _column_rows(tables: dict[int, Rebuilt]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The upserted tables, and the revision moves of tables whose content equals the stored one."""
     values = [
         {
             "task_id": task_id,
@@ -395,11 +414,7 @@ async def store_object_columns(engine: AsyncEngine, tables: dict[int, Rebuilt]) 
         for task_id, rebuilt in tables.items()
         if rebuilt.unchanged_since is not None
     ]
-    try:
-        async with engine.connect() as connection:
-            await _store_waiting_briefly(connection, values, revisions)
-    except SQLAlchemyError as error:
-        logger.info("object columns of tasks %s not stored: %s", sorted(tables), error)
+    return values, revisions
 
 
 async def _store_waiting_briefly(

@@ -13,17 +13,24 @@ from sqlalchemy import delete, select, text, update
 from app.db import make_engine
 from app.evaluation import object_columns, repository
 from app.evaluation.importer import ImportRequest
-from app.evaluation.service import MetricsParams, find_study, study_metrics
+from app.evaluation.service import MetricsParams, clear_result_cache, find_study, study_metrics
 from app.models import Annotation, Image, ObjectColumns, Task
 from tests.evaluation.test_exports import MORE
 from tests.evaluation.test_import import GT_FILE, _import
 
 
-async def _study(app: Any) -> int:
+async def _imported_study(app: Any) -> int:
     report = await _import(app, ImportRequest("S", "T", "classify", "ground-truth"), GT_FILE)
     await _import(app, ImportRequest("S", "T", "classify", "expert", mode="unaided"), MORE)
     await _import(app, ImportRequest("S", "U", "classify", "ground-truth"), GT_FILE)
     return int(report.study_id)
+
+
+async def _study(app: Any) -> int:
+    """The imported study without the object tables its import stored: the first read rebuilds them."""
+    study_id = await _imported_study(app)
+    await _write(app, delete(ObjectColumns))
+    return study_id
 
 
 async def _read(app: Any, study_id: int) -> repository.StudyRows:
@@ -149,3 +156,24 @@ async def _store_locked(database_url: str, task_id: int) -> AsyncIterator[None]:
         yield
         await connection.rollback()
     await engine.dispose()
+
+
+async def test_an_import_stores_the_object_tables_it_wrote_and_the_first_read_uses_them(app: Any) -> None:
+    study_id = await _imported_study(app)
+    revisions = await _revisions(app)
+    async with app.state.sessionmaker() as session:
+        task_ids = dict((await session.execute(select(Task.name, Task.id))).all())
+    stored = await _stored(app)
+    assert stored[task_ids["T"]][0] == revisions["T"]
+    assert stored[task_ids["U"]][0] == revisions["U"]
+
+    rows = await _read(app, study_id)
+    assert rows.rebuilt == {}
+    async with app.state.sessionmaker() as session:
+        study = await find_study(session, "S")
+        kept = await study_metrics(session, study, MetricsParams())
+        await session.execute(delete(ObjectColumns))
+        await session.commit()
+        clear_result_cache()
+        rebuilt = await study_metrics(session, study, MetricsParams())
+    assert kept.model_dump(exclude={"timing"}) == rebuilt.model_dump(exclude={"timing"})
