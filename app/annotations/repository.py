@@ -242,12 +242,16 @@ def next_position(session: Session, image_id: int, expert_id: int, mode: str) ->
     return 0 if current is None else current + 1
 
 
+# Core statements on the table: through the ORM entity each ran the ORM's bulk insert/update handling
+_REQUEST_TABLE = IdempotentRequest.metadata.tables[IdempotentRequest.__tablename__]
+
+
 def _claim_statement(insert: Any) -> Any:
     return (
-        insert(IdempotentRequest)
+        insert(_REQUEST_TABLE)
         .values(expert_id=_expert, key=bindparam("b_key"), fingerprint=bindparam("b_fingerprint"))
         .on_conflict_do_nothing(index_elements=["expert_id", "key"])
-        .returning(IdempotentRequest.id)
+        .returning(_REQUEST_TABLE.c.id)
     )
 
 
@@ -256,9 +260,9 @@ _REQUEST_BY_KEY = select(IdempotentRequest).where(
     IdempotentRequest.expert_id == _expert, IdempotentRequest.key == bindparam("b_key")
 )
 _REMEMBER_ANSWER = (
-    update(IdempotentRequest)
-    .where(IdempotentRequest.expert_id == _expert, IdempotentRequest.key == bindparam("b_key"))
-    .values(response=bindparam("b_response", type_=IdempotentRequest.response.type))
+    update(_REQUEST_TABLE)
+    .where(_REQUEST_TABLE.c.expert_id == _expert, _REQUEST_TABLE.c.key == bindparam("b_key"))
+    .values(response=bindparam("b_response", type_=_REQUEST_TABLE.c.response.type))
 )
 
 
