@@ -3,9 +3,9 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, case, func, insert, select, update
+from sqlalchemy import CursorResult, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
@@ -242,12 +242,16 @@ def next_position(session: Session, image_id: int, expert_id: int, mode: str) ->
     return 0 if current is None else current + 1
 
 
+# Core statements on the table: through the ORM entity each ran the ORM's bulk insert/update handling
+_REQUEST_TABLE = IdempotentRequest.metadata.tables[IdempotentRequest.__tablename__]
+
+
 def _claim_statement(insert: Any) -> Any:
     return (
-        insert(IdempotentRequest)
+        insert(_REQUEST_TABLE)
         .values(expert_id=_expert, key=bindparam("b_key"), fingerprint=bindparam("b_fingerprint"))
         .on_conflict_do_nothing(index_elements=["expert_id", "key"])
-        .returning(IdempotentRequest.id)
+        .returning(_REQUEST_TABLE.c.id)
     )
 
 
@@ -256,9 +260,9 @@ _REQUEST_BY_KEY = select(IdempotentRequest).where(
     IdempotentRequest.expert_id == _expert, IdempotentRequest.key == bindparam("b_key")
 )
 _REMEMBER_ANSWER = (
-    update(IdempotentRequest)
-    .where(IdempotentRequest.expert_id == _expert, IdempotentRequest.key == bindparam("b_key"))
-    .values(response=bindparam("b_response", type_=IdempotentRequest.response.type))
+    update(_REQUEST_TABLE)
+    .where(_REQUEST_TABLE.c.expert_id == _expert, _REQUEST_TABLE.c.key == bindparam("b_key"))
+    .values(response=bindparam("b_response", type_=_REQUEST_TABLE.c.response.type))
 )
 
 
@@ -285,6 +289,33 @@ def insert_annotation(session: Session, values: dict[str, Any]) -> int:
     """Insert one object row (every column but the id given) and return its id."""
     new_id: int = session.execute(_INSERT_ANNOTATION, values).scalar_one()
     return new_id
+
+
+_ANNOTATION_BY_ID = select(_ANNOTATION_TABLE).where(_ANNOTATION_TABLE.c.id == bindparam("b_id"))
+EDITABLE_COLUMNS = ("x1", "y1", "x2", "y2", "label_id", "deleted", "origin", "updated_at")
+_WRITE_EDIT = (
+    update(_ANNOTATION_TABLE)
+    .where(_ANNOTATION_TABLE.c.id == bindparam("b_id"), _ANNOTATION_TABLE.c.version == bindparam("b_version"))
+    .values(
+        version=_ANNOTATION_TABLE.c.version + 1,
+        **{name: bindparam(f"b_{name}", type_=_ANNOTATION_TABLE.c[name].type) for name in EDITABLE_COLUMNS},
+    )
+)
+
+
+def annotation_by_id(session: Session, annotation_id: int) -> Annotation | None:
+    """The object's row as an untracked `Annotation`: its change is written by `write_edit`, not a flush."""
+    row = session.execute(_ANNOTATION_BY_ID, {"b_id": annotation_id}).first()
+    return None if row is None else Annotation(**row._mapping)
+
+
+def write_edit(session: Session, annotation: Annotation, read_version: int) -> bool:
+    """Write the object's editable columns and raise its version, only if the stored version is still the
+    one it was read at (the optimistic check the ORM's version column made); False when it is not."""
+    parameters = {f"b_{name}": getattr(annotation, name) for name in EDITABLE_COLUMNS}
+    arguments = {"b_id": annotation.id, "b_version": read_version, **parameters}
+    result = cast(CursorResult[Any], session.execute(_WRITE_EDIT, arguments))
+    return result.rowcount == 1
 
 
 _APPEND_EVENT = insert(

@@ -11,7 +11,6 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 
 from app.accounts import service as accounts
 from app.annotations import repository
@@ -456,6 +455,7 @@ def update_annotation(
     if label is not None:
         annotation.label_id = label.id
     _mark_edited(annotation)
+    _write_edit(session, annotation)
     return _record(session, workspace, annotation, kind, before, request, data.client_ts)
 
 
@@ -514,12 +514,14 @@ def change_state(
             "only an untouched suggestion can be accepted",
         )
     annotation.updated_at = utcnow()
+    _write_edit(session, annotation)
     return _record(session, workspace, annotation, kind, before, request, data.client_ts)
 
 
 def _own_annotation(session: Session, workspace: Workspace, annotation_id: int) -> Annotation:
-    """The object as the writing transaction sees it (the route checked it is the expert's own)."""
-    annotation = session.get(Annotation, annotation_id)
+    """The object as the writing transaction sees it (the route checked it is the expert's own), untracked:
+    its change is written by `_write_edit`."""
+    annotation = repository.annotation_by_id(session, annotation_id)
     if annotation is None or annotation.expert_id != workspace.user.id:
         raise NotFound(f"no annotation {annotation_id}")
     return annotation
@@ -547,19 +549,18 @@ def _record(
     request: Keyed | None,
     client_ts: datetime | None,
 ) -> AnnotationOut:
-    """Write the object's change, then append its event; the answer is the object's new state."""
-    _flush_edit(session)
+    """Append the object's event (its change is written); the answer is the object's new state."""
     _append_event(session, workspace, annotation, kind, before, request.key if request else None, client_ts)
     answer = to_out(annotation, workspace.labels_by_id)
     _remember(session, workspace.user, request, answer)
     return answer
 
 
-def _flush_edit(session: Session) -> None:
-    try:
-        session.flush()
-    except StaleDataError as error:
-        raise Conflict("the object changed meanwhile; reload it") from error
+def _write_edit(session: Session, annotation: Annotation) -> None:
+    """Store the changed object with its version raised by one; 409 when another edit came first."""
+    if not repository.write_edit(session, annotation, annotation.version):
+        raise Conflict("the object changed meanwhile; reload it")
+    annotation.version += 1
 
 
 async def events(session: AsyncSession, workspace: Workspace) -> list[AnnotationEvent]:

@@ -3,7 +3,9 @@
 from typing import Any
 
 from httpx import AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.annotations import repository
 from tests.conftest import ClientFactory
 from tests.factories import make_study
 
@@ -106,6 +108,34 @@ async def test_stale_version_gets_409_and_changes_nothing(app: object, client_fo
     assert objects[0]["x1"] == 1
     assert objects[0]["deleted"] is False
     assert objects[0]["version"] == 2
+
+
+async def test_an_edit_is_written_only_over_the_version_it_read(
+    app: object, client_for: ClientFactory, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The write's own optimistic check: another edit committed between an edit's read and its write."""
+    setup = await make_study(app)
+    alice = await client_for("alice")
+    created = (
+        await alice.post(
+            f"/api/v1/images/{setup.images[0].id}/annotations?mode=unaided",
+            json={"label": "tumor", "x1": 1, "y1": 1, "x2": 30, "y2": 30},
+        )
+    ).json()
+    async with sessionmaker() as session:
+        read = await session.run_sync(repository.annotation_by_id, created["id"])
+        assert read is not None
+        assert read.version == 1
+    await alice.patch(f"/api/v1/annotations/{created['id']}", json={"version": 1, "label": "normal"})
+    read.x1 = 5.0
+    async with sessionmaker() as session:
+        assert not await session.run_sync(repository.write_edit, read, 1)
+        assert await session.run_sync(repository.write_edit, read, 2)
+        await session.commit()
+    async with sessionmaker() as session:
+        stored = await session.run_sync(repository.annotation_by_id, created["id"])
+    assert stored is not None
+    assert (stored.version, stored.x1, stored.label_id) == (3, 5.0, read.label_id)
 
 
 async def test_box_outside_image_or_unknown_label_gets_422_and_changes_nothing(
