@@ -61,11 +61,10 @@ class _Level:
     columns: int
     offsets: npt.NDArray[np.int64]
     byte_counts: npt.NDArray[np.int64]
-    tables: bytes | None
-    rgb: bool
+    splice: JpegSplice | None
 
 
-def jpeg_markers(stream: bytes) -> list[int]:
+def jpeg_markers(stream: bytes | bytearray) -> list[int]:
     """The marker codes before the scan (SOS excluded); stops at the first malformed segment."""
     markers: list[int] = []
     position = 2
@@ -80,17 +79,38 @@ def jpeg_markers(stream: bytes) -> list[int]:
 
 def complete_jpeg(tile: bytes, tables: bytes | None, rgb: bool) -> bytes | None:
     """A stand-alone JPEG from a stored tile stream (and the level's JPEGTables); None when unsure."""
-    if not tile.startswith(SOI) or (tables is not None and not tables.startswith(SOI)):
-        return None
-    header = tables[2:].removesuffix(EOI) if tables else b""
-    markers = jpeg_markers(tile) + jpeg_markers(tables or SOI)
-    adobe = b""
-    if rgb:
-        if APP0 in markers:  # a JFIF marker says YCbCr, the TIFF says RGB: let the decoder decide
+    splice = JpegSplice.of(tables, rgb)
+    return None if splice is None else splice.complete(tile)
+
+
+@dataclass(frozen=True)
+class JpegSplice:
+    """What a level's tile streams get spliced in, worked out once per level from its JPEGTables (not
+    per tile: a cold tile's answer is a few tens of microseconds of Python)."""
+
+    header: bytes
+    table_markers: frozenset[int]
+    rgb: bool
+
+    @classmethod
+    def of(cls, tables: bytes | None, rgb: bool) -> JpegSplice | None:
+        if tables is not None and not tables.startswith(SOI):
             return None
-        if APP14 not in markers:
-            adobe = ADOBE_RGB
-    return SOI + adobe + header + tile[2:]
+        header = tables[2:].removesuffix(EOI) if tables else b""
+        return cls(header, frozenset(jpeg_markers(tables or SOI)), rgb)
+
+    def complete(self, tile: bytes | bytearray) -> bytes | None:
+        """The tile as a stand-alone JPEG (one copy of its bytes); None when unsure."""
+        if not tile.startswith(SOI):
+            return None
+        adobe = b""
+        if self.rgb:
+            markers = self.table_markers.union(jpeg_markers(tile))
+            if APP0 in markers:  # a JFIF marker says YCbCr, the TIFF says RGB: let the decoder decide
+                return None
+            if APP14 not in markers:
+                adobe = ADOBE_RGB
+        return b"".join((SOI, adobe, self.header, memoryview(tile)[2:]))
 
 
 class StoredJpegTiles:
@@ -138,7 +158,7 @@ class StoredJpegTiles:
         )
         if stream is None or len(stream) != count:
             return None
-        jpeg = complete_jpeg(stream, level.tables, level.rgb)
+        jpeg = None if level.splice is None else level.splice.complete(stream)
         if jpeg is None:
             return None
         width = min(tile_size, level.width - col * tile_size)
@@ -151,7 +171,7 @@ class StoredJpegTiles:
             self._descriptor = -1
 
 
-def _read_nowait(descriptor: int, count: int, offset: int) -> bytes | None:
+def _read_nowait(descriptor: int, count: int, offset: int) -> bytearray | None:
     flag = getattr(os, "RWF_NOWAIT", None)
     if flag is None:
         return None
@@ -160,7 +180,7 @@ def _read_nowait(descriptor: int, count: int, offset: int) -> bytes | None:
         read = os.preadv(descriptor, [buffer], offset, flag)
     except OSError:  # EAGAIN: not cached; EOPNOTSUPP: a file system without the flag
         return None
-    return bytes(buffer) if read == count else None
+    return buffer if read == count else None
 
 
 def _indexed(page: tifffile.TiffPage | tifffile.TiffFrame) -> _Level | None:
@@ -184,6 +204,5 @@ def _indexed(page: tifffile.TiffPage | tifffile.TiffFrame) -> _Level | None:
         columns=columns,
         offsets=np.asarray(page.dataoffsets, dtype=np.int64),
         byte_counts=np.asarray(page.databytecounts, dtype=np.int64),
-        tables=page.jpegtables,
-        rgb=page.photometric == PHOTOMETRIC_RGB,
+        splice=JpegSplice.of(page.jpegtables, rgb=page.photometric == PHOTOMETRIC_RGB),
     )
