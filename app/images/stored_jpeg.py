@@ -12,11 +12,15 @@ viewer asks for holds each viewer tile as one JPEG stream. ``StoredJpegTiles`` i
 - anything else (other sizes, non-JPEG or non-RGB levels, a JFIF marker that contradicts an RGB level)
   answers None, and the caller reads and encodes the region as before.
 
-Reads use ``os.pread`` on one descriptor: threads read at once, with no seek state to share.
+Reads use ``os.pread`` on one descriptor: threads read at once, with no seek state to share. A read for an
+event loop (``nowait``) takes only what the page cache holds; when a tile's bytes are not there, it asks
+the kernel to read them ahead (POSIX_FADV_WILLNEED returns at once) and raises ``NotInPageCache``, so that
+the loop may try again shortly instead of handing the read to a thread.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +41,10 @@ SOS = 0xDA
 # Adobe APP14: version 100, no flags, transform 0 (the components are RGB, not YCbCr).
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 MAX_TILE_BYTES = 16 * 2**20
+
+
+class NotInPageCache(Exception):
+    """A nowait read found the tile's bytes outside the page cache; their read-ahead has been asked."""
 
 
 @dataclass(frozen=True)
@@ -140,8 +148,9 @@ class StoredJpegTiles:
         """Tile (col, row) of the level of this size as a complete JPEG, when the file stores it as one
         tile of this size (a tile cut by the level's extent is stored whole, padded right and below).
 
-        ``nowait``: only from the page cache (RWF_NOWAIT), so that an event loop may ask: None when the
-        bytes would have to come from the disk, or the system cannot tell."""
+        ``nowait``: only from the page cache (RWF_NOWAIT), so that an event loop may ask: NotInPageCache when
+        the bytes would have to come from the disk (their read-ahead asked), None when the system cannot
+        tell."""
         level = self._levels.get(size)
         if level is None or level.tile != tile_size or col < 0 or row < 0:
             return None
@@ -178,8 +187,11 @@ def _read_nowait(descriptor: int, count: int, offset: int) -> bytearray | None:
     buffer = bytearray(count)
     try:
         read = os.preadv(descriptor, [buffer], offset, flag)
-    except OSError:  # EAGAIN: not cached; EOPNOTSUPP: a file system without the flag
-        return None
+    except OSError as error:
+        if error.errno != errno.EAGAIN:  # EOPNOTSUPP: a file system without the flag
+            return None
+        os.posix_fadvise(descriptor, offset, count, os.POSIX_FADV_WILLNEED)
+        raise NotInPageCache from None
     return buffer if read == count else None
 
 

@@ -769,7 +769,8 @@ class TileCache:
     ) -> bytes | None:
         """A missed tile that the open file stores as one tile and the page cache holds, read without
         blocking (so an event loop may ask before going to a thread; a cut edge tile up to INLINE_CROP_SIDE
-        is cropped here too); kept in the cache. Else None."""
+        is cropped here too); kept in the cache. NotInPageCache when its bytes are not in the page cache
+        yet (their read-ahead asked: ask again shortly); else None."""
         if fmt != "jpeg":
             return None
         with self._lock:
