@@ -14,7 +14,7 @@ from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from app.images import rawcache, repository, storage, tile_grants
 from app.images.placement import place_named
 from app.images.schemas import GroundTruthIn, ImageOut
-from app.images.stored_jpeg import NotInPageCache
+from app.images.stored_jpeg import WouldBlock
 from app.images.tile_grants import TileGrants
 from app.images.tiles import RegionError, TileCache, Window
 from app.images.validation import ImageInfo, ImageRejected, is_slide_format
@@ -286,12 +286,14 @@ async def _stored_tile_on_loop(
     cache: TileCache, path: Path, level: int, col: int, row: int, size: int, fmt: EncodeFormat
 ) -> bytes | None:
     """The file's stored tile read on the event loop when the page cache holds it or gets it (read-ahead
-    asked) within PAGE_CACHE_WAITS_S; else None (a thread reads it). A thread that reads for a busy loop
-    waits for the GIL at each step (5 ms switch interval): 15-27 ms for bytes the disk gave in under 2 ms."""
+    asked) and no thread holds the source, within PAGE_CACHE_WAITS_S; else None (a thread reads it). A
+    thread that reads for a busy loop waits for the GIL at each step (5 ms switch interval): 15-27 ms for
+    bytes the disk gave in under 2 ms, and while it held the source every other missed tile went to a
+    thread too."""
     for wait in (*PAGE_CACHE_WAITS_S, None):
         try:
             return cache.stored_tile_nowait(path, level, col, row, size, fmt)
-        except NotInPageCache:
+        except WouldBlock:
             if wait is None:
                 return None
             await sleep(wait)

@@ -14,7 +14,7 @@ viewer asks for holds each viewer tile as one JPEG stream. ``StoredJpegTiles`` i
 
 Reads use ``os.pread`` on one descriptor: threads read at once, with no seek state to share. A read for an
 event loop (``nowait``) takes only what the page cache holds; when a tile's bytes are not there, it asks
-the kernel to read them ahead (POSIX_FADV_WILLNEED returns at once) and raises ``NotInPageCache``, so that
+the kernel to read them ahead (POSIX_FADV_WILLNEED returns at once) and raises ``WouldBlock``, so that
 the loop may try again shortly instead of handing the read to a thread.
 """
 
@@ -43,8 +43,9 @@ ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 MAX_TILE_BYTES = 16 * 2**20
 
 
-class NotInPageCache(Exception):
-    """A nowait read found the tile's bytes outside the page cache; their read-ahead has been asked."""
+class WouldBlock(Exception):
+    """A nowait read would have waited: the tile's bytes are outside the page cache (their read-ahead has
+    been asked), or another thread holds the source for a moment. Ask again shortly."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class StoredJpegTiles:
         """Tile (col, row) of the level of this size as a complete JPEG, when the file stores it as one
         tile of this size (a tile cut by the level's extent is stored whole, padded right and below).
 
-        ``nowait``: only from the page cache (RWF_NOWAIT), so that an event loop may ask: NotInPageCache when
+        ``nowait``: only from the page cache (RWF_NOWAIT), so that an event loop may ask: WouldBlock when
         the bytes would have to come from the disk (their read-ahead asked), None when the system cannot
         tell."""
         level = self._levels.get(size)
@@ -190,9 +191,12 @@ def _read_nowait(descriptor: int, count: int, offset: int) -> bytearray | None:
     except OSError as error:
         if error.errno != errno.EAGAIN:  # EOPNOTSUPP: a file system without the flag
             return None
-        os.posix_fadvise(descriptor, offset, count, os.POSIX_FADV_WILLNEED)
-        raise NotInPageCache from None
-    return buffer if read == count else None
+        read = 0
+    if read == count:
+        return buffer
+    # Not cached, or only its first pages (a short read): the rest asked ahead.
+    os.posix_fadvise(descriptor, offset, count, os.POSIX_FADV_WILLNEED)
+    raise WouldBlock
 
 
 def _indexed(page: tifffile.TiffPage | tifffile.TiffFrame) -> _Level | None:

@@ -15,7 +15,7 @@ import tifffile
 from PIL import Image
 
 from app.images import service
-from app.images.stored_jpeg import APP14, NotInPageCache, complete_jpeg, jpeg_markers
+from app.images.stored_jpeg import APP14, WouldBlock, complete_jpeg, jpeg_markers
 from app.images.tiles import ImageSource, Pixels, TileCache, decode_jpeg, encode
 from tests.images.jpegfiles import (
     numbered_components,
@@ -100,16 +100,25 @@ def test_a_tile_outside_the_page_cache_is_read_ahead_then_read_without_blocking(
         expected = source.stored_jpeg_tile(0, 1, 1, TILE)
         if not _drop_from_page_cache(path):
             pytest.skip("this file system keeps the file in the page cache")
-        with pytest.raises(NotInPageCache):
+        with pytest.raises(WouldBlock):
             cache.stored_tile_nowait(path, 0, 1, 1)
         deadline = time.monotonic() + 10
         fresh = None
         while fresh is None and time.monotonic() < deadline:
             time.sleep(0.001)
-            with contextlib.suppress(NotInPageCache):
+            with contextlib.suppress(WouldBlock):
                 fresh = cache.stored_tile_nowait(path, 0, 1, 1)
         assert expected is not None
         assert fresh == expected.jpeg
+
+
+def test_a_nowait_read_does_not_wait_for_a_source_another_thread_holds(tmp_path: Path) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "ycbcr")
+    with TileCache() as cache:
+        cache.tile(path, 0, 0, 0)
+        with cache.source(path)._lock, pytest.raises(WouldBlock):
+            cache.stored_tile_nowait(path, 0, 1, 1)
+        assert cache.stored_tile_nowait(path, 0, 1, 1) == cache.tile(path, 0, 1, 1)
 
 
 async def test_the_event_loop_waits_for_a_tile_read_ahead_instead_of_a_thread(
