@@ -11,7 +11,7 @@ same block shrunk, repeated: every tile of the file is its own stored JPEG that 
 Setup: a fresh SQLite database and data dir in a temporary folder; an admin and an expert (API token,
 unaided assignment), a study, a task, the slide stored for the study (linked, not copied) and its whole
 extent made into a study image through the slides service. Then one server process (uvicorn, the app of
-`concord serve` with two routes added: PUT/GET /bench/static/{i}, no authentication, bytes from a dict)
+`concord serve` (app.main:create_served_app) with two routes added: PUT/GET /bench/static/{i}, no authentication, bytes from a dict)
 and this client process (--connections keep-alive connections, one request in flight on each, written
 on bare asyncio streams: httpx costs several times the CPU of a cached tile's answer).
 
@@ -214,13 +214,14 @@ def pick_tiles(levels: list[tuple[int, int]], count: int, seed: int) -> list[tup
 
 
 def serve(args: argparse.Namespace) -> None:
-    """Run in the server process: Concord's app plus the bare static routes, on one uvicorn worker."""
+    """Run in the server process: Concord's app as `concord serve` makes it (create_served_app: start-up
+    objects frozen out of the garbage collector's generations, else a full collection pauses every request
+    in flight for tens to hundreds of milliseconds) plus the bare static routes, on one uvicorn worker."""
     import uvicorn
 
-    from app.config import get_settings
-    from app.main import create_app
+    from app.main import create_served_app
 
-    app = create_app(get_settings())
+    app = create_served_app()
     stored: dict[int, bytes] = {}
 
     @app.put("/bench/static/{index}", include_in_schema=False)

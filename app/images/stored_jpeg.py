@@ -12,11 +12,15 @@ viewer asks for holds each viewer tile as one JPEG stream. ``StoredJpegTiles`` i
 - anything else (other sizes, non-JPEG or non-RGB levels, a JFIF marker that contradicts an RGB level)
   answers None, and the caller reads and encodes the region as before.
 
-Reads use ``os.pread`` on one descriptor: threads read at once, with no seek state to share.
+Reads use ``os.pread`` on one descriptor: threads read at once, with no seek state to share. A read for an
+event loop (``nowait``) takes only what the page cache holds; when a tile's bytes are not there, it asks
+the kernel to read them ahead (POSIX_FADV_WILLNEED returns at once) and raises ``WouldBlock``, so that
+the loop may try again shortly instead of handing the read to a thread.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +41,11 @@ SOS = 0xDA
 # Adobe APP14: version 100, no flags, transform 0 (the components are RGB, not YCbCr).
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 MAX_TILE_BYTES = 16 * 2**20
+
+
+class WouldBlock(Exception):
+    """A nowait read would have waited: the tile's bytes are outside the page cache (their read-ahead has
+    been asked), or another thread holds the source for a moment. Ask again shortly."""
 
 
 @dataclass(frozen=True)
@@ -61,11 +70,10 @@ class _Level:
     columns: int
     offsets: npt.NDArray[np.int64]
     byte_counts: npt.NDArray[np.int64]
-    tables: bytes | None
-    rgb: bool
+    splice: JpegSplice | None
 
 
-def jpeg_markers(stream: bytes) -> list[int]:
+def jpeg_markers(stream: bytes | bytearray) -> list[int]:
     """The marker codes before the scan (SOS excluded); stops at the first malformed segment."""
     markers: list[int] = []
     position = 2
@@ -80,17 +88,38 @@ def jpeg_markers(stream: bytes) -> list[int]:
 
 def complete_jpeg(tile: bytes, tables: bytes | None, rgb: bool) -> bytes | None:
     """A stand-alone JPEG from a stored tile stream (and the level's JPEGTables); None when unsure."""
-    if not tile.startswith(SOI) or (tables is not None and not tables.startswith(SOI)):
-        return None
-    header = tables[2:].removesuffix(EOI) if tables else b""
-    markers = jpeg_markers(tile) + jpeg_markers(tables or SOI)
-    adobe = b""
-    if rgb:
-        if APP0 in markers:  # a JFIF marker says YCbCr, the TIFF says RGB: let the decoder decide
+    splice = JpegSplice.of(tables, rgb)
+    return None if splice is None else splice.complete(tile)
+
+
+@dataclass(frozen=True)
+class JpegSplice:
+    """What a level's tile streams get spliced in, worked out once per level from its JPEGTables (not
+    per tile: a cold tile's answer is a few tens of microseconds of Python)."""
+
+    header: bytes
+    table_markers: frozenset[int]
+    rgb: bool
+
+    @classmethod
+    def of(cls, tables: bytes | None, rgb: bool) -> JpegSplice | None:
+        if tables is not None and not tables.startswith(SOI):
             return None
-        if APP14 not in markers:
-            adobe = ADOBE_RGB
-    return SOI + adobe + header + tile[2:]
+        header = tables[2:].removesuffix(EOI) if tables else b""
+        return cls(header, frozenset(jpeg_markers(tables or SOI)), rgb)
+
+    def complete(self, tile: bytes | bytearray) -> bytes | None:
+        """The tile as a stand-alone JPEG (one copy of its bytes); None when unsure."""
+        if not tile.startswith(SOI):
+            return None
+        adobe = b""
+        if self.rgb:
+            markers = self.table_markers.union(jpeg_markers(tile))
+            if APP0 in markers:  # a JFIF marker says YCbCr, the TIFF says RGB: let the decoder decide
+                return None
+            if APP14 not in markers:
+                adobe = ADOBE_RGB
+        return b"".join((SOI, adobe, self.header, memoryview(tile)[2:]))
 
 
 class StoredJpegTiles:
@@ -120,8 +149,9 @@ class StoredJpegTiles:
         """Tile (col, row) of the level of this size as a complete JPEG, when the file stores it as one
         tile of this size (a tile cut by the level's extent is stored whole, padded right and below).
 
-        ``nowait``: only from the page cache (RWF_NOWAIT), so that an event loop may ask: None when the
-        bytes would have to come from the disk, or the system cannot tell."""
+        ``nowait``: only from the page cache (RWF_NOWAIT), so that an event loop may ask: WouldBlock when
+        the bytes would have to come from the disk (their read-ahead asked), None when the system cannot
+        tell."""
         level = self._levels.get(size)
         if level is None or level.tile != tile_size or col < 0 or row < 0:
             return None
@@ -138,7 +168,7 @@ class StoredJpegTiles:
         )
         if stream is None or len(stream) != count:
             return None
-        jpeg = complete_jpeg(stream, level.tables, level.rgb)
+        jpeg = None if level.splice is None else level.splice.complete(stream)
         if jpeg is None:
             return None
         width = min(tile_size, level.width - col * tile_size)
@@ -151,16 +181,22 @@ class StoredJpegTiles:
             self._descriptor = -1
 
 
-def _read_nowait(descriptor: int, count: int, offset: int) -> bytes | None:
+def _read_nowait(descriptor: int, count: int, offset: int) -> bytearray | None:
     flag = getattr(os, "RWF_NOWAIT", None)
     if flag is None:
         return None
     buffer = bytearray(count)
     try:
         read = os.preadv(descriptor, [buffer], offset, flag)
-    except OSError:  # EAGAIN: not cached; EOPNOTSUPP: a file system without the flag
-        return None
-    return bytes(buffer) if read == count else None
+    except OSError as error:
+        if error.errno != errno.EAGAIN:  # EOPNOTSUPP: a file system without the flag
+            return None
+        read = 0
+    if read == count:
+        return buffer
+    # Not cached, or only its first pages (a short read): the rest asked ahead.
+    os.posix_fadvise(descriptor, offset, count, os.POSIX_FADV_WILLNEED)
+    raise WouldBlock
 
 
 def _indexed(page: tifffile.TiffPage | tifffile.TiffFrame) -> _Level | None:
@@ -184,6 +220,5 @@ def _indexed(page: tifffile.TiffPage | tifffile.TiffFrame) -> _Level | None:
         columns=columns,
         offsets=np.asarray(page.dataoffsets, dtype=np.int64),
         byte_counts=np.asarray(page.databytecounts, dtype=np.int64),
-        tables=page.jpegtables,
-        rgb=page.photometric == PHOTOMETRIC_RGB,
+        splice=JpegSplice.of(page.jpegtables, rgb=page.photometric == PHOTOMETRIC_RGB),
     )

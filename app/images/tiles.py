@@ -36,7 +36,7 @@ from PIL import Image
 from tifffile.zarr import ZarrTiffStore
 
 from app import storage
-from app.images.stored_jpeg import StoredJpegTiles, StoredTile
+from app.images.stored_jpeg import StoredJpegTiles, StoredTile, WouldBlock
 from app.images.validation import EXTENSIONS, MAGIC, SLIDE_FORMATS, sniff_format
 
 Pixels = npt.NDArray[np.uint8]
@@ -52,6 +52,10 @@ MAX_REGION_PIXELS = 4096 * 4096
 MAX_SOURCE_PIXELS = 64 * 2**20
 SOURCE_BAND_PIXELS = 2**20
 PNG_COMPRESS_LEVEL = 3
+
+# Pillow's JPEG and PNG plugins imported now, not on the event loop by the first cut edge tile's answer
+# (a few ms of imports that every request in flight waited for).
+Image.preinit()
 
 
 class RegionError(ValueError):
@@ -500,9 +504,11 @@ class ImageSource:
         level's extent (see app/images/stored_jpeg.py), else None. Read outside the lock, counted as a
         reader so that ``close`` waits for it.
 
-        ``nowait``: for an event loop: None instead of waiting for the lock, opening the file or the disk."""
+        ``nowait``: for an event loop: WouldBlock instead of waiting for the lock (held by a thread that
+        may itself wait for the loop's GIL) or the disk, None instead of opening the file."""
         if not self._lock.acquire(blocking=not nowait):
-            return None
+            raise WouldBlock
+
         try:
             if nowait and self._backend is None:
                 return None
@@ -769,7 +775,8 @@ class TileCache:
     ) -> bytes | None:
         """A missed tile that the open file stores as one tile and the page cache holds, read without
         blocking (so an event loop may ask before going to a thread; a cut edge tile up to INLINE_CROP_SIDE
-        is cropped here too); kept in the cache. Else None."""
+        is cropped here too); kept in the cache. WouldBlock when its bytes are not in the page cache
+        yet (their read-ahead asked) or a thread holds the source: ask again shortly; else None."""
         if fmt != "jpeg":
             return None
         with self._lock:

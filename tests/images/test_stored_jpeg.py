@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import time
 from pathlib import Path
 
 import imagecodecs
@@ -11,7 +14,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from app.images.stored_jpeg import APP14, complete_jpeg, jpeg_markers
+from app.images import service
+from app.images.stored_jpeg import APP14, WouldBlock, complete_jpeg, jpeg_markers
 from app.images.tiles import ImageSource, Pixels, TileCache, decode_jpeg, encode
 from tests.images.jpegfiles import (
     numbered_components,
@@ -72,6 +76,69 @@ def test_a_missed_tile_is_read_without_blocking_only_from_an_open_file(tmp_path:
                 assert fresh == cache.tile(path, 0, col, row)
         assert cache.stored_tile_nowait(path, 0, 1, 1, fmt="png") is None
         assert cache.stored_tile_nowait(path, 0, 1, 0, size=512) is None
+
+
+def _drop_from_page_cache(path: Path) -> bool:
+    """Whether the file's pages left the page cache (written back first; some file systems keep them)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        try:
+            os.preadv(descriptor, [bytearray(1)], path.stat().st_size // 2, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return True
+        return False
+    finally:
+        os.close(descriptor)
+
+
+def test_a_tile_outside_the_page_cache_is_read_ahead_then_read_without_blocking(tmp_path: Path) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "ycbcr")
+    with TileCache() as cache, ImageSource(path) as source:
+        cache.tile(path, 0, 0, 0)  # opens the file
+        expected = source.stored_jpeg_tile(0, 1, 1, TILE)
+        if not _drop_from_page_cache(path):
+            pytest.skip("this file system keeps the file in the page cache")
+        with pytest.raises(WouldBlock):
+            cache.stored_tile_nowait(path, 0, 1, 1)
+        deadline = time.monotonic() + 10
+        fresh = None
+        while fresh is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+            with contextlib.suppress(WouldBlock):
+                fresh = cache.stored_tile_nowait(path, 0, 1, 1)
+        assert expected is not None
+        assert fresh == expected.jpeg
+
+
+def test_a_nowait_read_does_not_wait_for_a_source_another_thread_holds(tmp_path: Path) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "ycbcr")
+    with TileCache() as cache:
+        cache.tile(path, 0, 0, 0)
+        with cache.source(path)._lock, pytest.raises(WouldBlock):
+            cache.stored_tile_nowait(path, 0, 1, 1)
+        assert cache.stored_tile_nowait(path, 0, 1, 1) == cache.tile(path, 0, 1, 1)
+
+
+async def test_the_event_loop_waits_for_a_tile_read_ahead_instead_of_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "rgb")
+    file = service.ImageFile(path, None, "identity")
+    with TileCache() as cache:
+        cache.tile(path, 0, 0, 0)
+        expected = cache.tile(path, 0, 2, 1)
+        with TileCache() as fresh_cache:
+            fresh_cache.tile(path, 0, 0, 0)
+            if not _drop_from_page_cache(path):
+                pytest.skip("this file system keeps the file in the page cache")
+
+            async def no_thread(work: object) -> bytes:
+                raise AssertionError("the tile went to a thread")
+
+            monkeypatch.setattr(service, "_pixels", no_thread)
+            assert await service.file_tile(fresh_cache, file, 0, 2, 1, TILE, "jpeg") == expected
 
 
 def test_aperio_rgb_tiles_get_the_adobe_marker_and_their_tables() -> None:
