@@ -37,7 +37,7 @@ ID_ROUTES = _id_routes()
 
 def _fill(path: str, value: int) -> str:
     return re.sub(r"\{\w*id\}", str(value), path).format(
-        level=0, col=0, row=0, table="experts", task="t", plot="p", fmt="png"
+        level=0, col=0, row=0, grant="1-1-0", table="experts", task="t", plot="p", fmt="png"
     )
 
 
