@@ -569,20 +569,6 @@ async def events(session: AsyncSession, workspace: Workspace) -> list[Annotation
     )
 
 
-async def open_visit(session: AsyncSession, workspace: Workspace) -> ImageVisit:
-    now = utcnow()
-    visit = ImageVisit(
-        image_id=workspace.image.id,
-        expert_id=workspace.user.id,
-        mode=workspace.assignment.mode,
-        opened_at=now,
-        last_seen_at=now,
-    )
-    session.add(visit)
-    await session.flush()
-    return visit
-
-
 async def get_visit(session: AsyncSession, user: User, visit_id: int) -> ImageVisit:
     visit = await session.get(ImageVisit, visit_id)
     if visit is None or visit.expert_id != user.id:
@@ -591,7 +577,7 @@ async def get_visit(session: AsyncSession, user: User, visit_id: int) -> ImageVi
 
 
 def start_visit(session: Session, workspace: Workspace) -> VisitOut:
-    """`open_visit` in an authorised workspace's own transaction."""
+    """A new visit of the workspace's image, opened now, in the authorised workspace's own transaction."""
     now = utcnow()
     visit = ImageVisit(
         image_id=workspace.image.id,
