@@ -231,17 +231,6 @@ def annotations_in(
     return session.scalars(statement, parameters).all()
 
 
-_NEXT_POSITION = select(func.max(Annotation.position)).where(
-    Annotation.image_id == _image, Annotation.expert_id == _expert, Annotation.mode == _mode
-)
-
-
-def next_position(session: Session, image_id: int, expert_id: int, mode: str) -> int:
-    parameters = {"b_image": image_id, "b_expert": expert_id, "b_mode": mode}
-    current = session.scalar(_NEXT_POSITION, parameters)
-    return 0 if current is None else current + 1
-
-
 # Core statements on the table: through the ORM entity each ran the ORM's bulk insert/update handling
 _REQUEST_TABLE = IdempotentRequest.metadata.tables[IdempotentRequest.__tablename__]
 
@@ -282,13 +271,24 @@ def remember_answer(session: Session, expert_id: int, key: str, response: Any) -
 
 
 _ANNOTATION_TABLE = Annotation.metadata.tables[Annotation.__tablename__]
-_INSERT_ANNOTATION = insert(_ANNOTATION_TABLE).returning(_ANNOTATION_TABLE.c.id)
+_NEXT_POSITION = select(func.coalesce(func.max(_ANNOTATION_TABLE.c.position) + 1, 0)).where(
+    _ANNOTATION_TABLE.c.image_id == _image,
+    _ANNOTATION_TABLE.c.expert_id == _expert,
+    _ANNOTATION_TABLE.c.mode == _mode,
+)
+_INSERT_AT_NEXT_POSITION = (
+    insert(_ANNOTATION_TABLE)
+    .values(position=_NEXT_POSITION.scalar_subquery())
+    .returning(_ANNOTATION_TABLE.c.id, _ANNOTATION_TABLE.c.position)
+)
 
 
-def insert_annotation(session: Session, values: dict[str, Any]) -> int:
-    """Insert one object row (every column but the id given) and return its id."""
-    new_id: int = session.execute(_INSERT_ANNOTATION, values).scalar_one()
-    return new_id
+def insert_annotation(session: Session, values: dict[str, Any]) -> tuple[int, int]:
+    """Insert one object row (every column but the id and position given) after the last of its expert's
+    objects on the image in the mode, in one statement; its id and position."""
+    keys = {"b_image": values["image_id"], "b_expert": values["expert_id"], "b_mode": values["mode"]}
+    new_id, position = session.execute(_INSERT_AT_NEXT_POSITION, {**values, **keys}).one()
+    return int(new_id), int(position)
 
 
 _ANNOTATION_BY_ID = select(_ANNOTATION_TABLE).where(_ANNOTATION_TABLE.c.id == bindparam("b_id"))

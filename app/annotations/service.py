@@ -388,12 +388,12 @@ def create_annotation(
         "suggestion_id": None,
         "deleted": False,
         "version": 1,
-        "position": repository.next_position(session, workspace.image.id, workspace.user.id, mode),
         "created_at": now,
         "updated_at": now,
     }
+    new_id, position = repository.insert_annotation(session, row)
     # a plain row: the new object is not changed again in this transaction, so the ORM need not track it
-    annotation = Annotation(id=repository.insert_annotation(session, row), **row)
+    annotation = Annotation(id=new_id, position=position, **row)
     created = _record(session, workspace, annotation, EventKind.create, None, request, data.client_ts)
     return created, True
 

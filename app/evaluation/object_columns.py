@@ -3,7 +3,7 @@
 Reading tens of thousands of annotation rows costs a Python object per value; the evaluation instead reads
 each task's objects as one binary payload (table `object_columns`) that becomes a numpy array without
 copying. The payload is derived data: it is rebuilt from the annotation table whenever its revision differs
-from task.objects_revision, which database triggers raise on every annotation write (migration 0002).
+from the task's objects revision, which database triggers raise on every annotation write (migrations 0002, 0014).
 
 Layout 1, one row per non-deleted annotation of an evaluated mode, little-endian float64:
 mode code (`MODE_CODES`), expert id, image id, label id, x1, y1, x2, y2, last-edit seconds since 1970

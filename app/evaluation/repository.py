@@ -54,6 +54,7 @@ from app.models import (
     Task,
     User,
 )
+from app.models.annotation import task_objects_revision
 from app.models.base import utcnow
 
 Rows = Sequence[Row[*tuple[Any, ...]]]
@@ -510,7 +511,7 @@ def _compile_study_queries(dialect: Dialect) -> StudyQueries:
 
     return StudyQueries(
         tasks=compiled(
-            select(Task.id, Task.name, Task.objects_revision, Task.kind)
+            select(Task.id, Task.name, task_objects_revision(Task.id), Task.kind)
             .where(Task.study_id == study_id)
             .order_by(Task.id)
         ),

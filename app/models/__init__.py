@@ -8,6 +8,7 @@ from app.models.annotation import (
     ImageView,
     ImageVisit,
     ObjectColumns,
+    ObjectRevision,
     Origin,
 )
 from app.models.base import Base
@@ -60,6 +61,7 @@ __all__ = [
     "LoginFailures",
     "Mode",
     "ObjectColumns",
+    "ObjectRevision",
     "Origin",
     "Role",
     "Slide",

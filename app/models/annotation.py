@@ -14,10 +14,13 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    func,
+    select,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
+from app.models.study import Task
 
 
 class Origin(StrEnum):
@@ -134,11 +137,30 @@ class ImageView(Base):
     imported_seconds: Mapped[float | None] = mapped_column(Float)
 
 
+class ObjectRevision(Base):
+    """How often an expert's objects of a task in a mode were written: database triggers raise it on every
+    annotation insert, update and delete (migration 0014). A task's objects revision is
+    `task_objects_revision`: the task's own base plus the sum of these counters."""
+
+    __tablename__ = "object_revision"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), primary_key=True)
+    expert_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+
+
+def task_objects_revision(task_id: Any) -> Any:
+    """The SQL expression of a task's objects revision: it rises with every write of the task's annotations."""
+    counters = select(func.sum(ObjectRevision.revision)).where(ObjectRevision.task_id == task_id)
+    return Task.objects_revision + func.coalesce(counters.scalar_subquery(), 0)
+
+
 class ObjectColumns(Base):
     """A task's non-deleted expert objects as one binary float64 table, for the evaluation's read.
 
-    Derived data: valid only while `revision` equals task.objects_revision, which database triggers raise on
-    every annotation write (migration 0002); `layout` names the table's columns
+    Derived data: valid only while `revision` equals the task's objects revision (`task_objects_revision`),
+    which database triggers raise on every annotation write (migrations 0002, 0014); `layout` names the table's columns
     (`app.evaluation.object_columns`).
     """
 

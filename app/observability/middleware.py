@@ -54,9 +54,13 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.tile_cache = TileCacheTally()
-        self._templates: dict[int, str] | None = None  # built at the first request: routes are final then
+        self._templates: dict[int, str] | None = None  # built at start-up (lifespan), when routes are final
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self._templates is None:
+            # at start-up, not at the first requests: walking the routes also builds FastAPI's route
+            # state, a quarter of a second that every request arriving meanwhile would wait for
+            self._templates = full_templates(getattr(scope.get("app"), "routes", []))
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

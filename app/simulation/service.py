@@ -307,7 +307,8 @@ async def fitted_plan(session: AsyncSession, compute: Compute, query: PlanQuery,
     if len(tasks) != 1:
         raise Invalid(f"study {study.name!r} has {len(tasks)} tasks of kind {query.kind}; fitting needs one")
     task = tasks[0]
-    key = (study.id, task.id, task.objects_revision, query.kind, query.preset, query.seed)
+    revision = await studies_repository.objects_revision(session, task.id)
+    key = (study.id, task.id, revision, query.kind, query.preset, query.seed)
     metrics = await study_metrics(session, study, MetricsParams(), compute)
     if task.name not in metrics.tasks:
         raise Invalid(f"task {task.name!r} has no results to fit to")

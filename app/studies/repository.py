@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from app.models import Assignment, Image, ImageCompletion, ImagePurpose, Label, Study, Task, User
+from app.models.annotation import task_objects_revision
 
 
 async def list_studies(session: AsyncSession, expert_id: int | None) -> Sequence[Study]:
@@ -34,6 +35,12 @@ async def tasks_of_study(session: AsyncSession, study_id: int, expert_id: int | 
         assigned = select(Assignment.task_id).where(Assignment.expert_id == expert_id)
         query = query.where(Task.id.in_(assigned))
     return (await session.scalars(query)).all()
+
+
+async def objects_revision(session: AsyncSession, task_id: int) -> int:
+    """The task's objects revision (`task_objects_revision`): it rises with every write of its annotations."""
+    revision = await session.scalar(select(task_objects_revision(Task.id)).where(Task.id == task_id))
+    return int(revision or 0)
 
 
 async def task_by_name(session: AsyncSession, study_id: int, name: str) -> Task | None:

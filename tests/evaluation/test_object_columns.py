@@ -15,6 +15,7 @@ from app.evaluation import object_columns, repository
 from app.evaluation.importer import ImportRequest
 from app.evaluation.service import MetricsParams, clear_result_cache, find_study, study_metrics
 from app.models import Annotation, Image, ObjectColumns, Task
+from app.models.annotation import task_objects_revision
 from tests.evaluation.test_exports import MORE
 from tests.evaluation.test_import import GT_FILE, _import
 
@@ -42,7 +43,7 @@ async def _read(app: Any, study_id: int) -> repository.StudyRows:
 
 async def _revisions(app: Any) -> dict[str, int]:
     async with app.state.sessionmaker() as session:
-        rows = await session.execute(select(Task.name, Task.objects_revision))
+        rows = await session.execute(select(Task.name, task_objects_revision(Task.id)))
         return dict(rows.all())
 
 

@@ -15,6 +15,7 @@ from app.evaluation import repository, service
 from app.evaluation.importer import ImportRequest
 from app.evaluation.service import MetricsParams, clear_result_cache, find_study, study_metrics
 from app.models import Annotation, Image, Label, ObjectColumns, Task
+from app.models.annotation import task_objects_revision
 from tests.evaluation.test_exports import MORE
 from tests.evaluation.test_import import GT_FILE, _import
 
@@ -176,7 +177,7 @@ async def test_a_raised_revision_without_a_changed_group_stores_only_the_revisio
     (task,) = raised.rebuilt
     assert raised.rebuilt[task].unchanged_since is not None
     async with app.state.sessionmaker() as session:
-        revision = await session.scalar(select(Task.objects_revision).where(Task.id == task))
+        revision = await session.scalar(select(task_objects_revision(Task.id)).where(Task.id == task))
         stored = (
             await session.execute(select(ObjectColumns.revision, ObjectColumns.payload, ObjectColumns.groups))
         ).one()
