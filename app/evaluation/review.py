@@ -144,7 +144,7 @@ def _mode_agreement(
             threshold_over=None if split is None else split.over,
             threshold_under=None if split is None else split.under,
         )
-    fleiss, alpha, clusters = _cluster_agreement(task, experts, names, codes, radius)
+    fleiss, alpha, clusters = _cluster_agreement(task, batch, codes, radius)
     return ModeAgreementOut(
         experts=rows,
         clusters=clusters,
@@ -242,17 +242,16 @@ def _icc_among(seen_counts: dict[str, dict[int, float]]) -> float:
 
 
 def _cluster_agreement(
-    task: TaskData, experts: dict[str, ExpertWork], names: list[str], codes: LabelCodes, radius: float
+    task: TaskData, batch: Batch, codes: LabelCodes, radius: float
 ) -> tuple[float, float, int]:
-    """(Fleiss' kappa, Krippendorff's alpha, clusters) of the mode's experts on centre-radius clusters."""
-    parts = [experts[name].objects for name in names]
-    owners = np.concatenate([np.full(len(part), row, dtype=np.int64) for row, part in enumerate(parts)])
+    """(Fleiss' kappa, Krippendorff's alpha, clusters) of the mode's experts (the batch's) on centre-radius
+    clusters."""
+    names, owners = batch.names, batch.owners
     if len(owners) == 0 or len(names) < 2:
         return math.nan, math.nan, 0
-    boxes = np.concatenate([part.boxes for part in parts]).reshape(-1, 4)
-    images = np.concatenate([part.images for part in parts])
-    labels = codes(np.concatenate([part.labels for part in parts]))
-    cluster = _clusters(m.box_centres(boxes), images, radius, task.images)
+    images = batch.objects.images % batch.span  # the batch shifts image ids per expert
+    labels = codes(batch.objects.labels)
+    cluster = _clusters(m.box_centres(batch.objects.boxes), images, radius, task.images)
     n_clusters = int(cluster.max()) + 1
     # each expert's first object in a cluster gives its label (objects are in detection order)
     _, first = np.unique(cluster * len(names) + owners, return_index=True)

@@ -266,16 +266,23 @@ def _add_mode_work(
     task_of = sizes.tasks[image_index]
     rank = _view_rank(views, experts, images, sizes.positions[image_index])
     order = np.lexsort((rank, experts, task_of))  # stable: keeps the source order inside an image
-    table, experts, images, task_of = table[order], experts[order], images[order], task_of[order]
-    labels = table[:, object_columns.LABEL].astype(np.int64)
-    objects = Boxes(np.ascontiguousarray(table[:, object_columns.BOX]), labels, images)
-    keep = sizes.counted(objects)
+    experts, task_of = experts[order], task_of[order]
+    every = Boxes(table[:, object_columns.BOX], table[:, object_columns.LABEL].astype(np.int64), images)
+    keep = sizes.counted(every)[order]
+    # the counted rows, gathered once; each expert's are one slice of them (an expert without any keeps
+    # an empty slice: the groups are those of every row)
+    kept = table[order[keep]]
+    boxes = np.ascontiguousarray(kept[:, object_columns.BOX])
+    labels = kept[:, object_columns.LABEL].astype(np.int64)
+    kept_images = kept[:, object_columns.IMAGE].astype(np.int64)
+    edited = np.ascontiguousarray(kept[:, object_columns.EDITED])
+    kept_before = np.concatenate([[0], np.cumsum(keep)]).tolist()
     group = task_of * (int(experts.max(initial=0)) + 1) + experts
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]).tolist()
     for start, stop in zip(starts, [*starts[1:], len(group)], strict=True):
-        chosen = np.flatnonzero(keep[start:stop]) + start
+        part = slice(kept_before[start], kept_before[stop])
         tasks[int(task_of[start])].work.setdefault(mode, {})[users[int(experts[start])]] = ExpertWork(
-            objects.take(chosen), table[chosen, object_columns.EDITED]
+            Boxes(boxes[part], labels[part], kept_images[part]), edited[part]
         )
 
 
