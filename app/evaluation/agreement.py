@@ -40,9 +40,17 @@ def cohen_kappa(
     """
     if len(first) == 0 or n_categories < 1:
         return NAN
-    observed = np.bincount(first * n_categories + second, minlength=n_categories**2).reshape(
-        n_categories, n_categories
-    ) / len(first)
+    table = np.bincount(first * n_categories + second, minlength=n_categories**2)
+    return cohen_kappa_of_table(table.reshape(n_categories, n_categories), weights)
+
+
+def cohen_kappa_of_table(table: IntArray, weights: Literal["none", "quadratic"] = "none") -> float:
+    """`cohen_kappa` from the two raters' contingency table (K, K): table[i, j] = cells coded i by the first
+    rater and j by the second (so several raters' tables come from one `np.bincount`). NaN for no cells."""
+    n_categories, total = len(table), int(table.sum())
+    if total == 0 or n_categories < 1:
+        return NAN
+    observed = table / total
     expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
     codes = np.arange(n_categories, dtype=np.float64)
     if weights == "quadratic":

@@ -171,11 +171,11 @@ def overlaps(
 def best_of_overlaps(pairs: Overlaps, det_keys: IntArray, ref_keys: IntArray) -> tuple[IntArray, FloatArray]:
     """`best_reference` from the overlapping pairs of those keys (`overlaps`, or a `where` of coarser keys'
     pairs): detections without a pair get the first reference of their key with IoU 0."""
-    best = _first_reference_of_key(det_keys, ref_keys)  # IoU 0 with every reference of its key
     best_iou = np.zeros(len(det_keys), dtype=np.float64)
     det_index, ref_index, iou = pairs.det, pairs.ref, pairs.iou
     if len(det_index) == 0:
-        return best, best_iou
+        return _first_reference_of_key(det_keys, ref_keys), best_iou  # IoU 0 with every reference of its key
+    best = np.full(len(det_keys), NO_MATCH, dtype=np.int64)
     # Pairs come grouped by detection with references ascending, so the first maximum of a group wins ties.
     group_starts = np.flatnonzero(_starts_of_runs(det_index))
     group_max = np.maximum.reduceat(iou, group_starts)
@@ -184,6 +184,9 @@ def best_of_overlaps(pairs: Overlaps, det_keys: IntArray, ref_keys: IntArray) ->
     chosen = at_max[_starts_of_runs(det_index[at_max])]
     best[det_index[chosen]] = ref_index[chosen]
     best_iou[det_index[chosen]] = iou[chosen]
+    unpaired = np.flatnonzero(best == NO_MATCH)
+    if len(unpaired):
+        best[unpaired] = _first_reference_of_key(det_keys[unpaired], ref_keys)
     return best, best_iou
 
 

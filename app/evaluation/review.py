@@ -144,7 +144,7 @@ def _mode_agreement(
             threshold_over=None if split is None else split.over,
             threshold_under=None if split is None else split.under,
         )
-    fleiss, alpha, clusters = _cluster_agreement(task, experts, names, codes, radius)
+    fleiss, alpha, clusters = _cluster_agreement(task, batch, codes, radius)
     return ModeAgreementOut(
         experts=rows,
         clusters=clusters,
@@ -207,14 +207,15 @@ def _label_kappas(
     hits = np.flatnonzero(match.true_positive)
     mine = codes(batch.objects.labels[hits])
     theirs = codes(references.labels[match.best_reference[hits]])
-    owners = batch.owners[hits]
+    size = codes.count**2
+    cells = batch.owners[hits] * size + mine * codes.count + theirs
+    tables = np.bincount(cells, minlength=len(batch.names) * size).reshape(
+        len(batch.names), codes.count, codes.count
+    )
     result = {}
     for row, name in enumerate(batch.names):
-        chosen = owners == row
-        count = int(np.count_nonzero(chosen))
-        kappa = (
-            agreement.cohen_kappa(mine[chosen], theirs[chosen], codes.count, weights) if count else math.nan
-        )
+        count = int(tables[row].sum())
+        kappa = agreement.cohen_kappa_of_table(tables[row], weights) if count else math.nan
         result[name] = (kappa, count)
     return result
 
@@ -241,17 +242,16 @@ def _icc_among(seen_counts: dict[str, dict[int, float]]) -> float:
 
 
 def _cluster_agreement(
-    task: TaskData, experts: dict[str, ExpertWork], names: list[str], codes: LabelCodes, radius: float
+    task: TaskData, batch: Batch, codes: LabelCodes, radius: float
 ) -> tuple[float, float, int]:
-    """(Fleiss' kappa, Krippendorff's alpha, clusters) of the mode's experts on centre-radius clusters."""
-    parts = [experts[name].objects for name in names]
-    owners = np.concatenate([np.full(len(part), row, dtype=np.int64) for row, part in enumerate(parts)])
+    """(Fleiss' kappa, Krippendorff's alpha, clusters) of the mode's experts (the batch's) on centre-radius
+    clusters."""
+    names, owners = batch.names, batch.owners
     if len(owners) == 0 or len(names) < 2:
         return math.nan, math.nan, 0
-    boxes = np.concatenate([part.boxes for part in parts]).reshape(-1, 4)
-    images = np.concatenate([part.images for part in parts])
-    labels = codes(np.concatenate([part.labels for part in parts]))
-    cluster = _clusters(m.box_centres(boxes), images, radius)
+    images = batch.objects.images % batch.span  # the batch shifts image ids per expert
+    labels = codes(batch.objects.labels)
+    cluster = _clusters(m.box_centres(batch.objects.boxes), images, radius, task.images)
     n_clusters = int(cluster.max()) + 1
     # each expert's first object in a cluster gives its label (objects are in detection order)
     _, first = np.unique(cluster * len(names) + owners, return_index=True)
@@ -265,9 +265,12 @@ def _cluster_agreement(
     return fleiss, alpha, n_clusters
 
 
-def _clusters(centres: np.ndarray, images: np.ndarray, radius: float) -> np.ndarray:
+def _clusters(
+    centres: np.ndarray, images: np.ndarray, radius: float, known_images: np.ndarray | None = None
+) -> np.ndarray:
     """Cluster id (N,) of each object by the leader rule of `metrics.consensus`, per image, without a Python
-    loop over objects (the same partition; pinned by a test).
+    loop over objects (the same partition; pinned by a test). Ids are 0, 1, … in the order of the clusters'
+    first objects. known_images: every image id of `images`, ascending, when the caller has them (the task's).
 
     In array order a point is a seed unless an earlier seed lies within `radius` (same image); a point
     that is not a seed joins the earliest seed within `radius`. Decided in rounds over the neighbour pairs:
@@ -280,7 +283,7 @@ def _clusters(centres: np.ndarray, images: np.ndarray, radius: float) -> np.ndar
     from scipy.spatial import cKDTree
 
     # images side by side along x, far enough apart that no pair crosses from one to another
-    _, image_rank = np.unique(images, return_inverse=True)
+    image_rank = _dense_ranks(images, known_images)
     width = float(np.ptp(centres[:, 0])) + 4.0 * radius + 1.0
     placed = np.column_stack([centres[:, 0] - centres[:, 0].min() + image_rank * width, centres[:, 1]])
     # an unbalanced, uncompacted tree builds faster and finds the same pairs
@@ -306,7 +309,23 @@ def _clusters(centres: np.ndarray, images: np.ndarray, radius: float) -> np.ndar
     cluster[seeds] = seeds
     from_seed = state[earlier] == SEED
     np.minimum.at(cluster, later[from_seed], earlier[from_seed])
-    return np.unique(cluster, return_inverse=True)[1].astype(np.int64).reshape(n)
+    # every point's cluster is a seed's index: number the seeds 0, 1, … in array order
+    seed_rank = np.cumsum(state == SEED, dtype=np.int64) - 1
+    numbered: np.ndarray = seed_rank[cluster]
+    return numbered
+
+
+def _dense_ranks(values: np.ndarray, known: np.ndarray | None) -> np.ndarray:
+    """Rank of each value among the distinct values (`np.unique`'s inverse); known: ascending values that
+    hold every one of them spare the sort (else it sorts)."""
+    where = np.searchsorted(known, values) if known is not None and len(known) else None
+    if where is None or known is None or not np.array_equal(known[np.minimum(where, len(known) - 1)], values):
+        ranks: np.ndarray = np.unique(values, return_inverse=True)[1].reshape(len(values))
+        return ranks
+    present = np.zeros(len(known), dtype=np.int64)
+    present[where] = 1
+    ranks = (np.cumsum(present) - 1)[where]
+    return ranks
 
 
 # ---------------------------------------------------------------- bootstrap

@@ -19,7 +19,8 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import chain
+from itertools import chain, groupby
+from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
@@ -232,13 +233,15 @@ def _add_reference(tasks: dict[int, TaskData], rows: Sequence[Any], sizes: Image
 def _add_work(
     tasks: dict[int, TaskData], rows: repository.StudyRows, sizes: ImageSizes, users: dict[int, str]
 ) -> None:
+    views = _numbers(rows.views, 2, 2).astype(np.int64)  # expert, image of each view, in viewing order
+    view_modes = np.array([row[1] for row in rows.views], dtype=object)
     for mode in MODES:
         tables = [object_columns.of_mode(table, mode) for table in rows.objects.values()]
-        _add_mode_work(
-            tasks, mode, np.concatenate([object_columns.empty(), *tables]), rows.views, sizes, users
-        )
-    for task_id, mode, expert_id, image_id in rows.views:
-        _work_of(tasks, task_id, mode, users[expert_id]).images_seen.append(image_id)
+        seen = View(views[view_modes == mode], len(views))
+        _add_mode_work(tasks, mode, np.concatenate([object_columns.empty(), *tables]), seen, sizes, users)
+    # views come grouped by mode and expert: extend each expert's list once per run of rows
+    for (task_id, mode, expert_id), group in groupby(rows.views, key=itemgetter(0, 1, 2)):
+        _work_of(tasks, task_id, mode, users[expert_id]).images_seen.extend(row[3] for row in group)
     for task_id, mode, expert_id, image_id, seconds in rows.visits:
         _work_of(tasks, task_id, mode, users[expert_id]).visit_seconds[image_id] = float(seconds or 0.0)
 
@@ -247,7 +250,7 @@ def _add_mode_work(
     tasks: dict[int, TaskData],
     mode: str,
     table: object_columns.FloatTable,
-    views: Sequence[Any],
+    views: View,
     sizes: ImageSizes,
     users: dict[int, str],
 ) -> None:
@@ -261,44 +264,53 @@ def _add_mode_work(
     )
     image_index = np.searchsorted(sizes.ids, images)
     task_of = sizes.tasks[image_index]
-    rank = _view_rank(mode, views, experts, images, sizes.positions[image_index])
+    rank = _view_rank(views, experts, images, sizes.positions[image_index])
     order = np.lexsort((rank, experts, task_of))  # stable: keeps the source order inside an image
-    table, experts, images, task_of = table[order], experts[order], images[order], task_of[order]
-    labels = table[:, object_columns.LABEL].astype(np.int64)
-    objects = Boxes(np.ascontiguousarray(table[:, object_columns.BOX]), labels, images)
-    keep = sizes.counted(objects)
+    experts, task_of = experts[order], task_of[order]
+    every = Boxes(table[:, object_columns.BOX], table[:, object_columns.LABEL].astype(np.int64), images)
+    keep = sizes.counted(every)[order]
+    # the counted rows, gathered once; each expert's are one slice of them (an expert without any keeps
+    # an empty slice: the groups are those of every row)
+    kept = table[order[keep]]
+    boxes = np.ascontiguousarray(kept[:, object_columns.BOX])
+    labels = kept[:, object_columns.LABEL].astype(np.int64)
+    kept_images = kept[:, object_columns.IMAGE].astype(np.int64)
+    edited = np.ascontiguousarray(kept[:, object_columns.EDITED])
+    kept_before = np.concatenate([[0], np.cumsum(keep)]).tolist()
     group = task_of * (int(experts.max(initial=0)) + 1) + experts
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]).tolist()
     for start, stop in zip(starts, [*starts[1:], len(group)], strict=True):
-        chosen = np.flatnonzero(keep[start:stop]) + start
+        part = slice(kept_before[start], kept_before[stop])
         tasks[int(task_of[start])].work.setdefault(mode, {})[users[int(experts[start])]] = ExpertWork(
-            objects.take(chosen), table[chosen, object_columns.EDITED]
+            Boxes(boxes[part], labels[part], kept_images[part]), edited[part]
         )
 
 
-def _view_rank(
-    mode: str, views: Sequence[Any], experts: m.IntArray, images: m.IntArray, positions: m.IntArray
-) -> m.IntArray:
+@dataclass(frozen=True)
+class View:
+    """One mode's image views: (expert, image) rows (V, 2) in the order the query gives (by expert, then first
+    seen), and how many views all modes hold (unseen images rank after every one of them)."""
+
+    seen: m.IntArray
+    total: int
+
+
+def _view_rank(views: View, experts: m.IntArray, images: m.IntArray, positions: m.IntArray) -> m.IntArray:
     """Rank of each object's image in its expert's viewing order; unseen images after, by upload position."""
-    span = int(max(images.max(initial=0), max((row[3] for row in views), default=0))) + 1
-    seen = [(row[2], row[3]) for row in views if row[1] == mode]
-    keys = np.array([expert * span + image for expert, image in seen], dtype=np.int64)
-    ranks = np.zeros(len(seen), dtype=np.int64)
-    for start, stop in _expert_runs([expert for expert, _ in seen]):
-        ranks[start:stop] = np.arange(stop - start)
+    seen = views.seen
+    span = int(max(images.max(initial=0), seen[:, 1].max(initial=0))) + 1
+    keys = seen[:, 0] * span + seen[:, 1]
+    experts_seen = seen[:, 0]
+    starts = np.flatnonzero(np.r_[True, experts_seen[1:] != experts_seen[:-1]]) if len(seen) else _ints()
+    ranks = np.arange(len(seen), dtype=np.int64) - np.repeat(starts, np.diff(np.append(starts, len(seen))))
     order = np.argsort(keys, kind="stable")
     keys, ranks = keys[order], ranks[order]
     wanted = experts * span + images
     where = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
     found = (keys[where] == wanted) if len(keys) else np.zeros(len(wanted), dtype=np.bool_)
-    unseen_rank = len(views) + positions
+    unseen_rank = views.total + positions
     result: m.IntArray = np.where(found, ranks[where] if len(keys) else 0, unseen_rank)
     return result
-
-
-def _expert_runs(experts: list[int]) -> Iterable[tuple[int, int]]:
-    for _, start, stop in _runs(experts):
-        yield start, stop
 
 
 def _work_of(tasks: dict[int, TaskData], task_id: int, mode: str, expert: str) -> ExpertWork:
@@ -618,13 +630,14 @@ def _mode_metrics(
     match = batch.reference_overlaps.greedy(params.iou)
     weighted = vote_weighted(task, batch, params.iou)
     classes, ap, counted = _per_class_ap(batch, match.true_positive, task.reference)
+    seconds = _seconds_per_image_of_batch(batch, experts)
     results: dict[str, ExpertMetricsOut] = {}
     for row, name in enumerate(batch.names):
         start, stop = batch.bounds[row]
         scores = ap[row, counted[row]]
         results[name] = ExpertMetricsOut(
             objects=stop - start,
-            seconds_per_image=_number(seconds_per_image(experts[name])),
+            seconds_per_image=_number(seconds[row]),
             concordance=float(np.mean(scores)) if len(scores) else 0.0,
             vote_weighted_concordance=_number(float(weighted.scores[row])),
             vote_weighted_precision=_number(float(weighted.precision[row])),
@@ -717,6 +730,25 @@ def seconds_by_image(work: ExpertWork) -> m.FloatArray:
     n_images = int(max(chosen.max(), work.objects.images.max(initial=0))) + 1
     totals = m.seconds_per_image_gaps(work.objects.images, work.edited_seconds, n_images)
     return np.asarray(totals[chosen], dtype=np.float64)
+
+
+def _seconds_per_image_of_batch(batch: Batch, experts: dict[str, ExpertWork]) -> list[float]:
+    """`seconds_per_image` of each expert of the batch, the 300-s rule's gaps found for all of them at once:
+    the batch's image ids are shifted per expert, so each image's gaps are those, in the same order, that the
+    rule finds for its expert alone."""
+    works = [experts[name] for name in batch.names]
+    if all(work.visit_seconds for work in works):
+        return [seconds_per_image(work) for work in works]
+    edited = np.concatenate([np.zeros(0), *(work.edited_seconds for work in works)])
+    totals = m.seconds_per_image_gaps(batch.objects.images, edited, batch.span * len(works))
+    results = []
+    for row, work in enumerate(works):
+        if work.visit_seconds:
+            results.append(seconds_per_image(work))
+            continue
+        seen = np.unique(np.array(work.images_seen or work.objects.images, dtype=np.int64))
+        results.append(float(totals[seen + row * batch.span].mean()) if len(seen) else math.nan)
+    return results
 
 
 def seconds_per_image(work: ExpertWork) -> float:
@@ -851,8 +883,9 @@ def _injected_of_mode(
         groups = np.concatenate([np.full(len(part), -1 if group is None else group) for group, part in parts])
         kind_pairs = overlaps.of_kind(offsets[index], len(entries))
         found, caught = _register_flags(task, kind, entries, batch, kind_pairs, params.register_iou)
-        per_expert = {name: (found[row], caught[row]) for row, name in enumerate(batch.names)}
-        results[kind] = {key: _injected_mode(per_expert, mask) for key, mask in _group_masks(groups)}
+        results[kind] = {
+            key: _injected_mode(batch.names, found, caught, mask) for key, mask in _group_masks(groups)
+        }
     return results
 
 
@@ -948,17 +981,22 @@ def _group_masks(groups: m.IntArray) -> list[tuple[str, m.BoolArray]]:
     return masks
 
 
-def _injected_mode(found: dict[str, tuple[m.BoolArray, m.BoolArray]], mask: m.BoolArray) -> InjectedModeOut:
-    """found: expert → (matched, caught) per register entry; mask: the entries of one group."""
+def _injected_mode(
+    names: list[str], matched: m.BoolArray, caught: m.BoolArray, mask: m.BoolArray
+) -> InjectedModeOut:
+    """matched, caught (E, K): each expert's flags per register entry (rows in names' order); mask (K,): the
+    entries of one group."""
+    total = int(mask.sum())
+    caught_counts = np.count_nonzero(caught[:, mask], axis=1).tolist()
+    matched_counts = np.count_nonzero(matched[:, mask], axis=1).tolist()
     experts = {}
-    for name, (matched, caught) in found.items():
-        total, hits = int(mask.sum()), int(caught[mask].sum())
+    for name, hits, found in zip(names, caught_counts, matched_counts, strict=True):
         experts[name] = CountOut(
             total=total,
             caught=hits,
             missed=total - hits,
             caught_rate=hits / total if total else None,
-            matched=int(matched[mask].sum()),
+            matched=found,
         )
     total = sum(count.total for count in experts.values())
     pooled_matched = sum(count.matched for count in experts.values())

@@ -238,6 +238,10 @@ def test_clusters_of_agreement_are_the_consensus_leader_clusters(seed: int) -> N
         same_found = found[members][:, None] == found[members][None, :]
         np.testing.assert_array_equal(same_found, expected[:, None] == expected[None, :])
     assert not set(found[images == 0]) & set(found[images == 1])
+    # the task's images (a sorted superset, some without objects) spare the sort and give the same ids
+    known = np.array([-5, 0, 1, 2, 7])
+    np.testing.assert_array_equal(_clusters(centres, images, 30.0, known), found)
+    np.testing.assert_array_equal(_clusters(centres, images, 30.0, known[2:]), found)  # not a superset
 
 
 @pytest.mark.parametrize("seed", range(6))
