@@ -12,11 +12,13 @@ from sqlalchemy import event, make_url
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm.session import JoinTransactionMode
 from sqlalchemy.util import await_
 
 SQLITE_BUSY_TIMEOUT_MS = 30000
@@ -187,8 +189,14 @@ def write_gate_of(engine: AsyncEngine) -> SQLiteWriteGate | None:
     return _WRITE_GATES.get(engine.sync_engine)
 
 
-def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def make_sessionmaker(
+    bind: AsyncEngine | AsyncConnection, join_transaction_mode: JoinTransactionMode = "conditional_savepoint"
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions of the app. The tests bind them to one connection whose transaction is rolled back after
+    each test, with join_transaction_mode="create_savepoint": a session's commit releases a savepoint."""
+    return async_sessionmaker(
+        bind, expire_on_commit=False, autoflush=False, join_transaction_mode=join_transaction_mode
+    )
 
 
 def is_sqlite_engine(engine: AsyncEngine | Engine) -> bool:

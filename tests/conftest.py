@@ -1,22 +1,45 @@
 """Real databases: SQLite by default, PostgreSQL when CONCORD_TEST_DATABASE_URL names one.
 
 Each test session migrates a fresh database (on PostgreSQL a new database with a random name that is
-dropped at the end); after each test every table is emptied, so tests stay independent.
+dropped at the end). Each test runs in a transaction that is rolled back after it (SQLAlchemy's "Joining
+a Session into an External Transaction"): the `app` fixture opens one connection, begins a transaction on
+it and binds the app's sessionmaker to that connection with join_transaction_mode="create_savepoint", so
+every session of the app under test, and the `db` fixture's, works in a savepoint of that transaction and
+its commit releases the savepoint. On SQLite the driver's own transaction handling is switched off and
+the transaction begun explicitly (SQLAlchemy's pysqlite SAVEPOINT recipe, as the batch writer does).
+Such an app has no SQLite batch writer: its edits are written in the request's session, the path
+PostgreSQL takes in production. After the rollback one statement checks that every table is empty again:
+a test that wrote through another connection fails there and names the marker it needs.
+
+Tests marked `commits` get the app as it runs (its own engine, and on SQLite the batch writer) and really
+commit; every table is emptied after them (TRUNCATE … RESTART IDENTITY on PostgreSQL). They are the tests
+that use more connections than one or more processes: servers, the CLI and the worker on the same
+database, concurrent requests, the batch writer and the write gate themselves.
+
+Rolled-back tests do not reset PostgreSQL's sequences: no test may assume the ids a row gets.
 """
 
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import event, exists, select, text
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.config import Settings
-from app.db import make_engine
+from app.db import make_engine, make_sessionmaker
 from app.evaluation import cache as evaluation_cache
 from app.evaluation import service as evaluation_service
 from app.main import create_app
@@ -72,17 +95,101 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[object]:
+async def app(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[FastAPI]:
     # computed evaluations are kept per process by content: another test's identical study must not answer
     evaluation_cache.clear()
     evaluation_service.clear_result_cache()
+    url = settings.resolved_database_url
     application = create_app(settings)
     async with application.router.lifespan_context(application):
-        yield application
-    await _empty_tables(settings.resolved_database_url)
+        if request.node.get_closest_marker("commits") is not None:
+            yield application
+        else:
+            async with _rolled_back(application, url):
+                yield application
+                return
+    await _empty_tables(url)
+
+
+@asynccontextmanager
+async def _rolled_back(application: FastAPI, url: str) -> AsyncIterator[None]:
+    """Points the started app at one connection whose transaction is rolled back when the block ends."""
+    engine = make_engine(url)
+    if engine.dialect.name == "sqlite":
+        _explicit_sqlite_transactions(engine)
+    try:
+        async with engine.connect() as connection:
+            transaction = await connection.begin()
+            _share_database(application, engine, make_sessionmaker(connection, "create_savepoint"))
+            try:
+                yield
+            finally:
+                await transaction.rollback()
+                left = await _tables_with_rows(connection)
+        if left:
+            await _empty_tables(url)
+            pytest.fail(
+                f"rows committed outside the test's transaction are left in {', '.join(left)}: "
+                "mark the test `commits` if it must write through connections of its own"
+            )
+    finally:
+        await engine.dispose()
+
+
+def _share_database(
+    application: FastAPI, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The started app reaches the database only through these (its own engine is left unused)."""
+    state = application.state
+    if state.batch_writer is not None:
+        state.batch_writer.close()
+    state.engine = engine
+    state.sessionmaker = sessionmaker
+    state.batch_writer = None
+
+
+AppStarter = Callable[[Settings], AbstractAsyncContextManager[FastAPI]]
+
+
+@pytest.fixture
+def another_app(app: FastAPI, request: pytest.FixtureRequest) -> AppStarter:
+    """Starts another app (other settings) on the test's database; in a rolled-back test it shares `app`'s
+    connection and transaction, so each sees what the other wrote."""
+    rolled_back = request.node.get_closest_marker("commits") is None
+
+    @asynccontextmanager
+    async def started(settings: Settings) -> AsyncIterator[FastAPI]:
+        other = create_app(settings)
+        async with other.router.lifespan_context(other):
+            if rolled_back:
+                _share_database(other, app.state.engine, app.state.sessionmaker)
+            yield other
+
+    return started
+
+
+def _explicit_sqlite_transactions(engine: AsyncEngine) -> None:
+    """SQLAlchemy's pysqlite/aiosqlite recipe: without it the driver's implicit transactions break
+    SAVEPOINT (a RELEASE would commit, a ROLLBACK TO would find no savepoint)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _driver_autocommit(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+async def _tables_with_rows(connection: AsyncConnection) -> list[str]:
+    tables = Base.metadata.sorted_tables
+    statement = select(*(exists().select_from(table).label(table.name) for table in tables))
+    row = (await connection.execute(statement)).one()
+    return [table.name for table, filled in zip(tables, row, strict=True) if filled]
 
 
 async def _empty_tables(url: str) -> None:
+    """What the tests marked `commits` leave behind."""
     engine = make_engine(url)
     async with engine.connect() as connection:
         if engine.dialect.name == "postgresql":

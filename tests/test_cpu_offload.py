@@ -30,6 +30,9 @@ from tests.evaluation.test_import import GT_FILE, _import
 from tests.factories import make_user
 from tests.suggestions.test_injection_api import CELLS, synthetic_task
 
+# counts the transactions other connections leave open (PostgreSQL): each session needs its own connection
+pytestmark = pytest.mark.commits
+
 PROBE_GIVES_UP_S = 20.0
 
 

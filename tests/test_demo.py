@@ -12,7 +12,8 @@ from app.training import service as training_service
 from app.training.schemas import TrainExperimentParams
 from tests.conftest import ClientFactory
 
-pytestmark = pytest.mark.slow
+# commits: the demo commands open an engine of their own
+pytestmark = [pytest.mark.slow, pytest.mark.commits]
 SMALL_CLASSIFY_TASK = next(spec.name for spec in DEMO_TASKS if spec.kind == "classify")
 
 

@@ -20,7 +20,8 @@ from bench.load import (
     worker_process,
 )
 
-pytestmark = pytest.mark.slow
+# commits: real server and worker processes
+pytestmark = [pytest.mark.slow, pytest.mark.commits]
 
 EXPERTS = [f"fault{index}" for index in range(4)]
 # Kills come after a third and two thirds of the edits, however slow the machine; the time is only a bound.

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 from httpx import ASGITransport, AsyncClient
 
-from app.main import create_app
 from tests.factories import PASSWORD, make_user
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,14 +90,13 @@ async def test_hsts_and_secure_cookie_only_over_https(app):
     assert "httponly" in secure.headers["set-cookie"].lower()
 
 
-async def test_forwarded_proto_counts_only_from_a_trusted_proxy(app, settings):
+async def test_forwarded_proto_counts_only_from_a_trusted_proxy(app, settings, another_app):
     await make_user(app, "alice")
     untrusted = await _login(app, "http://test", **{"X-Forwarded-Proto": "https"})
     _assert_security_headers(untrusted, https=False)
     assert "secure" not in untrusted.headers["set-cookie"].lower()
 
-    trusting = create_app(settings.model_copy(update={"forwarded_allow_ips": "127.0.0.1"}))
-    async with trusting.router.lifespan_context(trusting):
+    async with another_app(settings.model_copy(update={"forwarded_allow_ips": "127.0.0.1"})) as trusting:
         trusted = await _login(trusting, "http://test", **{"X-Forwarded-Proto": "https"})
     _assert_security_headers(trusted, https=True)
     assert "; secure" in trusted.headers["set-cookie"].lower()

@@ -18,6 +18,9 @@ from app.main import create_app
 from tests.factories import make_study, png_bytes, token_for
 from tests.pages.test_pages import browser_client
 
+# the server is a second app, with its own engine, in another thread
+pytestmark = pytest.mark.commits
+
 WAIT_FOR_ANSWER_S = 30.0
 BOUNDARY = "concordtestboundary"
 

@@ -146,6 +146,7 @@ async def test_expired_counters_of_other_names_are_pruned(app, db):
     assert {"account:someone", "address:127.0.0.1"} <= keys
 
 
+@pytest.mark.commits  # concurrent requests: one connection cannot hold their transactions side by side
 async def test_concurrent_failures_are_all_counted(app, db):
     """The count is one atomic upsert: failures sent at once are neither lost nor answered 5xx."""
     async with _client(app) as client:
@@ -155,6 +156,7 @@ async def test_concurrent_failures_are_all_counted(app, db):
     assert failures == statuses.count(422)
 
 
+@pytest.mark.commits  # a second engine, as a second server process has
 async def test_counters_hold_across_server_processes(app, settings):
     """A second app with its own engine and pool (as another server process would have) sees the count."""
     await make_user(app, "alice")
@@ -178,9 +180,9 @@ async def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted(app):
         assert await _login(client, "user-next", "wrong-password") == 429
 
 
-async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_count(app, settings):
-    trusting = create_app(settings.model_copy(update={"forwarded_allow_ips": "127.0.0.1"}))
-    async with trusting.router.lifespan_context(trusting), _client(trusting) as client:
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_count(app, settings, another_app):
+    trusted_proxy = settings.model_copy(update={"forwarded_allow_ips": "127.0.0.1"})
+    async with another_app(trusted_proxy) as trusting, _client(trusting) as client:
         for attempt in range(PER_ADDRESS + 2):
             forwarded = {"X-Forwarded-For": f"10.0.0.{attempt}"}
             response = await client.post(

@@ -24,6 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tests.conftest import ClientFactory
 from tests.factories import make_study, token_for
 
+# real servers (one in a child process) on the test database
+pytestmark = pytest.mark.commits
+
 COMMIT_DELAY_S = 0.3
 
 

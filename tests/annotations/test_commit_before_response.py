@@ -17,6 +17,9 @@ from app.db import make_engine
 from app.models import Base
 from tests.factories import PASSWORD, StudySetup, make_study, token_for
 
+# a second connection reads what the request committed
+pytestmark = pytest.mark.commits
+
 Snapshot = dict[str, list[tuple[Any, ...]]]
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 

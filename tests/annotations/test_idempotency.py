@@ -7,6 +7,7 @@ and on PostgreSQL alike.
 import asyncio
 from typing import Any
 
+import pytest
 from httpx import AsyncClient, Response
 
 from tests.conftest import ClientFactory
@@ -29,6 +30,7 @@ def _one_answer(responses: list[Response]) -> Any:
     return bodies[0]
 
 
+@pytest.mark.commits  # concurrent requests, each in its own transaction
 async def test_concurrent_retries_of_a_create_get_the_same_object(
     app: object, client_for: ClientFactory
 ) -> None:
@@ -47,6 +49,7 @@ async def test_concurrent_retries_of_a_create_get_the_same_object(
     assert [event["kind"] for event in events] == ["create"]
 
 
+@pytest.mark.commits  # concurrent requests, each in its own transaction
 async def test_concurrent_retries_of_a_move_are_not_told_409(app: object, client_for: ClientFactory) -> None:
     setup = await make_study(app)
     alice = await client_for("alice")
@@ -126,6 +129,7 @@ async def test_a_key_reused_for_another_request_is_422_and_changes_nothing(
     assert len(other_events) == 1
 
 
+@pytest.mark.commits  # concurrent requests, each in its own transaction
 async def test_bulk_upload_retried_with_its_key_returns_the_same_objects(
     app: object, client_for: ClientFactory
 ) -> None:
@@ -147,6 +151,7 @@ async def test_bulk_upload_retried_with_its_key_returns_the_same_objects(
     assert changed.status_code == 422
 
 
+@pytest.mark.commits  # concurrent requests, each in its own transaction
 async def test_concurrent_first_bulk_uploads_with_one_key_create_once(
     app: object, client_for: ClientFactory
 ) -> None:

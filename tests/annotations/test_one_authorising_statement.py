@@ -5,10 +5,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from tests.conftest import ClientFactory
 from tests.factories import make_study
+
+# on SQLite these edits go through the batch writer (one hand-off authorises and writes), as in production
+pytestmark = pytest.mark.commits
 
 BOX = {"label": "tumor", "x1": 1, "y1": 1, "x2": 20, "y2": 20}
 REFUSED = "invalid, expired or revoked API token, or a disabled account"

@@ -35,6 +35,13 @@ SCREENSHOTS = (
 VIEWPORT = {"width": 1366, "height": 768}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The live server is a second app, with its own engine, in another thread: its tests really commit."""
+    for item in items:
+        if "live_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.commits)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -35,6 +35,9 @@ from tests.detectors.helpers import box_iou, png
 from tests.factories import make_study, make_user
 from worker.tasks import detect, detector_train
 
+# the job functions open an engine of their own, as in the worker's child process
+pytestmark = pytest.mark.commits
+
 Maker = async_sessionmaker[AsyncSession]
 
 

@@ -19,6 +19,10 @@ from app.models.annotation import task_objects_revision
 from tests.evaluation.test_exports import MORE
 from tests.evaluation.test_import import GT_FILE, _import
 
+# the object tables are stored in a transaction of their own, on a second connection (skipped by a session
+# bound to the test's connection): these tests read what that store committed
+pytestmark = pytest.mark.commits
+
 Edit = Callable[[AsyncSession, Annotation], Awaitable[None]]
 
 

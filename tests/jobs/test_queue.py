@@ -75,6 +75,7 @@ async def test_claims_are_fifo_and_mark_the_job_running(sessionmaker: Maker) -> 
     assert await _claim(sessionmaker, "w") is None
 
 
+@pytest.mark.commits  # claimers on engines of their own
 async def test_concurrent_claimers_on_separate_connections_never_share_a_job(
     sessionmaker: Maker, settings: Settings
 ) -> None:
@@ -99,6 +100,7 @@ async def test_concurrent_claimers_on_separate_connections_never_share_a_job(
     assert all(job.attempts == 1 for job in [await _get(sessionmaker, job_id) for job_id in ids])
 
 
+@pytest.mark.commits  # a row lock only holds off another transaction, not a savepoint of the same one
 async def test_skip_locked_passes_over_a_row_another_transaction_holds(
     sessionmaker: Maker, settings: Settings
 ) -> None:

@@ -67,6 +67,7 @@ async def test_edits_written_count_committed_events_only(app: object, client_for
     assert value(after, edits, kind="relabel") - value(before, edits, kind="relabel") == 1
 
 
+@pytest.mark.commits  # concurrent edits through the SQLite batch writer
 async def test_edits_refused_beside_others_in_one_batch_do_not_uncount_them(
     app: object, client_for: ClientFactory
 ) -> None:
@@ -124,6 +125,7 @@ async def test_queue_depth_and_age_come_from_the_job_table(
     assert value(queued, "concord_jobs_running", kind="sleep") == 0
 
 
+@pytest.mark.commits  # a worker with its own engine
 async def test_a_running_worker_is_reported_busy_and_forgotten_when_it_stops(
     anonymous: AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, tmp_path: Path
 ) -> None:

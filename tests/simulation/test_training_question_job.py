@@ -61,6 +61,7 @@ async def test_the_page_queues_a_question_and_refuses_a_bad_one(app: object, ses
         assert len((await session.scalars(select(Job))).all()) == 1
 
 
+@pytest.mark.commits  # a worker with its own engine
 async def test_a_worker_answers_the_question_and_the_page_shows_the_result(
     app: object, sessionmaker: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

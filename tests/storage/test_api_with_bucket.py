@@ -107,6 +107,7 @@ async def test_a_detector_missing_from_the_bucket_is_refused_before_a_job_is_que
     assert "missing from the store" in started.json()["detail"]
 
 
+@pytest.mark.commits  # the job function opens an engine of its own
 async def test_a_requeued_training_experiment_on_another_machine_finds_its_children(
     app: object, client_for: ClientFactory, sessionmaker: object, settings: Settings, tmp_path: Path
 ) -> None:

@@ -84,6 +84,7 @@ def test_the_paper_experiment_is_nineteen_sets_per_mode_for_ten_experts() -> Non
     assert sorted({job["seed"] for job in jobs}) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.commits  # a worker, and job functions with engines of their own
 async def test_the_experiment_job_runs_its_children_through_a_worker(
     app: object,
     client_for: ClientFactory,

@@ -25,6 +25,9 @@ from tests.training.helpers import training_study  # noqa: E402
 from worker.tasks.train import run_training  # noqa: E402
 from worker.training.engine import TrainingStopped  # noqa: E402
 
+# the CLI and the training job open engines of their own
+pytestmark = pytest.mark.commits
+
 TINY = ["--epochs", "1", "--repeats", "1", "--patch-size", "32", "--batch-size", "16"]
 TINY += ["--background-per-image", "4", "--device", "cpu"]
 RUN_KEYS = {

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -23,6 +24,9 @@ from tests.worker.helpers import (
     wait_until,
     worker_log,
 )
+
+# worker processes with engines of their own
+pytestmark = pytest.mark.commits
 
 Maker = async_sessionmaker[AsyncSession]
 FINISHED = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}

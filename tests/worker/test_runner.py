@@ -3,6 +3,7 @@
 import asyncio
 from pathlib import Path
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -11,6 +12,9 @@ from tests.conftest import ClientFactory
 from tests.factories import make_user
 from tests.worker.helpers import enqueue_sleep, job_row, process_gone, records, wait_until
 from worker.runner import Worker, WorkerOptions
+
+# the worker, and its job children, open engines of their own
+pytestmark = pytest.mark.commits
 
 Maker = async_sessionmaker[AsyncSession]
 
