@@ -61,10 +61,11 @@ async def test_every_insert_update_and_delete_raises_the_revision(app: Any) -> N
     assert await _revision(app, other.task.id) == 0  # another task's writes never move it
 
 
+@pytest.mark.commits  # two connections, each with a transaction of its own
 @pytest.mark.skipif(not ADMIN_DATABASE_URL.startswith("postgresql"), reason="row locks of PostgreSQL")
 async def test_two_experts_write_one_task_without_waiting_for_each_other(app: Any) -> None:
     setup = await make_study(app)
-    engine = app.state.sessionmaker.kw["bind"]
+    engine = app.state.engine
     async with engine.connect() as first, engine.connect() as second:
         await first.execute(insert(Annotation).values(_row(setup, 0)))  # not committed yet
         await second.execute(text("SET LOCAL lock_timeout = '2s'"))
