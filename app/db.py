@@ -163,7 +163,7 @@ def ping_when_idle(engine: Engine, idle_s: float) -> None:
     """Ping a pooled connection before use only when it sat unused for `idle_s`; a dead one is replaced.
 
     Why not `pool_pre_ping`: on asyncpg its ping is three round trips and a transaction (BEGIN, a query,
-    ROLLBACK) at every checkout, more than an edit's own statements cost the database. A connection used
+    ROLLBACK) at every checkout, that is before every request. A connection used
     moments ago is known alive. After a database restart, the first statement on such a connection fails
     instead, and SQLAlchemy then drops every connection of the pool opened before the failure.
     """
