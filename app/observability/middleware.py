@@ -42,6 +42,10 @@ def full_templates(routes: Sequence[BaseRoute]) -> dict[int, str]:
     }
 
 
+def _templates_of(scope: Scope) -> dict[int, str]:
+    return full_templates(getattr(scope.get("app"), "routes", []))
+
+
 def route_template(scope: Scope, templates: dict[int, str]) -> str:
     """The matched route's path template (`/api/v1/images/{image_id}`), never the raw path."""
     route = scope.get("route")
@@ -60,7 +64,7 @@ class ObservabilityMiddleware:
         if scope["type"] == "lifespan" and self._templates is None:
             # at start-up, not at the first requests: walking the routes also builds FastAPI's route
             # state, a quarter of a second that every request arriving meanwhile would wait for
-            self._templates = full_templates(getattr(scope.get("app"), "routes", []))
+            self._templates = _templates_of(scope)
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -92,8 +96,8 @@ class ObservabilityMiddleware:
             request_id_var.reset(token)
 
     def _record(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
-        if self._templates is None:
-            self._templates = full_templates(getattr(scope.get("app"), "routes", []))
+        if self._templates is None:  # an app served without its lifespan
+            self._templates = _templates_of(scope)
         method, route = scope["method"], route_template(scope, self._templates)
         REQUEST_SECONDS.labels(method=method, route=route, status=str(status)).observe(seconds)
         app_state = getattr(scope.get("app"), "state", None)
