@@ -8,7 +8,8 @@ viewer asks for holds each viewer tile as one JPEG stream. ``StoredJpegTiles`` i
   tables spliced in;
 - a level whose TIFF says its JPEG holds RGB, not YCbCr (Aperio's), gets an Adobe APP14 marker with
   transform 0 unless the stream already says so, since decoders otherwise assume YCbCr and shift colours;
-- a tile cut by the level's extent is stored whole, padded: the caller crops it (decode, crop, encode);
+- a tile cut by the level's extent is stored whole, padded: the caller crops it (decode, crop, encode;
+  ``rows_to_decode`` spares the decode of the padding below the extent);
 - anything else (other sizes, non-JPEG or non-RGB levels, a JFIF marker that contradicts an RGB level)
   answers None, and the caller reads and encodes the region as before.
 
@@ -38,6 +39,11 @@ EOI = b"\xff\xd9"
 APP0 = 0xE0
 APP14 = 0xEE
 SOS = 0xDA
+SOF_BASELINE = 0xC0
+SOF_EXTENDED = 0xC1
+# Rows decoded below a cut tile's last row: a whole MCU row more (16 at most), so that the fancy upsampling
+# of the last rows kept sees the same chroma neighbours as in the whole tile's decode.
+CONTEXT_ROWS = 16
 # Adobe APP14: version 100, no flags, transform 0 (the components are RGB, not YCbCr).
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 MAX_TILE_BYTES = 16 * 2**20
@@ -60,6 +66,13 @@ class StoredTile:
     @property
     def whole(self) -> bool:
         return self.width == self.side and self.height == self.side
+
+    def rows_to_decode(self) -> bytes:
+        """The stream a crop needs decoded: for a tile cut by the level's bottom edge, its sequential frame
+        header says fewer lines (the kept rows and an MCU row more), so that a decoder stops there instead
+        of decoding the padding; the rows kept decode to the same pixels."""
+        lines = -(-self.height // 16) * 16 + CONTEXT_ROWS
+        return self.jpeg if lines >= self.side else with_frame_lines(self.jpeg, lines)
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,21 @@ def jpeg_markers(stream: bytes | bytearray) -> list[int]:
         markers.append(marker)
         position += 2 + int.from_bytes(stream[position + 2 : position + 4], "big")
     return markers
+
+
+def with_frame_lines(stream: bytes, lines: int) -> bytes:
+    """The stream with its baseline or extended sequential frame header saying ``lines`` lines (fewer than
+    it holds: a decoder stops after them); unchanged when it has no such header before its scan."""
+    position = 2
+    while position + 4 <= len(stream) and stream[position] == 0xFF:
+        marker = stream[position + 1]
+        if marker == SOS:
+            break
+        if marker in (SOF_BASELINE, SOF_EXTENDED):
+            field = position + 5  # after marker, length and sample precision
+            return b"".join((stream[:field], lines.to_bytes(2, "big"), stream[field + 2 :]))
+        position += 2 + int.from_bytes(stream[position + 2 : position + 4], "big")
+    return stream
 
 
 def complete_jpeg(tile: bytes, tables: bytes | None, rgb: bool) -> bytes | None:

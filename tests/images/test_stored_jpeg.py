@@ -15,8 +15,15 @@ import tifffile
 from PIL import Image
 
 from app.images import service
-from app.images.stored_jpeg import APP14, WouldBlock, complete_jpeg, jpeg_markers
-from app.images.tiles import ImageSource, Pixels, TileCache, decode_jpeg, encode
+from app.images.stored_jpeg import (
+    APP14,
+    StoredTile,
+    WouldBlock,
+    complete_jpeg,
+    jpeg_markers,
+    with_frame_lines,
+)
+from app.images.tiles import ImageSource, Pixels, TileCache, decode_jpeg, encode, served_jpeg
 from tests.images.jpegfiles import (
     numbered_components,
     rgb_jpeg,
@@ -163,3 +170,33 @@ def test_a_jfif_marker_on_an_rgb_level_is_left_to_the_decoder() -> None:
     assert complete_jpeg(ycbcr, None, rgb=True) is None
     assert complete_jpeg(ycbcr, None, rgb=False) == ycbcr
     assert complete_jpeg(b"not a jpeg", None, rgb=False) is None
+
+
+def _tile_jpeg(subsampling: str, progressive: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    pixels = smooth_pixels(3)[:TILE, :TILE]
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=85, subsampling=subsampling, progressive=progressive)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4"])
+@pytest.mark.parametrize("height", [1, 15, 16, 17, 53, 80, 200, 223, 255])
+def test_a_bottom_edge_tile_decoded_down_to_its_rows_gives_the_whole_decode_s_pixels(
+    subsampling: str, height: int
+) -> None:
+    jpeg = _tile_jpeg(subsampling)
+    for width in (TILE, 53):
+        stored = StoredTile(jpeg, TILE, width, height)
+        trimmed = stored.rows_to_decode()
+        assert len(trimmed) == len(jpeg)
+        expected = decode_jpeg(jpeg)[:height, :width]
+        assert np.array_equal(decode_jpeg(trimmed)[:height, :width], expected)
+        assert served_jpeg(stored, 85) == encode(np.ascontiguousarray(expected), "jpeg")
+    if height <= 200:
+        assert decode_jpeg(StoredTile(jpeg, TILE, TILE, height).rows_to_decode()).shape[0] < TILE
+
+
+def test_only_a_sequential_frame_header_is_given_fewer_lines() -> None:
+    progressive = _tile_jpeg("4:2:0", progressive=True)
+    assert with_frame_lines(progressive, 64) == progressive
+    assert decode_jpeg(with_frame_lines(_tile_jpeg("4:2:0"), 64)).shape == (64, TILE, 3)

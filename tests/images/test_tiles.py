@@ -233,6 +233,24 @@ def test_cache_serves_window_tiles_and_caches_encoded_bytes(big_tiff: Path) -> N
     cache.close()
 
 
+def test_cached_tiles_leave_nothing_for_the_garbage_collector_to_track(big_tiff: Path) -> None:
+    """A key holding a Path or a Window stayed tracked: one object per cached tile in the collector's oldest
+    generation, which made its full collections (every request in flight waiting) come oftener and last
+    longer as the cache filled."""
+    with TileCache() as cache:
+        window = Window(4_096, 4_096, 1_000, 600)
+        for col in range(3):
+            cache.tile(big_tiff, 0, col, 0, TILE, "png")
+            cache.tile(big_tiff, 0, col, 1, TILE, "png", window=window)
+        cache.thumbnail(big_tiff, 64, window=window)
+        gc.collect()
+        keys = list(cache._encoded._items)
+        assert len(keys) == 7
+        assert not any(gc.is_tracked(key) for key in keys)
+        cache.forget(big_tiff)
+        assert cache.encoded_bytes == 0
+
+
 def test_bad_requests_raise_region_error(big_tiff: Path) -> None:
     source = ImageSource(big_tiff)
     with pytest.raises(RegionError):
