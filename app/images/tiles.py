@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
+import imagecodecs
 import numpy as np
 import numpy.typing as npt
 import openslide
@@ -140,13 +141,22 @@ def halving_levels(width: int, height: int, stop_side: int = MIN_LEVEL_SIDE) -> 
 
 
 def encode(array: Pixels, fmt: EncodeFormat, quality: int = 85) -> bytes:
-    buffer = io.BytesIO()
-    image = Image.fromarray(array, "RGB")
+    """JPEG through imagecodecs' libjpeg-turbo: the same bytes as Pillow's encoder with its defaults (4:2:0,
+    standard tables; tested), in about two thirds of its time. PNG through Pillow."""
     if fmt == "jpeg":
-        image.save(buffer, "JPEG", quality=quality)
-    else:
-        image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+        encoded = imagecodecs.jpeg8_encode(_c_ordered(array), level=quality)
+        return encoded if isinstance(encoded, bytes) else bytes(encoded)
+    buffer = io.BytesIO()
+    Image.fromarray(array, "RGB").save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
+
+
+def _c_ordered(array: Pixels) -> Pixels:
+    """C order with positive strides (imagecodecs refuses a negative one, which NumPy keeps on a dimension
+    of length 1 even in an array it calls contiguous)."""
+    if array.flags.c_contiguous and min(array.strides) > 0:
+        return array
+    return array.copy(order="C")
 
 
 def decode_jpeg(data: bytes) -> Pixels:
@@ -156,16 +166,11 @@ def decode_jpeg(data: bytes) -> Pixels:
 
 def served_jpeg(stored: StoredTile, quality: int) -> bytes:
     """A stored tile as served: its own bytes, or for a tile cut by the level's extent its part, encoded
-    (decoded only down to the rows kept, cropped and encoded by Pillow without a copy through numpy)."""
+    (decoded only down to the rows kept)."""
     if stored.whole:
         return stored.jpeg
-    with Image.open(io.BytesIO(stored.rows_to_decode())) as image:
-        part = image.crop((0, 0, stored.width, stored.height))
-    if part.mode != "RGB":
-        part = part.convert("RGB")
-    buffer = io.BytesIO()
-    part.save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
+    pixels = to_rgb8(imagecodecs.jpeg8_decode(stored.rows_to_decode()))
+    return encode(pixels[: stored.height, : stored.width], "jpeg", quality)
 
 
 # ---------------------------------------------------------------- region geometry

@@ -233,6 +233,17 @@ def test_cache_serves_window_tiles_and_caches_encoded_bytes(big_tiff: Path) -> N
     cache.close()
 
 
+@pytest.mark.parametrize("quality", [75, 85, 95])
+def test_jpeg_encoding_gives_pillow_s_bytes(quality: int) -> None:
+    rng = np.random.default_rng(quality)
+    for height, width in [(1, 1), (53, 256), (256, 53), (100, 333)]:
+        noise = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(noise, "RGB").save(buffer, "JPEG", quality=quality)
+        assert encode(noise, "jpeg", quality) == buffer.getvalue()
+        assert encode(noise[:, ::-1], "jpeg", quality) == encode(noise[:, ::-1].copy(), "jpeg", quality)
+
+
 def test_cached_tiles_leave_nothing_for_the_garbage_collector_to_track(big_tiff: Path) -> None:
     """A key holding a Path or a Window stayed tracked: one object per cached tile in the collector's oldest
     generation, which made its full collections (every request in flight waiting) come oftener and last
