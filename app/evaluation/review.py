@@ -358,7 +358,7 @@ def task_uncertainty(
 
 
 def _cache_key(task: TaskData, params: MetricsParams) -> str:
-    digest = hashlib.blake2b(digest_size=20)
+    digest = hashlib.sha256()
     digest.update(repr((task.name, task.kind.value, sorted(task.labels.items()), params)).encode())
     for boxes in (task.reference, *(part for _, parts in sorted(task.register.items()) for _, part in parts)):
         _update(digest, boxes)

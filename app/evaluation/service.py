@@ -457,7 +457,9 @@ def task_digest(task: TaskData, params: MetricsParams) -> str:
 def task_digests(task: TaskData, params: MetricsParams) -> tuple[str, dict[str, str]]:
     """`task_digest`, and by mode the digest of the inputs of `mode_parts` of that mode: the task's shared
     inputs and that mode's work (each array hashed once)."""
-    shared = hashlib.blake2b(digest_size=20)
+    # SHA-256 is OpenSSL's, on the CPU's SHA instructions where it has them: about 2.5× the speed of
+    # hashlib's BLAKE2b (portable C) on the ~1.5 MB of a 26 000-object study's arrays
+    shared = hashlib.sha256()
     shared.update(repr((task.name, task.kind.value, sorted(task.labels.items()), task.span, params)).encode())
     shared.update(repr(task.suggestion_set_id).encode())
     _add_boxes(shared, task.reference)
