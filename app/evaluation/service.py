@@ -106,7 +106,7 @@ class Boxes:
     images: m.IntArray
 
     def take(self, index: Any) -> Boxes:
-        boxes = self.boxes[index] if isinstance(index, slice) else m.take_rows(self.boxes, index)
+        boxes = self.boxes[index] if isinstance(index, slice) else m.take_rows(self.boxes, np.asarray(index))
         return Boxes(boxes, self.labels[index], self.images[index])
 
     def __len__(self) -> int:
