@@ -119,7 +119,7 @@ def _main_params(params: MetricsParams) -> MetricsParams:
 
 def rows_digest(rows: repository.StudyRows) -> str:
     """A digest of everything the metrics read (tables rebuilt on the way are the same objects again)."""
-    digest = hashlib.blake2b(digest_size=20)
+    digest = hashlib.sha256()
     for field in dataclasses.fields(rows):
         if field.name != "rebuilt":
             digest.update(field.name.encode())

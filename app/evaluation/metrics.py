@@ -11,7 +11,7 @@ Pure numpy, no I/O. Conventions used throughout:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,7 @@ from app.geometry import PixelConvention
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+Scalar = TypeVar("Scalar", bound=np.generic)
 
 PAPER_IOU = 0.25
 BORDER_MARGIN_PX = 2.0
@@ -37,6 +38,20 @@ NO_MATCH = -1
 def pixels(plus_one: bool) -> PixelConvention:
     """The geometry convention of a `plus_one` flag: inclusive pixel boxes (+1) or continuous boxes."""
     return PixelConvention.INCLUSIVE if plus_one else PixelConvention.CONTINUOUS
+
+
+def take_rows(table: npt.NDArray[Scalar], index: IntArray | BoolArray) -> npt.NDArray[Scalar]:
+    """`table[index]` of a 2-D table (N, K) by integer indices (negative ones count from the end) or a mask
+    (N,): by `np.take` or `np.compress`, which copy whole rows, where numpy's fancy indexing goes element
+    by element (10–30× slower on (N, 4) boxes).
+
+    >>> take_rows(np.arange(6.0).reshape(3, 2), np.array([2, 0]))
+    array([[4., 5.],
+           [0., 1.]])
+    """
+    if index.dtype == np.bool_:
+        return table.compress(index, axis=0)
+    return table.take(index, axis=0)
 
 
 def box_areas(boxes: FloatArray, plus_one: bool = True) -> FloatArray:
@@ -506,7 +521,9 @@ def one_to_one_match(
     """
     det_keys, ref_keys = joint_keys(det_labels, det_images, ref_labels, ref_images)
     det_index, ref_index = _candidate_pairs(det_boxes, det_keys, ref_boxes, ref_keys, by == "iou", threshold)
-    admissible = _paired_admissible(det_boxes[det_index], ref_boxes[ref_index], by, threshold)
+    admissible = _paired_admissible(
+        take_rows(det_boxes, det_index), take_rows(ref_boxes, ref_index), by, threshold
+    )
     det_index, ref_index = det_index[admissible], ref_index[admissible]
     return _one_to_one_of_pairs(
         det_index, ref_index, det_boxes, det_keys, ref_boxes, ref_keys, by, threshold, method
@@ -559,7 +576,7 @@ def _one_to_one_of_pairs(
     for key in np.unique(det_keys[contested_dets]):
         dets = contested_dets[det_keys[contested_dets] == key]
         refs = contested_refs[ref_keys[contested_refs] == key]
-        score, allowed = _pair_scores(det_boxes[dets], ref_boxes[refs], by, threshold)
+        score, allowed = _pair_scores(take_rows(det_boxes, dets), take_rows(ref_boxes, refs), by, threshold)
         rows, cols = _assign(score, allowed, method)
         det_pairs.append(dets[rows])
         ref_pairs.append(refs[cols])
@@ -920,7 +937,7 @@ def kept_error_costs(
         return np.ones(len(labels), dtype=np.float64)
     keys = match_keys(labels, images)
     first, second = _candidate_pairs(boxes, keys, boxes, keys, True, iou)
-    overlap = paired_iou(boxes[first], boxes[second]) >= iou
+    overlap = paired_iou(take_rows(boxes, first), take_rows(boxes, second)) >= iou
     foreign = overlap & (experts[first] != experts[second])
     codes = experts - int(experts.min())
     width = int(codes.max()) + 1
@@ -945,7 +962,7 @@ def overlapping_objects(
     Keys say what may match: image ids alone (any label) or `match_keys` (same image and class).
     """
     entry_index, det_index = _candidate_pairs(entry_boxes, entry_keys, det_boxes, det_keys, True, iou)
-    keep = paired_iou(entry_boxes[entry_index], det_boxes[det_index]) >= iou
+    keep = paired_iou(take_rows(entry_boxes, entry_index), take_rows(det_boxes, det_index)) >= iou
     return entry_index[keep], det_index[keep]
 
 

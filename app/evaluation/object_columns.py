@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from app.evaluation.metrics import take_rows
+
 FloatTable = npt.NDArray[np.float64]
 
 LAYOUT = 1
@@ -103,11 +105,11 @@ def of_keys(table: FloatTable, keys: FloatTable) -> npt.NDArray[np.bool_]:
 def spliced(table: FloatTable, keys: FloatTable, fresh: FloatTable) -> FloatTable:
     """The stored table with the rows of the keys' groups replaced by `fresh` (their rows as read now, in
     layout order), in layout order: the sort is stable, and a group's rows are all kept or all fresh."""
-    kept = table[~of_keys(table, keys)]
-    fresh = fresh[of_keys(fresh, keys)]
+    kept = take_rows(table, ~of_keys(table, keys))
+    fresh = take_rows(fresh, of_keys(fresh, keys))
     both = np.concatenate([kept, fresh])
     order = np.lexsort((both[:, EXPERT], both[:, IMAGE], both[:, MODE]))
-    return np.ascontiguousarray(both[order])
+    return np.ascontiguousarray(take_rows(both, order))
 
 
 def tables_by_task(rows: Sequence[Sequence[Any]], task_ids: Sequence[int]) -> dict[int, FloatTable]:
@@ -135,7 +137,7 @@ def tables_by_task(rows: Sequence[Sequence[Any]], task_ids: Sequence[int]) -> di
             tasks,
         )
     )
-    tasks, everything = tasks[order].astype(np.int64), everything[order, 1 : 1 + WIDTH]
+    tasks, everything = tasks[order].astype(np.int64), take_rows(everything, order)[:, 1 : 1 + WIDTH]
     starts = np.flatnonzero(np.r_[True, tasks[1:] != tasks[:-1]])
     for start, stop in zip(starts, [*starts[1:], len(tasks)], strict=True):
         tables[int(tasks[start])] = np.ascontiguousarray(everything[start:stop])

@@ -255,8 +255,9 @@ def _cluster_agreement(
     n_clusters = int(cluster.max()) + 1
     # each expert's first object in a cluster gives its label (objects are in detection order)
     _, first = np.unique(cluster * len(names) + owners, return_index=True)
-    value_counts = np.zeros((n_clusters, codes.count), dtype=np.int64)
-    np.add.at(value_counts, (cluster[first], labels[first]), 1)
+    value_counts = np.bincount(
+        cluster[first] * codes.count + labels[first], minlength=n_clusters * codes.count
+    ).reshape(n_clusters, codes.count)
     not_marked = len(names) - value_counts.sum(axis=1, keepdims=True)
     fleiss = agreement.fleiss_kappa(np.hstack([value_counts, not_marked]))
     alpha = agreement.krippendorff_alpha(
@@ -358,7 +359,7 @@ def task_uncertainty(
 
 
 def _cache_key(task: TaskData, params: MetricsParams) -> str:
-    digest = hashlib.blake2b(digest_size=20)
+    digest = hashlib.sha256()
     digest.update(repr((task.name, task.kind.value, sorted(task.labels.items()), params)).encode())
     for boxes in (task.reference, *(part for _, parts in sorted(task.register.items()) for _, part in parts)):
         _update(digest, boxes)
