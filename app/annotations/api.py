@@ -72,14 +72,17 @@ def _in_workspace(edit: Edit[T], workspace: Workspace) -> Callable[[Session], T]
 
 
 async def _by_token_on_image(
-    request: Request, edits: EditRunner, image_id: int, mode: str, edit: Edit[T]
+    request: Request, edits: EditRunner, image_id: int, mode: str, edit: Edit[T], opens: bool = True
 ) -> T | None:
-    """`edit` authorised by the bearer token in one statement and written in one hand-off; None when there
-    is no token or the statement did not authorise it (the caller then goes step by step)."""
+    """`edit` authorised by the bearer token in one statement and written in one hand-off, the image opened
+    first if it was not (unless `opens` is False); None when there is no token or the statement did not
+    authorise it (the caller then goes step by step)."""
     token = _bearer_token(request)
     if not token:
         return None
-    authorise = partial(service.workspace_by_token, token_hash=digest(token), image_id=image_id, mode=mode)
+    authorise = partial(
+        service.workspace_by_token, token_hash=digest(token), image_id=image_id, mode=mode, opens=opens
+    )
     return await edits.run(_authorised_edit(authorise, edit))
 
 
@@ -321,7 +324,8 @@ async def _presence(
 @router.post("/images/{image_id}/done")
 async def mark_done(image_id: PathId, mode: ModeQuery, request: Request, edits: Edits) -> dict[str, int]:
     """Mark an image of the own assignment as done."""
-    done = await _by_token_on_image(request, edits, image_id, mode, service.mark_done)
+    # a done mark opens the assignment but records no first sight of the image: the step-by-step path
+    done = await _by_token_on_image(request, edits, image_id, mode, service.mark_done, opens=False)
     if done is not None:
         return done
     async with edits.unit_of_work() as session:
