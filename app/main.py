@@ -30,7 +30,10 @@ API_PREFIX = "/api/v1"
 
 
 def api_routers() -> list[APIRouter]:
-    """JSON routers, mounted under /api/v1. Each domain adds its own line."""
+    """JSON routers, mounted under /api/v1. Each domain adds its own line.
+
+    Annotations come first: a request is matched against the routes in order (twice, by FastAPI), and
+    edits, visits and heartbeats are most of what the API is asked; no two routers' paths overlap."""
     from app.detectors.api import router as detectors_router
     from app.evaluation.api import router as evaluation_router
     from app.images.api import router as images_router
@@ -41,11 +44,11 @@ def api_routers() -> list[APIRouter]:
     from app.training.api import router as training_router
 
     return [
+        annotations_router,
         accounts_router,
         studies_router,
         images_router,
         slides_router,
-        annotations_router,
         jobs_router,
         suggestions_router,
         evaluation_router,
@@ -84,6 +87,9 @@ def page_routers() -> list[APIRouter]:
     ]
 
 
+YOUNG_COLLECTION_OBJECTS = 10_000
+
+
 health_router = APIRouter(tags=["health"])
 
 
@@ -97,10 +103,15 @@ async def health(session: SessionDep) -> dict[str, str]:
 def create_served_app() -> FastAPI:
     """`create_app()` for `concord serve`: what is built at start-up (modules, mappers, routes, schemas) lives
     as long as the process, so it leaves the garbage collector's generations; a full collection then walks
-    only what requests allocate, instead of pausing every request for tens of milliseconds."""
+    only what requests allocate, instead of pausing every request for tens of milliseconds. The youngest
+    generation is collected after YOUNG_COLLECTION_OBJECTS net allocations instead of 700: a request
+    allocates thousands of objects, nearly all freed by reference counting before a collection would see
+    them; in bench/load.py (SQLite, 1600 edits) the collector's CPU fell from 0.62 s to 0.23 s."""
     app = create_app()
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_OBJECTS, older, oldest)
     return app
 
 
@@ -143,6 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         responses=ERROR_RESPONSES,
+        # Concord's own middleware logs and counts every request; FastAPI's OpenTelemetry hooks, off,
+        # no longer look up the global providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_middleware(UploadGuard)  # added first, so the headers middleware wraps its refusals too
     app.add_middleware(ServerErrorPage)  # inside the headers middleware: its 500 page gets them

@@ -4,7 +4,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ from app.annotations.schemas import (
 from app.annotations.service import Workspace
 from app.batched_writes import EditRunner
 from app.config import Settings
-from app.deps import CurrentUser, SessionDep, SettingsDep, optional_principal, require_principal
+from app.deps import CurrentUser, SessionDep, optional_principal, require_principal
 from app.models import EventKind, Mode, User
 from app.schemas_common import PathId
 from app.simulation import repository as simulation_repository
@@ -36,11 +36,10 @@ IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_le
 MAX_BULK = 5000
 
 
-async def _edit_runner(request: Request) -> EditRunner:
+def _edits(request: Request) -> EditRunner:
+    """Where the request's edit is written. Not a FastAPI dependency: a sub-dependency is solved anew on
+    every request, a measurable share of an edit's CPU on the server."""
     return EditRunner(request.app.state.sessionmaker, request.app.state.batch_writer)
-
-
-Edits = Annotated[EditRunner, Depends(_edit_runner)]
 
 
 def _bearer_token(request: Request) -> str | None:
@@ -72,38 +71,44 @@ def _in_workspace(edit: Edit[T], workspace: Workspace) -> Callable[[Session], T]
 
 
 async def _by_token_on_image(
-    request: Request, edits: EditRunner, image_id: int, mode: str, edit: Edit[T]
+    request: Request, image_id: int, mode: str, edit: Edit[T], opens: bool = True
 ) -> T | None:
-    """`edit` authorised by the bearer token in one statement and written in one hand-off; None when there
-    is no token or the statement did not authorise it (the caller then goes step by step)."""
+    """`edit` authorised by the bearer token in one statement and written in one hand-off, the image opened
+    first if it was not (unless `opens` is False); None when there is no token or the statement did not
+    authorise it (the caller then goes step by step)."""
     token = _bearer_token(request)
     if not token:
         return None
-    authorise = partial(service.workspace_by_token, token_hash=digest(token), image_id=image_id, mode=mode)
-    return await edits.run(_authorised_edit(authorise, edit))
+    authorise = partial(
+        service.workspace_by_token, token_hash=digest(token), image_id=image_id, mode=mode, opens=opens
+    )
+    return await _edits(request).run(_authorised_edit(authorise, edit))
 
 
-async def _edit_on_image(request: Request, edits: EditRunner, image_id: int, mode: str, edit: Edit[T]) -> T:
-    """A bearer token's edit is authorised and written in one hand-off; otherwise (a cookie, a first open, or
-    a refusal to tell precisely) the workspace is opened step by step first."""
-    done = await _by_token_on_image(request, edits, image_id, mode, edit)
+async def _edit_on_image(request: Request, image_id: int, mode: str, edit: Edit[T]) -> T:
+    """A bearer token's edit is authorised (the image opened if it was not) and written in one hand-off;
+    otherwise (a cookie, a finished assignment, or a refusal to tell precisely) the workspace is opened step
+    by step first."""
+    done = await _by_token_on_image(request, image_id, mode, edit)
     if done is not None:
         return done
+    edits = _edits(request)
     async with edits.unit_of_work() as session:
         workspace = await service.open_workspace(session, await _user(request, session), image_id, mode)
         return await edits.run_in(session, _in_workspace(edit, workspace))
 
 
-async def _edit_of_annotation(request: Request, edits: EditRunner, annotation_id: int, edit: Edit[T]) -> T:
+async def _edit_of_annotation(request: Request, annotation_id: int, edit: Edit[T]) -> T:
     """As `_edit_on_image`, on the workspace of the user's own object."""
     token = _bearer_token(request)
     if token:
         authorise = partial(
             service.annotation_workspace_by_token, token_hash=digest(token), annotation_id=annotation_id
         )
-        done = await edits.run(_authorised_edit(authorise, edit))
+        done = await _edits(request).run(_authorised_edit(authorise, edit))
         if done is not None:
             return done
+    edits = _edits(request)
     async with edits.unit_of_work() as session:
         user = await _user(request, session)
         workspace, _ = await service.workspace_of_annotation(session, user, annotation_id)
@@ -112,16 +117,16 @@ async def _edit_of_annotation(request: Request, edits: EditRunner, annotation_id
 
 @router.post("/images/{image_id}/open")
 async def open_image(
-    image_id: PathId, mode: ModeQuery, request: Request, edits: Edits, include_deleted: bool = False
+    image_id: PathId, mode: ModeQuery, request: Request, include_deleted: bool = False
 ) -> list[AnnotationOut]:
     """Open an image to work on it, and answer the current expert's objects on it (as the list does).
     The first open records the first view and, in aided mode, copies the suggestions into the expert's
     objects; opening again changes nothing. Edits open the image too; a finished assignment is not opened."""
     listing = partial(service.annotations_in, include_deleted=include_deleted)
-    opened = await _by_token_on_image(request, edits, image_id, mode, listing)
+    opened = await _by_token_on_image(request, image_id, mode, listing)
     if opened is not None:
         return opened
-    async with edits.unit_of_work() as session:
+    async with _edits(request).unit_of_work() as session:
         workspace = await service.open_workspace(session, await _user(request, session), image_id, mode)
         return await service.list_annotations(session, workspace, include_deleted)
 
@@ -142,7 +147,6 @@ async def create_annotation(
     mode: ModeQuery,
     data: AnnotationCreate,
     request: Request,
-    edits: Edits,
     response: Response,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
@@ -150,7 +154,7 @@ async def create_annotation(
     if data.idempotency_key is None and idempotency_key is not None:
         data = data.model_copy(update={"idempotency_key": idempotency_key})
     edit = partial(service.create_annotation, data=data)
-    created, is_new = await _edit_on_image(request, edits, image_id, mode, edit)
+    created, is_new = await _edit_on_image(request, image_id, mode, edit)
     if not is_new:
         response.status_code = 200
     return created
@@ -162,13 +166,12 @@ async def upload_annotations(
     mode: ModeQuery,
     items: Annotated[list[AnnotationCreate], Body(max_length=MAX_BULK)],
     request: Request,
-    edits: Edits,
     response: Response,
     idempotency_key: IdempotencyHeader = None,
 ) -> list[AnnotationOut]:
     """Upload a JSON list of objects, each created with its own event; a keyed retry returns them (200)."""
     edit = partial(service.create_many, items=items, key=idempotency_key)
-    created, is_new = await _edit_on_image(request, edits, image_id, mode, edit)
+    created, is_new = await _edit_on_image(request, image_id, mode, edit)
     if not is_new:
         response.status_code = 200
     return created
@@ -179,28 +182,26 @@ async def update_annotation(
     annotation_id: PathId,
     data: AnnotationUpdate,
     request: Request,
-    edits: Edits,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Move, resize or relabel an own object; the version must be the current one (else 409)."""
     if data.idempotency_key is None and idempotency_key is not None:
         data = data.model_copy(update={"idempotency_key": idempotency_key})
     edit = partial(service.update_annotation, annotation_id=annotation_id, data=data)
-    return await _edit_of_annotation(request, edits, annotation_id, edit)
+    return await _edit_of_annotation(request, annotation_id, edit)
 
 
 async def _change(
     annotation_id: int,
     data: StateChange,
     request: Request,
-    edits: EditRunner,
     kind: EventKind,
     key: str | None,
 ) -> AnnotationOut:
     if data.idempotency_key is None and key is not None:
         data = data.model_copy(update={"idempotency_key": key})
     edit = partial(service.change_state, annotation_id=annotation_id, data=data, kind=kind)
-    return await _edit_of_annotation(request, edits, annotation_id, edit)
+    return await _edit_of_annotation(request, annotation_id, edit)
 
 
 @router.post("/annotations/{annotation_id}/delete")
@@ -208,11 +209,10 @@ async def delete_annotation(
     annotation_id: PathId,
     data: StateChange,
     request: Request,
-    edits: Edits,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Delete an own object (soft delete: it can be restored)."""
-    return await _change(annotation_id, data, request, edits, EventKind.delete, idempotency_key)
+    return await _change(annotation_id, data, request, EventKind.delete, idempotency_key)
 
 
 @router.post("/annotations/{annotation_id}/restore")
@@ -220,11 +220,10 @@ async def restore_annotation(
     annotation_id: PathId,
     data: StateChange,
     request: Request,
-    edits: Edits,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Restore an own deleted object."""
-    return await _change(annotation_id, data, request, edits, EventKind.restore, idempotency_key)
+    return await _change(annotation_id, data, request, EventKind.restore, idempotency_key)
 
 
 @router.post("/annotations/{annotation_id}/accept")
@@ -232,11 +231,10 @@ async def accept_suggestion(
     annotation_id: PathId,
     data: StateChange,
     request: Request,
-    edits: Edits,
     idempotency_key: IdempotencyHeader = None,
 ) -> AnnotationOut:
     """Accept a suggestion unchanged (recorded as an event)."""
-    return await _change(annotation_id, data, request, edits, EventKind.accept, idempotency_key)
+    return await _change(annotation_id, data, request, EventKind.accept, idempotency_key)
 
 
 @router.get("/images/{image_id}/events")
@@ -261,9 +259,9 @@ async def list_events(
 
 
 @router.post("/images/{image_id}/visits", status_code=201)
-async def open_visit(image_id: PathId, mode: ModeQuery, request: Request, edits: Edits) -> VisitOut:
+async def open_visit(image_id: PathId, mode: ModeQuery, request: Request) -> VisitOut:
     """Record that the expert opened an image."""
-    return await _edit_on_image(request, edits, image_id, mode, service.start_visit)
+    return await _edit_on_image(request, image_id, mode, service.start_visit)
 
 
 @router.get("/images/{image_id}/visits")
@@ -277,24 +275,19 @@ async def list_visits(
 
 
 @router.post("/visits/{visit_id}/heartbeat")
-async def heartbeat(
-    visit_id: PathId, request: Request, edits: Edits, settings: SettingsDep, data: ClientTime | None = None
-) -> VisitOut:
+async def heartbeat(visit_id: PathId, request: Request, data: ClientTime | None = None) -> VisitOut:
     """The page is visible and the expert active; idle gaps beyond the limit do not count."""
-    return await _presence(request, edits, settings, visit_id, data or ClientTime(), close=False)
+    return await _presence(request, visit_id, data or ClientTime(), close=False)
 
 
 @router.post("/visits/{visit_id}/close")
-async def close_visit(
-    visit_id: PathId, request: Request, edits: Edits, settings: SettingsDep, data: ClientTime | None = None
-) -> VisitOut:
+async def close_visit(visit_id: PathId, request: Request, data: ClientTime | None = None) -> VisitOut:
     """The expert left the image."""
-    return await _presence(request, edits, settings, visit_id, data or ClientTime(), close=True)
+    return await _presence(request, visit_id, data or ClientTime(), close=True)
 
 
-async def _presence(
-    request: Request, edits: EditRunner, settings: Settings, visit_id: int, data: ClientTime, close: bool
-) -> VisitOut:
+async def _presence(request: Request, visit_id: int, data: ClientTime, close: bool) -> VisitOut:
+    settings: Settings = request.app.state.settings
     idle_limit_s = settings.heartbeat_idle_seconds
     token = _bearer_token(request)
     if token:
@@ -306,10 +299,10 @@ async def _presence(
             active=data.active,
             close=close,
         )
-        done = await edits.run(work)
+        done = await _edits(request).run(work)
         if done is not None:
             return done
-    async with edits.unit_of_work() as session:
+    async with _edits(request).unit_of_work() as session:
         user = await _user(request, session)
         visit = await service.get_visit(session, user, visit_id)
         scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)
@@ -319,12 +312,13 @@ async def _presence(
 
 
 @router.post("/images/{image_id}/done")
-async def mark_done(image_id: PathId, mode: ModeQuery, request: Request, edits: Edits) -> dict[str, int]:
+async def mark_done(image_id: PathId, mode: ModeQuery, request: Request) -> dict[str, int]:
     """Mark an image of the own assignment as done."""
-    done = await _by_token_on_image(request, edits, image_id, mode, service.mark_done)
+    # a done mark opens the assignment but records no first sight of the image: the step-by-step path
+    done = await _by_token_on_image(request, image_id, mode, service.mark_done, opens=False)
     if done is not None:
         return done
-    async with edits.unit_of_work() as session:
+    async with _edits(request).unit_of_work() as session:
         user = await _user(request, session)
         image = await studies.get_image(session, user, image_id)
         assignment = await studies.mark_image_done(session, user, image, mode)

@@ -356,18 +356,16 @@ async def visits_of(session: AsyncSession, image_id: int, expert_id: int, mode: 
     return (await session.scalars(query)).all()
 
 
-async def image_view(session: AsyncSession, image_id: int, expert_id: int, mode: str) -> ImageView | None:
+def image_view(session: Session, image_id: int, expert_id: int, mode: str) -> ImageView | None:
     query = select(ImageView).where(
         ImageView.image_id == image_id,
         ImageView.expert_id == expert_id,
         ImageView.mode == mode,
     )
-    return await session.scalar(query)
+    return session.scalar(query)
 
 
-async def suggestions_of(
-    session: AsyncSession, suggestion_set_id: int, image_id: int
-) -> Sequence[Suggestion]:
+def suggestions_of(session: Session, suggestion_set_id: int, image_id: int) -> Sequence[Suggestion]:
     query = (
         select(Suggestion)
         .where(
@@ -376,4 +374,4 @@ async def suggestions_of(
         )
         .order_by(Suggestion.position, Suggestion.id)
     )
-    return (await session.scalars(query)).all()
+    return session.scalars(query).all()

@@ -83,8 +83,7 @@ async def open_workspace(session: AsyncSession, user: User, image_id: int, mode:
     if row is not None and row.seen and row.assignment.opened_at is not None:
         return workspace  # the usual path of an edit: opened before
     if workspace.assignment.status != AssignmentStatus.finished:
-        await studies.open_assignment(session, workspace.assignment)
-        await _first_open(session, workspace)
+        await session.run_sync(_open_first_time, workspace)
     return workspace
 
 
@@ -130,25 +129,31 @@ async def workspace_of_annotation(
     return workspace, annotation
 
 
-async def _first_open(session: AsyncSession, workspace: Workspace) -> None:
+def _open_first_time(session: Session, workspace: Workspace) -> None:
+    """Open the assignment (the first time) and record the first sight of the image (`_first_open`)."""
+    studies.open_assignment_in(session, workspace.assignment)
+    _first_open(session, workspace)
+
+
+def _first_open(session: Session, workspace: Workspace) -> None:
     """Record the first sight of the image; in aided mode the suggestions become the expert's objects."""
     user, image, mode = workspace.user, workspace.image, workspace.assignment.mode
-    if await repository.image_view(session, image.id, user.id, mode):
+    if repository.image_view(session, image.id, user.id, mode):
         return
     try:
-        async with session.begin_nested():
+        with session.begin_nested():
             session.add(ImageView(image_id=image.id, expert_id=user.id, mode=mode))
-            await session.flush()
+            session.flush()
             if mode == Mode.aided and workspace.assignment.suggestion_set_id is not None:
-                await _seed_suggestions(session, workspace, workspace.assignment.suggestion_set_id)
+                _seed_suggestions(session, workspace, workspace.assignment.suggestion_set_id)
     except IntegrityError:
         pass  # a concurrent request recorded the first open and seeded the suggestions
 
 
-async def _seed_suggestions(session: AsyncSession, workspace: Workspace, suggestion_set_id: int) -> None:
+def _seed_suggestions(session: Session, workspace: Workspace, suggestion_set_id: int) -> None:
     """Copy the set's objects in an order shuffled per assignment and image, so that neither the order nor
     the ids tell injected objects (appended last to their set) from the others; seeded, so reproducible."""
-    suggestions = list(await repository.suggestions_of(session, suggestion_set_id, workspace.image.id))
+    suggestions = list(repository.suggestions_of(session, suggestion_set_id, workspace.image.id))
     rng = np.random.default_rng([workspace.assignment.id, workspace.user.id, workspace.image.id])
     order = rng.permutation(len(suggestions))
     for position, suggestion in enumerate(suggestions[index] for index in order):
@@ -167,7 +172,7 @@ async def _seed_suggestions(session: AsyncSession, workspace: Workspace, suggest
                 position=position,
             )
         )
-    await session.flush()
+    session.flush()
 
 
 def resolve_label(workspace: Workspace, name: str) -> Label:
@@ -208,39 +213,48 @@ def to_out(annotation: Annotation, labels_by_id: dict[int, Label]) -> Annotation
     )
 
 
-def workspace_by_token(session: Session, token_hash: str, image_id: int, mode: str) -> Workspace | None:
+def workspace_by_token(
+    session: Session, token_hash: str, image_id: int, mode: str, opens: bool = True
+) -> Workspace | None:
     """An edit's authorisation in one statement, in the edit's own transaction: the bearer token's user and
-    its workspace on the image (the usual path of `open_workspace`). None when the token, the workspace or
-    the usual path fails: the caller then authorises step by step, which answers the precise
-    401/403/404/422."""
+    its workspace on the image, opened as `open_workspace` opens it (unless `opens` is False: then an image
+    not opened before is left to the caller). None when the token, the workspace or the usual path fails:
+    the caller then authorises step by step, which answers the precise 401/403/404/409/422."""
     now = utcnow()
-    return _authorised_workspace(
-        repository.authorised_image_row(session, token_hash, now, image_id, mode), now
-    )
+    row = repository.authorised_image_row(session, token_hash, now, image_id, mode)
+    return _authorised_workspace(session, row, now, opens)
 
 
 def annotation_workspace_by_token(session: Session, token_hash: str, annotation_id: int) -> Workspace | None:
     """As `workspace_by_token`, for the workspace of the token's user's own object."""
     now = utcnow()
-    return _authorised_workspace(
-        repository.authorised_annotation_row(session, token_hash, now, annotation_id), now
-    )
+    row = repository.authorised_annotation_row(session, token_hash, now, annotation_id)
+    return _authorised_workspace(session, row, now, opens=True)
 
 
-def _authorised_workspace(row: repository.AuthorisedRow | None, now: datetime) -> Workspace | None:
-    if row is None or not row.workspace.seen or row.workspace.assignment.opened_at is None:
+def _authorised_workspace(
+    session: Session, row: repository.AuthorisedRow | None, now: datetime, opens: bool
+) -> Workspace | None:
+    if row is None:
         return None
     found = row.workspace
+    opened = found.seen and found.assignment.opened_at is not None
+    # a finished assignment is not opened: the step-by-step path answers it as before
+    if not opened and (not opens or found.assignment.status == AssignmentStatus.finished):
+        return None
     if not _washout_over(found.assignment, found.study, row, now):
         return None
     accounts.note_token_use(row.api_token, now)
-    return Workspace(
+    workspace = Workspace(
         user=row.user,
         image=found.image,
         task=found.task,
         assignment=found.assignment,
         labels_by_name={label.name: label for label in found.labels},
     )
+    if not opened:
+        _open_first_time(session, workspace)
+    return workspace
 
 
 def _washout_over(assignment: Assignment, study: Study, row: repository.AuthorisedRow, now: datetime) -> bool:

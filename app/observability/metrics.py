@@ -84,16 +84,21 @@ class TileCacheTally:
     def __init__(self) -> None:
         self._cache: object = None
         self._seen = (0, 0)
+        self._hits = TILE_CACHE_LOOKUPS.labels(result="hit")
+        self._misses = TILE_CACHE_LOOKUPS.labels(result="miss")
 
     def sync(self, cache: object) -> None:
+        """Called after every request: most made no lookup, and then nothing is counted."""
         lookups = getattr(cache, "lookups", None)
         if lookups is None:
             return
         if cache is not self._cache:
             self._cache, self._seen = cache, (0, 0)
         hits, misses = lookups
-        TILE_CACHE_LOOKUPS.labels(result="hit").inc(hits - self._seen[0])
-        TILE_CACHE_LOOKUPS.labels(result="miss").inc(misses - self._seen[1])
+        if (hits, misses) == self._seen:
+            return
+        self._hits.inc(hits - self._seen[0])
+        self._misses.inc(misses - self._seen[1])
         self._seen = (hits, misses)
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 
 from fastapi.routing import iter_route_contexts
+from prometheus_client import Histogram
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,6 +60,7 @@ class ObservabilityMiddleware:
         self.app = app
         self.tile_cache = TileCacheTally()
         self._templates: dict[int, str] | None = None  # built at start-up (lifespan), when routes are final
+        self._series: dict[tuple[str, str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" and self._templates is None:
@@ -95,11 +97,21 @@ class ObservabilityMiddleware:
             record_once()
             request_id_var.reset(token)
 
+    def _latency(self, method: str, route: str, status: int) -> Histogram:
+        """The histogram's series of these labels, kept: looking a series up takes a lock every time."""
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = REQUEST_SECONDS.labels(
+                method=method, route=route, status=str(status)
+            )
+        return series
+
     def _record(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
         if self._templates is None:  # an app served without its lifespan
             self._templates = _templates_of(scope)
         method, route = scope["method"], route_template(scope, self._templates)
-        REQUEST_SECONDS.labels(method=method, route=route, status=str(status)).observe(seconds)
+        self._latency(method, route, status).observe(seconds)
         app_state = getattr(scope.get("app"), "state", None)
         self.tile_cache.sync(getattr(app_state, "tile_cache", None))
         log.log(

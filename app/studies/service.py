@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app.accounts import repository as accounts_repository
 from app.errors import Conflict, Forbidden, Invalid, NotFound
@@ -174,14 +175,20 @@ async def working_assignment(session: AsyncSession, user: User, task: Task, mode
 async def open_assignment(session: AsyncSession, assignment: Assignment) -> None:
     """The expert starts working: record when, and lock the suggestion set shown (it can no longer change)."""
     if assignment.opened_at is None:
+        await session.run_sync(open_assignment_in, assignment)
+
+
+def open_assignment_in(session: Session, assignment: Assignment) -> None:
+    """`open_assignment` in a synchronous session (an edit's own transaction)."""
+    if assignment.opened_at is None:
         assignment.opened_at = utcnow()
-        await _lock_suggestion_set(session, assignment)
+        _lock_suggestion_set(session, assignment)
 
 
-async def _lock_suggestion_set(session: AsyncSession, assignment: Assignment) -> None:
+def _lock_suggestion_set(session: Session, assignment: Assignment) -> None:
     if assignment.suggestion_set_id is None:
         return
-    suggestion_set = await session.get(SuggestionSet, assignment.suggestion_set_id)
+    suggestion_set = session.get(SuggestionSet, assignment.suggestion_set_id)
     if suggestion_set is not None and suggestion_set.locked_at is None:
         suggestion_set.locked_at = utcnow()
 
