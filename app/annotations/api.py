@@ -100,15 +100,15 @@ async def _edit_on_image(request: Request, image_id: int, mode: str, edit: Edit[
 
 async def _edit_of_annotation(request: Request, annotation_id: int, edit: Edit[T]) -> T:
     """As `_edit_on_image`, on the workspace of the user's own object."""
+    edits = _edits(request)
     token = _bearer_token(request)
     if token:
         authorise = partial(
             service.annotation_workspace_by_token, token_hash=digest(token), annotation_id=annotation_id
         )
-        done = await _edits(request).run(_authorised_edit(authorise, edit))
+        done = await edits.run(_authorised_edit(authorise, edit))
         if done is not None:
             return done
-    edits = _edits(request)
     async with edits.unit_of_work() as session:
         user = await _user(request, session)
         workspace, _ = await service.workspace_of_annotation(session, user, annotation_id)
@@ -288,6 +288,7 @@ async def close_visit(visit_id: PathId, request: Request, data: ClientTime | Non
 
 async def _presence(request: Request, visit_id: int, data: ClientTime, close: bool) -> VisitOut:
     settings: Settings = request.app.state.settings
+    edits = _edits(request)
     idle_limit_s = settings.heartbeat_idle_seconds
     token = _bearer_token(request)
     if token:
@@ -299,10 +300,10 @@ async def _presence(request: Request, visit_id: int, data: ClientTime, close: bo
             active=data.active,
             close=close,
         )
-        done = await _edits(request).run(work)
+        done = await edits.run(work)
         if done is not None:
             return done
-    async with _edits(request).unit_of_work() as session:
+    async with edits.unit_of_work() as session:
         user = await _user(request, session)
         visit = await service.get_visit(session, user, visit_id)
         scale = await simulation_repository.time_scale_of_visit(session, visit.image_id, user.id)

@@ -41,9 +41,10 @@ APP14 = 0xEE
 SOS = 0xDA
 SOF_BASELINE = 0xC0
 SOF_EXTENDED = 0xC1
-# Rows decoded below a cut tile's last row: a whole MCU row more (16 at most), so that the fancy upsampling
-# of the last rows kept sees the same chroma neighbours as in the whole tile's decode.
-CONTEXT_ROWS = 16
+MCU_ROWS = 16  # the tallest MCU (4:2:0)
+# Rows decoded below a cut tile's last row: a whole MCU row more, so that the fancy upsampling of the last
+# rows kept sees the same chroma neighbours as in the whole tile's decode.
+CONTEXT_ROWS = MCU_ROWS
 # Adobe APP14: version 100, no flags, transform 0 (the components are RGB, not YCbCr).
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 MAX_TILE_BYTES = 16 * 2**20
@@ -71,7 +72,7 @@ class StoredTile:
         """The stream a crop needs decoded: for a tile cut by the level's bottom edge, its sequential frame
         header says fewer lines (the kept rows and an MCU row more), so that a decoder stops there instead
         of decoding the padding; the rows kept decode to the same pixels."""
-        lines = -(-self.height // 16) * 16 + CONTEXT_ROWS
+        lines = -(-self.height // MCU_ROWS) * MCU_ROWS + CONTEXT_ROWS
         return self.jpeg if lines >= self.side else with_frame_lines(self.jpeg, lines)
 
 

@@ -159,11 +159,6 @@ def _c_ordered(array: Pixels) -> Pixels:
     return array.copy(order="C")
 
 
-def decode_jpeg(data: bytes) -> Pixels:
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def served_jpeg(stored: StoredTile, quality: int) -> bytes:
     """A stored tile as served: its own bytes, or for a tile cut by the level's extent its part, encoded
     (decoded only down to the rows kept)."""

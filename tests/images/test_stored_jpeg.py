@@ -23,7 +23,7 @@ from app.images.stored_jpeg import (
     jpeg_markers,
     with_frame_lines,
 )
-from app.images.tiles import ImageSource, Pixels, TileCache, decode_jpeg, encode, served_jpeg
+from app.images.tiles import ImageSource, Pixels, TileCache, encode, served_jpeg
 from tests.images.jpegfiles import (
     numbered_components,
     rgb_jpeg,
@@ -58,7 +58,7 @@ def test_stored_tiles_decode_to_the_pixels_openslide_reads(tmp_path: Path, outco
                 assert served == stored.jpeg  # the file's bytes, not an encode
                 assert np.abs(_jpeg_pixels(served).astype(int) - expected).max() <= 2
             else:  # cut by the extent: stored whole, padded; cropped and encoded
-                cropped = decode_jpeg(stored.jpeg)[:height, :width]
+                cropped = _jpeg_pixels(stored.jpeg)[:height, :width]
                 assert np.abs(cropped.astype(int) - expected).max() <= 2
                 assert served == encode(np.ascontiguousarray(cropped), "jpeg")
 
@@ -189,14 +189,14 @@ def test_a_bottom_edge_tile_decoded_down_to_its_rows_gives_the_whole_decode_s_pi
         stored = StoredTile(jpeg, TILE, width, height)
         trimmed = stored.rows_to_decode()
         assert len(trimmed) == len(jpeg)
-        expected = decode_jpeg(jpeg)[:height, :width]
-        assert np.array_equal(decode_jpeg(trimmed)[:height, :width], expected)
+        expected = _jpeg_pixels(jpeg)[:height, :width]
+        assert np.array_equal(_jpeg_pixels(trimmed)[:height, :width], expected)
         assert served_jpeg(stored, 85) == encode(np.ascontiguousarray(expected), "jpeg")
     if height <= 200:
-        assert decode_jpeg(StoredTile(jpeg, TILE, TILE, height).rows_to_decode()).shape[0] < TILE
+        assert _jpeg_pixels(StoredTile(jpeg, TILE, TILE, height).rows_to_decode()).shape[0] < TILE
 
 
 def test_only_a_sequential_frame_header_is_given_fewer_lines() -> None:
     progressive = _tile_jpeg("4:2:0", progressive=True)
     assert with_frame_lines(progressive, 64) == progressive
-    assert decode_jpeg(with_frame_lines(_tile_jpeg("4:2:0"), 64)).shape == (64, TILE, 3)
+    assert _jpeg_pixels(with_frame_lines(_tile_jpeg("4:2:0"), 64)).shape == (64, TILE, 3)
