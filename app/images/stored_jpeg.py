@@ -8,8 +8,9 @@ viewer asks for holds each viewer tile as one JPEG stream. ``StoredJpegTiles`` i
   tables spliced in;
 - a level whose TIFF says its JPEG holds RGB, not YCbCr (Aperio's), gets an Adobe APP14 marker with
   transform 0 unless the stream already says so, since decoders otherwise assume YCbCr and shift colours;
-- a tile cut by the level's extent is stored whole, padded: the caller crops it (decode, crop, encode;
-  ``rows_to_decode`` spares the decode of the padding below the extent);
+- a tile cut by the level's extent is stored whole, padded. Cut by the bottom edge only, it is served as
+  stored with its frame header saying the rows kept (``cut_only_below``); cut by the right edge, the
+  caller crops it (decode, crop, encode; ``rows_to_decode`` spares the decode of the padding below);
 - anything else (other sizes, non-JPEG or non-RGB levels, a JFIF marker that contradicts an RGB level)
   answers None, and the caller reads and encodes the region as before.
 
@@ -67,6 +68,17 @@ class StoredTile:
     @property
     def whole(self) -> bool:
         return self.width == self.side and self.height == self.side
+
+    def cut_only_below(self) -> bytes | None:
+        """A tile cut by the level's bottom edge only, as its stored stream with a sequential frame header
+        saying its ``height`` lines: decoders stop after them (Pillow, Chromium: tested), so the rows kept
+        are shown as stored, with no decode and no second lossy encode. They equal the whole tile's decode
+        but for the last row's chroma, which has no row below it now (4:2:0). None for a tile cut on the
+        right or a stream without a sequential frame header (progressive)."""
+        if self.width != self.side or self.height == self.side:
+            return None
+        stream = with_frame_lines(self.jpeg, self.height)
+        return None if stream is self.jpeg else stream
 
     def rows_to_decode(self) -> bytes:
         """The stream a crop needs decoded: for a tile cut by the level's bottom edge, its sequential frame

@@ -160,10 +160,13 @@ def _c_ordered(array: Pixels) -> Pixels:
 
 
 def served_jpeg(stored: StoredTile, quality: int) -> bytes:
-    """A stored tile as served: its own bytes, or for a tile cut by the level's extent its part, encoded
-    (decoded only down to the rows kept)."""
+    """A stored tile as served: its own bytes (for a tile cut by the bottom edge, with a frame header saying
+    the rows kept), or for a tile cut by the right edge its part, encoded (decoded only down to the rows
+    kept)."""
     if stored.whole:
         return stored.jpeg
+    if (only_below := stored.cut_only_below()) is not None:
+        return only_below
     pixels = to_rgb8(imagecodecs.jpeg8_decode(stored.rows_to_decode()))
     return encode(pixels[: stored.height, : stored.width], "jpeg", quality)
 

@@ -10,7 +10,7 @@ import numpy as np
 from playwright.async_api import Page
 
 from app.images.stored_jpeg import APP14, complete_jpeg
-from app.images.tiles import ImageSource, Pixels
+from app.images.tiles import ImageSource, Pixels, served_jpeg
 from tests.images.jpegfiles import (
     numbered_components,
     rgb_jpeg,
@@ -64,3 +64,21 @@ async def test_chromium_needs_the_adobe_marker_on_aperio_rgb_tiles(page: Page) -
     assert unmarked is not None
     assert _mean_difference(await _decoded_by_chromium(page, served), pixels) < 3
     assert _mean_difference(await _decoded_by_chromium(page, unmarked), pixels) > 20
+
+
+async def test_chromium_shows_a_tile_cut_only_below_as_its_rows_kept(page: Page, tmp_path: Path) -> None:
+    await page.set_content("<!doctype html><title>tiles</title>")
+    for outcolorspace in ("ycbcr", "rgb"):
+        path = write_jpeg_svs(tmp_path / f"{outcolorspace}.svs", smooth_pixels(), outcolorspace)
+        with ImageSource(path) as source:
+            height = source.levels[0][1]
+            row = height // 256
+            stored = source.stored_jpeg_tile(0, 0, row, 256)
+            assert stored is not None
+            assert (stored.width, stored.height) == (256, height - row * 256)
+            served = served_jpeg(stored, 85)
+            assert served == stored.cut_only_below()
+            expected = source.read_region(0, 0, row * 256, 256, stored.height)
+        shown = await _decoded_by_chromium(page, served)
+        assert shown.shape == expected.shape, outcolorspace
+        assert _mean_difference(shown, expected) < 2, outcolorspace

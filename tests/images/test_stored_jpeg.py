@@ -191,9 +191,34 @@ def test_a_bottom_edge_tile_decoded_down_to_its_rows_gives_the_whole_decode_s_pi
         assert len(trimmed) == len(jpeg)
         expected = _jpeg_pixels(jpeg)[:height, :width]
         assert np.array_equal(_jpeg_pixels(trimmed)[:height, :width], expected)
-        assert served_jpeg(stored, 85) == encode(np.ascontiguousarray(expected), "jpeg")
+    cut_on_the_right = StoredTile(jpeg, TILE, 53, height)
+    expected = _jpeg_pixels(jpeg)[:height, :53]
+    assert served_jpeg(cut_on_the_right, 85) == encode(np.ascontiguousarray(expected), "jpeg")
     if height <= 200:
         assert _jpeg_pixels(StoredTile(jpeg, TILE, TILE, height).rows_to_decode()).shape[0] < TILE
+
+
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4"])
+@pytest.mark.parametrize("height", [1, 15, 16, 17, 53, 80, 200, 255])
+def test_a_tile_cut_only_below_is_served_as_stored_with_its_rows_in_the_frame_header(
+    subsampling: str, height: int
+) -> None:
+    jpeg = _tile_jpeg(subsampling)
+    served = served_jpeg(StoredTile(jpeg, TILE, TILE, height), 85)
+    assert served == with_frame_lines(jpeg, height)
+    assert len(served) == len(jpeg)  # the stored scan, not a second encode
+    pixels = _jpeg_pixels(served).astype(int)
+    whole = _jpeg_pixels(jpeg)[:height].astype(int)
+    assert pixels.shape == (height, TILE, 3)
+    assert np.array_equal(pixels[:-1], whole[:-1])
+    # The last row's chroma had the row below it as neighbour in the whole tile (4:2:0 only).
+    assert np.abs(pixels[-1] - whole[-1]).max() <= (16 if subsampling == "4:2:0" else 0)
+
+
+def test_a_progressive_tile_cut_only_below_is_cropped_and_encoded() -> None:
+    jpeg = _tile_jpeg("4:2:0", progressive=True)
+    expected = _jpeg_pixels(jpeg)[:80]
+    assert served_jpeg(StoredTile(jpeg, TILE, TILE, 80), 85) == encode(np.ascontiguousarray(expected), "jpeg")
 
 
 def test_only_a_sequential_frame_header_is_given_fewer_lines() -> None:
