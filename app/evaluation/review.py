@@ -292,18 +292,19 @@ def _clusters(
     pairs = tree.query_pairs(r=radius, output_type="ndarray").astype(np.int64).reshape(-1, 2)
     earlier, later = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
     UNDECIDED, SEED, MEMBER = 0, 1, 2
-    state = np.zeros(n, dtype=np.int8)
-    while True:
-        undecided = state == UNDECIDED
-        if not undecided.any():
-            break
+    # the first round: a point without an earlier neighbour is a seed
+    state = np.full(n, SEED, dtype=np.int8)
+    state[later] = UNDECIDED
+    open_earlier, open_later = earlier, later
+    while len(open_later):
         # a point with an earlier seed neighbour is a member
-        claimed = np.zeros(n, dtype=np.bool_)
-        claimed[later[state[earlier] == SEED]] = True
-        state[undecided & claimed] = MEMBER
+        state[open_later[state[open_earlier] == SEED]] = MEMBER
+        # only the pairs of points still undecided decide anything more (after the second round, a few)
+        still_open = state[open_later] == UNDECIDED
+        open_earlier, open_later = open_earlier[still_open], open_later[still_open]
         # a point whose earlier neighbours are all members is a seed
         blocked = np.zeros(n, dtype=np.bool_)
-        blocked[later[state[earlier] != MEMBER]] = True
+        blocked[open_later[state[open_earlier] != MEMBER]] = True
         state[(state == UNDECIDED) & ~blocked] = SEED
     seeds = np.flatnonzero(state == SEED)
     cluster = np.full(n, n, dtype=np.int64)
