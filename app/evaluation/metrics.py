@@ -11,6 +11,7 @@ Pure numpy, no I/O. Conventions used throughout:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -127,12 +128,21 @@ def counted_mask(
 
 @dataclass(frozen=True)
 class GreedyMatch:
-    """Result of `greedy_match`: per detection TP flag and chosen reference, per reference whether taken."""
+    """Result of `greedy_match`: per detection TP flag and chosen reference, per reference whether taken.
+
+    A detection without an overlapping reference is never a TP when iou > 0; its `best_reference` (the first
+    reference of its key, IoU 0) is looked up on first use only."""
 
     true_positive: BoolArray
-    best_reference: IntArray
     best_iou: FloatArray
     reference_taken: BoolArray
+    paired_best: IntArray  # best_reference where the detection overlaps a reference of its key, else NO_MATCH
+    det_keys: IntArray
+    ref_keys: IntArray
+
+    @cached_property
+    def best_reference(self) -> IntArray:
+        return _with_first_references(self.paired_best, self.det_keys, self.ref_keys)
 
 
 def best_reference(
@@ -186,11 +196,17 @@ def overlaps(
 def best_of_overlaps(pairs: Overlaps, det_keys: IntArray, ref_keys: IntArray) -> tuple[IntArray, FloatArray]:
     """`best_reference` from the overlapping pairs of those keys (`overlaps`, or a `where` of coarser keys'
     pairs): detections without a pair get the first reference of their key with IoU 0."""
-    best_iou = np.zeros(len(det_keys), dtype=np.float64)
+    best, best_iou = _best_of_pairs(pairs, len(det_keys))
+    return _with_first_references(best, det_keys, ref_keys), best_iou
+
+
+def _best_of_pairs(pairs: Overlaps, n_det: int) -> tuple[IntArray, FloatArray]:
+    """`best_of_overlaps` of the detections with a pair; NO_MATCH (IoU 0) for those without."""
+    best_iou = np.zeros(n_det, dtype=np.float64)
+    best = np.full(n_det, NO_MATCH, dtype=np.int64)
     det_index, ref_index, iou = pairs.det, pairs.ref, pairs.iou
     if len(det_index) == 0:
-        return _first_reference_of_key(det_keys, ref_keys), best_iou  # IoU 0 with every reference of its key
-    best = np.full(len(det_keys), NO_MATCH, dtype=np.int64)
+        return best, best_iou
     # Pairs come grouped by detection with references ascending, so the first maximum of a group wins ties.
     group_starts = np.flatnonzero(_starts_of_runs(det_index))
     group_max = np.maximum.reduceat(iou, group_starts)
@@ -199,10 +215,18 @@ def best_of_overlaps(pairs: Overlaps, det_keys: IntArray, ref_keys: IntArray) ->
     chosen = at_max[_starts_of_runs(det_index[at_max])]
     best[det_index[chosen]] = ref_index[chosen]
     best_iou[det_index[chosen]] = iou[chosen]
-    unpaired = np.flatnonzero(best == NO_MATCH)
-    if len(unpaired):
-        best[unpaired] = _first_reference_of_key(det_keys[unpaired], ref_keys)
     return best, best_iou
+
+
+def _with_first_references(best: IntArray, det_keys: IntArray, ref_keys: IntArray) -> IntArray:
+    """best with each NO_MATCH replaced by the first reference of the detection's key (IoU 0 with all)."""
+    unpaired = np.flatnonzero(best == NO_MATCH)
+    if len(unpaired) == len(best):
+        return _first_reference_of_key(det_keys, ref_keys)
+    if len(unpaired):
+        best = best.copy()
+        best[unpaired] = _first_reference_of_key(det_keys[unpaired], ref_keys)
+    return best
 
 
 def _starts_of_runs(values: IntArray) -> BoolArray:
@@ -336,7 +360,9 @@ def greedy_match(
 
 def greedy_of_overlaps(pairs: Overlaps, det_keys: IntArray, ref_keys: IntArray, iou: float) -> GreedyMatch:
     """`greedy_match` from the overlapping pairs of those keys (see `best_of_overlaps`)."""
-    best, best_iou = best_of_overlaps(pairs, det_keys, ref_keys)
+    paired, best_iou = _best_of_pairs(pairs, len(det_keys))
+    # with iou > 0 only a detection with a pair can be a TP; iou ≤ 0 lets the first reference of a key win
+    best = paired if iou > 0 else _with_first_references(paired, det_keys, ref_keys)
     candidate = np.flatnonzero((best != NO_MATCH) & (best_iou >= iou))
     _, first = np.unique(best[candidate], return_index=True)
     winners = candidate[first]
@@ -344,7 +370,7 @@ def greedy_of_overlaps(pairs: Overlaps, det_keys: IntArray, ref_keys: IntArray, 
     true_positive[winners] = True
     taken = np.zeros(len(ref_keys), dtype=np.bool_)
     taken[best[winners]] = True
-    return GreedyMatch(true_positive, best, best_iou, taken)
+    return GreedyMatch(true_positive, best_iou, taken, best, det_keys, ref_keys)
 
 
 # ---------------------------------------------------------------- average precision and concordance
