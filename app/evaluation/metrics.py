@@ -1072,12 +1072,26 @@ def seconds_per_image_gaps(
     Example: one image, times 0, 10, 400, 405 → gaps 10, 390, 5 → 15 s.
     """
     seconds = np.floor(last_edited_seconds)
-    order = np.lexsort((seconds, object_images))
+    order = _order_by_image_then_seconds(object_images, seconds)
     sorted_images = object_images[order]
     gaps = np.diff(seconds[order])
     counted = (sorted_images[1:] == sorted_images[:-1]) & (gaps < max_gap)
     totals = np.bincount(sorted_images[1:][counted], weights=gaps[counted], minlength=n_images)
     return np.asarray(totals[:n_images], dtype=np.float64)
+
+
+def _order_by_image_then_seconds(images: IntArray, seconds: FloatArray) -> IntArray:
+    """`np.lexsort((seconds, images))` of whole seconds: one stable sort of image · range + seconds when that
+    fits in int64 (objects come nearly sorted, which the single sort exploits), else lexsort."""
+    if len(images) == 0 or not np.isfinite(seconds).all() or int(images.min()) < 0:
+        return np.lexsort((seconds, images))
+    low = float(seconds.min())
+    width = float(seconds.max()) - low + 1.0
+    if (float(images.max()) + 1.0) * width >= 2.0**62:
+        return np.lexsort((seconds, images))
+    keys = images.astype(np.int64, copy=False) * int(width) + (seconds - low).astype(np.int64)
+    order: IntArray = np.argsort(keys, kind="stable")
+    return order
 
 
 def seconds_per_image_300s_rule(

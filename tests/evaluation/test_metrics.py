@@ -291,6 +291,21 @@ def test_a_gap_of_exactly_300_seconds_is_left_out() -> None:
     np.testing.assert_allclose(totals, [299.0])
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_objects_of_the_gap_rule_are_ordered_as_lexsort_by_image_then_seconds(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 400
+    images = rng.integers(0, 30, n)
+    seconds = np.floor(rng.uniform(1.7e9, 1.7e9 + [50, 1e4, 1e7][seed % 3], n))
+    if seed == 4:
+        seconds[rng.integers(0, n, 5)] = np.nan  # NaN sorts last within its image, as lexsort has it
+    if seed == 5:
+        images = images * 2**40  # image · range past int64: lexsort itself
+    expected = np.lexsort((seconds, images))
+
+    np.testing.assert_array_equal(m._order_by_image_then_seconds(images, seconds), expected)
+
+
 # ---------------------------------------------------------------- statistics
 
 
