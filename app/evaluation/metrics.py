@@ -1072,7 +1072,7 @@ def seconds_per_image_gaps(
     Example: one image, times 0, 10, 400, 405 → gaps 10, 390, 5 → 15 s.
     """
     seconds = np.floor(last_edited_seconds)
-    order = _order_by_image_then_seconds(object_images, seconds)
+    order = lexsort_order((seconds, object_images))
     sorted_images = object_images[order]
     gaps = np.diff(seconds[order])
     counted = (sorted_images[1:] == sorted_images[:-1]) & (gaps < max_gap)
@@ -1080,17 +1080,26 @@ def seconds_per_image_gaps(
     return np.asarray(totals[:n_images], dtype=np.float64)
 
 
-def _order_by_image_then_seconds(images: IntArray, seconds: FloatArray) -> IntArray:
-    """`np.lexsort((seconds, images))` of whole seconds: one stable sort of image · range + seconds when that
-    fits in int64 (objects come nearly sorted, which the single sort exploits), else lexsort."""
-    if len(images) == 0 or not np.isfinite(seconds).all() or int(images.min()) < 0:
-        return np.lexsort((seconds, images))
-    low = float(seconds.min())
-    width = float(seconds.max()) - low + 1.0
-    if (float(images.max()) + 1.0) * width >= 2.0**62:
-        return np.lexsort((seconds, images))
-    keys = images.astype(np.int64, copy=False) * int(width) + (seconds - low).astype(np.int64)
-    order: IntArray = np.argsort(keys, kind="stable")
+def lexsort_order(keys: tuple[npt.NDArray[np.int64] | npt.NDArray[np.float64], ...]) -> IntArray:
+    """`np.lexsort(keys)` (the last key primary, stable) as one stable sort of the mixed-radix int64 key
+    Σ_j (k_j − min k_j) · Π_{i<j} (range of k_i) when every key holds whole numbers and the product of their
+    ranges stays below 2⁶²; else `np.lexsort` itself (NaN, fractions, huge ranges). One sort instead of one
+    per key, and rows that come nearly in order sort faster.
+
+    Example: keys ([3, 1, 2], [0, 1, 0]) → [2, 0, 1] (by the second key, then the first).
+    """
+    if not keys or not len(keys[0]):
+        return np.lexsort(keys)
+    radix, combined = 1, np.zeros(len(keys[0]), dtype=np.int64)
+    for key in keys:
+        if key.dtype.kind == "f" and not (np.isfinite(key).all() and np.array_equal(np.floor(key), key)):
+            return np.lexsort(keys)
+        low, high = int(key.min()), int(key.max())
+        if radix * (high - low + 1) >= 2**62:
+            return np.lexsort(keys)
+        combined += (key - low).astype(np.int64) * radix
+        radix *= high - low + 1
+    order: IntArray = np.argsort(combined, kind="stable")
     return order
 
 

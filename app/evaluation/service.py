@@ -266,7 +266,7 @@ def _add_mode_work(
     image_index = np.searchsorted(sizes.ids, images)
     task_of = sizes.tasks[image_index]
     rank = _view_rank(views, experts, images, sizes.positions[image_index])
-    order = np.lexsort((rank, experts, task_of))  # stable: keeps the source order inside an image
+    order = m.lexsort_order((rank, experts, task_of))  # stable: keeps the source order inside an image
     experts, task_of = experts[order], task_of[order]
     every = Boxes(table[:, object_columns.BOX], table[:, object_columns.LABEL].astype(np.int64), images)
     keep = sizes.counted(every)[order]
