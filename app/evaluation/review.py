@@ -254,7 +254,7 @@ def _cluster_agreement(
     cluster = _clusters(m.box_centres(batch.objects.boxes), images, radius, task.images)
     n_clusters = int(cluster.max()) + 1
     # each expert's first object in a cluster gives its label (objects are in detection order)
-    _, first = np.unique(cluster * len(names) + owners, return_index=True)
+    first = m.first_indices(cluster * len(names) + owners, n_clusters * len(names))
     value_counts = np.bincount(
         cluster[first] * codes.count + labels[first], minlength=n_clusters * codes.count
     ).reshape(n_clusters, codes.count)

@@ -264,6 +264,18 @@ def test_votes_loss_weights_scale_between_min_and_max() -> None:
     assert m.votes_loss_weights(np.array([], dtype=np.int64)).shape == (0,)
 
 
+@pytest.mark.parametrize("size", [1, 50, 5_000, 10**7])  # the last: np.unique itself (a table too large)
+def test_distinct_ints_and_first_indices_are_those_of_np_unique(size: int) -> None:
+    rng = np.random.default_rng(size)
+    for n in (0, 1, 300):
+        values = rng.integers(0, size, n)
+        distinct, first = np.unique(values, return_index=True)
+
+        np.testing.assert_array_equal(m.distinct_ints(values, size), distinct)
+        np.testing.assert_array_equal(m.first_indices(values, size), first)
+        assert m.first_indices(values, size).dtype == np.int64
+
+
 # ---------------------------------------------------------------- time per image
 
 
