@@ -74,6 +74,21 @@ def distinct_ints(values: IntArray, size: int) -> IntArray:
     return np.flatnonzero(present)
 
 
+def distinct_values(values: IntArray) -> IntArray:
+    """`np.unique` of integers of any range: `distinct_ints` of the values less their minimum where the range
+    is small, else `np.unique` itself.
+
+    >>> distinct_values(np.array([12, 10, 12]))
+    array([10, 12])
+    """
+    if len(values) == 0:
+        return np.unique(values)
+    low, high = int(values.min()), int(values.max())
+    if not _small_range(values, high - low + 1):
+        return np.unique(values)
+    return distinct_ints(values - low, high - low + 1) + low
+
+
 def first_indices(values: IntArray, size: int) -> IntArray:
     """`np.unique(values, return_index=True)[1]` of integers in [0, size): the index of each distinct value's
     first occurrence, by ascending value, from one `np.minimum.at` into a table of size indices.

@@ -717,7 +717,7 @@ def _per_class_ap(
     labels ∪ the reference's labels, as `metrics.paper_concordance`.
     """
     rows = len(batch.names)
-    classes = np.union1d(batch.objects.labels, reference.labels)
+    classes = m.distinct_values(np.concatenate([batch.objects.labels, reference.labels]))  # np.union1d
     width = len(classes)
     groups = batch.owners * width + np.searchsorted(classes, batch.objects.labels)
     n_ref = np.bincount(np.searchsorted(classes, reference.labels), minlength=width)
@@ -754,7 +754,7 @@ def _seconds_per_image_of_batch(batch: Batch, experts: dict[str, ExpertWork]) ->
         if work.visit_seconds:
             results.append(seconds_per_image(work))
             continue
-        seen = np.unique(np.array(work.images_seen or work.objects.images, dtype=np.int64))
+        seen = m.distinct_values(np.array(work.images_seen or work.objects.images, dtype=np.int64))
         results.append(float(totals[seen + row * batch.span].mean()) if len(seen) else math.nan)
     return results
 

@@ -273,6 +273,7 @@ def test_distinct_ints_and_first_indices_are_those_of_np_unique(size: int) -> No
 
         np.testing.assert_array_equal(m.distinct_ints(values, size), distinct)
         np.testing.assert_array_equal(m.first_indices(values, size), first)
+        np.testing.assert_array_equal(m.distinct_values(values - size // 2), distinct - size // 2)
         assert m.first_indices(values, size).dtype == np.int64
 
 
