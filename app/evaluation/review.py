@@ -289,8 +289,8 @@ def _clusters(
     placed = np.column_stack([centres[:, 0] - centres[:, 0].min() + image_rank * width, centres[:, 1]])
     # an unbalanced, uncompacted tree builds faster and finds the same pairs
     tree = cKDTree(placed, balanced_tree=False, compact_nodes=False)
-    pairs = tree.query_pairs(r=radius, output_type="ndarray").astype(np.int64).reshape(-1, 2)
-    earlier, later = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
+    pairs = tree.query_pairs(r=radius, output_type="ndarray").astype(np.int64, copy=False).reshape(-1, 2)
+    earlier, later = pairs[:, 0], pairs[:, 1]  # scipy gives each pair as (i, j) with i < j
     UNDECIDED, SEED, MEMBER = 0, 1, 2
     # the first round: a point without an earlier neighbour is a seed
     state = np.full(n, SEED, dtype=np.int8)
