@@ -254,7 +254,7 @@ def _cluster_agreement(
     cluster = _clusters(m.box_centres(batch.objects.boxes), images, radius, task.images)
     n_clusters = int(cluster.max()) + 1
     # each expert's first object in a cluster gives its label (objects are in detection order)
-    _, first = np.unique(cluster * len(names) + owners, return_index=True)
+    first = m.first_indices(cluster * len(names) + owners, n_clusters * len(names))
     value_counts = np.bincount(
         cluster[first] * codes.count + labels[first], minlength=n_clusters * codes.count
     ).reshape(n_clusters, codes.count)
@@ -289,21 +289,22 @@ def _clusters(
     placed = np.column_stack([centres[:, 0] - centres[:, 0].min() + image_rank * width, centres[:, 1]])
     # an unbalanced, uncompacted tree builds faster and finds the same pairs
     tree = cKDTree(placed, balanced_tree=False, compact_nodes=False)
-    pairs = tree.query_pairs(r=radius, output_type="ndarray").astype(np.int64).reshape(-1, 2)
-    earlier, later = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
+    pairs = tree.query_pairs(r=radius, output_type="ndarray").astype(np.int64, copy=False).reshape(-1, 2)
+    earlier, later = pairs[:, 0], pairs[:, 1]  # scipy gives each pair as (i, j) with i < j
     UNDECIDED, SEED, MEMBER = 0, 1, 2
-    state = np.zeros(n, dtype=np.int8)
-    while True:
-        undecided = state == UNDECIDED
-        if not undecided.any():
-            break
+    # the first round: a point without an earlier neighbour is a seed
+    state = np.full(n, SEED, dtype=np.int8)
+    state[later] = UNDECIDED
+    open_earlier, open_later = earlier, later
+    while len(open_later):
         # a point with an earlier seed neighbour is a member
-        claimed = np.zeros(n, dtype=np.bool_)
-        claimed[later[state[earlier] == SEED]] = True
-        state[undecided & claimed] = MEMBER
+        state[open_later[state[open_earlier] == SEED]] = MEMBER
+        # only the pairs of points still undecided decide anything more (after the second round, a few)
+        still_open = state[open_later] == UNDECIDED
+        open_earlier, open_later = open_earlier[still_open], open_later[still_open]
         # a point whose earlier neighbours are all members is a seed
         blocked = np.zeros(n, dtype=np.bool_)
-        blocked[later[state[earlier] != MEMBER]] = True
+        blocked[open_later[state[open_earlier] != MEMBER]] = True
         state[(state == UNDECIDED) & ~blocked] = SEED
     seeds = np.flatnonzero(state == SEED)
     cluster = np.full(n, n, dtype=np.int64)

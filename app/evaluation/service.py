@@ -266,7 +266,7 @@ def _add_mode_work(
     image_index = np.searchsorted(sizes.ids, images)
     task_of = sizes.tasks[image_index]
     rank = _view_rank(views, experts, images, sizes.positions[image_index])
-    order = np.lexsort((rank, experts, task_of))  # stable: keeps the source order inside an image
+    order = m.lexsort_order((rank, experts, task_of))  # stable: keeps the source order inside an image
     experts, task_of = experts[order], task_of[order]
     every = Boxes(table[:, object_columns.BOX], table[:, object_columns.LABEL].astype(np.int64), images)
     keep = sizes.counted(every)[order]
@@ -717,7 +717,7 @@ def _per_class_ap(
     labels ∪ the reference's labels, as `metrics.paper_concordance`.
     """
     rows = len(batch.names)
-    classes = np.union1d(batch.objects.labels, reference.labels)
+    classes = m.distinct_values(np.concatenate([batch.objects.labels, reference.labels]))  # np.union1d
     width = len(classes)
     groups = batch.owners * width + np.searchsorted(classes, batch.objects.labels)
     n_ref = np.bincount(np.searchsorted(classes, reference.labels), minlength=width)
@@ -754,7 +754,7 @@ def _seconds_per_image_of_batch(batch: Batch, experts: dict[str, ExpertWork]) ->
         if work.visit_seconds:
             results.append(seconds_per_image(work))
             continue
-        seen = np.unique(np.array(work.images_seen or work.objects.images, dtype=np.int64))
+        seen = m.distinct_values(np.array(work.images_seen or work.objects.images, dtype=np.int64))
         results.append(float(totals[seen + row * batch.span].mean()) if len(seen) else math.nan)
     return results
 

@@ -264,6 +264,19 @@ def test_votes_loss_weights_scale_between_min_and_max() -> None:
     assert m.votes_loss_weights(np.array([], dtype=np.int64)).shape == (0,)
 
 
+@pytest.mark.parametrize("size", [1, 50, 5_000, 10**7])  # the last: np.unique itself (a table too large)
+def test_distinct_ints_and_first_indices_are_those_of_np_unique(size: int) -> None:
+    rng = np.random.default_rng(size)
+    for n in (0, 1, 300):
+        values = rng.integers(0, size, n)
+        distinct, first = np.unique(values, return_index=True)
+
+        np.testing.assert_array_equal(m.distinct_ints(values, size), distinct)
+        np.testing.assert_array_equal(m.first_indices(values, size), first)
+        np.testing.assert_array_equal(m.distinct_values(values - size // 2), distinct - size // 2)
+        assert m.first_indices(values, size).dtype == np.int64
+
+
 # ---------------------------------------------------------------- time per image
 
 
@@ -289,6 +302,22 @@ def test_a_gap_of_exactly_300_seconds_is_left_out() -> None:
     totals = m.seconds_per_image_gaps(ints(0, 0, 0), np.array([0.0, 300.0, 599.0]), n_images=1)
 
     np.testing.assert_allclose(totals, [299.0])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lexsort_order_is_lexsort(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 400
+    images = rng.integers(0, 30, n)
+    seconds = np.floor(rng.uniform(1.7e9, 1.7e9 + [50, 1e4, 1e7][seed % 3], n))
+    if seed == 4:
+        seconds[rng.integers(0, n, 5)] = np.nan  # NaN sorts last within its image, as lexsort has it
+    if seed == 5:
+        images = images * 2**40  # image · range past int64: lexsort itself
+    experts = rng.integers(3, 7, n)
+
+    for keys in ((seconds, images), (images, experts, images % 7), (seconds + 0.5, images)):
+        np.testing.assert_array_equal(m.lexsort_order(keys), np.lexsort(keys))
 
 
 # ---------------------------------------------------------------- statistics
