@@ -92,7 +92,8 @@ async def test_a_failing_flush_rolls_back_alone(writer: tuple[SQLiteBatchWriter,
         batch_writer.run(_insert(3)),
         return_exceptions=True,
     )
-    assert outcomes[0] == 1 and outcomes[2] == 3
+    assert outcomes[0] == 1
+    assert outcomes[2] == 3
     assert "UNIQUE" in str(outcomes[1])
     assert _committed_values(path) == [1, 3]
 
