@@ -134,6 +134,24 @@ def test_register_flags_from_shared_overlaps_equal_the_rules_on_their_own(seed: 
     np.testing.assert_array_equal(caught, caught_entries(task, kind, entries, batch, 0.25))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_one_sweep_against_reference_and_registers_equals_a_sweep_against_each(seed: int) -> None:
+    batch, reference = _batch(seed)
+    rng = np.random.default_rng(200 + seed)
+    registers = Boxes(*_fields(_random_boxes(rng, 30, 4, 3, size=90)))  # wider than the reference's boxes
+    shared = Batch(batch.names, batch.objects, batch.owners, batch.bounds, batch.span, reference, registers)
+
+    for found, alone in (
+        (shared.reference_overlaps.any_class, batch.overlaps_with_repeated(reference)),
+        (shared.register_overlaps, batch.overlaps_with_repeated(registers)),
+    ):
+        np.testing.assert_array_equal(found.det, alone.det)
+        np.testing.assert_array_equal(found.ref, alone.ref)
+        np.testing.assert_array_equal(found.iou, alone.iou)
+    assert len(shared.register_overlaps.det)
+    assert len(shared.reference_overlaps.any_class.det)
+
+
 def test_object_tables_are_sorted_into_the_layout_order_whatever_order_the_rows_come_in() -> None:
     rng = np.random.default_rng(5)
     count = 200
