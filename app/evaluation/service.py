@@ -147,8 +147,29 @@ class ImageSizes:
     heights: m.FloatArray
     positions: m.IntArray
 
+    def rows_of(self, images: m.IntArray) -> m.IntArray:
+        """`np.searchsorted(self.ids, images)`: by a table of that answer for every id of the ids' range where
+        the range is small and holds the images, a gather in place of a binary search per object."""
+        if len(self.ids) and len(images):
+            low, high = int(self.ids[0]), int(self.ids[-1])
+            if (
+                high - low < 8 * len(images) + 65_536
+                and low <= int(images.min())
+                and int(images.max()) <= high
+            ):
+                return self._rows_by_id.take(images - low)
+        found: m.IntArray = np.searchsorted(self.ids, images)
+        return found
+
+    @cached_property
+    def _rows_by_id(self) -> m.IntArray:
+        found: m.IntArray = np.searchsorted(
+            self.ids, np.arange(self.ids[0], self.ids[-1] + 1, dtype=np.int64)
+        )
+        return found
+
     def counted(self, boxes: Boxes) -> m.BoolArray:
-        index = np.searchsorted(self.ids, boxes.images)
+        index = self.rows_of(boxes.images)
         deleted = np.zeros(len(boxes), dtype=np.bool_)
         return m.counted_mask(boxes.boxes, self.widths[index], self.heights[index], deleted)
 
@@ -156,7 +177,7 @@ class ImageSizes:
 def _numbers(rows: Sequence[Any], first: int, width: int) -> m.FloatArray:
     """Columns first .. first + width − 1 of the driver's rows as one float64 (N, width) array, in one pass
     (ids are exact as float64 up to 2⁵³)."""
-    values = chain.from_iterable(row[first : first + width] for row in rows)
+    values = chain.from_iterable(map(itemgetter(slice(first, first + width)), rows))
     try:
         flat = np.fromiter(values, dtype=np.float64, count=len(rows) * width)
     except TypeError:  # a NULL: NaN, as numpy's array() makes it
@@ -242,7 +263,7 @@ def _add_work(
         _add_mode_work(tasks, mode, np.concatenate([object_columns.empty(), *tables]), seen, sizes, users)
     # views come grouped by mode and expert: extend each expert's list once per run of rows
     for (task_id, mode, expert_id), group in groupby(rows.views, key=itemgetter(0, 1, 2)):
-        _work_of(tasks, task_id, mode, users[expert_id]).images_seen.extend(row[3] for row in group)
+        _work_of(tasks, task_id, mode, users[expert_id]).images_seen.extend(map(itemgetter(3), group))
     for task_id, mode, expert_id, image_id, seconds in rows.visits:
         _work_of(tasks, task_id, mode, users[expert_id]).visit_seconds[image_id] = float(seconds or 0.0)
 
@@ -263,7 +284,7 @@ def _add_mode_work(
         table[:, object_columns.EXPERT].astype(np.int64),
         table[:, object_columns.IMAGE].astype(np.int64),
     )
-    image_index = np.searchsorted(sizes.ids, images)
+    image_index = sizes.rows_of(images)
     task_of = sizes.tasks[image_index]
     rank = _view_rank(views, experts, images, sizes.positions[image_index])
     order = m.lexsort_order((rank, experts, task_of))  # stable: keeps the source order inside an image
