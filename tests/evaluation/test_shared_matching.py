@@ -51,6 +51,31 @@ def test_the_sweep_finds_exactly_the_intersecting_same_key_pairs_in_order(seed: 
     assert ((0, 0) in expected) == plus_one
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_sweep_by_buckets_finds_every_intersecting_pair_of_crowded_images(seed: int) -> None:
+    rng = np.random.default_rng(30 + seed)
+    det, ref = _random_boxes(rng, 1500, 2, 1, size=50), _random_boxes(rng, 700, 2, 1, size=50)
+    ref.boxes[:5] = det.boxes[:5] + 0.5  # fractions: positions between the buckets' edges
+    det_keys, ref_keys = det.images + 40, ref.images + 40
+    positions = np.sort(ref.boxes[:, 0])
+    low, _ = m._windows(positions, det.boxes[:, 0], det.boxes[:, 2], np.zeros(1500), 600.0, 51.0)
+    # these sizes take the buckets (a few pixels wide), not the binary searches
+    assert not np.array_equal(low, np.searchsorted(positions, det.boxes[:, 0]))
+
+    found = m._overlapping_same_key_pairs(det.boxes, det_keys, ref.boxes, ref_keys, True)
+
+    width = np.minimum(det.boxes[:, None, 2], ref.boxes[None, :, 2]) - np.maximum(
+        det.boxes[:, None, 0], ref.boxes[None, :, 0]
+    )
+    height = np.minimum(det.boxes[:, None, 3], ref.boxes[None, :, 3]) - np.maximum(
+        det.boxes[:, None, 1], ref.boxes[None, :, 1]
+    )
+    same = det_keys[:, None] == ref_keys[None, :]
+    expected = np.nonzero(same & (width + 1 > 0) & (height + 1 > 0))
+    np.testing.assert_array_equal(found[0], expected[0])
+    np.testing.assert_array_equal(found[1], expected[1])
+
+
 def _batch(seed: int) -> tuple[Batch, Boxes]:
     rng = np.random.default_rng(seed)
     reference = _random_boxes(rng, 40, 4, 3, size=40)
