@@ -104,6 +104,24 @@ def first_indices(values: IntArray, size: int) -> IntArray:
     return found
 
 
+def sorted_positions(sorted_values: IntArray, values: IntArray) -> IntArray:
+    """`np.searchsorted(sorted_values, values)` of integers: by a table of that answer for every integer of
+    the sorted values' range where that range is small against the values and holds them, a gather per value
+    in place of a binary search (several times faster on thousands of values).
+
+    >>> sorted_positions(np.array([3, 5, 9]), np.array([9, 4, 3]))
+    array([2, 1, 0])
+    """
+    if len(sorted_values) and len(values):
+        low, high = int(sorted_values[0]), int(sorted_values[-1])
+        if high - low < 4 * len(values) + 64 and low <= int(values.min()) and int(values.max()) <= high:
+            table = np.searchsorted(sorted_values, np.arange(low, high + 1, dtype=np.int64))
+            found: IntArray = table.take(values - low)
+            return found
+    searched: IntArray = np.searchsorted(sorted_values, values)
+    return searched
+
+
 def box_areas(boxes: FloatArray, plus_one: bool = True) -> FloatArray:
     """Areas (N,) of boxes (N, 4): (x2 − x1 + p)(y2 − y1 + p), p = 1 with the +1-pixel convention.
 

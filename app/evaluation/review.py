@@ -205,7 +205,7 @@ class LabelCodes:
         self._codes = np.array([label_ids.index(label) for label in self._sorted.tolist()], dtype=np.int64)
 
     def __call__(self, labels: np.ndarray) -> np.ndarray:
-        codes: np.ndarray = self._codes[np.searchsorted(self._sorted, labels)]
+        codes: np.ndarray = self._codes[m.sorted_positions(self._sorted, labels)]
         return codes
 
 
@@ -348,7 +348,7 @@ def _clusters(
 def _dense_ranks(values: np.ndarray, known: np.ndarray | None) -> np.ndarray:
     """Rank of each value among the distinct values (`np.unique`'s inverse); known: ascending values that
     hold every one of them spare the sort (else it sorts)."""
-    where = np.searchsorted(known, values) if known is not None and len(known) else None
+    where = m.sorted_positions(known, values) if known is not None and len(known) else None
     if where is None or known is None or not np.array_equal(known[np.minimum(where, len(known) - 1)], values):
         ranks: np.ndarray = np.unique(values, return_inverse=True)[1].reshape(len(values))
         return ranks

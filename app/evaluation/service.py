@@ -147,29 +147,8 @@ class ImageSizes:
     heights: m.FloatArray
     positions: m.IntArray
 
-    def rows_of(self, images: m.IntArray) -> m.IntArray:
-        """`np.searchsorted(self.ids, images)`: by a table of that answer for every id of the ids' range where
-        the range is small and holds the images, a gather in place of a binary search per object."""
-        if len(self.ids) and len(images):
-            low, high = int(self.ids[0]), int(self.ids[-1])
-            if (
-                high - low < 8 * len(images) + 65_536
-                and low <= int(images.min())
-                and int(images.max()) <= high
-            ):
-                return self._rows_by_id.take(images - low)
-        found: m.IntArray = np.searchsorted(self.ids, images)
-        return found
-
-    @cached_property
-    def _rows_by_id(self) -> m.IntArray:
-        found: m.IntArray = np.searchsorted(
-            self.ids, np.arange(self.ids[0], self.ids[-1] + 1, dtype=np.int64)
-        )
-        return found
-
     def counted(self, boxes: Boxes) -> m.BoolArray:
-        index = self.rows_of(boxes.images)
+        index = m.sorted_positions(self.ids, boxes.images)
         deleted = np.zeros(len(boxes), dtype=np.bool_)
         return m.counted_mask(boxes.boxes, self.widths[index], self.heights[index], deleted)
 
@@ -284,7 +263,7 @@ def _add_mode_work(
         table[:, object_columns.EXPERT].astype(np.int64),
         table[:, object_columns.IMAGE].astype(np.int64),
     )
-    image_index = sizes.rows_of(images)
+    image_index = m.sorted_positions(sizes.ids, images)
     task_of = sizes.tasks[image_index]
     rank = _view_rank(views, experts, images, sizes.positions[image_index])
     order = m.lexsort_order((rank, experts, task_of))  # stable: keeps the source order inside an image
@@ -776,7 +755,7 @@ def _per_class_ap(
     rows = len(batch.names)
     classes = m.distinct_values(np.concatenate([batch.objects.labels, reference.labels]))  # np.union1d
     width = len(classes)
-    groups = batch.owners * width + np.searchsorted(classes, batch.objects.labels)
+    groups = batch.owners * width + m.sorted_positions(classes, batch.objects.labels)
     n_ref = np.bincount(np.searchsorted(classes, reference.labels), minlength=width)
     ap = m.grouped_average_precision(true_positive, groups, np.tile(n_ref, rows)).reshape(rows, width)
     detected = np.bincount(groups, minlength=rows * width).reshape(rows, width) > 0

@@ -178,20 +178,12 @@ def test_one_sweep_against_reference_and_registers_equals_a_sweep_against_each(s
 
 
 @pytest.mark.parametrize("ids", [[7, 9, 10, 15], [3], [5, 10**9]])
-def test_image_rows_by_table_equal_the_binary_search(ids: list[int]) -> None:
-    from app.evaluation.service import ImageSizes
-
+def test_sorted_positions_by_table_equal_the_binary_search(ids: list[int]) -> None:
     known = np.array(ids, dtype=np.int64)
-    sides = known.astype(np.float64)
-    sizes = ImageSizes(known, known * 0, sides, sides, known * 0)
     inside = np.array([ids[0], ids[-1], *ids, ids[0] + 1, (ids[0] + ids[-1]) // 2], dtype=np.int64)
-    for images in (
-        inside,
-        np.array([ids[0] - 1, *ids]),
-        np.array([*ids, ids[-1] + 1]),
-        np.zeros(0, np.int64),
-    ):
-        found = sizes.rows_of(images)
+    outside = [np.array([ids[0] - 1, *ids]), np.array([*ids, ids[-1] + 1]), np.zeros(0, np.int64)]
+    for images in (inside, np.repeat(inside, 50), *outside):
+        found = m.sorted_positions(known, images)
         np.testing.assert_array_equal(found, np.searchsorted(known, images))
         assert found.dtype == np.searchsorted(known, images).dtype
 
