@@ -63,6 +63,28 @@ def cohen_kappa_of_table(table: IntArray, weights: Literal["none", "quadratic"] 
     return 1.0 - float((weight * observed).sum()) / chance
 
 
+def cohen_kappa_of_tables(tables: IntArray, weights: Literal["none", "quadratic"] = "none") -> FloatArray:
+    """`cohen_kappa_of_table` (R,) of R contingency tables (R, K, K) at once, with the same sums in the same
+    order per table (each table's reductions run over that table alone). NaN for a table without cells."""
+    count, n_categories = tables.shape[0], tables.shape[1]
+    if count == 0 or n_categories < 1:
+        return np.full(count, NAN)
+    totals = tables.reshape(count, -1).sum(axis=1)
+    observed = tables / np.maximum(totals, 1)[:, None, None]
+    expected = observed.sum(axis=2)[:, :, None] * observed.sum(axis=1)[:, None, :]
+    codes = np.arange(n_categories, dtype=np.float64)
+    if weights == "quadratic":
+        weight = (codes[:, None] - codes[None, :]) ** 2 / max(n_categories - 1, 1) ** 2
+    else:
+        weight = 1.0 - np.eye(n_categories)
+    chance = (weight * expected).reshape(count, -1).sum(axis=1)
+    disagreement = (weight * observed).reshape(count, -1).sum(axis=1)
+    defined = (totals > 0) & (chance != 0.0)
+    kappas: FloatArray = np.full(count, NAN)
+    kappas[defined] = 1.0 - disagreement[defined] / chance[defined]
+    return kappas
+
+
 def fleiss_kappa(counts: IntArray) -> float:
     """Fleiss' kappa of a counts table (subjects N, categories K); every subject rated by the same n raters.
 

@@ -240,12 +240,9 @@ def _label_kappas(
     tables = np.bincount(cells, minlength=len(batch.names) * size).reshape(
         len(batch.names), codes.count, codes.count
     )
-    result = {}
-    for row, name in enumerate(batch.names):
-        count = int(tables[row].sum())
-        kappa = agreement.cohen_kappa_of_table(tables[row], weights) if count else math.nan
-        result[name] = (kappa, count)
-    return result
+    kappas = agreement.cohen_kappa_of_tables(tables, weights).tolist()
+    counts = tables.reshape(len(batch.names), -1).sum(axis=1).tolist()
+    return {name: (kappas[row], counts[row]) for row, name in enumerate(batch.names)}
 
 
 def _images_seen(work: ExpertWork) -> np.ndarray:

@@ -111,6 +111,22 @@ def test_row_forms_equal_one_table_at_a_time_to_the_bit(size: int) -> None:
         assert splits[row] == agreement.threshold_cases(mine[row], theirs[row], 7.0)
 
 
+@pytest.mark.parametrize("weights", ["none", "quadratic"])
+@pytest.mark.parametrize("categories", [1, 2, 5])
+def test_kappas_of_tables_equal_one_table_at_a_time_to_the_bit(weights: str, categories: int) -> None:
+    rng = np.random.default_rng(categories)
+    tables = rng.integers(0, 30, (7, categories, categories))
+    tables[1] = 0  # no cells
+    tables[2] = 0
+    tables[2, 0, 0] = 9  # one category only: no chance disagreement
+
+    kappas = agreement.cohen_kappa_of_tables(tables, weights)  # type: ignore[arg-type]
+
+    for row in range(7):
+        alone = agreement.cohen_kappa_of_table(tables[row], weights)  # type: ignore[arg-type]
+        assert np.array_equal(kappas[row], alone, equal_nan=True)
+
+
 def test_holm_equals_statsmodels_and_keeps_missing_values() -> None:
     p = [0.01, 0.04, None, 0.03, 0.2, math.nan]
     finite = [0.01, 0.04, 0.03, 0.2]
