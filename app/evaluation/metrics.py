@@ -1033,15 +1033,25 @@ def vote_weighted_concordance(matched: BoolArray, kept_error_costs: list[FloatAr
     R = 1, P = 1 → 1; expert 1 sees v = [2, 1], w = [1, 0] → 1; all three score 1.
     """
     experts, size = matched.shape
-    total_votes = reference_votes(matched)
     scores = np.full(experts, np.nan)
     precision = np.full(experts, np.nan)
     recall = np.full(experts, np.nan)
-    for row in range(experts if size else 0):
-        weights = votes_loss_weights(total_votes - matched[row])
-        found = float(weights @ matched[row])
+    if not size:
+        return VoteWeighted(scores, precision, recall, max(experts - 1, 0))
+    # every expert's weights at once, each row as `votes_loss_weights` of that expert's votes makes it
+    votes = (reference_votes(matched) - matched).astype(np.float64)
+    low, high = votes.min(axis=1), votes.max(axis=1)
+    flat = high == low
+    weights = (votes - low[:, None]) / np.where(flat, 1.0, high - low)[:, None]
+    weights[flat] = 1.0
+    hits = matched.astype(np.float64)
+    # one vector product per expert in a stack: the same products as `weights[e] @ matched[e]`
+    found_of = np.matmul(weights[:, None, :], hits[:, :, None]).reshape(experts).tolist()
+    totals = weights.sum(axis=1).tolist()
+    for row in range(experts):
+        found = found_of[row]
         cost = float(kept_error_costs[row].sum())
-        recall[row] = found / float(weights.sum())
+        recall[row] = found / totals[row]
         precision[row] = found / (found + cost) if found + cost > 0 else 1.0
         both = precision[row] + recall[row]
         scores[row] = 2.0 * precision[row] * recall[row] / both if both > 0 else 0.0
