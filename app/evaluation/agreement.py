@@ -63,6 +63,28 @@ def cohen_kappa_of_table(table: IntArray, weights: Literal["none", "quadratic"] 
     return 1.0 - float((weight * observed).sum()) / chance
 
 
+def cohen_kappa_of_tables(tables: IntArray, weights: Literal["none", "quadratic"] = "none") -> FloatArray:
+    """`cohen_kappa_of_table` (R,) of R contingency tables (R, K, K) at once, with the same sums in the same
+    order per table (each table's reductions run over that table alone). NaN for a table without cells."""
+    count, n_categories = tables.shape[0], tables.shape[1]
+    if count == 0 or n_categories < 1:
+        return np.full(count, NAN)
+    totals = tables.reshape(count, -1).sum(axis=1)
+    observed = tables / np.maximum(totals, 1)[:, None, None]
+    expected = observed.sum(axis=2)[:, :, None] * observed.sum(axis=1)[:, None, :]
+    codes = np.arange(n_categories, dtype=np.float64)
+    if weights == "quadratic":
+        weight = (codes[:, None] - codes[None, :]) ** 2 / max(n_categories - 1, 1) ** 2
+    else:
+        weight = 1.0 - np.eye(n_categories)
+    chance = (weight * expected).reshape(count, -1).sum(axis=1)
+    disagreement = (weight * observed).reshape(count, -1).sum(axis=1)
+    defined = (totals > 0) & (chance != 0.0)
+    kappas: FloatArray = np.full(count, NAN)
+    kappas[defined] = 1.0 - disagreement[defined] / chance[defined]
+    return kappas
+
+
 def fleiss_kappa(counts: IntArray) -> float:
     """Fleiss' kappa of a counts table (subjects N, categories K); every subject rated by the same n raters.
 
@@ -132,6 +154,29 @@ def icc_absolute(ratings: FloatArray) -> float:
     return float((msr - mse) / denominator)
 
 
+def icc_absolute_of_pairs(first: FloatArray, second: FloatArray) -> FloatArray:
+    """`icc_absolute` (R,) of R tables of two raters at once: table r is first[r] and second[r] (n,) side by
+    side, as `icc_absolute(np.stack([first[r], second[r]], axis=1))`, with the same sums in the same order
+    (each row's reductions run over that row alone), so the values are those of one table at a time.
+    """
+    table = np.stack([np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)], axis=2)
+    count, n, k = table.shape
+    if n < 2:
+        return np.full(count, NAN)
+    flat = table.reshape(count, n * k)  # each row: one table in row-major order, as `table.mean()` sums it
+    grand = flat.mean(axis=1)
+    rows, cols = table.mean(axis=2), table.mean(axis=1)
+    msr = k * ((rows - grand[:, None]) ** 2).sum(axis=1) / (n - 1)
+    msc = n * ((cols - grand[:, None]) ** 2).sum(axis=1) / (k - 1)
+    residual = table - rows[:, :, None] - cols[:, None, :] + grand[:, None, None]
+    mse = (residual**2).reshape(count, n * k).sum(axis=1) / ((n - 1) * (k - 1))
+    denominator = msr + (k - 1) * mse + k * (msc - mse) / n
+    defined = denominator != 0.0
+    result: FloatArray = np.full(count, NAN)
+    result[defined] = (msr[defined] - mse[defined]) / denominator[defined]
+    return result
+
+
 @dataclass(frozen=True)
 class BlandAltman:
     """Bias (mean of rater − reference) and 95 % limits of agreement bias ± 1.96 · SD (ddof 1), n pairs."""
@@ -159,6 +204,20 @@ def bland_altman(rater: FloatArray, reference: FloatArray) -> BlandAltman:
     return BlandAltman(bias, bias - half_width, bias + half_width, n)
 
 
+def bland_altman_of_rows(rater: FloatArray, reference: FloatArray) -> list[BlandAltman]:
+    """`bland_altman` of each row of paired tables (R, N) at once, with the same sums in the same order
+    (each row's mean and SD reduce that row alone)."""
+    differences = np.asarray(rater, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    count, n = differences.shape
+    if n < 2:
+        return [bland_altman(rater[row], reference[row]) for row in range(count)]
+    bias = differences.mean(axis=1).tolist()
+    half_width = (LIMITS_Z * differences.std(axis=1, ddof=1)).tolist()
+    return [
+        BlandAltman(mean, mean - half, mean + half, n) for mean, half in zip(bias, half_width, strict=True)
+    ]
+
+
 @dataclass(frozen=True)
 class ThresholdCases:
     """Cases (rater × image) whose count is on the other side of the threshold than the reference's."""
@@ -180,3 +239,17 @@ def threshold_cases(rater: FloatArray, reference: FloatArray, threshold: float) 
         over=int(np.count_nonzero(mine & ~theirs)),
         under=int(np.count_nonzero(~mine & theirs)),
     )
+
+
+def threshold_cases_of_rows(
+    rater: FloatArray, reference: FloatArray, threshold: float
+) -> list[ThresholdCases]:
+    """`threshold_cases` of each row of paired tables (R, N) at once."""
+    mine = np.asarray(rater, dtype=np.float64) >= threshold
+    theirs = np.asarray(reference, dtype=np.float64) >= threshold
+    over = np.count_nonzero(mine & ~theirs, axis=1).tolist()
+    under = np.count_nonzero(~mine & theirs, axis=1).tolist()
+    return [
+        ThresholdCases(cases=mine.shape[1], over=high, under=low)
+        for high, low in zip(over, under, strict=True)
+    ]

@@ -117,33 +117,28 @@ def _mode_agreement(
     counts_of_experts = _counts_by_image(batch.objects, counted_labels, batch.span * len(names)).reshape(
         len(names), batch.span
     )  # the batch's image ids are shifted by row · span: one row of counts per expert
+    seen_of = [_images_seen(experts[name]) for name in names]
+    figures = _count_figures(counts_of_experts, reference_counts, seen_of, threshold)
     rows: dict[str, ExpertAgreementOut] = {}
-    pooled_expert: list[np.ndarray] = []
-    pooled_reference: list[np.ndarray] = []
     seen_counts: dict[str, dict[int, float]] = {}
     over = under = cases = 0
     for row, name in enumerate(names):
-        work = experts[name]
         kappa, matched = kappas[name]
-        seen = _images_seen(work)
-        mine = counts_of_experts[row, seen]
-        theirs = reference_counts[seen]
+        seen, (mine, icc, limits, split) = seen_of[row], figures[row]
         seen_counts[name] = dict(zip(seen.tolist(), mine.tolist(), strict=True))
-        pooled_expert.append(mine)
-        pooled_reference.append(theirs)
-        limits = agreement.bland_altman(mine, theirs)
-        split = agreement.threshold_cases(mine, theirs, threshold) if threshold is not None else None
         if split is not None:
             over, under, cases = over + split.over, under + split.under, cases + split.cases
         rows[name] = ExpertAgreementOut(
             label_kappa=_number(kappa),
             matched_cells=matched,
             images=len(seen),
-            count_icc=_number(agreement.icc_absolute(np.stack([mine, theirs], axis=1))),
+            count_icc=_number(icc),
             count_bland_altman=_limits(limits),
             threshold_over=None if split is None else split.over,
             threshold_under=None if split is None else split.under,
         )
+    pooled_expert = [figures[row][0] for row in range(len(names))]
+    pooled_reference = [reference_counts[seen] for seen in seen_of]
     fleiss, alpha, clusters = _cluster_agreement(task, batch, codes, radius)
     return ModeAgreementOut(
         experts=rows,
@@ -156,6 +151,39 @@ def _mode_agreement(
         if threshold is None
         else ThresholdOut(threshold=threshold, cases=cases, over=over, under=under),
     )
+
+
+CountFigures = tuple[np.ndarray, float, agreement.BlandAltman, agreement.ThresholdCases | None]
+
+
+def _count_figures(
+    counts_of_experts: np.ndarray,
+    reference_counts: np.ndarray,
+    seen_of: list[np.ndarray],
+    threshold: float | None,
+) -> list[CountFigures]:
+    """Per expert (row of counts_of_experts): its counts on the images it saw, their ICC(A,1) and Bland–Altman
+    against the reference's, the threshold cases; computed at once for the experts that saw as many images
+    (with the same sums per expert as one at a time)."""
+    figures: list[CountFigures | None] = [None] * len(seen_of)
+    by_size: dict[int, list[int]] = {}
+    for row, seen in enumerate(seen_of):
+        by_size.setdefault(len(seen), []).append(row)
+    for size, members in by_size.items():
+        chosen = np.array(members, dtype=np.int64)
+        seen = np.stack([seen_of[row] for row in members]).reshape(len(members), size)
+        mine = counts_of_experts[chosen[:, None], seen]
+        theirs = reference_counts[seen]
+        iccs = agreement.icc_absolute_of_pairs(mine, theirs).tolist()
+        limits = agreement.bland_altman_of_rows(mine, theirs)
+        splits = (
+            agreement.threshold_cases_of_rows(mine, theirs, threshold)
+            if threshold is not None
+            else [None] * len(members)
+        )
+        for index, row in enumerate(members):
+            figures[row] = (mine[index], iccs[index], limits[index], splits[index])
+    return [figure for figure in figures if figure is not None]
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
@@ -177,7 +205,7 @@ class LabelCodes:
         self._codes = np.array([label_ids.index(label) for label in self._sorted.tolist()], dtype=np.int64)
 
     def __call__(self, labels: np.ndarray) -> np.ndarray:
-        codes: np.ndarray = self._codes[np.searchsorted(self._sorted, labels)]
+        codes: np.ndarray = self._codes[m.sorted_positions(self._sorted, labels)]
         return codes
 
 
@@ -212,12 +240,9 @@ def _label_kappas(
     tables = np.bincount(cells, minlength=len(batch.names) * size).reshape(
         len(batch.names), codes.count, codes.count
     )
-    result = {}
-    for row, name in enumerate(batch.names):
-        count = int(tables[row].sum())
-        kappa = agreement.cohen_kappa_of_table(tables[row], weights) if count else math.nan
-        result[name] = (kappa, count)
-    return result
+    kappas = agreement.cohen_kappa_of_tables(tables, weights).tolist()
+    counts = tables.reshape(len(batch.names), -1).sum(axis=1).tolist()
+    return {name: (kappas[row], counts[row]) for row, name in enumerate(batch.names)}
 
 
 def _images_seen(work: ExpertWork) -> np.ndarray:
@@ -320,7 +345,7 @@ def _clusters(
 def _dense_ranks(values: np.ndarray, known: np.ndarray | None) -> np.ndarray:
     """Rank of each value among the distinct values (`np.unique`'s inverse); known: ascending values that
     hold every one of them spare the sort (else it sorts)."""
-    where = np.searchsorted(known, values) if known is not None and len(known) else None
+    where = m.sorted_positions(known, values) if known is not None and len(known) else None
     if where is None or known is None or not np.array_equal(known[np.minimum(where, len(known) - 1)], values):
         ranks: np.ndarray = np.unique(values, return_inverse=True)[1].reshape(len(values))
         return ranks

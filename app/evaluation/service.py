@@ -148,7 +148,7 @@ class ImageSizes:
     positions: m.IntArray
 
     def counted(self, boxes: Boxes) -> m.BoolArray:
-        index = np.searchsorted(self.ids, boxes.images)
+        index = m.sorted_positions(self.ids, boxes.images)
         deleted = np.zeros(len(boxes), dtype=np.bool_)
         return m.counted_mask(boxes.boxes, self.widths[index], self.heights[index], deleted)
 
@@ -156,7 +156,7 @@ class ImageSizes:
 def _numbers(rows: Sequence[Any], first: int, width: int) -> m.FloatArray:
     """Columns first .. first + width − 1 of the driver's rows as one float64 (N, width) array, in one pass
     (ids are exact as float64 up to 2⁵³)."""
-    values = chain.from_iterable(row[first : first + width] for row in rows)
+    values = chain.from_iterable(map(itemgetter(slice(first, first + width)), rows))
     try:
         flat = np.fromiter(values, dtype=np.float64, count=len(rows) * width)
     except TypeError:  # a NULL: NaN, as numpy's array() makes it
@@ -242,7 +242,7 @@ def _add_work(
         _add_mode_work(tasks, mode, np.concatenate([object_columns.empty(), *tables]), seen, sizes, users)
     # views come grouped by mode and expert: extend each expert's list once per run of rows
     for (task_id, mode, expert_id), group in groupby(rows.views, key=itemgetter(0, 1, 2)):
-        _work_of(tasks, task_id, mode, users[expert_id]).images_seen.extend(row[3] for row in group)
+        _work_of(tasks, task_id, mode, users[expert_id]).images_seen.extend(map(itemgetter(3), group))
     for task_id, mode, expert_id, image_id, seconds in rows.visits:
         _work_of(tasks, task_id, mode, users[expert_id]).visit_seconds[image_id] = float(seconds or 0.0)
 
@@ -263,7 +263,7 @@ def _add_mode_work(
         table[:, object_columns.EXPERT].astype(np.int64),
         table[:, object_columns.IMAGE].astype(np.int64),
     )
-    image_index = np.searchsorted(sizes.ids, images)
+    image_index = m.sorted_positions(sizes.ids, images)
     task_of = sizes.tasks[image_index]
     rank = _view_rank(views, experts, images, sizes.positions[image_index])
     order = m.lexsort_order((rank, experts, task_of))  # stable: keeps the source order inside an image
@@ -511,7 +511,7 @@ ModePartsOf = Callable[["TaskData", str, MetricsParams], ModeParts]
 
 
 def mode_parts(task: TaskData, mode: str, params: MetricsParams) -> ModeParts:
-    batch = Batch.of(task.work[mode], task.span, task.reference)
+    batch = Batch.of(task.work[mode], task.span, task.reference, _register_entries(task))
     return ModeParts(
         metrics=_mode_metrics(task, task.work[mode], batch, params),
         agreement=review.mode_agreement(task, mode, batch, params),
@@ -562,9 +562,10 @@ class ReferenceOverlaps:
     class_keys: tuple[m.IntArray, m.IntArray]
 
     @staticmethod
-    def of(batch: Batch, reference: Boxes) -> ReferenceOverlaps:
+    def of(batch: Batch, reference: Boxes, pairs: m.Overlaps | None = None) -> ReferenceOverlaps:
+        """pairs: `batch.overlaps_with_repeated(reference)` when the caller found them already."""
         objects, references = batch.objects, batch.repeat(reference)
-        pairs = batch.overlaps_with_repeated(reference)
+        pairs = batch.overlaps_with_repeated(reference) if pairs is None else pairs
         same = objects.labels[pairs.det] == references.labels[pairs.ref]
         class_keys = m.joint_keys(objects.labels, objects.images, references.labels, references.images)
         return ReferenceOverlaps(
@@ -588,17 +589,25 @@ class Batch:
     bounds: list[tuple[int, int]]
     span: int
     reference: Boxes | None = None
+    registers: Boxes | None = None
 
     @staticmethod
-    def of(experts: dict[str, ExpertWork], span: int, reference: Boxes | None = None) -> Batch:
-        """span: more than any image id of the study; reference: the task's (for `reference_overlaps`)."""
+    def of(
+        experts: dict[str, ExpertWork],
+        span: int,
+        reference: Boxes | None = None,
+        registers: Boxes | None = None,
+    ) -> Batch:
+        """span: more than any image id of the study; reference: the task's (for `reference_overlaps`);
+        registers: the task's register entries of every kind (`_register_entries`, for `register_overlaps`)."""
         names = sorted(experts, key=_natural_key)
         parts = [experts[name].objects for name in names]
         sizes = np.cumsum([0, *(len(part) for part in parts)])
         shifted = [Boxes(part.boxes, part.labels, part.images + row * span) for row, part in enumerate(parts)]
         bounds = [(int(sizes[row]), int(sizes[row + 1])) for row in range(len(parts))]
         owners = np.repeat(np.arange(len(parts), dtype=np.int64), np.diff(sizes))
-        return Batch(names, _concat(shifted) if parts else _empty(), owners, bounds, span, reference)
+        objects = _concat(shifted) if parts else _empty()
+        return Batch(names, objects, owners, bounds, span, reference, registers)
 
     def repeat(self, reference: Boxes) -> Boxes:
         """The reference once per expert, shifted like the expert's objects."""
@@ -613,13 +622,40 @@ class Batch:
     def reference_overlaps(self) -> ReferenceOverlaps:
         """The objects' overlaps with the task's reference, computed on first use and kept with the batch."""
         assert self.reference is not None, "Batch.of(..., reference=) first"
-        return ReferenceOverlaps.of(self, self.reference)
+        return ReferenceOverlaps.of(self, self.reference, self._entry_overlaps[0])
+
+    @cached_property
+    def register_overlaps(self) -> m.Overlaps:
+        """`overlaps_with_repeated` of the task's register entries (`RegisterOverlaps`), kept with the batch."""
+        assert self.registers is not None, "Batch.of(..., registers=) first"
+        return self._entry_overlaps[1]
+
+    @cached_property
+    def _entry_overlaps(self) -> list[m.Overlaps]:
+        """The objects' overlaps with the reference and with the register entries, from one sweep (those known
+        to the batch; `overlaps_with_repeated` of each)."""
+        parts = [part for part in (self.reference, self.registers) if part is not None]
+        found = self.overlaps_with_repeated_parts(parts)
+        return found if self.reference is not None else [m.Overlaps(_ints(), _ints(), np.zeros(0)), *found]
 
     def overlaps_with_repeated(self, entries: Boxes) -> m.Overlaps:
         """`metrics.overlaps` of the objects and `repeat(entries)`, found against the entries once: an object's
         pairs lie in its own expert's copy, so the pairs, their order and IoU are those of the repeated set."""
+        return self.overlaps_with_repeated_parts([entries])[0]
+
+    def overlaps_with_repeated_parts(self, parts: list[Boxes]) -> list[m.Overlaps]:
+        """`overlaps_with_repeated` of each part, from one sweep against the parts end to end: a pair's entry
+        lies in one part, and the pairs of a part keep their order (by object, entries ascending)."""
+        entries = parts[0] if len(parts) == 1 else _concat(parts) if parts else _empty()
         local = m.overlaps(self.objects.boxes, self.objects.images % self.span, entries.boxes, entries.images)
-        return m.Overlaps(local.det, self.owners[local.det] * len(entries) + local.ref, local.iou)
+        found, start = [], 0
+        for part in parts:
+            stop = start + len(part)
+            chosen = local if len(parts) == 1 else local.where((local.ref >= start) & (local.ref < stop))
+            repeated = self.owners[chosen.det] * len(part) + (chosen.ref - start)
+            found.append(m.Overlaps(chosen.det, repeated, chosen.iou))
+            start = stop
+        return found
 
 
 def _empty() -> Boxes:
@@ -719,7 +755,7 @@ def _per_class_ap(
     rows = len(batch.names)
     classes = m.distinct_values(np.concatenate([batch.objects.labels, reference.labels]))  # np.union1d
     width = len(classes)
-    groups = batch.owners * width + np.searchsorted(classes, batch.objects.labels)
+    groups = batch.owners * width + m.sorted_positions(classes, batch.objects.labels)
     n_ref = np.bincount(np.searchsorted(classes, reference.labels), minlength=width)
     ap = m.grouped_average_precision(true_positive, groups, np.tile(n_ref, rows)).reshape(rows, width)
     detected = np.bincount(groups, minlength=rows * width).reshape(rows, width) > 0
@@ -884,7 +920,11 @@ def _injected_of_mode(
     """kind → group (and 'all') → the mode's counts (see `_injected_metrics`)."""
     results: dict[str, dict[str, InjectedModeOut]] = {}
     registers = {kind: _concat([part for _, part in parts]) for kind, parts in task.register.items()}
-    overlaps = RegisterOverlaps.of(batch, list(registers.values()))
+    overlaps = (
+        RegisterOverlaps(batch.register_overlaps, sum(len(part) for part in registers.values()))
+        if batch.registers is not None
+        else RegisterOverlaps.of(batch, list(registers.values()))
+    )
     offsets = np.cumsum([0, *(len(entries) for entries in registers.values())]).tolist()
     for index, (kind, parts) in enumerate(task.register.items()):
         entries = registers[kind]
@@ -962,6 +1002,13 @@ def caught_entries(task: TaskData, kind: str, entries: Boxes, batch: Batch, iou:
     detections = batch.objects.take(np.flatnonzero(on_register_images))
     caught = m.caught_errors(kind, _fields(batch.repeat(entries)), _fields(detections), originals, iou)
     return caught.reshape(rows, len(entries))
+
+
+def _register_entries(task: TaskData) -> Boxes:
+    """Every register entry of the task, kind after kind (`task.register`'s order), as `RegisterOverlaps` takes
+    them."""
+    parts = [part for parts in task.register.values() for _, part in parts]
+    return _concat(parts) if parts else _empty()
 
 
 def _register_candidates(batch: Batch, registers: list[Boxes]) -> m.IntArray:

@@ -84,6 +84,49 @@ def test_bland_altman_and_threshold_worked_examples() -> None:
     assert (split.cases, split.over, split.under) == (3, 1, 1)
 
 
+@pytest.mark.parametrize("size", [0, 1, 2, 20, 137])
+def test_row_forms_equal_one_table_at_a_time_to_the_bit(size: int) -> None:
+    rng = np.random.default_rng(size)
+    mine = rng.integers(0, 40, (6, size)).astype(np.float64)
+    theirs = np.clip(mine + rng.integers(-3, 4, (6, size)), 0, None)
+    mine[1] = theirs[1]  # no differences: SD 0
+    if size:
+        mine[2], theirs[2] = 5.0, 5.0  # no variation: ICC undefined
+    mine[3] = mine[3] + rng.random(size) / 7  # fractions: the sums' order matters
+
+    iccs = agreement.icc_absolute_of_pairs(mine, theirs)
+    limits = agreement.bland_altman_of_rows(mine, theirs)
+    splits = agreement.threshold_cases_of_rows(mine, theirs, 7.0)
+
+    for row in range(6):
+        alone = agreement.icc_absolute(np.stack([mine[row], theirs[row]], axis=1))
+        assert np.array_equal(iccs[row], alone, equal_nan=True)
+        expected = agreement.bland_altman(mine[row], theirs[row])
+        assert np.array_equal(
+            [limits[row].bias, limits[row].lower, limits[row].upper],
+            [expected.bias, expected.lower, expected.upper],
+            equal_nan=True,
+        )
+        assert limits[row].n == expected.n
+        assert splits[row] == agreement.threshold_cases(mine[row], theirs[row], 7.0)
+
+
+@pytest.mark.parametrize("weights", ["none", "quadratic"])
+@pytest.mark.parametrize("categories", [1, 2, 5])
+def test_kappas_of_tables_equal_one_table_at_a_time_to_the_bit(weights: str, categories: int) -> None:
+    rng = np.random.default_rng(categories)
+    tables = rng.integers(0, 30, (7, categories, categories))
+    tables[1] = 0  # no cells
+    tables[2] = 0
+    tables[2, 0, 0] = 9  # one category only: no chance disagreement
+
+    kappas = agreement.cohen_kappa_of_tables(tables, weights)  # type: ignore[arg-type]
+
+    for row in range(7):
+        alone = agreement.cohen_kappa_of_table(tables[row], weights)  # type: ignore[arg-type]
+        assert np.array_equal(kappas[row], alone, equal_nan=True)
+
+
 def test_holm_equals_statsmodels_and_keeps_missing_values() -> None:
     p = [0.01, 0.04, None, 0.03, 0.2, math.nan]
     finite = [0.01, 0.04, 0.03, 0.2]

@@ -51,6 +51,31 @@ def test_the_sweep_finds_exactly_the_intersecting_same_key_pairs_in_order(seed: 
     assert ((0, 0) in expected) == plus_one
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_sweep_by_buckets_finds_every_intersecting_pair_of_crowded_images(seed: int) -> None:
+    rng = np.random.default_rng(30 + seed)
+    det, ref = _random_boxes(rng, 1500, 2, 1, size=50), _random_boxes(rng, 700, 2, 1, size=50)
+    ref.boxes[:5] = det.boxes[:5] + 0.5  # fractions: positions between the buckets' edges
+    det_keys, ref_keys = det.images + 40, ref.images + 40
+    positions = np.sort(ref.boxes[:, 0])
+    low, _ = m._windows(positions, det.boxes[:, 0], det.boxes[:, 2], np.zeros(1500), 600.0, 51.0)
+    # these sizes take the buckets (a few pixels wide), not the binary searches
+    assert not np.array_equal(low, np.searchsorted(positions, det.boxes[:, 0]))
+
+    found = m._overlapping_same_key_pairs(det.boxes, det_keys, ref.boxes, ref_keys, True)
+
+    width = np.minimum(det.boxes[:, None, 2], ref.boxes[None, :, 2]) - np.maximum(
+        det.boxes[:, None, 0], ref.boxes[None, :, 0]
+    )
+    height = np.minimum(det.boxes[:, None, 3], ref.boxes[None, :, 3]) - np.maximum(
+        det.boxes[:, None, 1], ref.boxes[None, :, 1]
+    )
+    same = det_keys[:, None] == ref_keys[None, :]
+    expected = np.nonzero(same & (width + 1 > 0) & (height + 1 > 0))
+    np.testing.assert_array_equal(found[0], expected[0])
+    np.testing.assert_array_equal(found[1], expected[1])
+
+
 def _batch(seed: int) -> tuple[Batch, Boxes]:
     rng = np.random.default_rng(seed)
     reference = _random_boxes(rng, 40, 4, 3, size=40)
@@ -132,6 +157,35 @@ def test_register_flags_from_shared_overlaps_equal_the_rules_on_their_own(seed: 
     )
     np.testing.assert_array_equal(found.reshape(-1), expected_found)
     np.testing.assert_array_equal(caught, caught_entries(task, kind, entries, batch, 0.25))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_sweep_against_reference_and_registers_equals_a_sweep_against_each(seed: int) -> None:
+    batch, reference = _batch(seed)
+    rng = np.random.default_rng(200 + seed)
+    registers = Boxes(*_fields(_random_boxes(rng, 30, 4, 3, size=90)))  # wider than the reference's boxes
+    shared = Batch(batch.names, batch.objects, batch.owners, batch.bounds, batch.span, reference, registers)
+
+    for found, alone in (
+        (shared.reference_overlaps.any_class, batch.overlaps_with_repeated(reference)),
+        (shared.register_overlaps, batch.overlaps_with_repeated(registers)),
+    ):
+        np.testing.assert_array_equal(found.det, alone.det)
+        np.testing.assert_array_equal(found.ref, alone.ref)
+        np.testing.assert_array_equal(found.iou, alone.iou)
+    assert len(shared.register_overlaps.det)
+    assert len(shared.reference_overlaps.any_class.det)
+
+
+@pytest.mark.parametrize("ids", [[7, 9, 10, 15], [3], [5, 10**9]])
+def test_sorted_positions_by_table_equal_the_binary_search(ids: list[int]) -> None:
+    known = np.array(ids, dtype=np.int64)
+    inside = np.array([ids[0], ids[-1], *ids, ids[0] + 1, (ids[0] + ids[-1]) // 2], dtype=np.int64)
+    outside = [np.array([ids[0] - 1, *ids]), np.array([*ids, ids[-1] + 1]), np.zeros(0, np.int64)]
+    for images in (inside, np.repeat(inside, 50), *outside):
+        found = m.sorted_positions(known, images)
+        np.testing.assert_array_equal(found, np.searchsorted(known, images))
+        assert found.dtype == np.searchsorted(known, images).dtype
 
 
 def test_object_tables_are_sorted_into_the_layout_order_whatever_order_the_rows_come_in() -> None:

@@ -166,3 +166,24 @@ def test_one_to_one_matching_shortcut_gives_an_optimal_assignment(seed: int) -> 
     assert (det_keys[rows] == ref_keys[cols]).all()
     achieved = float(m.paired_iou(boxes[det][rows], boxes[ref][cols]).sum())
     assert achieved == pytest.approx(_hungarian_per_key(boxes[det], det_keys, boxes[ref], ref_keys))
+
+
+def test_every_experts_weights_at_once_equal_one_expert_at_a_time_to_the_bit() -> None:
+    rng = np.random.default_rng(8)
+    matched = rng.random((10, 700)) < 0.7
+    matched[:, :3] = True  # every vote on some cells
+    matched[4] = matched[5] = False  # two experts without a match
+    costs = [rng.random(int(rng.integers(0, 40))) for _ in range(10)]
+
+    result = m.vote_weighted_concordance(matched, costs)
+
+    votes = m.reference_votes(matched)
+    for row in range(10):
+        weights = m.votes_loss_weights(votes - matched[row])
+        found = float(weights @ matched[row])
+        recall = found / float(weights.sum())
+        cost = float(costs[row].sum())
+        precision = found / (found + cost) if found + cost > 0 else 1.0
+        assert (result.recall[row], result.precision[row]) == (recall, precision)
+    flat = m.vote_weighted_concordance(np.ones((3, 4), dtype=np.bool_), [np.zeros(0)] * 3)
+    assert flat.scores.tolist() == [1.0, 1.0, 1.0]
