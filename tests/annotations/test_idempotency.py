@@ -183,7 +183,7 @@ async def test_concurrent_retries_through_two_server_processes_get_one_answer(
     box = {"label": "tumor", "x1": 10, "y1": 10, "x2": 40, "y2": 40}
     headers = {"Idempotency-Key": "two-process-race-0001"}
     async with another_app(settings) as other:
-        transport = ASGITransport(app=other)  # type: ignore[arg-type]
+        transport = ASGITransport(app=other)
         async with AsyncClient(
             transport=transport, base_url="http://test", headers=alice.headers
         ) as other_side:
