@@ -7,11 +7,12 @@ it and binds the app's sessionmaker to that connection with join_transaction_mod
 every session of the app under test, and the `db` fixture's, works in a savepoint of that transaction and
 its commit releases the savepoint. On SQLite the driver's own transaction handling is switched off and
 the transaction begun explicitly (SQLAlchemy's pysqlite SAVEPOINT recipe, as the batch writer does).
-Such an app has no SQLite batch writer: its edits are written in the request's session, the path
-PostgreSQL takes in production. After the rollback one statement checks that every table is empty again:
-a test that wrote through another connection fails there and names the marker it needs.
+Such an app has no batch writer: its edits are written in the request's session (in production the path
+of cookie edits on PostgreSQL and of an in-memory SQLite database). After the rollback one statement checks
+that every table is empty again: a test that wrote through another connection fails there and names the
+marker it needs.
 
-Tests marked `commits` get the app as it runs (its own engine, and on SQLite the batch writer) and really
+Tests marked `commits` get the app as it runs (its own engine and batch writer) and really
 commit; every table is emptied after them (TRUNCATE … RESTART IDENTITY on PostgreSQL). They are the tests
 that use more connections than one or more processes: servers, the CLI and the worker on the same
 database, concurrent requests, the batch writer and the write gate themselves.

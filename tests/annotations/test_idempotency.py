@@ -8,9 +8,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from httpx import AsyncClient, Response
+from httpx import ASGITransport, AsyncClient, Response
 
-from tests.conftest import ClientFactory
+from app.config import Settings
+from tests.conftest import AppStarter, ClientFactory
 from tests.factories import make_study
 
 RETRIES = 12
@@ -166,3 +167,34 @@ async def test_concurrent_first_bulk_uploads_with_one_key_create_once(
     answer = _one_answer(responses)
     objects, _ = await _objects_and_events(alice, image)
     assert sorted(item["id"] for item in objects) == sorted(item["id"] for item in answer)
+
+
+@pytest.mark.commits  # two apps, each with its own engine and batch writer, as two server processes
+async def test_concurrent_retries_through_two_server_processes_get_one_answer(
+    app: object, settings: Settings, another_app: AppStarter, client_for: ClientFactory
+) -> None:
+    """Retries split over two processes meet in different batches: the later one waits for the earlier
+    one's commit and answers its object."""
+    setup = await make_study(app)
+    alice = await client_for("alice")
+    image = setup.images[0].id
+    url = f"/api/v1/images/{image}/annotations?mode=unaided"
+    assert (await alice.get(url)).status_code == 200
+    box = {"label": "tumor", "x1": 10, "y1": 10, "x2": 40, "y2": 40}
+    headers = {"Idempotency-Key": "two-process-race-0001"}
+    async with another_app(settings) as other:
+        transport = ASGITransport(app=other)
+        async with AsyncClient(
+            transport=transport, base_url="http://test", headers=alice.headers
+        ) as other_side:
+            responses = await asyncio.gather(
+                *(
+                    (alice if index % 2 else other_side).post(url, json=box, headers=headers)
+                    for index in range(RETRIES)
+                )
+            )
+    assert sorted(response.status_code for response in responses) == [200] * (RETRIES - 1) + [201]
+    answer = _one_answer(responses)
+    objects, events = await _objects_and_events(alice, image)
+    assert [item["id"] for item in objects] == [answer["id"]]
+    assert [event["kind"] for event in events] == ["create"]

@@ -20,14 +20,16 @@ REFUSED = "invalid, expired or revoked API token, or a disabled account"
 
 @contextmanager
 def statements_of(app: Any) -> Iterator[list[str]]:
-    """The statements the request engine and the batch writer (SQLite) run meanwhile."""
+    """The statements the request engine and the batch writer run meanwhile."""
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(statement.lower())
 
     writer = app.state.batch_writer
-    engines = [app.state.engine.sync_engine, *([writer.engine] if writer is not None else [])]
+    engines = [app.state.engine.sync_engine]
+    if writer is not None and writer.engine is not engines[0]:  # PostgreSQL's writes on the request engine
+        engines.append(writer.engine)
     for engine in engines:
         event.listen(engine, "before_cursor_execute", record)
     try:

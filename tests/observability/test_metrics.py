@@ -67,7 +67,7 @@ async def test_edits_written_count_committed_events_only(app: object, client_for
     assert value(after, edits, kind="relabel") - value(before, edits, kind="relabel") == 1
 
 
-@pytest.mark.commits  # concurrent edits through the SQLite batch writer
+@pytest.mark.commits  # concurrent edits through the batch writer
 async def test_edits_refused_beside_others_in_one_batch_do_not_uncount_them(
     app: object, client_for: ClientFactory
 ) -> None:
@@ -76,7 +76,7 @@ async def test_edits_refused_beside_others_in_one_batch_do_not_uncount_them(
     state = app.state  # type: ignore[attr-defined]
     gate = write_gate_of(state.engine)
     if gate is None:
-        pytest.skip("edits are written in batches on SQLite only")
+        pytest.skip("only SQLite's write gate can hold a batch back until all its edits queued")
     setup = await make_study(app, experts=("alice",))
     alice = await client_for("alice")
     url = f"/api/v1/images/{setup.images[0].id}/annotations?mode=unaided"
