@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import pickle
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -139,7 +141,20 @@ def _feed(digest: Any, value: object) -> None:
         for item in value:
             _feed(digest, item)
     else:
-        digest.update(repr(value).encode())  # the driver's tuples: numbers, strings, timestamps
+        digest.update(_plain_bytes(value))  # the driver's rows: numbers, strings, timestamps
+
+
+def _plain_bytes(value: object) -> bytes:
+    """The value pickled without the memo, so that equal values give equal bytes whichever objects they
+    share; rows as plain tuples (asyncpg's records are not picklable). A few times cheaper than `repr`, which
+    writes every float out in decimal."""
+    if isinstance(value, list):
+        value = [row if isinstance(row, tuple) else tuple(row) for row in value]
+    written = io.BytesIO()
+    pickler = pickle.Pickler(written, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True  # no memo: nothing written as a reference to an object seen before
+    pickler.dump(value)
+    return written.getvalue()
 
 
 def clear() -> None:

@@ -22,7 +22,7 @@ from functools import cached_property
 from itertools import chain, groupby
 from operator import itemgetter
 from time import perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -398,8 +398,9 @@ def all_task_metrics(rows: repository.StudyRows, params: MetricsParams) -> dict[
 
 
 RESULT_CACHE_SIZE = 32
-_RESULTS: OrderedDict[str, bytes] = OrderedDict()
-_MODE_PARTS: OrderedDict[str, bytes] = OrderedDict()
+V = TypeVar("V")
+_RESULTS: OrderedDict[str, bytes] = OrderedDict()  # task digest → pickled (task result, its mode parts)
+_MODE_PARTS: OrderedDict[str, tuple[bytes, str]] = OrderedDict()  # mode digest → (that pickle, mode)
 _RESULTS_LOCK = threading.Lock()
 
 
@@ -409,39 +410,43 @@ def cached_task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut
 
     The keys are digests of everything the metrics read (`task_digests`), so any edit, import or deletion that
     changes what a task holds misses the cache; nothing needs invalidating. Callers get their own copy: the
-    results are kept pickled (a third of the time of a deep copy of the model, each way).
+    results are kept pickled (a third of the time of a deep copy of the model, each way), the task result and
+    its mode parts in one pickle, so that the parts the result holds are pickled once.
     """
     key, mode_keys = task_digests(task, params)
-    found: TaskMetricsOut | None = _kept(_RESULTS, key)
+    with _RESULTS_LOCK:
+        found = _recent(_RESULTS, key)
     if found is not None:
-        return found
+        result: TaskMetricsOut = pickle.loads(found)[0]
+        return result
+    parts: dict[str, ModeParts] = {}
 
     def parts_of(task: TaskData, mode: str, params: MetricsParams) -> ModeParts:
-        kept: ModeParts | None = _kept(_MODE_PARTS, mode_keys[mode])
-        if kept is not None:
-            return kept
-        computed = mode_parts(task, mode, params)
-        _keep(_MODE_PARTS, mode_keys[mode], computed, RESULT_CACHE_SIZE * len(MODES))
-        return computed
+        with _RESULTS_LOCK:
+            kept = _recent(_MODE_PARTS, mode_keys[mode])
+        parts[mode] = mode_parts(task, mode, params) if kept is None else pickle.loads(kept[0])[1][kept[1]]
+        return parts[mode]
 
     computed = task_metrics(task, params, parts_of)
-    _keep(_RESULTS, key, computed)
+    kept = pickle.dumps((computed, parts), protocol=pickle.HIGHEST_PROTOCOL)
+    with _RESULTS_LOCK:
+        _keep(_RESULTS, key, kept, RESULT_CACHE_SIZE)
+        for mode in parts:
+            _keep(_MODE_PARTS, mode_keys[mode], (kept, mode), RESULT_CACHE_SIZE * len(MODES))
     return computed
 
 
-def _kept(kept: OrderedDict[str, bytes], key: str) -> Any:
-    with _RESULTS_LOCK:
-        found = kept.get(key)
-        if found is not None:
-            kept.move_to_end(key)
-    return None if found is None else pickle.loads(found)
+def _recent(kept: OrderedDict[str, V], key: str) -> V | None:
+    found = kept.get(key)
+    if found is not None:
+        kept.move_to_end(key)
+    return found
 
 
-def _keep(kept: OrderedDict[str, bytes], key: str, value: object, size: int = RESULT_CACHE_SIZE) -> None:
-    with _RESULTS_LOCK:
-        kept[key] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        while len(kept) > size:
-            kept.popitem(last=False)
+def _keep(kept: OrderedDict[str, V], key: str, value: V, size: int) -> None:
+    kept[key] = value
+    while len(kept) > size:
+        kept.popitem(last=False)
 
 
 def clear_result_cache() -> None:

@@ -125,3 +125,17 @@ def _svgs(html: str) -> list[str]:
     return [
         base64.b64decode(data).decode() for data in re.findall(r"data:image/svg\+xml;base64,([^\"]+)", html)
     ]
+
+
+def test_the_rows_digest_follows_values_not_the_objects_that_hold_them() -> None:
+    from app.evaluation.repository import StudyRows
+
+    def rows(views: list[tuple[Any, ...]]) -> StudyRows:
+        return StudyRows([(1, "T")], [], [], [], {}, views, [], [], [], [], [], [])
+
+    mode = "unaided"
+    shared = [(1, mode, 2, 3), (1, mode, 2, 4)]  # one string object in both rows
+    apart = [(1, "".join(["un", "aided"]), 2, 3), (1, "".join(["un", "aided"]), 2, 4)]
+    assert cache.rows_digest(rows(shared)) == cache.rows_digest(rows(apart))
+    assert cache.rows_digest(rows(shared)) != cache.rows_digest(rows([(1, mode, 2, 3), (1, mode, 2, 5)]))
+    assert cache.rows_digest(rows([(1, 0.1)])) != cache.rows_digest(rows([(1, 0.1 + 1e-17 * 2)]))

@@ -284,3 +284,17 @@ def test_seconds_per_image_of_a_batch_equal_each_expert_alone(seed: int) -> None
     for row, name in enumerate(batch.names):
         alone = seconds_per_image(experts[name])
         assert found[row] == alone or (np.isnan(found[row]) and np.isnan(alone)), name
+
+
+def test_a_kept_result_and_its_mode_parts_are_one_pickle() -> None:
+    from app.evaluation import service
+
+    service.clear_result_cache()
+    params = service.MetricsParams()
+    task = _task(2)
+    service.cached_task_metrics(task, params)
+    key, mode_keys = service.task_digests(task, params)
+    kept, mode = service._MODE_PARTS[mode_keys["unaided"]]
+    assert kept is service._RESULTS[key]  # the result and its mode parts pickled once
+    assert mode == "unaided"
+    assert service.cached_task_metrics(task, params) == service.task_metrics(task, params)
