@@ -985,6 +985,7 @@ def nms_consensus(
 
 def votes_loss_weights(votes: npt.NDArray[np.integer] | FloatArray) -> FloatArray:
     """VotesLoss weights (N,): w = (v − min v) / (max v − min v); all 1 when max v = min v (or N = 0).
+    Votes (E, N): the weights of each row by itself.
 
     >>> votes_loss_weights(np.array([1, 3, 5]))
     array([0. , 0.5, 1. ])
@@ -992,10 +993,9 @@ def votes_loss_weights(votes: npt.NDArray[np.integer] | FloatArray) -> FloatArra
     values = np.asarray(votes, dtype=np.float64)
     if values.size == 0:
         return values
-    low, high = float(values.min()), float(values.max())
-    if high == low:
-        return np.ones_like(values)
-    weights: FloatArray = (values - low) / (high - low)
+    low, high = values.min(axis=-1, keepdims=True), values.max(axis=-1, keepdims=True)
+    flat = high == low
+    weights: FloatArray = np.where(flat, 1.0, (values - low) / np.where(flat, 1.0, high - low))
     return weights
 
 
@@ -1038,12 +1038,7 @@ def vote_weighted_concordance(matched: BoolArray, kept_error_costs: list[FloatAr
     recall = np.full(experts, np.nan)
     if not size:
         return VoteWeighted(scores, precision, recall, max(experts - 1, 0))
-    # every expert's weights at once, each row as `votes_loss_weights` of that expert's votes makes it
-    votes = (reference_votes(matched) - matched).astype(np.float64)
-    low, high = votes.min(axis=1), votes.max(axis=1)
-    flat = high == low
-    weights = (votes - low[:, None]) / np.where(flat, 1.0, high - low)[:, None]
-    weights[flat] = 1.0
+    weights = votes_loss_weights(reference_votes(matched) - matched)  # each expert's row by itself
     hits = matched.astype(np.float64)
     # one vector product per expert in a stack: the same products as `weights[e] @ matched[e]`
     found_of = np.matmul(weights[:, None, :], hits[:, :, None]).reshape(experts).tolist()
