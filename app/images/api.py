@@ -20,6 +20,21 @@ router = APIRouter(tags=["images"])
 Format = Annotated[Literal["jpeg", "png"], Query(description="jpeg (default) or png")]
 IMMUTABLE = {"Cache-Control": "private, max-age=86400, immutable"}
 MEDIA = {"jpeg": "image/jpeg", "png": "image/png"}
+IMMUTABLE_HEADER = (b"cache-control", IMMUTABLE["Cache-Control"].encode())
+MEDIA_HEADERS = {fmt: (b"content-type", media.encode()) for fmt, media in MEDIA.items()}
+
+
+class ImmutableImage(Response):
+    """An image as Response(content, media_type=MEDIA[fmt], headers=IMMUTABLE) answers it, the same headers
+    in the same order, but encoded once: Starlette encodes and scans them per answer, 2-4 µs that every
+    tile's answer spent on the event loop (a third of a cached tile's own work)."""
+
+    def __init__(self, content: bytes, fmt: EncodeFormat) -> None:
+        self.status_code = 200
+        self.media_type = MEDIA[fmt]
+        self.background = None
+        self.body = content
+        self.raw_headers = [IMMUTABLE_HEADER, (b"content-length", b"%d" % len(content)), MEDIA_HEADERS[fmt]]
 
 
 async def tile_cache(request: Request) -> TileCache:
@@ -130,7 +145,7 @@ async def get_region(
     """Any rectangle of an image at a pyramid level, in that level's pixels."""
     image = await studies.get_image(session, user, image_id)
     content = await service.region(cache, settings, image, level, (x, y, w, h), format)
-    return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
+    return ImmutableImage(content, format)
 
 
 @router.get("/images/{image_id}/tiles/{level}/{col}/{row}", responses=file_responses(*MEDIA.values()))
@@ -149,10 +164,10 @@ async def get_tile(
     """One tile of the image pyramid (col, row counted from the top left)."""
     image = await service.visible_image(session, user, image_id)
     content = await service.tile(cache, settings, image, level, col, row, size, format)
-    return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
+    return ImmutableImage(content, format)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made for every tile, in a fifth of a frozen one's time
 class GrantedTileAsk:
     image_id: int
     grant: str
@@ -242,7 +257,7 @@ async def get_granted_tile(request: Request) -> Response:
     content = await service.file_tile(
         state.tile_cache, file, ask.level, ask.col, ask.row, ask.size, ask.format
     )
-    return Response(content, media_type=MEDIA[ask.format], headers=IMMUTABLE)
+    return ImmutableImage(content, ask.format)
 
 
 @router.get("/images/{image_id}/thumbnail", responses=file_responses(*MEDIA.values()))
@@ -258,7 +273,7 @@ async def get_thumbnail(
     """A small preview of the whole image."""
     image = await studies.get_image(session, user, image_id)
     content = await service.thumbnail(cache, settings, image, max_side, format)
-    return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
+    return ImmutableImage(content, format)
 
 
 @router.post("/tasks/{task_id}/ground-truth", status_code=201)
