@@ -5,6 +5,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from starlette.routing import request_response
 
 from app.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, request_credential
 from app.errors import Invalid, NotAuthenticated, NotFound
@@ -309,7 +311,12 @@ async def list_ground_truth(task_id: PathId, session: SessionDep, admin: AdminUs
 
 def add_granted_tile_route(app: FastAPI, prefix: str) -> None:
     """The granted tile route on the app's own router, before any other is added: a viewer asks it most,
-    a request is matched against the routes in order, and an included router would be one more level."""
+    a request is matched against the routes in order, and an included router would be one more level.
+
+    Documented and matched as any API route, but its endpoint (whose one parameter is the Request) is called
+    as Starlette calls one, errors going to the app's handlers alike: FastAPI's per-request wrapper (two exit
+    stacks, the dependency solver, the endpoint's error context) cost a tile about 30 µs, more than a cached
+    tile's own work."""
     app.add_api_route(
         f"{prefix}/images/{{image_id}}/granted-tiles/{{grant}}/{{level}}/{{col}}/{{row}}",
         get_granted_tile,
@@ -318,3 +325,9 @@ def add_granted_tile_route(app: FastAPI, prefix: str) -> None:
         responses=file_responses(*MEDIA.values()),
         openapi_extra={"parameters": GRANTED_TILE_PARAMETERS},
     )
+    route = next(
+        route
+        for route in app.router.routes
+        if isinstance(route, APIRoute) and route.endpoint is get_granted_tile
+    )
+    route.app = request_response(get_granted_tile)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import fastapi.routing
 import pytest
 from fastapi.responses import Response
 from httpx import AsyncClient
@@ -196,3 +197,26 @@ def test_an_image_answer_has_the_headers_a_response_with_them_has(fmt: EncodeFor
     assert (answer.status_code, answer.body, answer.raw_headers) == (200, body, expected.raw_headers)
     assert answer.media_type == expected.media_type
     assert answer.background is None
+
+
+async def test_the_granted_route_skips_fastapi_s_per_request_wrapper_and_keeps_the_app_s_errors(
+    app: Any, client_for: ClientFactory, anonymous: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = await make_study(app, experts=("alice",))
+    alice = await client_for("alice")
+    url = await _tile_url(alice, setup.images[0].id)
+    plain = await alice.get(f"/api/v1/images/{setup.images[0].id}/tiles/0/0/0")
+
+    async def no_solver(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("FastAPI's dependency solver ran for a granted tile")
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", no_solver)
+    granted = await alice.get(url)
+    assert granted.status_code == 200, granted.text
+    assert granted.content == plain.content
+    assert granted.headers["cache-control"] == IMMUTABLE["Cache-Control"]
+    invalid = await alice.get(f"{url}?size=1")
+    assert invalid.status_code == 422
+    assert "size" in invalid.json()["detail"]
+    assert (await anonymous.get(url)).status_code == 401
+    assert (await alice.get(_with_grant(url, "garbage"))).status_code == 403
