@@ -34,7 +34,8 @@ load of a shared machine. The static route is the baseline: ratio = tiles/s of a
 route's, in the same run.
 
 Last line: {"metric": "tile_requests_per_second", "value" (warm), "unit", "baseline" (static), "ratio"
-(warm / static), "ratio_cold", "cold_per_second", "p99_ms" (warm), "cold_p99_ms", "static_p99_ms", ...}.
+(warm / static), "ratio_cold", "cold_per_second", "p99_ms" (warm), "cold_p99_ms", "static_p99_ms",
+"server_cpu_us" (each phase's server CPU per request, all its threads, from /proc; null elsewhere), ...}.
 """
 
 from __future__ import annotations
@@ -291,10 +292,21 @@ class Phase:
     seconds: float
     latencies_ms: list[float]
     bodies: list[bytes]
+    server_cpu_s: float | None = None
 
     def add(self, other: Phase) -> None:
         self.seconds += other.seconds
         self.latencies_ms += other.latencies_ms
+        if other.server_cpu_s is not None:
+            self.server_cpu_s = (self.server_cpu_s or 0.0) + other.server_cpu_s
+
+    @property
+    def server_cpu_us(self) -> float | None:
+        """The server's CPU per request in this phase (µs): the p99 at 32 connections grows with it, as each
+        request waits behind a generation of others."""
+        if self.server_cpu_s is None:
+            return None
+        return round(self.server_cpu_s / len(self.latencies_ms) * 1e6, 1)
 
     @property
     def per_second(self) -> float:
@@ -303,6 +315,23 @@ class Phase:
     @property
     def p99_ms(self) -> float:
         return percentile(self.latencies_ms, 0.99)
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds of the process's live threads (Linux: /proc/<pid>/task/*/schedstat, in nanoseconds rather
+    than the clock ticks of /proc/<pid>/stat); None where there is no such file."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as file:
+                total += int(file.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -362,7 +391,12 @@ class HttpxConnection:
         pass
 
 
-async def run_phase(connections: Sequence[Connection | HttpxConnection], name: str, urls: list[str]) -> Phase:
+async def run_phase(
+    connections: Sequence[Connection | HttpxConnection],
+    name: str,
+    urls: list[str],
+    server_pid: int | None = None,
+) -> Phase:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(len(urls)):
         queue.put_nowait(index)
@@ -379,9 +413,13 @@ async def run_phase(connections: Sequence[Connection | HttpxConnection], name: s
                 raise RuntimeError(f"{name}: {urls[index]} answered {status}: {body[:200]!r}")
             bodies[index] = body
 
+    cpu_before = None if server_pid is None else process_cpu_s(server_pid)
     started = time.perf_counter()
     await asyncio.gather(*(work(connection) for connection in connections))
-    return Phase(name, time.perf_counter() - started, latencies, bodies)
+    seconds = time.perf_counter() - started
+    cpu_after = None if server_pid is None else process_cpu_s(server_pid)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return Phase(name, seconds, latencies, bodies, cpu)
 
 
 async def tile_urls(
@@ -396,7 +434,7 @@ async def tile_urls(
 
 
 async def measure(
-    port: int, seeded: Seeded, tiles: list[tuple[int, int, int]], args: argparse.Namespace
+    port: int, seeded: Seeded, tiles: list[tuple[int, int, int]], args: argparse.Namespace, server_pid: int
 ) -> list[Phase]:
     """Rounds of cold, warm and static requests, so that the three phases meet the same background load
     (this machine is shared); each phase's figures are over all its rounds."""
@@ -417,14 +455,14 @@ async def measure(
             size = -(-len(urls) // args.rounds)
             for start in range(0, len(urls), size):
                 chunk = urls[start : start + size]
-                cold = await run_phase(pool, "cold", chunk)
-                warm = await run_phase(pool, "warm", chunk)
+                cold = await run_phase(pool, "cold", chunk, server_pid)
+                warm = await run_phase(pool, "warm", chunk, server_pid)
                 if warm.bodies != cold.bodies:
                     raise RuntimeError("warm tiles differ from cold tiles")
                 statics = [f"/bench/static/{start + offset}" for offset in range(len(chunk))]
                 for url, body in zip(statics, cold.bodies, strict=True):
                     (await client.put(url, content=body)).raise_for_status()
-                static = await run_phase(pool, "static", statics)
+                static = await run_phase(pool, "static", statics, server_pid)
                 if static.bodies != cold.bodies:
                     raise RuntimeError("static bytes differ from the tiles")
                 for phase in (cold, warm, static):
@@ -476,7 +514,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     try:
         await wait_up(f"http://127.0.0.1:{port}", server)
         read_s = read_through(slide)
-        cold, warm, static = await measure(port, seeded, tiles, args)
+        cold, warm, static = await measure(port, seeded, tiles, args, server.pid)
     except BaseException:
         print((folder / "server.log").read_text()[-3000:], file=sys.stderr)
         raise
@@ -486,7 +524,8 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     for phase in (cold, warm, static):
         print(
             f"{phase.name:>6}: {phase.per_second:7.1f} tiles/s, p50 {percentile(phase.latencies_ms, 0.5):6.1f} ms,"
-            f" p99 {phase.p99_ms:6.1f} ms ({len(phase.latencies_ms)} tiles, {phase.seconds:.1f} s)",
+            f" p99 {phase.p99_ms:6.1f} ms ({len(phase.latencies_ms)} tiles, {phase.seconds:.1f} s,"
+            f" server CPU {phase.server_cpu_us} µs/tile)",
             file=sys.stderr,
         )
     return {
@@ -502,6 +541,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "cold_p99_ms": round(cold.p99_ms, 1),
         "static_p99_ms": round(static.p99_ms, 1),
         "p99_over_static": round(max(warm.p99_ms, cold.p99_ms) / static.p99_ms, 2),
+        "server_cpu_us": {phase.name: phase.server_cpu_us for phase in (cold, warm, static)},
         "tiles": len(tiles),
         "connections": args.connections,
         "rounds": args.rounds,

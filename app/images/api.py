@@ -5,6 +5,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from starlette.routing import request_response
 
 from app.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, request_credential
 from app.errors import Invalid, NotAuthenticated, NotFound
@@ -20,6 +22,21 @@ router = APIRouter(tags=["images"])
 Format = Annotated[Literal["jpeg", "png"], Query(description="jpeg (default) or png")]
 IMMUTABLE = {"Cache-Control": "private, max-age=86400, immutable"}
 MEDIA = {"jpeg": "image/jpeg", "png": "image/png"}
+IMMUTABLE_HEADER = (b"cache-control", IMMUTABLE["Cache-Control"].encode())
+MEDIA_HEADERS = {fmt: (b"content-type", media.encode()) for fmt, media in MEDIA.items()}
+
+
+class ImmutableImage(Response):
+    """An image as Response(content, media_type=MEDIA[fmt], headers=IMMUTABLE) answers it, the same headers
+    in the same order, but encoded once: Starlette encodes and scans them per answer, 2-4 µs that every
+    tile's answer spent on the event loop (a third of a cached tile's own work)."""
+
+    def __init__(self, content: bytes, fmt: EncodeFormat) -> None:
+        self.status_code = 200
+        self.media_type = MEDIA[fmt]
+        self.background = None
+        self.body = content
+        self.raw_headers = [IMMUTABLE_HEADER, (b"content-length", b"%d" % len(content)), MEDIA_HEADERS[fmt]]
 
 
 async def tile_cache(request: Request) -> TileCache:
@@ -130,7 +147,7 @@ async def get_region(
     """Any rectangle of an image at a pyramid level, in that level's pixels."""
     image = await studies.get_image(session, user, image_id)
     content = await service.region(cache, settings, image, level, (x, y, w, h), format)
-    return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
+    return ImmutableImage(content, format)
 
 
 @router.get("/images/{image_id}/tiles/{level}/{col}/{row}", responses=file_responses(*MEDIA.values()))
@@ -149,10 +166,10 @@ async def get_tile(
     """One tile of the image pyramid (col, row counted from the top left)."""
     image = await service.visible_image(session, user, image_id)
     content = await service.tile(cache, settings, image, level, col, row, size, format)
-    return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
+    return ImmutableImage(content, format)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made for every tile, in a fifth of a frozen one's time
 class GrantedTileAsk:
     image_id: int
     grant: str
@@ -242,7 +259,7 @@ async def get_granted_tile(request: Request) -> Response:
     content = await service.file_tile(
         state.tile_cache, file, ask.level, ask.col, ask.row, ask.size, ask.format
     )
-    return Response(content, media_type=MEDIA[ask.format], headers=IMMUTABLE)
+    return ImmutableImage(content, ask.format)
 
 
 @router.get("/images/{image_id}/thumbnail", responses=file_responses(*MEDIA.values()))
@@ -258,7 +275,7 @@ async def get_thumbnail(
     """A small preview of the whole image."""
     image = await studies.get_image(session, user, image_id)
     content = await service.thumbnail(cache, settings, image, max_side, format)
-    return Response(content, media_type=MEDIA[format], headers=IMMUTABLE)
+    return ImmutableImage(content, format)
 
 
 @router.post("/tasks/{task_id}/ground-truth", status_code=201)
@@ -294,7 +311,12 @@ async def list_ground_truth(task_id: PathId, session: SessionDep, admin: AdminUs
 
 def add_granted_tile_route(app: FastAPI, prefix: str) -> None:
     """The granted tile route on the app's own router, before any other is added: a viewer asks it most,
-    a request is matched against the routes in order, and an included router would be one more level."""
+    a request is matched against the routes in order, and an included router would be one more level.
+
+    Documented and matched as any API route, but its endpoint (whose one parameter is the Request) is called
+    as Starlette calls one, errors going to the app's handlers alike: FastAPI's per-request wrapper (two exit
+    stacks, the dependency solver, the endpoint's error context) cost a tile about 30 µs, more than a cached
+    tile's own work."""
     app.add_api_route(
         f"{prefix}/images/{{image_id}}/granted-tiles/{{grant}}/{{level}}/{{col}}/{{row}}",
         get_granted_tile,
@@ -303,3 +325,9 @@ def add_granted_tile_route(app: FastAPI, prefix: str) -> None:
         responses=file_responses(*MEDIA.values()),
         openapi_extra={"parameters": GRANTED_TILE_PARAMETERS},
     )
+    route = next(
+        route
+        for route in app.router.routes
+        if isinstance(route, APIRoute) and route.endpoint is get_granted_tile
+    )
+    route.app = request_response(get_granted_tile)

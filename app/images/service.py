@@ -276,7 +276,10 @@ async def file_tile(
 ) -> bytes:
     cached = cache.cached_tile(file.path, level, col, row, size, fmt, window=file.window)
     if cached is None and file.window is None:
-        cached = await _stored_tile_on_loop(cache, file.path, level, col, row, size, fmt)
+        try:  # at once when the page cache holds it (nearly always): no coroutine, no retry loop
+            cached = cache.stored_tile_nowait(file.path, level, col, row, size, fmt)
+        except WouldBlock:
+            cached = await _stored_tile_on_loop(cache, file.path, level, col, row, size, fmt)
     if cached is not None:
         return cached
     return await _pixels(lambda: cache.tile(file.path, level, col, row, size, fmt, window=file.window))
@@ -285,18 +288,17 @@ async def file_tile(
 async def _stored_tile_on_loop(
     cache: TileCache, path: Path, level: int, col: int, row: int, size: int, fmt: EncodeFormat
 ) -> bytes | None:
-    """The file's stored tile read on the event loop when the page cache holds it or gets it (read-ahead
-    asked) and no thread holds the source, within PAGE_CACHE_WAITS_S; else None (a thread reads it). A
-    thread that reads for a busy loop waits for the GIL at each step (5 ms switch interval): 15-27 ms for
-    bytes the disk gave in under 2 ms, and while it held the source every other missed tile went to a
-    thread too."""
-    for wait in (*PAGE_CACHE_WAITS_S, None):
+    """After a first try refused (WouldBlock): the file's stored tile read on the event loop when the page
+    cache gets it (read-ahead asked) and no thread holds the source, within PAGE_CACHE_WAITS_S; else None
+    (a thread reads it). A thread that reads for a busy loop waits for the GIL at each step (5 ms switch
+    interval): 15-27 ms for bytes the disk gave in under 2 ms, and while it held the source every other
+    missed tile went to a thread too."""
+    for wait in PAGE_CACHE_WAITS_S:
+        await sleep(wait)
         try:
             return cache.stored_tile_nowait(path, level, col, row, size, fmt)
         except WouldBlock:
-            if wait is None:
-                return None
-            await sleep(wait)
+            pass
     return None
 
 

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import errno
 import os
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
 import tifffile
 
 JPEG = 7
@@ -49,6 +48,7 @@ CONTEXT_ROWS = MCU_ROWS
 # Adobe APP14: version 100, no flags, transform 0 (the components are RGB, not YCbCr).
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 MAX_TILE_BYTES = 16 * 2**20
+RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
 
 class WouldBlock(Exception):
@@ -56,7 +56,7 @@ class WouldBlock(Exception):
     been asked), or another thread holds the source for a moment. Ask again shortly."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is made in 0.9 µs, this in 0.15 (one per cold tile)
 class StoredTile:
     """A stored tile as a complete JPEG of side ``side``; ``width`` x ``height`` of it lie in the level."""
 
@@ -94,8 +94,9 @@ class _Level:
     height: int
     tile: int
     columns: int
-    offsets: npt.NDArray[np.int64]
-    byte_counts: npt.NDArray[np.int64]
+    # array("q"), not NumPy: an item is a Python int at once (a cold tile reads two of them)
+    offsets: array[int]
+    byte_counts: array[int]
     splice: JpegSplice | None
 
 
@@ -199,7 +200,7 @@ class StoredJpegTiles:
         if col * tile_size >= level.width or row * tile_size >= level.height:
             return None
         index = row * level.columns + col
-        offset, count = int(level.offsets[index]), int(level.byte_counts[index])
+        offset, count = level.offsets[index], level.byte_counts[index]
         if offset <= 0 or not 0 < count <= MAX_TILE_BYTES:
             return None
         stream = (
@@ -223,12 +224,11 @@ class StoredJpegTiles:
 
 
 def _read_nowait(descriptor: int, count: int, offset: int) -> bytearray | None:
-    flag = getattr(os, "RWF_NOWAIT", None)
-    if flag is None:
+    if RWF_NOWAIT is None:
         return None
     buffer = bytearray(count)
     try:
-        read = os.preadv(descriptor, [buffer], offset, flag)
+        read = os.preadv(descriptor, [buffer], offset, RWF_NOWAIT)
     except OSError as error:
         if error.errno != errno.EAGAIN:  # EOPNOTSUPP: a file system without the flag
             return None
@@ -259,7 +259,7 @@ def _indexed(page: tifffile.TiffPage | tifffile.TiffFrame) -> _Level | None:
         height=page.imagelength,
         tile=page.tilewidth,
         columns=columns,
-        offsets=np.asarray(page.dataoffsets, dtype=np.int64),
-        byte_counts=np.asarray(page.databytecounts, dtype=np.int64),
+        offsets=array("q", page.dataoffsets),
+        byte_counts=array("q", page.databytecounts),
         splice=JpegSplice.of(page.jpegtables, rgb=page.photometric == PHOTOMETRIC_RGB),
     )

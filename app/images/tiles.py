@@ -456,6 +456,7 @@ class ImageSource:
         self._lock = threading.Lock()
         self._no_readers = threading.Condition(self._lock)
         self._readers = 0
+        self._closers = 0
         self._backend: _Backend | None = None
         self._levels: list[LevelSize] | None = None
         self._native_count = 0
@@ -501,8 +502,7 @@ class ImageSource:
             patch = self._read(backend, level, inside)
         finally:
             with self._lock:
-                self._readers -= 1
-                self._no_readers.notify_all()
+                self._reader_done()
         return _paste_into_white(request, inside, patch)
 
     def stored_jpeg_tile(
@@ -530,8 +530,15 @@ class ImageSource:
             return backend.stored_jpeg_tile(level, col, row, size, nowait=nowait)
         finally:
             with self._lock:
-                self._readers -= 1
-                self._no_readers.notify_all()
+                self._reader_done()
+
+    def _reader_done(self) -> None:
+        """With the lock held: a read outside the lock ended. Only a ``close`` waits for readers, so the
+        condition is notified only when one does (notify_all is Python code, a few microseconds of every
+        cold tile's answer on the event loop)."""
+        self._readers -= 1
+        if self._closers and not self._readers:
+            self._no_readers.notify_all()
 
     def _read(self, backend: _Backend, level: int, inside: _Rect) -> Pixels:
         if level < self._native_count:
@@ -545,7 +552,11 @@ class ImageSource:
     def close(self) -> None:
         """Waits for reads running outside the lock, so a backend is never closed under a reader."""
         with self._lock:
-            self._no_readers.wait_for(lambda: self._readers == 0)
+            self._closers += 1
+            try:
+                self._no_readers.wait_for(lambda: self._readers == 0)
+            finally:
+                self._closers -= 1
             if self._backend is not None:
                 self._backend.close()
                 self._backend = None

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -146,6 +149,86 @@ async def test_the_event_loop_waits_for_a_tile_read_ahead_instead_of_a_thread(
 
             monkeypatch.setattr(service, "_pixels", no_thread)
             assert await service.file_tile(fresh_cache, file, 0, 2, 1, TILE, "jpeg") == expected
+
+
+async def test_a_tile_the_page_cache_holds_is_answered_at_once_and_one_it_lacks_after_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "ycbcr")
+    file = service.ImageFile(path, None, "identity")
+    sleeps: list[float] = []
+
+    async def recorded_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    monkeypatch.setattr(service, "sleep", recorded_sleep)
+    with TileCache() as cache, TileCache() as fresh:
+        fresh.tile(path, 0, 0, 0)  # opens the file
+        assert await service.file_tile(fresh, file, 0, 2, 1, TILE, "jpeg") == cache.tile(path, 0, 2, 1)
+        assert sleeps == []
+        read = fresh.stored_tile_nowait
+        refusals = [WouldBlock(), WouldBlock()]
+
+        def refused_twice(*args: Any) -> bytes | None:
+            if refusals:
+                raise refusals.pop()
+            return read(*args)
+
+        monkeypatch.setattr(fresh, "stored_tile_nowait", refused_twice)
+        assert await service.file_tile(fresh, file, 0, 3, 1, TILE, "jpeg") == cache.tile(path, 0, 3, 1)
+        assert sleeps == list(service.PAGE_CACHE_WAITS_S[:2])
+
+        def always_refused(*args: Any) -> bytes | None:
+            raise WouldBlock
+
+        sleeps.clear()
+        monkeypatch.setattr(fresh, "stored_tile_nowait", always_refused)
+        assert await service.file_tile(fresh, file, 0, 1, 2, TILE, "jpeg") == cache.tile(path, 0, 1, 2)
+        assert sleeps == list(service.PAGE_CACHE_WAITS_S)  # then a thread read it
+
+
+def test_a_close_waits_for_a_read_in_flight_whose_end_alone_wakes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "ycbcr")
+    source = ImageSource(path)
+    assert source.stored_jpeg_tile(0, 0, 0, TILE) is not None
+    notified: list[int] = []
+    condition = source._no_readers
+    notify_all = condition.notify_all
+
+    def counted_notify_all() -> None:
+        notified.append(1)
+        notify_all()
+
+    monkeypatch.setattr(condition, "notify_all", counted_notify_all)
+    assert source.stored_jpeg_tile(0, 1, 1, TILE, nowait=True) is not None
+    assert notified == []  # no close waited: nobody to wake
+    backend = source._backend
+    assert backend is not None
+    entered, release = threading.Event(), threading.Event()
+    read = backend.stored_jpeg_tile
+
+    def held_read(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(30)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "stored_jpeg_tile", held_read)
+    with ThreadPoolExecutor(2) as pool:
+        reading = pool.submit(source.stored_jpeg_tile, 0, 1, 1, TILE)
+        assert entered.wait(30)
+        closing = pool.submit(source.close)
+        deadline = time.monotonic() + 30
+        while source._closers == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert source._closers == 1  # waiting for the reader
+        assert not closing.done()
+        release.set()
+        assert reading.result(30) is not None
+        closing.result(30)
+    assert notified == [1]
+    assert source._backend is None
 
 
 def test_aperio_rgb_tiles_get_the_adobe_marker_and_their_tables() -> None:

@@ -3,16 +3,23 @@ work, and refuses another image, another credential, a tampered or an expired gr
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import fastapi.routing
 import pytest
+from fastapi.responses import Response
 from httpx import AsyncClient
 from sqlalchemy import delete
 
+from app.images.api import IMMUTABLE, MEDIA, ImmutableImage
 from app.images.tile_grants import Grant, GrantRefused, TileGrants, parse
+from app.images.tiles import EncodeFormat
 from app.models import Assignment
 from tests.conftest import ClientFactory
 from tests.factories import _maker, make_study, make_user
@@ -170,3 +177,46 @@ def test_grants_round_expiries_up_and_check_them() -> None:
     other_key = TileGrants(b"x" * 32, lifetime_seconds=900)
     with pytest.raises(GrantRefused):
         other_key.check(grant.token, 7, "credential", "file", now=1_000_000)
+
+
+def test_a_grant_s_signature_is_the_hmac_sha256_of_its_fields() -> None:
+    """Pinned against hmac.new: a faster call must sign exactly as before (grants issued by another server
+    process or before a restart stay valid)."""
+    key = b"k" * 32
+    grant = TileGrants(key, lifetime_seconds=900).issue(7, 3, "credential", "file", now=1_000_000)
+    message = f"tile\n7\n3\n{grant.expires_at}\nfile\ncredential".encode()
+    digest = hmac.new(key, message, hashlib.sha256).digest()[:16]
+    assert grant.signature == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_an_image_answer_has_the_headers_a_response_with_them_has(fmt: EncodeFormat) -> None:
+    body = b"\xff\xd8 an image"
+    expected = Response(body, media_type=MEDIA[fmt], headers=IMMUTABLE)
+    answer = ImmutableImage(body, fmt)
+    assert (answer.status_code, answer.body, answer.raw_headers) == (200, body, expected.raw_headers)
+    assert answer.media_type == expected.media_type
+    assert answer.background is None
+
+
+async def test_the_granted_route_skips_fastapi_s_per_request_wrapper_and_keeps_the_app_s_errors(
+    app: Any, client_for: ClientFactory, anonymous: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = await make_study(app, experts=("alice",))
+    alice = await client_for("alice")
+    url = await _tile_url(alice, setup.images[0].id)
+    plain = await alice.get(f"/api/v1/images/{setup.images[0].id}/tiles/0/0/0")
+
+    async def no_solver(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("FastAPI's dependency solver ran for a granted tile")
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", no_solver)
+    granted = await alice.get(url)
+    assert granted.status_code == 200, granted.text
+    assert granted.content == plain.content
+    assert granted.headers["cache-control"] == IMMUTABLE["Cache-Control"]
+    invalid = await alice.get(f"{url}?size=1")
+    assert invalid.status_code == 422
+    assert "size" in invalid.json()["detail"]
+    assert (await anonymous.get(url)).status_code == 401
+    assert (await alice.get(_with_grant(url, "garbage"))).status_code == 403
