@@ -10,6 +10,7 @@ Pure numpy, no I/O. Conventions used throughout:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal, TypeVar
@@ -706,17 +707,78 @@ def _one_to_one_of_pairs(
     det_pairs: list[IntArray] = [det_index[lone]]
     ref_pairs: list[IntArray] = [ref_index[lone]]
     contested_dets, contested_refs = np.unique(det_index[~lone]), np.unique(ref_index[~lone])
-    for key in np.unique(det_keys[contested_dets]):
-        dets = contested_dets[det_keys[contested_dets] == key]
-        refs = contested_refs[ref_keys[contested_refs] == key]
-        score, allowed = _pair_scores(take_rows(det_boxes, dets), take_rows(ref_boxes, refs), by, threshold)
-        rows, cols = _assign(score, allowed, method)
+    blocks = KeyBlocks.of(contested_dets, det_keys[contested_dets], contested_refs, ref_keys[contested_refs])
+    # every key's score matrix at once, elementwise as `_pair_scores` of that key's rows and columns
+    scores, admissible = _paired_scores(
+        take_rows(det_boxes, blocks.det), take_rows(ref_boxes, blocks.ref), by, threshold
+    )
+    for dets, refs, cells in blocks.per_key():
+        shape = (len(dets), len(refs))
+        rows, cols = _assign(scores[cells].reshape(shape), admissible[cells].reshape(shape), method)
         det_pairs.append(dets[rows])
         ref_pairs.append(refs[cols])
     dets_found = np.concatenate(det_pairs).astype(np.int64)
     refs_found = np.concatenate(ref_pairs).astype(np.int64)
     order = np.argsort(dets_found, kind="stable")
     return dets_found[order], refs_found[order]
+
+
+@dataclass(frozen=True)
+class KeyBlocks:
+    """Each key's detections × references, the cells of its matrix row by row, every key's end to end (keys
+    ascending; a key's detections and references in the order given)."""
+
+    det: IntArray  # detection of each cell (T,)
+    ref: IntArray  # reference of each cell (T,)
+    dets: IntArray  # detections grouped by key
+    refs: IntArray  # references grouped by key
+    bounds: list[tuple[int, int, int, int, int]]  # per key: dets start, stop, refs start, stop, first cell
+
+    @staticmethod
+    def of(dets: IntArray, det_keys: IntArray, refs: IntArray, ref_keys: IntArray) -> KeyBlocks:
+        """dets, refs: indices; det_keys, ref_keys: their keys. The keys are those of the detections (a key
+        without references has an empty block), as a loop over `np.unique(det_keys)` would select them."""
+        det_order, ref_order = np.argsort(det_keys, kind="stable"), np.argsort(ref_keys, kind="stable")
+        det_sorted, ref_sorted = det_keys[det_order], ref_keys[ref_order]
+        starts = np.flatnonzero(np.r_[True, det_sorted[1:] != det_sorted[:-1]]) if len(dets) else _no_ints()
+        keys = det_sorted[starts]
+        det_stops = np.append(starts[1:], len(dets)) if len(dets) else _no_ints()
+        ref_starts = np.searchsorted(ref_sorted, keys, side="left")
+        ref_stops = np.searchsorted(ref_sorted, keys, side="right")
+        widths = ref_stops - ref_starts
+        sizes = (det_stops - starts) * widths
+        firsts = np.cumsum(sizes) - sizes
+        block = np.repeat(np.arange(len(keys)), sizes)
+        cell = np.arange(int(sizes.sum())) - firsts[block]
+        width = widths[block]
+        row = cell // np.maximum(width, 1)
+        grouped_dets, grouped_refs = dets[det_order], refs[ref_order]
+        return KeyBlocks(
+            grouped_dets[starts[block] + row],
+            grouped_refs[ref_starts[block] + cell - row * width],
+            grouped_dets,
+            grouped_refs,
+            list(
+                zip(
+                    starts.tolist(),
+                    det_stops.tolist(),
+                    ref_starts.tolist(),
+                    ref_stops.tolist(),
+                    firsts.tolist(),
+                    strict=True,
+                )
+            ),
+        )
+
+    def per_key(self) -> Iterator[tuple[IntArray, IntArray, slice]]:
+        """Per key: its detections, its references and its cells (a slice of det and ref)."""
+        for det_start, det_stop, ref_start, ref_stop, first in self.bounds:
+            cells = slice(first, first + (det_stop - det_start) * (ref_stop - ref_start))
+            yield self.dets[det_start:det_stop], self.refs[ref_start:ref_stop], cells
+
+
+def _no_ints() -> IntArray:
+    return np.zeros(0, dtype=np.int64)
 
 
 def _candidate_pairs(
@@ -756,6 +818,20 @@ def _pair_scores(
         iou = iou_matrix(det_boxes, ref_boxes)
         return iou, iou >= threshold
     distance = np.linalg.norm(box_centres(det_boxes)[:, None, :] - box_centres(ref_boxes)[None, :, :], axis=2)
+    return -distance, distance <= threshold
+
+
+def _paired_scores(
+    det_boxes: FloatArray,
+    ref_boxes: FloatArray,
+    by: Literal["iou", "centre"],
+    threshold: float,
+) -> tuple[FloatArray, BoolArray]:
+    """`_pair_scores` of row k of det (K, 4) with row k of ref (K, 4): the same values, cell by cell."""
+    if by == "iou":
+        iou = paired_iou(det_boxes, ref_boxes)
+        return iou, iou >= threshold
+    distance = np.linalg.norm(box_centres(det_boxes) - box_centres(ref_boxes), axis=1)
     return -distance, distance <= threshold
 
 
