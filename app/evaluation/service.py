@@ -789,14 +789,24 @@ def _seconds_per_image_of_batch(batch: Batch, experts: dict[str, ExpertWork]) ->
     if all(work.visit_seconds for work in works):
         return [seconds_per_image(work) for work in works]
     edited = np.concatenate([np.zeros(0), *(work.edited_seconds for work in works)])
-    totals = m.seconds_per_image_gaps(batch.objects.images, edited, batch.span * len(works))
+    size = batch.span * len(works)
+    totals = m.seconds_per_image_gaps(batch.objects.images, edited, size)
+    by_rule = [row for row, work in enumerate(works) if not work.visit_seconds]
+    # the distinct images each of them saw, shifted by its row like the batch's image ids: ascending, so each
+    # row's are one run, in the order a distinct set of its own would give
+    seen = [works[row].images_seen or works[row].objects.images.tolist() for row in by_rule]
+    lengths = [len(images) for images in seen]
+    shifts = np.repeat(np.array(by_rule, dtype=np.int64) * batch.span, lengths)
+    distinct = m.distinct_ints(np.fromiter(chain.from_iterable(seen), np.int64, sum(lengths)) + shifts, size)
+    bounds = np.searchsorted(distinct, np.arange(len(works) + 1, dtype=np.int64) * batch.span).tolist()
+    seconds = totals[distinct]
     results = []
     for row, work in enumerate(works):
+        start, stop = bounds[row], bounds[row + 1]
         if work.visit_seconds:
             results.append(seconds_per_image(work))
-            continue
-        seen = m.distinct_values(np.array(work.images_seen or work.objects.images, dtype=np.int64))
-        results.append(float(totals[seen + row * batch.span].mean()) if len(seen) else math.nan)
+        else:
+            results.append(float(seconds[start:stop].mean()) if stop > start else math.nan)
     return results
 
 
