@@ -258,3 +258,5 @@ def test_key_blocks_list_each_keys_cells_row_by_row() -> None:
         ([7, 5], [11, 13], slice(1, 5)),
         ([9], [], slice(5, 5)),
     ]
+    none = m.KeyBlocks.of(*(np.zeros(0, dtype=np.int64),) * 4)
+    assert (len(none.det), len(none.ref), list(none.per_key())) == (0, 0, [])
