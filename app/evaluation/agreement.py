@@ -155,7 +155,8 @@ def _alpha_distances(totals: FloatArray, level: Literal["nominal", "ordinal"]) -
     index = np.arange(len(totals))
     first, second = index[:, np.newaxis], index[np.newaxis, :]
     if level == "nominal":
-        return (first != second).astype(np.float64)
+        unequal: FloatArray = (first != second).astype(np.float64)
+        return unequal
     low, high = np.minimum(first, second), np.maximum(first, second)
     ranges = np.dstack((low, high + 1))
     between = np.add.reduceat(np.append(totals, 0), ranges.reshape(-1))[::2].reshape(*low.shape)

@@ -4,6 +4,7 @@ published examples; a hand-made study whose agreement figures are known."""
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -68,7 +69,9 @@ def test_krippendorff_alpha_from_value_counts_equals_the_library_on_reliability_
 
 @pytest.mark.parametrize("level", ["nominal", "ordinal"])
 @pytest.mark.parametrize("seed", range(6))
-def test_krippendorff_alpha_equals_the_library_to_the_bit(level: str, seed: int) -> None:
+def test_krippendorff_alpha_equals_the_library_to_the_bit(
+    level: Literal["nominal", "ordinal"], seed: int
+) -> None:
     import krippendorff
 
     rng = np.random.default_rng(seed)
@@ -77,7 +80,7 @@ def test_krippendorff_alpha_equals_the_library_to_the_bit(level: str, seed: int)
         counts = rng.integers(0, 5, (int(rng.integers(2, 900)), values))  # units with 0 or 1 value too
         counts[rng.random(len(counts)) < 0.3, 0] = 10  # many raters agreeing on some units
 
-        found = agreement.krippendorff_alpha(counts, level)  # type: ignore[arg-type]
+        found = agreement.krippendorff_alpha(counts, level)
 
         pairable = counts[counts.sum(axis=1) >= 2]
         expected = krippendorff.alpha(
