@@ -537,10 +537,21 @@ def grouped_average_precision(true_positive: BoolArray, groups: IntArray, n_ref:
 def _suffix_max_by_group(values: FloatArray, groups: IntArray, size: int) -> FloatArray:
     """max_{j ≥ k, groups_j = groups_k} values_j (N,) for groups (N,) ascending in [0, size).
 
-    One reversed running maximum over integer keys (G − 1 − group) · L + rank of the value among the L
-    distinct values: keys grow along the reversed traversal, so a later group never leaks into an earlier
-    one, and ranks keep the result exact.
+    One running maximum along the rows of a table with a row per group, each group's values right-aligned
+    in reverse order behind −∞ (a maximum only picks values, so the result is exact), where that table is
+    at most a few times N; else one reversed running maximum over integer keys (G − 1 − group) · L + rank of
+    the value among the L distinct values: keys grow along the reversed traversal, so a later group never
+    leaks into an earlier one, and ranks keep the result exact.
     """
+    counts = np.bincount(groups, minlength=size)
+    width = int(counts.max(initial=0))
+    if size * width <= 4 * len(values) + 1024:
+        rank_in_group = np.arange(len(values)) - (np.cumsum(counts) - counts)[groups]
+        cells = groups * width + (width - 1 - rank_in_group)
+        table = np.full(size * width, -np.inf)
+        table[cells] = values
+        running: FloatArray = np.maximum.accumulate(table.reshape(size, width), axis=1).reshape(-1)
+        return running[cells]
     levels, rank = np.unique(values, return_inverse=True)
     keys = (size - 1 - groups) * len(levels) + rank.reshape(-1)
     suffix = np.maximum.accumulate(keys[::-1])[::-1]

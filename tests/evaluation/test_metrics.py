@@ -404,3 +404,24 @@ def test_grouped_average_precision_equals_one_list_at_a_time() -> None:
         grouped = m.grouped_average_precision(hits, groups, n_ref)
         one_by_one = [m.voc_average_precision(hits[groups == g], int(n_ref[g])) for g in range(size)]
         assert np.allclose(grouped, one_by_one, atol=1e-12)
+
+
+@pytest.mark.parametrize("spread", ["even", "one long group"])
+def test_suffix_max_by_group_equals_each_groups_reversed_running_maximum(spread: str) -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        size = int(rng.integers(1, 40))
+        count = int(rng.integers(0, 400))
+        groups = np.sort(rng.integers(0, size, count))
+        if spread == "one long group" and count:
+            groups = np.where(rng.random(count) < 0.9, 0, groups)  # a table of size × longest would be sparse
+            groups.sort()
+        values = rng.integers(0, 7, count) / rng.integers(1, 9, count)  # precisions, ties included
+
+        found = m._suffix_max_by_group(values, groups, size)
+
+        expected = np.zeros(count)
+        for group in range(size):
+            members = np.flatnonzero(groups == group)
+            expected[members] = np.maximum.accumulate(values[members][::-1])[::-1]
+        np.testing.assert_array_equal(found, expected)
