@@ -1013,7 +1013,7 @@ def caught_entries(task: TaskData, kind: str, entries: Boxes, batch: Batch, iou:
         )
         boxes = np.vstack([task.reference.boxes, np.full((1, 4), np.nan)])
         originals = np.tile(m.take_rows(boxes, original), (rows, 1))  # NO_MATCH (−1) picks the NaN row
-    on_register_images = np.isin(batch.objects.images % batch.span, entries.images)
+    on_register_images = m.contained_ints(batch.objects.images % batch.span, entries.images)
     detections = batch.objects.take(np.flatnonzero(on_register_images))
     caught = m.caught_errors(kind, _fields(batch.repeat(entries)), _fields(detections), originals, iou)
     return caught.reshape(rows, len(entries))

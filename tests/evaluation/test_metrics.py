@@ -277,6 +277,15 @@ def test_distinct_ints_and_first_indices_are_those_of_np_unique(size: int) -> No
         assert m.first_indices(values, size).dtype == np.int64
 
 
+@pytest.mark.parametrize("size", [1, 50, 5_000, 10**7])  # the last: np.isin itself (a table too large)
+def test_contained_ints_is_np_isin(size: int) -> None:
+    rng = np.random.default_rng(size)
+    for n in (0, 1, 300):
+        values = rng.integers(0, size, n) - size // 3
+        for wanted in (values[:5], rng.integers(-size, 2 * size, 20), np.zeros(0, dtype=np.int64)):
+            np.testing.assert_array_equal(m.contained_ints(values, wanted), np.isin(values, wanted))
+
+
 # ---------------------------------------------------------------- time per image
 
 
