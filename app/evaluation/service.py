@@ -682,7 +682,7 @@ def _mode_metrics(
         results[name] = ExpertMetricsOut(
             objects=stop - start,
             seconds_per_image=_number(seconds[row]),
-            concordance=float(np.mean(scores)) if len(scores) else 0.0,
+            concordance=m.mean_of(scores) if len(scores) else 0.0,
             vote_weighted_concordance=_number(float(weighted.scores[row])),
             vote_weighted_precision=_number(float(weighted.precision[row])),
             vote_weighted_recall=_number(float(weighted.recall[row])),
@@ -806,7 +806,7 @@ def _seconds_per_image_of_batch(batch: Batch, experts: dict[str, ExpertWork]) ->
         if work.visit_seconds:
             results.append(seconds_per_image(work))
         else:
-            results.append(float(seconds[start:stop].mean()) if stop > start else math.nan)
+            results.append(m.mean_of(seconds[start:stop]) if stop > start else math.nan)
     return results
 
 

@@ -286,6 +286,14 @@ def test_contained_ints_is_np_isin(size: int) -> None:
             np.testing.assert_array_equal(m.contained_ints(values, wanted), np.isin(values, wanted))
 
 
+def test_mean_of_is_np_mean_to_the_bit() -> None:
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 7, 8, 9, 17, 130, 1000):  # numpy's pairwise sum changes its blocks at 8 and 128
+        values = rng.random(n) * 10.0 ** rng.integers(-3, 4, n)
+        assert m.mean_of(values) == float(np.mean(values))
+        assert m.mean_of(values[::3]) == float(np.mean(values[::3]))  # a strided view
+
+
 # ---------------------------------------------------------------- time per image
 
 
