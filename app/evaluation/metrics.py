@@ -581,8 +581,9 @@ def _suffix_max_by_group(values: FloatArray, groups: IntArray, size: int) -> Flo
         cells = groups * width + (width - 1 - rank_in_group)
         table = np.full(size * width, -np.inf)
         table[cells] = values
-        running: FloatArray = np.maximum.accumulate(table.reshape(size, width), axis=1).reshape(-1)
-        return running[cells]
+        running = np.maximum.accumulate(table.reshape(size, width), axis=1).reshape(-1)
+        envelope: FloatArray = running[cells]
+        return envelope
     levels, rank = np.unique(values, return_inverse=True)
     keys = (size - 1 - groups) * len(levels) + rank.reshape(-1)
     suffix = np.maximum.accumulate(keys[::-1])[::-1]
