@@ -1,14 +1,17 @@
 """Agreement statistics of DESIGN.md "Evaluation" ("Statistics a reviewer asks for"): pure numpy, no I/O.
 
 - Cohen's kappa (unweighted for classes, quadratic weights for ordered grades) of two raters' category codes;
-- Fleiss' kappa of many raters per subject (counts table), Krippendorff's alpha (the `krippendorff` library);
+- Fleiss' kappa of many raters per subject (counts table), Krippendorff's alpha (the `krippendorff` library's
+  computation);
 - ICC(A,1) (Shrout & Fleiss ICC(2,1), two-way random, absolute agreement, single rater) and Bland–Altman
   bias and 95 % limits of agreement for counts per image;
 - clinical threshold: cases where a rater's count lies on the other side of a threshold than the reference.
 
 Kappa, Fleiss and ICC are written in closed form: they run per expert and mode on every evaluation, where the
 libraries' per-call overhead (and statsmodels' import time) would dominate. The tests pin each closed form
-to statsmodels (kappa, Fleiss) and to Shrout & Fleiss's published example (ICC).
+to statsmodels (kappa, Fleiss) and to Shrout & Fleiss's published example (ICC). Krippendorff's alpha repeats
+the `krippendorff` library's array operations without its input checks and its stack of identity matrices
+(less than half its time on the study's tables); the tests pin it to the library bit for bit.
 Undefined values (no data, no spread) are NaN.
 """
 
@@ -109,11 +112,14 @@ def fleiss_kappa(counts: IntArray) -> float:
 
 
 def krippendorff_alpha(value_counts: IntArray, level: Literal["nominal", "ordinal"]) -> float:
-    """Krippendorff's alpha from a value-counts table (units, values), by the `krippendorff` library.
+    """Krippendorff's alpha from a value-counts table (units, values): the `krippendorff` library's
+    computation (0.9) without its input checks, each array built by the same operations, so the same bits.
 
     value_counts[u, v] = number of raters who gave unit u the value v (values in their order, which matters
     for "ordinal"). Units with fewer than two values cannot be paired and do not count; a rater may leave a
     unit out (missing data). NaN when fewer than two values are pairable or there is no variation.
+    alpha = 1 − Σ o·δ / Σ e·δ: o the coincidences Σ_u n_uc (n_uk − [c = k]) / (n_u − 1), e the expected
+    ones (n_c n_k − [c = k] n_c) / (n − 1), δ 1 for unequal values (nominal) or the ordinal metric.
     """
     table = np.asarray(value_counts, dtype=np.float64)
     if table.ndim != 2 or table.shape[1] < 2:
@@ -121,13 +127,41 @@ def krippendorff_alpha(value_counts: IntArray, level: Literal["nominal", "ordina
     pairable = table[table.sum(axis=1) >= 2]
     if len(pairable) == 0 or np.count_nonzero(pairable.sum(axis=0)) < 2:
         return NAN
-    import krippendorff  # small; imported here to keep it off the import path of the API
+    coincidences = _coincidences(pairable)
+    totals = coincidences.sum(axis=0)
+    expected = np.divide(np.outer(totals, totals) - np.diagflat(totals), totals.sum() - 1, dtype=np.float64)
+    distances = _alpha_distances(totals, level)
+    return float(1 - (coincidences * distances).sum() / (expected * distances).sum())
 
-    return float(
-        krippendorff.alpha(
-            value_counts=pairable, value_domain=list(range(table.shape[1])), level_of_measurement=level
-        )
-    )
+
+def _coincidences(table: FloatArray) -> FloatArray:
+    """The library's coincidence matrix (values, values): the per-unit products less the diagonal's own
+    pairs, each divided by its unit's pairable values − 1, summed over the units in the same (units, values,
+    values) layout (so in the same order). The diagonal is taken off in place, not by multiplying a stack of
+    identity matrices; counts are whole numbers, so either way gives the same values."""
+    units, values = table.shape
+    products = table[:, :, np.newaxis] * table[:, np.newaxis, :]
+    diagonal = np.arange(values)
+    products[:, diagonal, diagonal] -= table
+    pairable = np.maximum(table.sum(axis=1), 2)
+    per_unit = np.divide(products, (pairable - 1).reshape((units, 1, 1)), dtype=np.float64)
+    coincidences: FloatArray = per_unit.sum(axis=0)
+    return coincidences
+
+
+def _alpha_distances(totals: FloatArray, level: Literal["nominal", "ordinal"]) -> FloatArray:
+    """The library's distance of every pair of values: nominal 1 where they differ; ordinal
+    (Σ_{g=c..k} n_g − (n_c + n_k) / 2)²."""
+    index = np.arange(len(totals))
+    first, second = index[:, np.newaxis], index[np.newaxis, :]
+    if level == "nominal":
+        unequal: FloatArray = (first != second).astype(np.float64)
+        return unequal
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    ranges = np.dstack((low, high + 1))
+    between = np.add.reduceat(np.append(totals, 0), ranges.reshape(-1))[::2].reshape(*low.shape)
+    distances: FloatArray = (between - np.divide(totals[low] + totals[high], 2, dtype=np.float64)) ** 2
+    return distances
 
 
 def icc_absolute(ratings: FloatArray) -> float:

@@ -10,6 +10,7 @@ Pure numpy, no I/O. Conventions used throughout:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal, TypeVar
@@ -102,6 +103,37 @@ def first_indices(values: IntArray, size: int) -> IntArray:
     np.minimum.at(first, values, np.arange(len(values), dtype=np.int64))
     found: IntArray = first[first < len(values)]
     return found
+
+
+def contained_ints(values: IntArray, wanted: IntArray) -> BoolArray:
+    """`np.isin(values, wanted)` of integers: by a table of flags over the values' range where that range is
+    small against the values (a gather per value instead of numpy's sort or table of both sides), else
+    `np.isin` itself.
+
+    >>> contained_ints(np.array([4, 1, 7, 4]), np.array([4, 9]))
+    array([ True, False, False,  True])
+    """
+    wanted = np.asarray(wanted, dtype=np.int64)
+    if not len(values) or not len(wanted):
+        return np.isin(values, wanted)
+    low, high = int(values.min()), int(values.max())
+    if not _small_range(values, high - low + 1):
+        return np.isin(values, wanted)
+    flags = np.zeros(high - low + 1, dtype=np.bool_)
+    inside = wanted[(wanted >= low) & (wanted <= high)]
+    flags[inside - low] = True
+    found: BoolArray = flags.take(values - low)
+    return found
+
+
+def mean_of(values: FloatArray) -> float:
+    """`float(np.mean(values))` of a non-empty float64 vector without `np.mean`'s dispatch: the same pairwise
+    sum (`np.add.reduce`) divided by the count, so the same bits.
+
+    >>> mean_of(np.array([1.0, 2.0, 4.0]))
+    2.3333333333333335
+    """
+    return float(np.add.reduce(values)) / len(values)
 
 
 def sorted_positions(sorted_values: IntArray, values: IntArray) -> IntArray:
@@ -356,8 +388,9 @@ def _overlapping_same_key_pairs(
     det_index = np.repeat(np.arange(len(det_keys), dtype=np.int64), counts)
     shift = np.repeat(low - (np.cumsum(counts) - counts), counts)
     ref_index = order[np.arange(len(det_index), dtype=np.int64) + shift].astype(np.int64)
-    # The windows lie inside their key's block, so only the boxes remain to compare: x first, then y.
-    for low_side, high_side in ((0, 2), (1, 3)):
+    # The windows lie inside their key's block, so only the boxes remain to compare: y first (the windows
+    # bound x already, so y drops most candidates and the x test sees fewer), then x.
+    for low_side, high_side in ((1, 3), (0, 2)):
         det_low, det_high = det_boxes[:, low_side], det_boxes[:, high_side]
         ref_low, ref_high = ref_boxes[:, low_side], ref_boxes[:, high_side]
         keep = np.maximum(det_low[det_index], ref_low[ref_index]) < (
@@ -535,10 +568,22 @@ def grouped_average_precision(true_positive: BoolArray, groups: IntArray, n_ref:
 def _suffix_max_by_group(values: FloatArray, groups: IntArray, size: int) -> FloatArray:
     """max_{j ≥ k, groups_j = groups_k} values_j (N,) for groups (N,) ascending in [0, size).
 
-    One reversed running maximum over integer keys (G − 1 − group) · L + rank of the value among the L
-    distinct values: keys grow along the reversed traversal, so a later group never leaks into an earlier
-    one, and ranks keep the result exact.
+    One running maximum along the rows of a table with a row per group, each group's values right-aligned
+    in reverse order behind −∞ (a maximum only picks values, so the result is exact), where that table is
+    at most a few times N; else one reversed running maximum over integer keys (G − 1 − group) · L + rank of
+    the value among the L distinct values: keys grow along the reversed traversal, so a later group never
+    leaks into an earlier one, and ranks keep the result exact.
     """
+    counts = np.bincount(groups, minlength=size)
+    width = int(counts.max(initial=0))
+    if size * width <= 4 * len(values) + 1024:
+        rank_in_group = np.arange(len(values)) - (np.cumsum(counts) - counts)[groups]
+        cells = groups * width + (width - 1 - rank_in_group)
+        table = np.full(size * width, -np.inf)
+        table[cells] = values
+        running = np.maximum.accumulate(table.reshape(size, width), axis=1).reshape(-1)
+        envelope: FloatArray = running[cells]
+        return envelope
     levels, rank = np.unique(values, return_inverse=True)
     keys = (size - 1 - groups) * len(levels) + rank.reshape(-1)
     suffix = np.maximum.accumulate(keys[::-1])[::-1]
@@ -706,17 +751,78 @@ def _one_to_one_of_pairs(
     det_pairs: list[IntArray] = [det_index[lone]]
     ref_pairs: list[IntArray] = [ref_index[lone]]
     contested_dets, contested_refs = np.unique(det_index[~lone]), np.unique(ref_index[~lone])
-    for key in np.unique(det_keys[contested_dets]):
-        dets = contested_dets[det_keys[contested_dets] == key]
-        refs = contested_refs[ref_keys[contested_refs] == key]
-        score, allowed = _pair_scores(take_rows(det_boxes, dets), take_rows(ref_boxes, refs), by, threshold)
-        rows, cols = _assign(score, allowed, method)
+    blocks = KeyBlocks.of(contested_dets, det_keys[contested_dets], contested_refs, ref_keys[contested_refs])
+    # every key's score matrix at once, elementwise as `_pair_scores` of that key's rows and columns
+    scores, admissible = _paired_scores(
+        take_rows(det_boxes, blocks.det), take_rows(ref_boxes, blocks.ref), by, threshold
+    )
+    for dets, refs, cells in blocks.per_key():
+        shape = (len(dets), len(refs))
+        rows, cols = _assign(scores[cells].reshape(shape), admissible[cells].reshape(shape), method)
         det_pairs.append(dets[rows])
         ref_pairs.append(refs[cols])
     dets_found = np.concatenate(det_pairs).astype(np.int64)
     refs_found = np.concatenate(ref_pairs).astype(np.int64)
     order = np.argsort(dets_found, kind="stable")
     return dets_found[order], refs_found[order]
+
+
+@dataclass(frozen=True)
+class KeyBlocks:
+    """Each key's detections × references, the cells of its matrix row by row, every key's end to end (keys
+    ascending; a key's detections and references in the order given)."""
+
+    det: IntArray  # detection of each cell (T,)
+    ref: IntArray  # reference of each cell (T,)
+    dets: IntArray  # detections grouped by key
+    refs: IntArray  # references grouped by key
+    bounds: list[tuple[int, int, int, int, int]]  # per key: dets start, stop, refs start, stop, first cell
+
+    @staticmethod
+    def of(dets: IntArray, det_keys: IntArray, refs: IntArray, ref_keys: IntArray) -> KeyBlocks:
+        """dets, refs: indices; det_keys, ref_keys: their keys. The keys are those of the detections (a key
+        without references has an empty block), as a loop over `np.unique(det_keys)` would select them."""
+        det_order, ref_order = np.argsort(det_keys, kind="stable"), np.argsort(ref_keys, kind="stable")
+        det_sorted, ref_sorted = det_keys[det_order], ref_keys[ref_order]
+        starts = np.flatnonzero(np.r_[True, det_sorted[1:] != det_sorted[:-1]]) if len(dets) else _no_ints()
+        keys = det_sorted[starts]
+        det_stops = np.append(starts[1:], len(dets)) if len(dets) else _no_ints()
+        ref_starts = np.searchsorted(ref_sorted, keys, side="left")
+        ref_stops = np.searchsorted(ref_sorted, keys, side="right")
+        widths = ref_stops - ref_starts
+        sizes = (det_stops - starts) * widths
+        firsts = np.cumsum(sizes) - sizes
+        block = np.repeat(np.arange(len(keys)), sizes)
+        cell = np.arange(int(sizes.sum())) - firsts[block]
+        width = widths[block]
+        row = cell // np.maximum(width, 1)
+        grouped_dets, grouped_refs = dets[det_order], refs[ref_order]
+        return KeyBlocks(
+            grouped_dets[starts[block] + row],
+            grouped_refs[ref_starts[block] + cell - row * width],
+            grouped_dets,
+            grouped_refs,
+            list(
+                zip(
+                    starts.tolist(),
+                    det_stops.tolist(),
+                    ref_starts.tolist(),
+                    ref_stops.tolist(),
+                    firsts.tolist(),
+                    strict=True,
+                )
+            ),
+        )
+
+    def per_key(self) -> Iterator[tuple[IntArray, IntArray, slice]]:
+        """Per key: its detections, its references and its cells (a slice of det and ref)."""
+        for det_start, det_stop, ref_start, ref_stop, first in self.bounds:
+            cells = slice(first, first + (det_stop - det_start) * (ref_stop - ref_start))
+            yield self.dets[det_start:det_stop], self.refs[ref_start:ref_stop], cells
+
+
+def _no_ints() -> IntArray:
+    return np.zeros(0, dtype=np.int64)
 
 
 def _candidate_pairs(
@@ -756,6 +862,20 @@ def _pair_scores(
         iou = iou_matrix(det_boxes, ref_boxes)
         return iou, iou >= threshold
     distance = np.linalg.norm(box_centres(det_boxes)[:, None, :] - box_centres(ref_boxes)[None, :, :], axis=2)
+    return -distance, distance <= threshold
+
+
+def _paired_scores(
+    det_boxes: FloatArray,
+    ref_boxes: FloatArray,
+    by: Literal["iou", "centre"],
+    threshold: float,
+) -> tuple[FloatArray, BoolArray]:
+    """`_pair_scores` of row k of det (K, 4) with row k of ref (K, 4): the same values, cell by cell."""
+    if by == "iou":
+        iou = paired_iou(det_boxes, ref_boxes)
+        return iou, iou >= threshold
+    distance = np.linalg.norm(box_centres(det_boxes) - box_centres(ref_boxes), axis=1)
     return -distance, distance <= threshold
 
 

@@ -252,7 +252,7 @@ def _images_seen(work: ExpertWork) -> np.ndarray:
 
 
 def _counts_by_image(objects: Boxes, labels: list[int], span: int) -> np.ndarray:
-    keep = np.isin(objects.labels, labels)
+    keep = m.contained_ints(objects.labels, np.array(labels, dtype=np.int64))
     return np.bincount(objects.images[keep], minlength=span).astype(np.float64)
 
 

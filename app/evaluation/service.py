@@ -682,7 +682,7 @@ def _mode_metrics(
         results[name] = ExpertMetricsOut(
             objects=stop - start,
             seconds_per_image=_number(seconds[row]),
-            concordance=float(np.mean(scores)) if len(scores) else 0.0,
+            concordance=m.mean_of(scores) if len(scores) else 0.0,
             vote_weighted_concordance=_number(float(weighted.scores[row])),
             vote_weighted_precision=_number(float(weighted.precision[row])),
             vote_weighted_recall=_number(float(weighted.recall[row])),
@@ -789,14 +789,24 @@ def _seconds_per_image_of_batch(batch: Batch, experts: dict[str, ExpertWork]) ->
     if all(work.visit_seconds for work in works):
         return [seconds_per_image(work) for work in works]
     edited = np.concatenate([np.zeros(0), *(work.edited_seconds for work in works)])
-    totals = m.seconds_per_image_gaps(batch.objects.images, edited, batch.span * len(works))
+    size = batch.span * len(works)
+    totals = m.seconds_per_image_gaps(batch.objects.images, edited, size)
+    by_rule = [row for row, work in enumerate(works) if not work.visit_seconds]
+    # the distinct images each of them saw, shifted by its row like the batch's image ids: ascending, so each
+    # row's are one run, in the order a distinct set of its own would give
+    seen = [works[row].images_seen or works[row].objects.images.tolist() for row in by_rule]
+    lengths = [len(images) for images in seen]
+    shifts = np.repeat(np.array(by_rule, dtype=np.int64) * batch.span, lengths)
+    distinct = m.distinct_ints(np.fromiter(chain.from_iterable(seen), np.int64, sum(lengths)) + shifts, size)
+    bounds = np.searchsorted(distinct, np.arange(len(works) + 1, dtype=np.int64) * batch.span).tolist()
+    seconds = totals[distinct]
     results = []
     for row, work in enumerate(works):
+        start, stop = bounds[row], bounds[row + 1]
         if work.visit_seconds:
             results.append(seconds_per_image(work))
-            continue
-        seen = m.distinct_values(np.array(work.images_seen or work.objects.images, dtype=np.int64))
-        results.append(float(totals[seen + row * batch.span].mean()) if len(seen) else math.nan)
+        else:
+            results.append(m.mean_of(seconds[start:stop]) if stop > start else math.nan)
     return results
 
 
@@ -1003,7 +1013,7 @@ def caught_entries(task: TaskData, kind: str, entries: Boxes, batch: Batch, iou:
         )
         boxes = np.vstack([task.reference.boxes, np.full((1, 4), np.nan)])
         originals = np.tile(m.take_rows(boxes, original), (rows, 1))  # NO_MATCH (−1) picks the NaN row
-    on_register_images = np.isin(batch.objects.images % batch.span, entries.images)
+    on_register_images = m.contained_ints(batch.objects.images % batch.span, entries.images)
     detections = batch.objects.take(np.flatnonzero(on_register_images))
     caught = m.caught_errors(kind, _fields(batch.repeat(entries)), _fields(detections), originals, iou)
     return caught.reshape(rows, len(entries))

@@ -4,6 +4,7 @@ published examples; a hand-made study whose agreement figures are known."""
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -64,6 +65,28 @@ def test_krippendorff_alpha_from_value_counts_equals_the_library_on_reliability_
     expected = krippendorff.alpha(reliability_data=data, level_of_measurement="nominal")
     assert agreement.krippendorff_alpha(counts, "nominal") == pytest.approx(expected)
     assert expected == pytest.approx(0.743, abs=1e-3)  # the published value of this example
+
+
+@pytest.mark.parametrize("level", ["nominal", "ordinal"])
+@pytest.mark.parametrize("seed", range(6))
+def test_krippendorff_alpha_equals_the_library_to_the_bit(
+    level: Literal["nominal", "ordinal"], seed: int
+) -> None:
+    import krippendorff
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        values = int(rng.integers(2, 7))
+        counts = rng.integers(0, 5, (int(rng.integers(2, 900)), values))  # units with 0 or 1 value too
+        counts[rng.random(len(counts)) < 0.3, 0] = 10  # many raters agreeing on some units
+
+        found = agreement.krippendorff_alpha(counts, level)
+
+        pairable = counts[counts.sum(axis=1) >= 2]
+        expected = krippendorff.alpha(
+            value_counts=pairable, value_domain=list(range(values)), level_of_measurement=level
+        )
+        assert found == float(expected)
 
 
 def test_icc_absolute_reproduces_shrout_and_fleiss() -> None:

@@ -277,6 +277,23 @@ def test_distinct_ints_and_first_indices_are_those_of_np_unique(size: int) -> No
         assert m.first_indices(values, size).dtype == np.int64
 
 
+@pytest.mark.parametrize("size", [1, 50, 5_000, 10**7])  # the last: np.isin itself (a table too large)
+def test_contained_ints_is_np_isin(size: int) -> None:
+    rng = np.random.default_rng(size)
+    for n in (0, 1, 300):
+        values = rng.integers(0, size, n) - size // 3
+        for wanted in (values[:5], rng.integers(-size, 2 * size, 20), np.zeros(0, dtype=np.int64)):
+            np.testing.assert_array_equal(m.contained_ints(values, wanted), np.isin(values, wanted))
+
+
+def test_mean_of_is_np_mean_to_the_bit() -> None:
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 7, 8, 9, 17, 130, 1000):  # numpy's pairwise sum changes its blocks at 8 and 128
+        values = rng.random(n) * 10.0 ** rng.integers(-3, 4, n)
+        assert m.mean_of(values) == float(np.mean(values))
+        assert m.mean_of(values[::3]) == float(np.mean(values[::3]))  # a strided view
+
+
 # ---------------------------------------------------------------- time per image
 
 
@@ -404,3 +421,24 @@ def test_grouped_average_precision_equals_one_list_at_a_time() -> None:
         grouped = m.grouped_average_precision(hits, groups, n_ref)
         one_by_one = [m.voc_average_precision(hits[groups == g], int(n_ref[g])) for g in range(size)]
         assert np.allclose(grouped, one_by_one, atol=1e-12)
+
+
+@pytest.mark.parametrize("spread", ["even", "one long group"])
+def test_suffix_max_by_group_equals_each_groups_reversed_running_maximum(spread: str) -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        size = int(rng.integers(1, 40))
+        count = int(rng.integers(0, 400))
+        groups = np.sort(rng.integers(0, size, count))
+        if spread == "one long group" and count:
+            groups = np.where(rng.random(count) < 0.9, 0, groups)  # a table of size × longest would be sparse
+            groups.sort()
+        values = rng.integers(0, 7, count) / rng.integers(1, 9, count)  # precisions, ties included
+
+        found = m._suffix_max_by_group(values, groups, size)
+
+        expected = np.zeros(count)
+        for group in range(size):
+            members = np.flatnonzero(groups == group)
+            expected[members] = np.maximum.accumulate(values[members][::-1])[::-1]
+        np.testing.assert_array_equal(found, expected)

@@ -261,23 +261,26 @@ def test_kept_results_follow_the_task_content_and_stay_the_callers_own() -> None
     assert service.task_digest(task, service.MetricsParams(iou=0.5)) != service.task_digest(task, params)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_seconds_per_image_of_a_batch_equal_each_expert_alone(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "images"), [(0, 5), (1, 5), (2, 5), (3, 5), (4, 60), (5, 60)])
+def test_seconds_per_image_of_a_batch_equal_each_expert_alone(seed: int, images: int) -> None:
     from app.evaluation.service import _seconds_per_image_of_batch, seconds_per_image
 
     rng = np.random.default_rng(seed)
     experts = {}
-    for row, name in enumerate(("a", "b", "c", "d")):
-        count = int(rng.integers(0, 30))
-        objects = _random_boxes(rng, count, 5, 2)
+    for row, name in enumerate(("a", "b", "c", "d", "e")):
+        count = int(rng.integers(0, 30 * images // 5))
+        objects = _random_boxes(rng, count, images, 2)
         edited = np.cumsum(rng.choice([3.0, 40.5, 400.0], size=count, p=[0.6, 0.3, 0.1])) + 1e9
+        edited += rng.random(count)  # fractions of a second: sums that depend on their order
         work = ExpertWork(objects, edited)
         if row == 1:
             work.images_seen = [4, 2, 4, 0]  # seen, in viewing order, with an image without objects
         if row == 2:
             work.visit_seconds = {1: 30.0, 3: 12.5}  # Concord's own visits
+        if row == 3:
+            work.images_seen = rng.permutation(images).tolist()  # many seen: a mean of more than 8 terms
         experts[name] = work
-    batch = Batch.of(experts, 10)
+    batch = Batch.of(experts, images + 5)
 
     found = _seconds_per_image_of_batch(batch, experts)
 

@@ -187,3 +187,77 @@ def test_every_experts_weights_at_once_equal_one_expert_at_a_time_to_the_bit() -
         assert (result.recall[row], result.precision[row]) == (recall, precision)
     flat = m.vote_weighted_concordance(np.ones((3, 4), dtype=np.bool_), [np.zeros(0)] * 3)
     assert flat.scores.tolist() == [1.0, 1.0, 1.0]
+
+
+def _contested_per_key(
+    det_index: np.ndarray,
+    ref_index: np.ndarray,
+    det_boxes: np.ndarray,
+    det_keys: np.ndarray,
+    ref_boxes: np.ndarray,
+    ref_keys: np.ndarray,
+    by: str,
+    threshold: float,
+    method: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`metrics._one_to_one_of_pairs` as it was: each key's score matrix built in a loop over the keys."""
+    lone = (np.bincount(det_index, minlength=len(det_keys))[det_index] == 1) & (
+        np.bincount(ref_index, minlength=len(ref_keys))[ref_index] == 1
+    )
+    det_pairs, ref_pairs = [det_index[lone]], [ref_index[lone]]
+    contested_dets, contested_refs = np.unique(det_index[~lone]), np.unique(ref_index[~lone])
+    for key in np.unique(det_keys[contested_dets]):
+        dets = contested_dets[det_keys[contested_dets] == key]
+        refs = contested_refs[ref_keys[contested_refs] == key]
+        score, allowed = m._pair_scores(det_boxes[dets], ref_boxes[refs], by, threshold)  # type: ignore[arg-type]
+        rows, cols = m._assign(score, allowed, method)  # type: ignore[arg-type]
+        det_pairs.append(dets[rows])
+        ref_pairs.append(refs[cols])
+    dets_found = np.concatenate(det_pairs).astype(np.int64)
+    refs_found = np.concatenate(ref_pairs).astype(np.int64)
+    order = np.argsort(dets_found, kind="stable")
+    return dets_found[order], refs_found[order]
+
+
+@pytest.mark.parametrize("by", ["iou", "centre"])
+@pytest.mark.parametrize("method", ["hungarian", "greedy"])
+@pytest.mark.parametrize("seed", range(4))
+def test_every_keys_score_matrix_at_once_matches_the_loop_over_keys(by: str, method: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    corners = rng.integers(0, 120, (400, 2)) + rng.choice([0.0, 0.5, 0.25], (400, 2))
+    corners += rng.random((400, 2)) * (seed % 2)  # odd seeds: any fraction, so results that round
+    boxes = np.concatenate([corners, corners + rng.integers(8, 40, (400, 2))], axis=1)
+    boxes[250:260] = boxes[0:10]  # exact copies: tied scores
+    labels, images = rng.integers(0, 3, 400), rng.integers(0, 5, 400)
+    det, ref = slice(0, 250), slice(250, 400)
+    det_keys, ref_keys = m.joint_keys(labels[det], images[det], labels[ref], images[ref])
+    threshold = 0.2 if by == "iou" else 30.0
+    det_index, ref_index = m._candidate_pairs(
+        boxes[det], det_keys, boxes[ref], ref_keys, by == "iou", threshold
+    )
+    admissible = m._paired_admissible(boxes[det][det_index], boxes[ref][ref_index], by, threshold)  # type: ignore[arg-type]
+    pairs = (det_index[admissible], ref_index[admissible])
+    fields = (boxes[det], det_keys, boxes[ref], ref_keys)
+
+    found = m._one_to_one_of_pairs(*pairs, *fields, by, threshold, method)  # type: ignore[arg-type]
+
+    expected = _contested_per_key(*pairs, *fields, by, threshold, method)
+    assert len(expected[0]) > 40
+    np.testing.assert_array_equal(found[0], expected[0])
+    np.testing.assert_array_equal(found[1], expected[1])
+
+
+def test_key_blocks_list_each_keys_cells_row_by_row() -> None:
+    blocks = m.KeyBlocks.of(
+        np.array([7, 3, 5, 9]), np.array([2, 1, 2, 4]), np.array([11, 12, 13]), np.array([2, 1, 2])
+    )
+
+    assert blocks.det.tolist() == [3, 7, 7, 5, 5]
+    assert blocks.ref.tolist() == [12, 11, 13, 11, 13]
+    assert [(d.tolist(), r.tolist(), c) for d, r, c in blocks.per_key()] == [
+        ([3], [12], slice(0, 1)),
+        ([7, 5], [11, 13], slice(1, 5)),
+        ([9], [], slice(5, 5)),
+    ]
+    none = m.KeyBlocks.of(*(np.zeros(0, dtype=np.int64),) * 4)
+    assert (len(none.det), len(none.ref), list(none.per_key())) == (0, 0, [])
