@@ -27,6 +27,7 @@ from app.models import (
     Task,
     User,
 )
+from app.models.base import utcnow
 from app.models.study import ImagePurpose, Mode, purpose_of_mode
 
 
@@ -101,6 +102,7 @@ class AuthorisedRow:
     workspace: WorkspaceRow
     unaided_finished_at: datetime | None  # of an aided workspace's unaided assignment (its washout)
     has_unaided: bool
+    annotation: Annotation | None = None  # the user's own object it was asked for, untracked
 
 
 def _purpose_of(mode: Any) -> Any:
@@ -109,6 +111,11 @@ def _purpose_of(mode: Any) -> Any:
 
 
 _Unaided = aliased(Assignment)
+_ANNOTATION_TABLE = Annotation.metadata.tables[Annotation.__tablename__]
+# the object's columns, read by the statement that authorises an edit of it (after the workspace's)
+_ANNOTATION_COLUMNS = tuple(column.label(f"annotation_{column.name}") for column in _ANNOTATION_TABLE.c)
+_ANNOTATION_NAMES = tuple(column.name for column in _ANNOTATION_TABLE.c)
+_WORKSPACE_WIDTH = 10  # the authorising statement's columns before the object's
 
 
 def _authorised_rows(of_annotation: bool) -> Any:
@@ -121,7 +128,7 @@ def _authorised_rows(of_annotation: bool) -> Any:
         User, ApiToken, Image, Task, Study, Assignment, ImageView.id, Label, _Unaided.id, _Unaided.finished_at
     ).join(ApiToken, ApiToken.user_id == User.id)
     if of_annotation:
-        query = query.join(
+        query = query.add_columns(*_ANNOTATION_COLUMNS).join(
             Annotation, and_(Annotation.id == bindparam("b_annotation"), Annotation.expert_id == expert)
         )
         image_id, mode = Annotation.image_id, Annotation.mode
@@ -141,10 +148,19 @@ _AUTHORISED_ANNOTATION_ROWS = _authorised_rows(of_annotation=True)
 def _authorised(rows: Sequence[Any]) -> AuthorisedRow | None:
     if not rows:
         return None
-    user, api_token, image, task, study, assignment, view_id, _, unaided_id, unaided_finished_at = rows[0]
+    first = rows[0]
+    user, api_token, image, task, study, assignment, view_id, _, unaided_id, unaided_finished_at = first[
+        :_WORKSPACE_WIDTH
+    ]
     labels = [row[7] for row in rows if row[7] is not None]
     workspace = WorkspaceRow(image, task, study, assignment, view_id is not None, labels)
-    return AuthorisedRow(user, api_token, workspace, unaided_finished_at, unaided_id is not None)
+    annotation = _untracked_annotation(first[_WORKSPACE_WIDTH:])
+    return AuthorisedRow(user, api_token, workspace, unaided_finished_at, unaided_id is not None, annotation)
+
+
+def _untracked_annotation(values: Sequence[Any]) -> Annotation | None:
+    """The object's row as an untracked `Annotation` (as `annotation_by_id` builds it); None without one."""
+    return Annotation(**dict(zip(_ANNOTATION_NAMES, values, strict=True))) if values else None
 
 
 def authorised_image_row(
@@ -161,7 +177,8 @@ def authorised_image_row(
 def authorised_annotation_row(
     session: Session, token_hash: str, now: datetime, annotation_id: int
 ) -> AuthorisedRow | None:
-    """As `authorised_image_row`, for the image and mode of the user's own object."""
+    """As `authorised_image_row`, for the image and mode of the user's own object, with that object as the
+    transaction sees it (the edit reads it from here: one round trip fewer)."""
     parameters = {"token_hash": token_hash, "now": now, "b_annotation": annotation_id}
     return _authorised(session.execute(_AUTHORISED_ANNOTATION_ROWS, parameters).all())
 
@@ -266,11 +283,23 @@ def request_by_key(session: Session, expert_id: int, key: str) -> IdempotentRequ
     return session.scalar(_REQUEST_BY_KEY, {"b_expert": expert_id, "b_key": key})
 
 
-def remember_answer(session: Session, expert_id: int, key: str, response: Any) -> None:
-    session.execute(_REMEMBER_ANSWER, {"b_expert": expert_id, "b_key": key, "b_response": response})
+@dataclass(frozen=True)
+class RememberedAnswer:
+    """The answer of a keyed request, stored on its key's row."""
+
+    expert_id: int
+    key: str
+    response: Any
 
 
-_ANNOTATION_TABLE = Annotation.metadata.tables[Annotation.__tablename__]
+def _answer_parameters(answer: RememberedAnswer) -> dict[str, Any]:
+    return {"b_expert": answer.expert_id, "b_key": answer.key, "b_response": answer.response}
+
+
+def remember_answer(session: Session, answer: RememberedAnswer) -> None:
+    session.execute(_REMEMBER_ANSWER, _answer_parameters(answer))
+
+
 _NEXT_POSITION = select(func.coalesce(func.max(_ANNOTATION_TABLE.c.position) + 1, 0)).where(
     _ANNOTATION_TABLE.c.image_id == _image,
     _ANNOTATION_TABLE.c.expert_id == _expert,
@@ -318,14 +347,30 @@ def write_edit(session: Session, annotation: Annotation, read_version: int) -> b
     return result.rowcount == 1
 
 
-_APPEND_EVENT = insert(
-    AnnotationEvent.metadata.tables[AnnotationEvent.__tablename__]
-)  # Core: no ORM bulk-insert handling for one row
+_EVENT_TABLE = AnnotationEvent.metadata.tables[AnnotationEvent.__tablename__]
+_APPEND_EVENT = insert(_EVENT_TABLE)  # Core: no ORM bulk-insert handling for one row
+_EVENT_COLUMNS = tuple(column.name for column in _EVENT_TABLE.c if column.name != "id")
+# PostgreSQL: the event inserted by a data-modifying WITH of the statement that remembers the answer
+_APPEND_EVENT_AND_REMEMBER = _REMEMBER_ANSWER.add_cte(
+    insert(_EVENT_TABLE)
+    .values({name: bindparam(f"e_{name}", type_=_EVENT_TABLE.c[name].type) for name in _EVENT_COLUMNS})
+    .cte("appended_event")
+)
 
 
-def append_event(session: Session, event: dict[str, Any]) -> None:
-    """Insert one event row (columns of `AnnotationEvent`; the server time is the column's default)."""
-    session.execute(_APPEND_EVENT, event)
+def append_event(session: Session, event: dict[str, Any], answer: RememberedAnswer | None = None) -> None:
+    """Insert one event row (columns of `AnnotationEvent`; the server time is the column's default) and
+    remember the answer of the keyed request it records (`remember_answer`), on PostgreSQL in one
+    statement (one round trip: the event's insert a data-modifying WITH of the answer's update)."""
+    if answer is None:
+        session.execute(_APPEND_EVENT, event)
+    elif session.get_bind().dialect.name == "postgresql":
+        values = {"server_ts": utcnow(), **event}
+        parameters = {f"e_{name}": values[name] for name in _EVENT_COLUMNS}
+        session.execute(_APPEND_EVENT_AND_REMEMBER, {**parameters, **_answer_parameters(answer)})
+    else:
+        session.execute(_APPEND_EVENT, event)
+        remember_answer(session, answer)
 
 
 async def events_of(

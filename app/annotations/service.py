@@ -59,6 +59,9 @@ class Workspace:
     task: Task
     assignment: Assignment
     labels_by_name: dict[str, Label]
+    # the user's own object an edit is on, as the statement that authorised the edit read it in the edit's
+    # transaction (untracked); None when the edit reads it itself
+    annotation: Annotation | None = None
 
     @property
     def labels_by_id(self) -> dict[int, Label]:
@@ -251,6 +254,7 @@ def _authorised_workspace(
         task=found.task,
         assignment=found.assignment,
         labels_by_name={label.name: label for label in found.labels},
+        annotation=row.annotation,
     )
     if not opened:
         _open_first_time(session, workspace)
@@ -311,16 +315,24 @@ def _claim(session: Session, user: User, request: Keyed | None) -> Any | None:
     return earlier.response
 
 
-def _remember(
-    session: Session, user: User, request: Keyed | None, answer: AnnotationOut | list[AnnotationOut]
-) -> None:
+def _remembered(
+    user: User, request: Keyed | None, answer: AnnotationOut | list[AnnotationOut]
+) -> repository.RememberedAnswer | None:
     if request is None:
-        return
+        return None
     if isinstance(answer, list):
         response: Any = [item.model_dump(mode="json") for item in answer]
     else:
         response = answer.model_dump(mode="json")
-    repository.remember_answer(session, user.id, request.key, response)
+    return repository.RememberedAnswer(user.id, request.key, response)
+
+
+def _remember(
+    session: Session, user: User, request: Keyed | None, answer: AnnotationOut | list[AnnotationOut]
+) -> None:
+    remembered = _remembered(user, request, answer)
+    if remembered is not None:
+        repository.remember_answer(session, remembered)
 
 
 def _append_event(
@@ -331,8 +343,10 @@ def _append_event(
     before: dict[str, Any] | None,
     key: str | None,
     client_ts: datetime | None,
+    answer: repository.RememberedAnswer | None,
 ) -> None:
-    """The edit's event, inserted as a plain row (it is never read back or changed in this transaction)."""
+    """The edit's event, inserted as a plain row (it is never read back or changed in this transaction),
+    with the keyed request's answer remembered (`repository.append_event`)."""
     event = {
         "annotation_id": annotation.id,
         "image_id": workspace.image.id,
@@ -345,7 +359,7 @@ def _append_event(
         "idempotency_key": key,
     }
     try:
-        repository.append_event(session, event)
+        repository.append_event(session, event, answer)
     except IntegrityError as error:
         raise Conflict("this idempotency key was already used") from error
     note_inserted_edit(session, kind)
@@ -534,8 +548,10 @@ def change_state(
 
 def _own_annotation(session: Session, workspace: Workspace, annotation_id: int) -> Annotation:
     """The object as the writing transaction sees it (the route checked it is the expert's own), untracked:
-    its change is written by `_write_edit`."""
-    annotation = repository.annotation_by_id(session, annotation_id)
+    its change is written by `_write_edit`. Read by the authorising statement when that was the token's."""
+    annotation = workspace.annotation
+    if annotation is None or annotation.id != annotation_id:
+        annotation = repository.annotation_by_id(session, annotation_id)
     if annotation is None or annotation.expert_id != workspace.user.id:
         raise NotFound(f"no annotation {annotation_id}")
     return annotation
@@ -563,10 +579,11 @@ def _record(
     request: Keyed | None,
     client_ts: datetime | None,
 ) -> AnnotationOut:
-    """Append the object's event (its change is written); the answer is the object's new state."""
-    _append_event(session, workspace, annotation, kind, before, request.key if request else None, client_ts)
+    """Append the object's event (its change is written) and remember the answer, the object's new state."""
     answer = to_out(annotation, workspace.labels_by_id)
-    _remember(session, workspace.user, request, answer)
+    remembered = _remembered(workspace.user, request, answer)
+    key = request.key if request else None
+    _append_event(session, workspace, annotation, kind, before, key, client_ts, remembered)
     return answer
 
 
