@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import CursorResult, and_, bindparam, case, exists, func, insert, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
@@ -320,6 +320,67 @@ def insert_annotation(session: Session, values: dict[str, Any]) -> tuple[int, in
     return int(new_id), int(position)
 
 
+@dataclass(frozen=True)
+class KeyClaim:
+    """A keyed request's claim of its key (`claim_key`)."""
+
+    expert_id: int
+    key: str
+    fingerprint: str
+
+    def parameters(self) -> dict[str, Any]:
+        """Those of the claim made in a WITH (`_CLAIMED`)."""
+        return {
+            "b_expert": self.expert_id,
+            "b_key": self.key,
+            "b_fingerprint": self.fingerprint,
+            "b_claimed_at": utcnow(),
+        }
+
+
+def claims_with_writes(session: Session) -> bool:
+    """Whether a key's claim and the write it guards can be one statement (PostgreSQL's data-modifying
+    WITH): `claim_and_insert_annotation`, `claim_and_write_edit`."""
+    return bool(session.get_bind().dialect.name == "postgresql")
+
+
+# PostgreSQL: the key claimed in a data-modifying WITH, the write done only if it was (a column's Python
+# default is not applied in a WITH: the time is bound)
+_CLAIMED = (
+    _claim_statement(postgresql.insert)
+    .values(created_at=bindparam("b_claimed_at", type_=_REQUEST_TABLE.c.created_at.type))
+    .cte("claimed_key")
+)
+_IS_CLAIMED = exists(select(_CLAIMED.c.id))
+_INSERTED_NAMES = tuple(c.name for c in _ANNOTATION_TABLE.c if c.name not in ("id", "position"))
+_INSERTED = (
+    insert(_ANNOTATION_TABLE)
+    .from_select(
+        [*_INSERTED_NAMES, "position"],
+        select(
+            *(bindparam(f"n_{name}", type_=_ANNOTATION_TABLE.c[name].type) for name in _INSERTED_NAMES),
+            _NEXT_POSITION.scalar_subquery(),
+        ).where(_IS_CLAIMED),
+    )
+    .returning(_ANNOTATION_TABLE.c.id, _ANNOTATION_TABLE.c.position)
+    .cte("inserted")
+)
+_CLAIM_AND_INSERT = (
+    select(_INSERTED.c.id, _INSERTED.c.position).select_from(_CLAIMED).outerjoin(_INSERTED, true())
+)
+
+
+def claim_and_insert_annotation(
+    session: Session, claim: KeyClaim, values: dict[str, Any]
+) -> tuple[int, int] | None:
+    """`claim_key` and `insert_annotation` in one statement (`claims_with_writes`): the row is inserted only
+    if the key was claimed; None when it was taken (a concurrent holder is waited for, as by `claim_key`)."""
+    keys = {"b_image": values["image_id"], "b_mode": values["mode"]}
+    parameters = {f"n_{name}": values[name] for name in _INSERTED_NAMES}
+    row = session.execute(_CLAIM_AND_INSERT, {**parameters, **keys, **claim.parameters()}).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
 _ANNOTATION_BY_ID = select(_ANNOTATION_TABLE).where(_ANNOTATION_TABLE.c.id == bindparam("b_id"))
 EDITABLE_COLUMNS = ("x1", "y1", "x2", "y2", "label_id", "deleted", "origin", "updated_at")
 _WRITE_EDIT = (
@@ -345,6 +406,21 @@ def write_edit(session: Session, annotation: Annotation, read_version: int) -> b
     arguments = {"b_id": annotation.id, "b_version": read_version, **parameters}
     result = cast(CursorResult[Any], session.execute(_WRITE_EDIT, arguments))
     return result.rowcount == 1
+
+
+_EDITED = _WRITE_EDIT.where(_IS_CLAIMED).returning(_ANNOTATION_TABLE.c.id).cte("edited")
+_CLAIM_AND_EDIT = select(_CLAIMED.c.id, _EDITED.c.id).select_from(_CLAIMED).outerjoin(_EDITED, true())
+
+
+def claim_and_write_edit(
+    session: Session, claim: KeyClaim, annotation: Annotation, read_version: int
+) -> bool | None:
+    """`claim_key` and `write_edit` in one statement (`claims_with_writes`): the object is written only if
+    the key was claimed; None when it was taken, else whether the object was written."""
+    parameters = {f"b_{name}": getattr(annotation, name) for name in EDITABLE_COLUMNS}
+    arguments = {"b_id": annotation.id, "b_version": read_version, **parameters, **claim.parameters()}
+    row = session.execute(_CLAIM_AND_EDIT, arguments).first()
+    return None if row is None else row[1] is not None
 
 
 _EVENT_TABLE = AnnotationEvent.metadata.tables[AnnotationEvent.__tablename__]
