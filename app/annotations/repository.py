@@ -375,7 +375,7 @@ def claim_and_insert_annotation(
 ) -> tuple[int, int] | None:
     """`claim_key` and `insert_annotation` in one statement (`claims_with_writes`): the row is inserted only
     if the key was claimed; None when it was taken (a concurrent holder is waited for, as by `claim_key`)."""
-    keys = {"b_image": values["image_id"], "b_mode": values["mode"]}
+    keys = {"b_image": values["image_id"], "b_mode": values["mode"]}  # b_expert: the claim's, the same
     parameters = {f"n_{name}": values[name] for name in _INSERTED_NAMES}
     row = session.execute(_CLAIM_AND_INSERT, {**parameters, **keys, **claim.parameters()}).first()
     return None if row is None else (int(row[0]), int(row[1]))
