@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import CursorResult, and_, bindparam, case, exists, func, insert, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
@@ -27,6 +27,7 @@ from app.models import (
     Task,
     User,
 )
+from app.models.base import utcnow
 from app.models.study import ImagePurpose, Mode, purpose_of_mode
 
 
@@ -101,6 +102,7 @@ class AuthorisedRow:
     workspace: WorkspaceRow
     unaided_finished_at: datetime | None  # of an aided workspace's unaided assignment (its washout)
     has_unaided: bool
+    annotation: Annotation | None = None  # the user's own object it was asked for, untracked
 
 
 def _purpose_of(mode: Any) -> Any:
@@ -109,6 +111,11 @@ def _purpose_of(mode: Any) -> Any:
 
 
 _Unaided = aliased(Assignment)
+_ANNOTATION_TABLE = Annotation.metadata.tables[Annotation.__tablename__]
+# the object's columns, read by the statement that authorises an edit of it (after the workspace's)
+_ANNOTATION_COLUMNS = tuple(column.label(f"annotation_{column.name}") for column in _ANNOTATION_TABLE.c)
+_ANNOTATION_NAMES = tuple(column.name for column in _ANNOTATION_TABLE.c)
+_WORKSPACE_WIDTH = 10  # the authorising statement's columns before the object's
 
 
 def _authorised_rows(of_annotation: bool) -> Any:
@@ -121,7 +128,7 @@ def _authorised_rows(of_annotation: bool) -> Any:
         User, ApiToken, Image, Task, Study, Assignment, ImageView.id, Label, _Unaided.id, _Unaided.finished_at
     ).join(ApiToken, ApiToken.user_id == User.id)
     if of_annotation:
-        query = query.join(
+        query = query.add_columns(*_ANNOTATION_COLUMNS).join(
             Annotation, and_(Annotation.id == bindparam("b_annotation"), Annotation.expert_id == expert)
         )
         image_id, mode = Annotation.image_id, Annotation.mode
@@ -141,10 +148,19 @@ _AUTHORISED_ANNOTATION_ROWS = _authorised_rows(of_annotation=True)
 def _authorised(rows: Sequence[Any]) -> AuthorisedRow | None:
     if not rows:
         return None
-    user, api_token, image, task, study, assignment, view_id, _, unaided_id, unaided_finished_at = rows[0]
+    first = rows[0]
+    user, api_token, image, task, study, assignment, view_id, _, unaided_id, unaided_finished_at = first[
+        :_WORKSPACE_WIDTH
+    ]
     labels = [row[7] for row in rows if row[7] is not None]
     workspace = WorkspaceRow(image, task, study, assignment, view_id is not None, labels)
-    return AuthorisedRow(user, api_token, workspace, unaided_finished_at, unaided_id is not None)
+    annotation = _untracked_annotation(first[_WORKSPACE_WIDTH:])
+    return AuthorisedRow(user, api_token, workspace, unaided_finished_at, unaided_id is not None, annotation)
+
+
+def _untracked_annotation(values: Sequence[Any]) -> Annotation | None:
+    """The object's row as an untracked `Annotation` (as `annotation_by_id` builds it); None without one."""
+    return Annotation(**dict(zip(_ANNOTATION_NAMES, values, strict=True))) if values else None
 
 
 def authorised_image_row(
@@ -161,7 +177,8 @@ def authorised_image_row(
 def authorised_annotation_row(
     session: Session, token_hash: str, now: datetime, annotation_id: int
 ) -> AuthorisedRow | None:
-    """As `authorised_image_row`, for the image and mode of the user's own object."""
+    """As `authorised_image_row`, for the image and mode of the user's own object, with that object as the
+    transaction sees it (the edit reads it from here: one round trip fewer)."""
     parameters = {"token_hash": token_hash, "now": now, "b_annotation": annotation_id}
     return _authorised(session.execute(_AUTHORISED_ANNOTATION_ROWS, parameters).all())
 
@@ -266,11 +283,23 @@ def request_by_key(session: Session, expert_id: int, key: str) -> IdempotentRequ
     return session.scalar(_REQUEST_BY_KEY, {"b_expert": expert_id, "b_key": key})
 
 
-def remember_answer(session: Session, expert_id: int, key: str, response: Any) -> None:
-    session.execute(_REMEMBER_ANSWER, {"b_expert": expert_id, "b_key": key, "b_response": response})
+@dataclass(frozen=True)
+class RememberedAnswer:
+    """The answer of a keyed request, stored on its key's row."""
+
+    expert_id: int
+    key: str
+    response: Any
 
 
-_ANNOTATION_TABLE = Annotation.metadata.tables[Annotation.__tablename__]
+def _answer_parameters(answer: RememberedAnswer) -> dict[str, Any]:
+    return {"b_expert": answer.expert_id, "b_key": answer.key, "b_response": answer.response}
+
+
+def remember_answer(session: Session, answer: RememberedAnswer) -> None:
+    session.execute(_REMEMBER_ANSWER, _answer_parameters(answer))
+
+
 _NEXT_POSITION = select(func.coalesce(func.max(_ANNOTATION_TABLE.c.position) + 1, 0)).where(
     _ANNOTATION_TABLE.c.image_id == _image,
     _ANNOTATION_TABLE.c.expert_id == _expert,
@@ -289,6 +318,67 @@ def insert_annotation(session: Session, values: dict[str, Any]) -> tuple[int, in
     keys = {"b_image": values["image_id"], "b_expert": values["expert_id"], "b_mode": values["mode"]}
     new_id, position = session.execute(_INSERT_AT_NEXT_POSITION, {**values, **keys}).one()
     return int(new_id), int(position)
+
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """A keyed request's claim of its key (`claim_key`)."""
+
+    expert_id: int
+    key: str
+    fingerprint: str
+
+    def parameters(self) -> dict[str, Any]:
+        """Those of the claim made in a WITH (`_CLAIMED`)."""
+        return {
+            "b_expert": self.expert_id,
+            "b_key": self.key,
+            "b_fingerprint": self.fingerprint,
+            "b_claimed_at": utcnow(),
+        }
+
+
+def claims_with_writes(session: Session) -> bool:
+    """Whether a key's claim and the write it guards can be one statement (PostgreSQL's data-modifying
+    WITH): `claim_and_insert_annotation`, `claim_and_write_edit`."""
+    return bool(session.get_bind().dialect.name == "postgresql")
+
+
+# PostgreSQL: the key claimed in a data-modifying WITH, the write done only if it was (a column's Python
+# default is not applied in a WITH: the time is bound)
+_CLAIMED = (
+    _claim_statement(postgresql.insert)
+    .values(created_at=bindparam("b_claimed_at", type_=_REQUEST_TABLE.c.created_at.type))
+    .cte("claimed_key")
+)
+_IS_CLAIMED = exists(select(_CLAIMED.c.id))
+_INSERTED_NAMES = tuple(c.name for c in _ANNOTATION_TABLE.c if c.name not in ("id", "position"))
+_INSERTED = (
+    insert(_ANNOTATION_TABLE)
+    .from_select(
+        [*_INSERTED_NAMES, "position"],
+        select(
+            *(bindparam(f"n_{name}", type_=_ANNOTATION_TABLE.c[name].type) for name in _INSERTED_NAMES),
+            _NEXT_POSITION.scalar_subquery(),
+        ).where(_IS_CLAIMED),
+    )
+    .returning(_ANNOTATION_TABLE.c.id, _ANNOTATION_TABLE.c.position)
+    .cte("inserted")
+)
+_CLAIM_AND_INSERT = (
+    select(_INSERTED.c.id, _INSERTED.c.position).select_from(_CLAIMED).outerjoin(_INSERTED, true())
+)
+
+
+def claim_and_insert_annotation(
+    session: Session, claim: KeyClaim, values: dict[str, Any]
+) -> tuple[int, int] | None:
+    """`claim_key` and `insert_annotation` in one statement (`claims_with_writes`): the row is inserted only
+    if the key was claimed; None when it was taken (a concurrent holder is waited for, as by `claim_key`)."""
+    keys = {"b_image": values["image_id"], "b_mode": values["mode"]}  # b_expert: the claim's, the same
+    parameters = {f"n_{name}": values[name] for name in _INSERTED_NAMES}
+    row = session.execute(_CLAIM_AND_INSERT, {**parameters, **keys, **claim.parameters()}).first()
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
 _ANNOTATION_BY_ID = select(_ANNOTATION_TABLE).where(_ANNOTATION_TABLE.c.id == bindparam("b_id"))
@@ -318,14 +408,45 @@ def write_edit(session: Session, annotation: Annotation, read_version: int) -> b
     return result.rowcount == 1
 
 
-_APPEND_EVENT = insert(
-    AnnotationEvent.metadata.tables[AnnotationEvent.__tablename__]
-)  # Core: no ORM bulk-insert handling for one row
+_EDITED = _WRITE_EDIT.where(_IS_CLAIMED).returning(_ANNOTATION_TABLE.c.id).cte("edited")
+_CLAIM_AND_EDIT = select(_CLAIMED.c.id, _EDITED.c.id).select_from(_CLAIMED).outerjoin(_EDITED, true())
 
 
-def append_event(session: Session, event: dict[str, Any]) -> None:
-    """Insert one event row (columns of `AnnotationEvent`; the server time is the column's default)."""
-    session.execute(_APPEND_EVENT, event)
+def claim_and_write_edit(
+    session: Session, claim: KeyClaim, annotation: Annotation, read_version: int
+) -> bool | None:
+    """`claim_key` and `write_edit` in one statement (`claims_with_writes`): the object is written only if
+    the key was claimed; None when it was taken, else whether the object was written."""
+    parameters = {f"b_{name}": getattr(annotation, name) for name in EDITABLE_COLUMNS}
+    arguments = {"b_id": annotation.id, "b_version": read_version, **parameters, **claim.parameters()}
+    row = session.execute(_CLAIM_AND_EDIT, arguments).first()
+    return None if row is None else row[1] is not None
+
+
+_EVENT_TABLE = AnnotationEvent.metadata.tables[AnnotationEvent.__tablename__]
+_APPEND_EVENT = insert(_EVENT_TABLE)  # Core: no ORM bulk-insert handling for one row
+_EVENT_COLUMNS = tuple(column.name for column in _EVENT_TABLE.c if column.name != "id")
+# PostgreSQL: the event inserted by a data-modifying WITH of the statement that remembers the answer
+_APPEND_EVENT_AND_REMEMBER = _REMEMBER_ANSWER.add_cte(
+    insert(_EVENT_TABLE)
+    .values({name: bindparam(f"e_{name}", type_=_EVENT_TABLE.c[name].type) for name in _EVENT_COLUMNS})
+    .cte("appended_event")
+)
+
+
+def append_event(session: Session, event: dict[str, Any], answer: RememberedAnswer | None = None) -> None:
+    """Insert one event row (columns of `AnnotationEvent`; the server time is the column's default) and
+    remember the answer of the keyed request it records (`remember_answer`), on PostgreSQL in one
+    statement (one round trip: the event's insert a data-modifying WITH of the answer's update)."""
+    if answer is None:
+        session.execute(_APPEND_EVENT, event)
+    elif session.get_bind().dialect.name == "postgresql":
+        values = {"server_ts": utcnow(), **event}
+        parameters = {f"e_{name}": values[name] for name in _EVENT_COLUMNS}
+        session.execute(_APPEND_EVENT_AND_REMEMBER, {**parameters, **_answer_parameters(answer)})
+    else:
+        session.execute(_APPEND_EVENT, event)
+        remember_answer(session, answer)
 
 
 async def events_of(

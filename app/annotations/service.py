@@ -2,8 +2,10 @@
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,7 @@ from app.annotations.schemas import (
     StateChange,
     VisitOut,
 )
-from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from app.evaluation import metrics
 from app.images import repository as images_repository
 from app.images.placement import check_box
@@ -59,6 +61,9 @@ class Workspace:
     task: Task
     assignment: Assignment
     labels_by_name: dict[str, Label]
+    # the user's own object an edit is on, as the statement that authorised the edit read it in the edit's
+    # transaction (untracked); None when the edit reads it itself
+    annotation: Annotation | None = None
 
     @property
     def labels_by_id(self) -> dict[int, Label]:
@@ -251,6 +256,7 @@ def _authorised_workspace(
         task=found.task,
         assignment=found.assignment,
         labels_by_name={label.name: label for label in found.labels},
+        annotation=row.annotation,
     )
     if not opened:
         _open_first_time(session, workspace)
@@ -303,24 +309,53 @@ def _claim(session: Session, user: User, request: Keyed | None) -> Any | None:
     """
     if request is None or repository.claim_key(session, user.id, request.key, request.fingerprint):
         return None
-    earlier = repository.request_by_key(session, user.id, request.key)
+    return _earlier_answer(session, user.id, request.key, request.fingerprint)
+
+
+def _earlier_answer(session: Session, expert_id: int, key: str, fingerprint: str) -> Any:
+    """The answer of the request that holds the key (which this one could not claim)."""
+    earlier = repository.request_by_key(session, expert_id, key)
     if earlier is None or earlier.response is None:
         raise Conflict("this idempotency key is in use by another request; retry")
-    if earlier.fingerprint != request.fingerprint:
+    if earlier.fingerprint != fingerprint:
         raise Invalid("this idempotency key was already used for a different request; use a new key")
     return earlier.response
+
+
+def _claim_with_write(session: Session, user: User, request: Keyed | None) -> repository.KeyClaim | None:
+    """The key's claim, to be made by the statement that writes the edit (PostgreSQL); None: claim first."""
+    if request is None or not repository.claims_with_writes(session):
+        return None
+    return repository.KeyClaim(user.id, request.key, request.fingerprint)
+
+
+def _claimed_or_refused(session: Session, user: User, request: Keyed | None, refusal: AppError) -> Any:
+    """An edit that would be refused claims its key first, as any edit did: a retry gets the earlier
+    answer, not the refusal (its first try may be what the refusal is about)."""
+    earlier = _claim(session, user, request)
+    if earlier is None:
+        raise refusal
+    return earlier
+
+
+def _remembered(
+    user: User, request: Keyed | None, answer: AnnotationOut | list[AnnotationOut]
+) -> repository.RememberedAnswer | None:
+    if request is None:
+        return None
+    if isinstance(answer, list):
+        response: Any = [item.model_dump(mode="json") for item in answer]
+    else:
+        response = answer.model_dump(mode="json")
+    return repository.RememberedAnswer(user.id, request.key, response)
 
 
 def _remember(
     session: Session, user: User, request: Keyed | None, answer: AnnotationOut | list[AnnotationOut]
 ) -> None:
-    if request is None:
-        return
-    if isinstance(answer, list):
-        response: Any = [item.model_dump(mode="json") for item in answer]
-    else:
-        response = answer.model_dump(mode="json")
-    repository.remember_answer(session, user.id, request.key, response)
+    remembered = _remembered(user, request, answer)
+    if remembered is not None:
+        repository.remember_answer(session, remembered)
 
 
 def _append_event(
@@ -331,8 +366,10 @@ def _append_event(
     before: dict[str, Any] | None,
     key: str | None,
     client_ts: datetime | None,
+    answer: repository.RememberedAnswer | None,
 ) -> None:
-    """The edit's event, inserted as a plain row (it is never read back or changed in this transaction)."""
+    """The edit's event, inserted as a plain row (it is never read back or changed in this transaction),
+    with the keyed request's answer remembered (`repository.append_event`)."""
     event = {
         "annotation_id": annotation.id,
         "image_id": workspace.image.id,
@@ -345,7 +382,7 @@ def _append_event(
         "idempotency_key": key,
     }
     try:
-        repository.append_event(session, event)
+        repository.append_event(session, event, answer)
     except IntegrityError as error:
         raise Conflict("this idempotency key was already used") from error
     note_inserted_edit(session, kind)
@@ -382,17 +419,40 @@ def create_annotation(
     """Create one object; returns it and whether this request created it (False on a replay)."""
     mode = workspace.assignment.mode
     request = keyed(data.idempotency_key, "create", f"image {workspace.image.id} {mode}", _request_body(data))
-    earlier = _claim(session, workspace.user, request)
-    if earlier is not None:
-        return AnnotationOut.model_validate(earlier), False
+    claim = _claim_with_write(session, workspace.user, request)
+    if claim is None:
+        earlier = _claim(session, workspace.user, request)
+        if earlier is not None:
+            return AnnotationOut.model_validate(earlier), False
+        row = _new_row(workspace, data)
+        new_id, position = repository.insert_annotation(session, row)
+    else:
+        try:
+            row = _new_row(workspace, data)
+        except AppError as refusal:
+            earlier = _claimed_or_refused(session, workspace.user, request, refusal)
+            return AnnotationOut.model_validate(earlier), False
+        written = repository.claim_and_insert_annotation(session, claim, row)
+        if written is None:
+            earlier = _earlier_answer(session, claim.expert_id, claim.key, claim.fingerprint)
+            return AnnotationOut.model_validate(earlier), False
+        new_id, position = written
+    # a plain row: the new object is not changed again in this transaction, so the ORM need not track it
+    annotation = Annotation(id=new_id, position=position, **row)
+    created = _record(session, workspace, annotation, EventKind.create, None, request, data.client_ts)
+    return created, True
+
+
+def _new_row(workspace: Workspace, data: AnnotationCreate) -> dict[str, Any]:
+    """The new object's row (all but its id and position), once the edit is allowed."""
     studies.require_unfinished(workspace.assignment)
     check_box(workspace.image, data.x1, data.y1, data.x2, data.y2)
     label = resolve_label(workspace, data.label)
     now = utcnow()
-    row = {
+    return {
         "image_id": workspace.image.id,
         "expert_id": workspace.user.id,
-        "mode": mode,
+        "mode": workspace.assignment.mode,
         "label_id": label.id,
         "x1": data.x1,
         "y1": data.y1,
@@ -405,11 +465,6 @@ def create_annotation(
         "created_at": now,
         "updated_at": now,
     }
-    new_id, position = repository.insert_annotation(session, row)
-    # a plain row: the new object is not changed again in this transaction, so the ORM need not track it
-    annotation = Annotation(id=new_id, position=position, **row)
-    created = _record(session, workspace, annotation, EventKind.create, None, request, data.client_ts)
-    return created, True
 
 
 def create_many(
@@ -443,9 +498,73 @@ def update_annotation(
     data: AnnotationUpdate,
 ) -> AnnotationOut:
     request = keyed(data.idempotency_key, "update", f"annotation {annotation_id}", _request_body(data))
-    earlier = _claim(session, workspace.user, request)
-    if earlier is not None:
-        return AnnotationOut.model_validate(earlier)
+    change = partial(_updated, workspace, annotation_id, data)
+    return _change_of_object(session, workspace, annotation_id, request, change, data.client_ts)
+
+
+@dataclass(frozen=True)
+class Change:
+    """An object changed in memory: its event's kind (None: nothing changed) and its state before."""
+
+    annotation: Annotation
+    kind: EventKind | None
+    before: dict[str, Any] | None
+
+
+def _change_of_object(
+    session: Session,
+    workspace: Workspace,
+    annotation_id: int,
+    request: Keyed | None,
+    change: Callable[[Session], Change],
+    client_ts: datetime | None,
+) -> AnnotationOut:
+    """Claim the key (a retry gets the earlier answer), read the own object, apply `change` and write it
+    with its event. Where the authorising statement read the object and the claim can be made by the
+    statement that writes it (PostgreSQL), the change is worked out first and claimed and written at once;
+    a change that would be refused claims its key first all the same."""
+    claim = _claim_with_write(session, workspace.user, request)
+    if claim is None or workspace.annotation is None or workspace.annotation.id != annotation_id:
+        earlier = _claim(session, workspace.user, request)
+        if earlier is not None:
+            return AnnotationOut.model_validate(earlier)
+        changed = change(session)
+        return _write_change(session, workspace, changed, request, client_ts)
+    try:
+        changed = change(session)
+    except AppError as refusal:
+        return AnnotationOut.model_validate(_claimed_or_refused(session, workspace.user, request, refusal))
+    if changed.kind is None:  # nothing to write but the answer
+        earlier = _claim(session, workspace.user, request)
+        return (
+            AnnotationOut.model_validate(earlier)
+            if earlier is not None
+            else _write_change(session, workspace, changed, request, client_ts)
+        )
+    written = repository.claim_and_write_edit(session, claim, changed.annotation, changed.annotation.version)
+    if written is None:
+        return AnnotationOut.model_validate(
+            _earlier_answer(session, claim.expert_id, claim.key, claim.fingerprint)
+        )
+    if not written:
+        raise Conflict(OBJECT_CHANGED)
+    changed.annotation.version += 1
+    return _record(session, workspace, changed.annotation, changed.kind, changed.before, request, client_ts)
+
+
+def _write_change(
+    session: Session, workspace: Workspace, changed: Change, request: Keyed | None, client_ts: datetime | None
+) -> AnnotationOut:
+    if changed.kind is None:
+        unchanged = to_out(changed.annotation, workspace.labels_by_id)
+        _remember(session, workspace.user, request, unchanged)
+        return unchanged
+    _write_edit(session, changed.annotation)
+    return _record(session, workspace, changed.annotation, changed.kind, changed.before, request, client_ts)
+
+
+def _updated(workspace: Workspace, annotation_id: int, data: AnnotationUpdate, session: Session) -> Change:
+    """The object moved, resized or relabelled as `data` asks, once allowed."""
     studies.require_unfinished(workspace.assignment)
     annotation = _own_annotation(session, workspace, annotation_id)
     _check_version(annotation, data.version)
@@ -460,17 +579,14 @@ def update_annotation(
         check_box(workspace.image, *box)
     kind = _edit_kind(annotation, box, label)
     if kind is None:
-        unchanged = to_out(annotation, workspace.labels_by_id)
-        _remember(session, workspace.user, request, unchanged)
-        return unchanged
+        return Change(annotation, None, None)
     before = state_of(annotation, workspace.labels_by_id)
     if box is not None:
         annotation.x1, annotation.y1, annotation.x2, annotation.y2 = box
     if label is not None:
         annotation.label_id = label.id
     _mark_edited(annotation)
-    _write_edit(session, annotation)
-    return _record(session, workspace, annotation, kind, before, request, data.client_ts)
+    return Change(annotation, kind, before)
 
 
 def _edit_kind(
@@ -509,9 +625,13 @@ def change_state(
 ) -> AnnotationOut:
     """Delete (soft), restore, or accept a suggestion unchanged."""
     request = keyed(data.idempotency_key, kind, f"annotation {annotation_id}", _request_body(data))
-    earlier = _claim(session, workspace.user, request)
-    if earlier is not None:
-        return AnnotationOut.model_validate(earlier)
+    change = partial(_state_changed, workspace, annotation_id, data, kind)
+    return _change_of_object(session, workspace, annotation_id, request, change, data.client_ts)
+
+
+def _state_changed(
+    workspace: Workspace, annotation_id: int, data: StateChange, kind: EventKind, session: Session
+) -> Change:
     studies.require_unfinished(workspace.assignment)
     annotation = _own_annotation(session, workspace, annotation_id)
     _check_version(annotation, data.version)
@@ -528,14 +648,15 @@ def change_state(
             "only an untouched suggestion can be accepted",
         )
     annotation.updated_at = utcnow()
-    _write_edit(session, annotation)
-    return _record(session, workspace, annotation, kind, before, request, data.client_ts)
+    return Change(annotation, kind, before)
 
 
 def _own_annotation(session: Session, workspace: Workspace, annotation_id: int) -> Annotation:
     """The object as the writing transaction sees it (the route checked it is the expert's own), untracked:
-    its change is written by `_write_edit`."""
-    annotation = repository.annotation_by_id(session, annotation_id)
+    its change is written by `_write_edit`. Read by the authorising statement when that was the token's."""
+    annotation = workspace.annotation
+    if annotation is None or annotation.id != annotation_id:
+        annotation = repository.annotation_by_id(session, annotation_id)
     if annotation is None or annotation.expert_id != workspace.user.id:
         raise NotFound(f"no annotation {annotation_id}")
     return annotation
@@ -563,17 +684,21 @@ def _record(
     request: Keyed | None,
     client_ts: datetime | None,
 ) -> AnnotationOut:
-    """Append the object's event (its change is written); the answer is the object's new state."""
-    _append_event(session, workspace, annotation, kind, before, request.key if request else None, client_ts)
+    """Append the object's event (its change is written) and remember the answer, the object's new state."""
     answer = to_out(annotation, workspace.labels_by_id)
-    _remember(session, workspace.user, request, answer)
+    remembered = _remembered(workspace.user, request, answer)
+    key = request.key if request else None
+    _append_event(session, workspace, annotation, kind, before, key, client_ts, remembered)
     return answer
+
+
+OBJECT_CHANGED = "the object changed meanwhile; reload it"
 
 
 def _write_edit(session: Session, annotation: Annotation) -> None:
     """Store the changed object with its version raised by one; 409 when another edit came first."""
     if not repository.write_edit(session, annotation, annotation.version):
-        raise Conflict("the object changed meanwhile; reload it")
+        raise Conflict(OBJECT_CHANGED)
     annotation.version += 1
 
 
