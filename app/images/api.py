@@ -1,17 +1,21 @@
 """JSON routes of images: upload, listing, regions, tiles, thumbnails; ground truth (admin)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from starlette.routing import request_response
+from starlette.convertors import StringConvertor
+from starlette.routing import Match, request_response
+from starlette.types import Receive, Scope, Send
 
 from app.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, request_credential
 from app.errors import Invalid, NotAuthenticated, NotFound
 from app.images import repository, service
 from app.images.schemas import GroundTruthOut, GroundTruthUpload, ImageOut
+from app.images.stored_jpeg import WouldBlock
 from app.images.tiles import EncodeFormat, TileCache, Window
 from app.models import ImagePurpose
 from app.schemas_common import DB_ID_MAX, FiniteFloat, PathId, file_responses
@@ -181,16 +185,20 @@ class GrantedTileAsk:
 
 
 def _integer(value: str, name: str, low: int, high: int) -> int:
-    if not (value.isascii() and value.isdigit() and len(value) <= 10 and low <= int(value) <= high):
-        raise Invalid(f"{name} must be an integer from {low} to {high}")
-    return int(value)
+    if value.isascii() and value.isdigit() and len(value) <= 10:
+        number = int(value)  # once: parsing it again cost every tile 4 × 0.1 µs
+        if low <= number <= high:
+            return number
+    raise Invalid(f"{name} must be an integer from {low} to {high}")
 
 
 def _image_id(value: str) -> int:
     """As PathId: an id out of the database's range names nothing (404)."""
-    if not (value.isascii() and value.isdigit() and len(value) <= 10 and 1 <= int(value) <= DB_ID_MAX):
-        raise NotFound(f"no image {value}")
-    return int(value)
+    if value.isascii() and value.isdigit() and len(value) <= 10:
+        number = int(value)
+        if 1 <= number <= DB_ID_MAX:
+            return number
+    raise NotFound(f"no image {value}")
 
 
 def granted_tile_ask(request: Request) -> GrantedTileAsk:
@@ -247,18 +255,27 @@ async def get_granted_tile(request: Request) -> Response:
         raise NotAuthenticated("log in or send an API token (Authorization: Bearer …)")
     ask = granted_tile_ask(request)
     state = request.app.state
-    file = await service.granted_file(
-        state.tile_grants,
-        state.image_files,
-        state.sessionmaker,
-        state.settings,
-        ask.image_id,
-        ask.grant,
-        credential,
+    # at once, with no coroutine, in the usual case: the image's file remembered, the tile cached or stored
+    file = service.remembered_granted_file(
+        state.tile_grants, state.image_files, ask.image_id, ask.grant, credential
     )
-    content = await service.file_tile(
-        state.tile_cache, file, ask.level, ask.col, ask.row, ask.size, ask.format
-    )
+    if file is None:
+        file = await service.granted_file(
+            state.tile_grants,
+            state.image_files,
+            state.sessionmaker,
+            state.settings,
+            ask.image_id,
+            ask.grant,
+            credential,
+        )
+    cache, level, col, row, size, fmt = state.tile_cache, ask.level, ask.col, ask.row, ask.size, ask.format
+    try:
+        content = service.file_tile_at_once(cache, file, level, col, row, size, fmt)
+    except WouldBlock:
+        content = await service.file_tile_awaited(cache, file, level, col, row, size, fmt)
+    if content is None:
+        content = await service.file_tile_rendered(cache, file, level, col, row, size, fmt)
     return ImmutableImage(content, ask.format)
 
 
@@ -309,6 +326,35 @@ async def list_ground_truth(task_id: PathId, session: SessionDep, admin: AdminUs
     ]
 
 
+class GrantedTileRoute(APIRoute):
+    """The granted tile route's matching and dispatch without what its place spares: it sits on the app's
+    own router (no included router's route context to look up) and its parameters are plain strings (no
+    conversion), so a match is the path's regex alone, the same scope as APIRoute's (3 µs less a tile)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if not all(type(convertor) is StringConvertor for convertor in self.param_convertors.values()):
+            raise ValueError("the granted tile route's parameters are plain strings")
+        self.allowed = frozenset(self.methods or ())
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or "fastapi" in scope or scope.get("root_path"):
+            return super().matches(scope)  # the general case, as FastAPI matches any route
+        found = self.path_regex.match(scope["path"])
+        if found is None:
+            return Match.NONE, {}
+        path_params = dict(scope.get("path_params", {}))
+        path_params.update(found.groupdict())
+        child_scope = {"endpoint": self.endpoint, "path_params": path_params, "route": self}
+        return (Match.FULL if scope["method"] in self.allowed else Match.PARTIAL), child_scope
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if "fastapi" in scope or scope["method"] not in self.allowed:
+            await super().handle(scope, receive, send)  # the general case, and the 405 answer
+            return
+        await self.app(scope, receive, send)
+
+
 def add_granted_tile_route(app: FastAPI, prefix: str) -> None:
     """The granted tile route on the app's own router, before any other is added: a viewer asks it most,
     a request is matched against the routes in order, and an included router would be one more level.
@@ -317,13 +363,14 @@ def add_granted_tile_route(app: FastAPI, prefix: str) -> None:
     as Starlette calls one, errors going to the app's handlers alike: FastAPI's per-request wrapper (two exit
     stacks, the dependency solver, the endpoint's error context) cost a tile about 30 µs, more than a cached
     tile's own work."""
-    app.add_api_route(
+    app.router.add_api_route(
         f"{prefix}/images/{{image_id}}/granted-tiles/{{grant}}/{{level}}/{{col}}/{{row}}",
         get_granted_tile,
         methods=["GET"],
         tags=["images"],
         responses=file_responses(*MEDIA.values()),
         openapi_extra={"parameters": GRANTED_TILE_PARAMETERS},
+        route_class_override=GrantedTileRoute,
     )
     route = next(
         route

@@ -234,6 +234,21 @@ def grant_tiles(
     return GRANTED_TILE_URL.format(image_id=image.id, grant=grant.token), grant.expires_at
 
 
+def remembered_granted_file(
+    grants: TileGrants, files: ImageFiles, image_id: int, grant: str, credential: str
+) -> ImageFile | None:
+    """granted_file at once, with no coroutine, when this process remembers the image's file (nearly always);
+    None when it does not (granted_file then reads the row). Forbidden as granted_file."""
+    try:
+        parsed = tile_grants.unexpired(grant)
+        file = files.get(image_id)
+        if file is not None:
+            grants.verify(parsed, image_id, credential, file.identity)
+    except tile_grants.GrantRefused as refused:
+        raise Forbidden(str(refused)) from refused
+    return file
+
+
 async def granted_file(
     grants: TileGrants,
     files: ImageFiles,
@@ -246,15 +261,15 @@ async def granted_file(
     """The image's file when the grant is valid for it and the credential; Forbidden otherwise (an unknown
     image too: ids are not told apart from refusals). Reads the image row only when this process has not
     seen it yet (another server process issued the grant, or this one restarted); writes nothing."""
+    known = remembered_granted_file(grants, files, image_id, grant, credential)
+    if known is not None:
+        return known
     try:
         parsed = tile_grants.unexpired(grant)
-        file = files.get(image_id)
-        if file is None:
-            file = await _read_image_file(sessionmaker, settings, image_id)
-            if file is not None:
-                files.remember(image_id, file)
+        file = await _read_image_file(sessionmaker, settings, image_id)
         if file is None:
             raise tile_grants.GrantRefused("no such image")
+        files.remember(image_id, file)
         grants.verify(parsed, image_id, credential, file.identity)
     except tile_grants.GrantRefused as refused:
         raise Forbidden(str(refused)) from refused
@@ -271,17 +286,43 @@ async def _read_image_file(
         return image_file(settings, image)
 
 
+def file_tile_at_once(
+    cache: TileCache, file: ImageFile, level: int, col: int, row: int, size: int, fmt: EncodeFormat
+) -> bytes | None:
+    """The tile with no coroutine when the cache holds it or the page cache its stored JPEG (nearly always);
+    None when it must be rendered (file_tile_rendered); WouldBlock when its stored bytes are on their way
+    (file_tile_awaited)."""
+    cached = cache.cached_tile(file.path, level, col, row, size, fmt, window=file.window)
+    if cached is None and file.window is None:
+        cached = cache.stored_tile_nowait(file.path, level, col, row, size, fmt)
+    return cached
+
+
 async def file_tile(
     cache: TileCache, file: ImageFile, level: int, col: int, row: int, size: int, fmt: EncodeFormat
 ) -> bytes:
-    cached = cache.cached_tile(file.path, level, col, row, size, fmt, window=file.window)
-    if cached is None and file.window is None:
-        try:  # at once when the page cache holds it (nearly always): no coroutine, no retry loop
-            cached = cache.stored_tile_nowait(file.path, level, col, row, size, fmt)
-        except WouldBlock:
-            cached = await _stored_tile_on_loop(cache, file.path, level, col, row, size, fmt)
+    try:  # at once when the page cache holds it (nearly always): no coroutine, no retry loop
+        cached = file_tile_at_once(cache, file, level, col, row, size, fmt)
+    except WouldBlock:
+        return await file_tile_awaited(cache, file, level, col, row, size, fmt)
     if cached is not None:
         return cached
+    return await file_tile_rendered(cache, file, level, col, row, size, fmt)
+
+
+async def file_tile_awaited(
+    cache: TileCache, file: ImageFile, level: int, col: int, row: int, size: int, fmt: EncodeFormat
+) -> bytes:
+    """After file_tile_at_once's WouldBlock: read on the loop when the page cache gets it, else rendered."""
+    cached = await _stored_tile_on_loop(cache, file.path, level, col, row, size, fmt)
+    if cached is not None:
+        return cached
+    return await file_tile_rendered(cache, file, level, col, row, size, fmt)
+
+
+async def file_tile_rendered(
+    cache: TileCache, file: ImageFile, level: int, col: int, row: int, size: int, fmt: EncodeFormat
+) -> bytes:
     return await _pixels(lambda: cache.tile(file.path, level, col, row, size, fmt, window=file.window))
 
 

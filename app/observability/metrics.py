@@ -97,8 +97,11 @@ class TileCacheTally:
         hits, misses = lookups
         if (hits, misses) == self._seen:
             return
-        self._hits.inc(hits - self._seen[0])
-        self._misses.inc(misses - self._seen[1])
+        seen_hits, seen_misses = self._seen
+        if hits != seen_hits:  # a tile's request changes one of them: the other's inc(0), its lock, spared
+            self._hits.inc(hits - seen_hits)
+        if misses != seen_misses:
+            self._misses.inc(misses - seen_misses)
         self._seen = (hits, misses)
 
 

@@ -14,10 +14,14 @@ from typing import Any
 import fastapi.routing
 import pytest
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from httpx import AsyncClient
 from sqlalchemy import delete
+from starlette.routing import Match
 
-from app.images.api import IMMUTABLE, MEDIA, ImmutableImage
+from app.errors import Forbidden
+from app.images import service
+from app.images.api import IMMUTABLE, MEDIA, GrantedTileRoute, ImmutableImage, get_granted_tile
 from app.images.tile_grants import Grant, GrantRefused, TileGrants, parse
 from app.images.tiles import EncodeFormat
 from app.models import Assignment
@@ -220,3 +224,79 @@ async def test_the_granted_route_skips_fastapi_s_per_request_wrapper_and_keeps_t
     assert "size" in invalid.json()["detail"]
     assert (await anonymous.get(url)).status_code == 401
     assert (await alice.get(_with_grant(url, "garbage"))).status_code == 403
+
+
+def _granted_route(app: Any) -> GrantedTileRoute:
+    route = next(route for route in app.router.routes if getattr(route, "endpoint", None) is get_granted_tile)
+    assert isinstance(route, GrantedTileRoute)
+    return route
+
+
+def _scope(path: str, method: str = "GET", **more: Any) -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": path, "root_path": "", **more}
+
+
+GRANTED = "/api/v1/images/7/granted-tiles/1-2-sig/0/3/4"
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        _scope(GRANTED),
+        _scope(GRANTED, "HEAD"),
+        _scope(GRANTED, "POST"),
+        _scope(GRANTED, path_params={"before": "1"}),
+        _scope("/api/v1/images/7/granted-tiles/1-2-sig/0/3"),
+        _scope("/api/v1/images/7/tiles/0/3/4"),
+        _scope("/prefix" + GRANTED, root_path="/prefix"),
+        _scope(GRANTED, fastapi={}),
+        {"type": "websocket", "path": GRANTED, "root_path": ""},
+    ],
+)
+def test_the_granted_route_matches_as_fastapi_s_route_does(app: Any, scope: dict[str, Any]) -> None:
+    route = _granted_route(app)
+    assert route.matches(dict(scope)) == APIRoute.matches(route, dict(scope))
+
+
+def test_the_granted_route_takes_only_plain_string_parameters() -> None:
+    with pytest.raises(ValueError, match="plain strings"):
+        GrantedTileRoute("/tiles/{level:int}", get_granted_tile, methods=["GET"])
+
+
+async def test_the_granted_route_refuses_other_methods_as_any_route(
+    app: Any, client_for: ClientFactory
+) -> None:
+    setup = await make_study(app, experts=("alice",))
+    alice = await client_for("alice")
+    url = await _tile_url(alice, setup.images[0].id)
+    assert _granted_route(app).matches(_scope(url, "POST"))[0] is Match.PARTIAL
+    refused = await alice.post(url)
+    plain = await alice.post(f"/api/v1/images/{setup.images[0].id}/tiles/0/0/0")
+    assert (refused.status_code, refused.json()) == (plain.status_code, plain.json()) == (405, plain.json())
+    assert refused.headers.keys() - {"x-request-id"} == plain.headers.keys() - {"x-request-id"}
+    assert (await alice.head(url)).status_code == (await alice.head(plain.url.path)).status_code
+
+
+async def test_a_remembered_image_s_file_is_granted_at_once_an_unknown_one_is_left_to_granted_file(
+    app: Any, client_for: ClientFactory
+) -> None:
+    setup = await make_study(app, experts=("alice",))
+    alice = await client_for("alice")
+    image_id = setup.images[0].id
+    url = await _tile_url(alice, image_id)
+    grant, token = _grant_of(url).token, alice.headers["authorization"].removeprefix("Bearer ")
+    state = app.state
+    file = service.remembered_granted_file(state.tile_grants, state.image_files, image_id, grant, token)
+    assert file is not None
+    assert file == state.image_files.get(image_id)
+    with pytest.raises(Forbidden):
+        service.remembered_granted_file(state.tile_grants, state.image_files, image_id, grant, "other")
+    forgotten = type(state.image_files)()
+    assert service.remembered_granted_file(state.tile_grants, forgotten, image_id, grant, token) is None
+    with pytest.raises(Forbidden):  # a malformed grant is refused before any look-up
+        service.remembered_granted_file(state.tile_grants, forgotten, image_id, "garbage", token)
+    args = (state.tile_grants, forgotten, state.sessionmaker, state.settings, image_id)
+    assert await service.granted_file(*args, grant, token) == file
+    assert forgotten.get(image_id) == file
+    with pytest.raises(Forbidden):
+        await service.granted_file(*args, grant, "other")

@@ -176,3 +176,32 @@ async def test_metrics_can_be_switched_off_or_need_a_token(
         assert "concord_database_up 1.0" in response.text
     else:
         assert "concord_" not in response.text
+
+
+class _CountedCalls:
+    def __init__(self) -> None:
+        self.amounts: list[float] = []
+
+    def inc(self, amount: float = 1) -> None:
+        self.amounts.append(amount)
+
+
+class _Lookups:
+    def __init__(self, hits: int, misses: int) -> None:
+        self.lookups = (hits, misses)
+
+
+def test_the_tile_cache_tally_increments_only_the_count_that_changed() -> None:
+    """A tile's request changes the hits or the misses: the other counter is not touched (its lock spared)."""
+    from app.observability.metrics import TileCacheTally
+
+    tally = TileCacheTally()
+    hits, misses = _CountedCalls(), _CountedCalls()
+    tally._hits, tally._misses = hits, misses  # type: ignore[assignment]
+    cache = _Lookups(0, 0)
+    tally.sync(cache)
+    for lookups in ((1, 0), (1, 2), (4, 2), (4, 2)):
+        cache.lookups = lookups
+        tally.sync(cache)
+    assert hits.amounts == [1, 3]
+    assert misses.amounts == [2]
