@@ -277,12 +277,15 @@ def _add_mode_work(
     labels = kept[:, object_columns.LABEL].astype(np.int64)
     kept_images = kept[:, object_columns.IMAGE].astype(np.int64)
     edited = np.ascontiguousarray(kept[:, object_columns.EDITED])
-    kept_before = np.concatenate([[0], np.cumsum(keep)]).tolist()
     group = task_of * (int(experts.max(initial=0)) + 1) + experts
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]).tolist()
-    for start, stop in zip(starts, [*starts[1:], len(group)], strict=True):
-        part = slice(kept_before[start], kept_before[stop])
-        tasks[int(task_of[start])].work.setdefault(mode, {})[users[int(experts[start])]] = ExpertWork(
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    # the counted rows before each group's first row and after its last: its slice of the kept rows
+    kept_before = np.concatenate([[0], np.cumsum(keep)])[np.append(starts, len(group))].tolist()
+    for index, (task_id, expert_id) in enumerate(
+        zip(task_of[starts].tolist(), experts[starts].tolist(), strict=True)
+    ):
+        part = slice(kept_before[index], kept_before[index + 1])
+        tasks[task_id].work.setdefault(mode, {})[users[expert_id]] = ExpertWork(
             Boxes(boxes[part], labels[part], kept_images[part]), edited[part]
         )
 
