@@ -752,7 +752,7 @@ def _one_to_one_of_pairs(
     ref_pairs: list[IntArray] = [ref_index[lone]]
     contested_dets, contested_refs = np.unique(det_index[~lone]), np.unique(ref_index[~lone])
     blocks = KeyBlocks.of(contested_dets, det_keys[contested_dets], contested_refs, ref_keys[contested_refs])
-    # every key's score matrix at once, elementwise as `_pair_scores` of that key's rows and columns
+    # every key's score matrix at once, cell by cell as the key's matrix of its rows and columns
     scores, admissible = _paired_scores(
         take_rows(det_boxes, blocks.det), take_rows(ref_boxes, blocks.ref), by, threshold
     )
@@ -843,7 +843,7 @@ def _candidate_pairs(
 def _paired_admissible(
     det_boxes: FloatArray, ref_boxes: FloatArray, by: Literal["iou", "centre"], threshold: float
 ) -> BoolArray:
-    """Row k of det (K, 4) with row k of ref (K, 4): admissible as in `_pair_scores`."""
+    """Row k of det (K, 4) with row k of ref (K, 4): admissible as in `_paired_scores`."""
     if by == "iou":
         admissible: BoolArray = paired_iou(det_boxes, ref_boxes) >= threshold
         return admissible
@@ -852,26 +852,14 @@ def _paired_admissible(
     return near
 
 
-def _pair_scores(
-    det_boxes: FloatArray,
-    ref_boxes: FloatArray,
-    by: Literal["iou", "centre"],
-    threshold: float,
-) -> tuple[FloatArray, BoolArray]:
-    if by == "iou":
-        iou = iou_matrix(det_boxes, ref_boxes)
-        return iou, iou >= threshold
-    distance = np.linalg.norm(box_centres(det_boxes)[:, None, :] - box_centres(ref_boxes)[None, :, :], axis=2)
-    return -distance, distance <= threshold
-
-
 def _paired_scores(
     det_boxes: FloatArray,
     ref_boxes: FloatArray,
     by: Literal["iou", "centre"],
     threshold: float,
 ) -> tuple[FloatArray, BoolArray]:
-    """`_pair_scores` of row k of det (K, 4) with row k of ref (K, 4): the same values, cell by cell."""
+    """Row k of det (K, 4) with row k of ref (K, 4): the score (IoU, or minus the centre distance) and whether it
+    is admissible, the same values cell by cell as a key's full matrix (`_pair_scores` in the tests)."""
     if by == "iou":
         iou = paired_iou(det_boxes, ref_boxes)
         return iou, iou >= threshold

@@ -27,7 +27,7 @@ import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -71,9 +71,15 @@ def task_agreement(task: TaskData, batches: dict[str, Batch], params: MetricsPar
 
 
 def mode_agreement(task: TaskData, mode: str, batch: Batch, params: MetricsParams) -> ModeAgreementOut:
-    """Agreement of one mode of a task; batch: the mode's `service.Batch`."""
+    """Agreement of one mode of a task; batch: the mode's `service.Batch` (`Batch.of`: one block)."""
+    (found,) = modes_agreement(task, batch, params).values()
+    return found
+
+
+def modes_agreement(task: TaskData, batch: Batch, params: MetricsParams) -> dict[str, ModeAgreementOut]:
+    """Agreement of each mode of a batch of several (`service.Batch.of_modes`), by mode."""
     counted_labels, threshold, radius = _agreement_settings(task, params)
-    return _mode_agreement(task, task.work[mode], batch, params, counted_labels, threshold, radius)
+    return _modes_agreement(task, batch, params, counted_labels, threshold, radius)
 
 
 def agreement_of_modes(
@@ -99,15 +105,15 @@ def _agreement_settings(task: TaskData, params: MetricsParams) -> tuple[list[int
     return counted_labels, threshold, params.consensus_radius or m.CONSENSUS_RADIUS_PX
 
 
-def _mode_agreement(
+def _modes_agreement(
     task: TaskData,
-    experts: dict[str, ExpertWork],
     batch: Batch,
     params: MetricsParams,
     counted_labels: list[int],
     threshold: float | None,
     radius: float,
-) -> ModeAgreementOut:
+) -> dict[str, ModeAgreementOut]:
+    """Every row's figures at once, then each mode's from its block of rows."""
     names = batch.names
     codes = _label_codes(task.labels)
     kappas = _label_kappas(
@@ -117,13 +123,35 @@ def _mode_agreement(
     counts_of_experts = _counts_by_image(batch.objects, counted_labels, batch.span * len(names)).reshape(
         len(names), batch.span
     )  # the batch's image ids are shifted by row · span: one row of counts per expert
-    seen_of = [_images_seen(experts[name]) for name in names]
+    seen_of = [_images_seen(work) for work in batch.works]
     figures = _count_figures(counts_of_experts, reference_counts, seen_of, threshold)
+    clusters = _cluster_agreements(task, batch, codes, radius)
+    return {
+        mode: _mode_agreement(
+            names, first, last, kappas, seen_of, figures, reference_counts, clusters[index], threshold
+        )
+        for index, (mode, first, last) in enumerate(batch.blocks)
+    }
+
+
+def _mode_agreement(
+    names: list[str],
+    first: int,
+    last: int,
+    kappas: list[tuple[float, int]],
+    seen_of: list[np.ndarray],
+    figures: list[CountFigures],
+    reference_counts: np.ndarray,
+    clusters: tuple[float, float, int],
+    threshold: float | None,
+) -> ModeAgreementOut:
+    """One mode's agreement from its rows first .. last − 1 of the batch's figures."""
     rows: dict[str, ExpertAgreementOut] = {}
     seen_counts: dict[str, dict[int, float]] = {}
     over = under = cases = 0
-    for row, name in enumerate(names):
-        kappa, matched = kappas[name]
+    for row in range(first, last):
+        name = names[row]
+        kappa, matched = kappas[row]
         seen, (mine, icc, limits, split) = seen_of[row], figures[row]
         seen_counts[name] = dict(zip(seen.tolist(), mine.tolist(), strict=True))
         if split is not None:
@@ -137,12 +165,12 @@ def _mode_agreement(
             threshold_over=None if split is None else split.over,
             threshold_under=None if split is None else split.under,
         )
-    pooled_expert = [figures[row][0] for row in range(len(names))]
-    pooled_reference = [reference_counts[seen] for seen in seen_of]
-    fleiss, alpha, clusters = _cluster_agreement(task, batch, codes, radius)
+    pooled_expert = [figures[row][0] for row in range(first, last)]
+    pooled_reference = [reference_counts[seen] for seen in seen_of[first:last]]
+    fleiss, alpha, found = clusters
     return ModeAgreementOut(
         experts=rows,
-        clusters=clusters,
+        clusters=found,
         fleiss_kappa=_number(fleiss),
         krippendorff_alpha=_number(alpha),
         count_icc_experts=_number(_icc_among(seen_counts)),
@@ -215,7 +243,7 @@ def _label_codes(labels: dict[int, str]) -> LabelCodes:
 
 def _label_kappas(
     batch: Batch, reference: Boxes, codes: LabelCodes, iou: float, weights: Any
-) -> dict[str, tuple[float, int]]:
+) -> list[tuple[float, int]]:
     """Each expert's kappa of its label vs the reference label on the cells matched regardless of label,
     with the number of matched cells; one greedy match for every expert of the batch."""
     if batch.reference is reference:  # the overlaps the concordance found already
@@ -242,7 +270,7 @@ def _label_kappas(
     )
     kappas = agreement.cohen_kappa_of_tables(tables, weights).tolist()
     counts = tables.reshape(len(batch.names), -1).sum(axis=1).tolist()
-    return {name: (kappas[row], counts[row]) for row, name in enumerate(batch.names)}
+    return list(zip(kappas, counts, strict=True))
 
 
 def _images_seen(work: ExpertWork) -> np.ndarray:
@@ -269,26 +297,64 @@ def _icc_among(seen_counts: dict[str, dict[int, float]]) -> float:
 def _cluster_agreement(
     task: TaskData, batch: Batch, codes: LabelCodes, radius: float
 ) -> tuple[float, float, int]:
-    """(Fleiss' kappa, Krippendorff's alpha, clusters) of the mode's experts (the batch's) on centre-radius
-    clusters."""
-    names, owners = batch.names, batch.owners
-    if len(owners) == 0 or len(names) < 2:
-        return math.nan, math.nan, 0
-    images = batch.objects.images % batch.span  # the batch shifts image ids per expert
-    labels = codes(batch.objects.labels)
-    cluster = _clusters(m.box_centres(batch.objects.boxes), images, radius, task.images)
+    """(Fleiss' kappa, Krippendorff's alpha, clusters) of the mode's experts (the batch's, `Batch.of`) on
+    centre-radius clusters."""
+    (found,) = _cluster_agreements(task, batch, codes, radius)
+    return found
+
+
+def _cluster_agreements(
+    task: TaskData, batch: Batch, codes: LabelCodes, radius: float
+) -> list[tuple[float, float, int]]:
+    """`_cluster_agreement` of each block of the batch's experts (a mode, `Batch.of_modes`): each block's
+    objects clustered among themselves, the clusters of every block numbered and counted at once."""
+    found = dict.fromkeys(batch.blocks, (math.nan, math.nan, 0))
+    chosen = [
+        (block, batch.block_objects(block[1], block[2])) for block in batch.blocks if block[2] - block[1] >= 2
+    ]
+    chosen = [(block, part) for block, part in chosen if part.stop > part.start]
+    if not chosen:
+        return list(found.values())
+    names = batch.names
+    index = np.concatenate([np.arange(part.start, part.stop, dtype=np.int64) for _, part in chosen])
+    cluster, sizes = _block_clusters(batch, [part for _, part in chosen], radius, task.images)
     n_clusters = int(cluster.max()) + 1
     # each expert's first object in a cluster gives its label (objects are in detection order)
-    first = m.first_indices(cluster * len(names) + owners, n_clusters * len(names))
+    first = m.first_indices(cluster * len(names) + batch.owners[index], n_clusters * len(names))
+    labels = codes(batch.objects.labels[index[first]])
     value_counts = np.bincount(
-        cluster[first] * codes.count + labels[first], minlength=n_clusters * codes.count
+        cluster[first] * codes.count + labels, minlength=n_clusters * codes.count
     ).reshape(n_clusters, codes.count)
-    not_marked = len(names) - value_counts.sum(axis=1, keepdims=True)
-    fleiss = agreement.fleiss_kappa(np.hstack([value_counts, not_marked]))
-    alpha = agreement.krippendorff_alpha(
-        value_counts, "ordinal" if task.kind == TaskKind.grade else "nominal"
-    )
-    return fleiss, alpha, n_clusters
+    level: Literal["ordinal", "nominal"] = "ordinal" if task.kind == TaskKind.grade else "nominal"
+    low = 0
+    for (block, _), size in zip(chosen, sizes, strict=True):
+        counts = value_counts[low : low + size]
+        not_marked = (block[2] - block[1]) - counts.sum(axis=1, keepdims=True)
+        fleiss = agreement.fleiss_kappa(np.hstack([counts, not_marked]))
+        found[block] = (fleiss, agreement.krippendorff_alpha(counts, level), size)
+        low += size
+    return list(found.values())
+
+
+def _block_clusters(
+    batch: Batch, parts: list[slice], radius: float, known_images: np.ndarray
+) -> tuple[np.ndarray, list[int]]:
+    """`_clusters` of each part's objects (its own image ids, `_cluster_pairs` of the part alone), numbered on
+    from the clusters of the parts before it; and how many clusters each part holds. The parts follow each
+    other in array order, so the leader rounds of all of them run at once on their pairs end to end."""
+    earlier, later, offset = [], [], 0
+    for part in parts:
+        images = batch.objects.images[part] % batch.span  # the batch shifts image ids per expert
+        first, second = _cluster_pairs(m.box_centres(batch.objects.boxes[part]), images, radius, known_images)
+        earlier.append(first + offset)
+        later.append(second + offset)
+        offset += part.stop - part.start
+    cluster = _leader_clusters(offset, np.concatenate(earlier), np.concatenate(later))
+    starts = np.cumsum([0, *(part.stop - part.start for part in parts[:-1])])
+    so_far = (
+        np.maximum.reduceat(cluster, starts) + 1
+    )  # clusters up to each part's end (every part holds some)
+    return cluster, np.diff(np.r_[0, so_far]).tolist()
 
 
 def _clusters(
@@ -303,9 +369,15 @@ def _clusters(
     a point whose earlier neighbours are all decided non-seeds is a seed, a point with an earlier seed
     neighbour is not; each round decides at least the earliest undecided point.
     """
-    n = len(images)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
+    return _leader_clusters(len(images), *_cluster_pairs(centres, images, radius, known_images))
+
+
+def _cluster_pairs(
+    centres: np.ndarray, images: np.ndarray, radius: float, known_images: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (earlier, later) of points of one image within `radius` of each other, earlier < later."""
+    if len(images) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     from scipy.spatial import cKDTree
 
     # images side by side along x, far enough apart that no pair crosses from one to another
@@ -315,7 +387,13 @@ def _clusters(
     # an unbalanced, uncompacted tree builds faster and finds the same pairs
     tree = cKDTree(placed, balanced_tree=False, compact_nodes=False)
     pairs = tree.query_pairs(r=radius, output_type="ndarray").astype(np.int64, copy=False).reshape(-1, 2)
-    earlier, later = pairs[:, 0], pairs[:, 1]  # scipy gives each pair as (i, j) with i < j
+    return pairs[:, 0], pairs[:, 1]  # scipy gives each pair as (i, j) with i < j
+
+
+def _leader_clusters(n: int, earlier: np.ndarray, later: np.ndarray) -> np.ndarray:
+    """`_clusters` of n points from their neighbour pairs (earlier < later), in leader rounds."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
     UNDECIDED, SEED, MEMBER = 0, 1, 2
     # the first round: a point without an earlier neighbour is a seed
     state = np.full(n, SEED, dtype=np.int8)

@@ -277,12 +277,15 @@ def _add_mode_work(
     labels = kept[:, object_columns.LABEL].astype(np.int64)
     kept_images = kept[:, object_columns.IMAGE].astype(np.int64)
     edited = np.ascontiguousarray(kept[:, object_columns.EDITED])
-    kept_before = np.concatenate([[0], np.cumsum(keep)]).tolist()
     group = task_of * (int(experts.max(initial=0)) + 1) + experts
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]).tolist()
-    for start, stop in zip(starts, [*starts[1:], len(group)], strict=True):
-        part = slice(kept_before[start], kept_before[stop])
-        tasks[int(task_of[start])].work.setdefault(mode, {})[users[int(experts[start])]] = ExpertWork(
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    # the counted rows before each group's first row and after its last: its slice of the kept rows
+    kept_before = np.concatenate([[0], np.cumsum(keep)])[np.append(starts, len(group))].tolist()
+    for index, (task_id, expert_id) in enumerate(
+        zip(task_of[starts].tolist(), experts[starts].tolist(), strict=True)
+    ):
+        part = slice(kept_before[index], kept_before[index + 1])
+        tasks[task_id].work.setdefault(mode, {})[users[expert_id]] = ExpertWork(
             Boxes(boxes[part], labels[part], kept_images[part]), edited[part]
         )
 
@@ -420,14 +423,19 @@ def cached_task_metrics(task: TaskData, params: MetricsParams) -> TaskMetricsOut
         result: TaskMetricsOut = pickle.loads(found)[0]
         return result
     parts: dict[str, ModeParts] = {}
-
-    def parts_of(task: TaskData, mode: str, params: MetricsParams) -> ModeParts:
-        with _RESULTS_LOCK:
-            kept = _recent(_MODE_PARTS, mode_keys[mode])
-        parts[mode] = mode_parts(task, mode, params) if kept is None else pickle.loads(kept[0])[1][kept[1]]
-        return parts[mode]
-
-    computed = task_metrics(task, params, parts_of)
+    missing = []
+    for mode in MODES:
+        if task.work.get(mode):
+            with _RESULTS_LOCK:
+                part = _recent(_MODE_PARTS, mode_keys[mode])
+            if part is None:
+                missing.append(mode)
+            else:
+                parts[mode] = pickle.loads(part[0])[1][part[1]]
+    # the modes not kept, computed together (an edit touches one; an import or a new parameter set both)
+    parts.update(modes_parts(task, missing, params) if missing else {})
+    parts = {mode: parts[mode] for mode in MODES if mode in parts}
+    computed = task_metrics_of_parts(task, params, parts)
     kept = pickle.dumps((computed, parts), protocol=pickle.HIGHEST_PROTOCOL)
     with _RESULTS_LOCK:
         _keep(_RESULTS, key, kept, RESULT_CACHE_SIZE)
@@ -516,16 +524,30 @@ ModePartsOf = Callable[["TaskData", str, MetricsParams], ModeParts]
 
 
 def mode_parts(task: TaskData, mode: str, params: MetricsParams) -> ModeParts:
-    batch = Batch.of(task.work[mode], task.span, task.reference, _register_entries(task))
-    return ModeParts(
-        metrics=_mode_metrics(task, task.work[mode], batch, params),
-        agreement=review.mode_agreement(task, mode, batch, params),
-        injected=_injected_of_mode(task, batch, params),
-    )
+    return modes_parts(task, [mode], params)[mode]
+
+
+def modes_parts(task: TaskData, modes: list[str], params: MetricsParams) -> dict[str, ModeParts]:
+    """`mode_parts` of each of the modes, computed in one batch of every mode's experts (`Batch.of_modes`): the
+    numbers of each expert (a row) come out as in its mode's own batch, the figures of a mode from its rows."""
+    batch = Batch.of_modes(task.work, modes, task.span, task.reference, _register_entries(task))
+    metrics = _modes_metrics(task, batch, params)
+    agreements = review.modes_agreement(task, batch, params)
+    injected = _injected_of_modes(task, batch, params)
+    return {
+        mode: ModeParts(metrics=metrics[mode], agreement=agreements[mode], injected=injected[mode])
+        for mode in modes
+    }
 
 
 def task_metrics(task: TaskData, params: MetricsParams, parts_of: ModePartsOf = mode_parts) -> TaskMetricsOut:
     parts = {mode: parts_of(task, mode, params) for mode in MODES if task.work.get(mode)}
+    return task_metrics_of_parts(task, params, parts)
+
+
+def task_metrics_of_parts(
+    task: TaskData, params: MetricsParams, parts: dict[str, ModeParts]
+) -> TaskMetricsOut:
     modes = {mode: part.metrics for mode, part in parts.items()}
     return TaskMetricsOut(
         modes=modes,
@@ -595,6 +617,8 @@ class Batch:
     span: int
     reference: Boxes | None = None
     registers: Boxes | None = None
+    works: list[ExpertWork] = field(default_factory=list)  # each row's
+    blocks: list[tuple[str, int, int]] = field(default_factory=list)  # (mode, first row, row after the last)
 
     @staticmethod
     def of(
@@ -605,14 +629,42 @@ class Batch:
     ) -> Batch:
         """span: more than any image id of the study; reference: the task's (for `reference_overlaps`);
         registers: the task's register entries of every kind (`_register_entries`, for `register_overlaps`)."""
-        names = sorted(experts, key=_natural_key)
-        parts = [experts[name].objects for name in names]
+        return Batch.of_modes({"": experts}, [""], span, reference, registers)
+
+    @staticmethod
+    def of_modes(
+        work: dict[str, dict[str, ExpertWork]],
+        modes: list[str],
+        span: int,
+        reference: Boxes | None = None,
+        registers: Boxes | None = None,
+    ) -> Batch:
+        """`of` the experts of several modes at once: each mode's experts in a block of rows (`blocks`), in the
+        order and with the shifts of their own mode's batch plus the rows before the block. Every row is
+        matched on its own, so its numbers are those of its own mode's batch; what compares experts with
+        each other (`block_rows`) stays inside a block."""
+        names: list[str] = []
+        works: list[ExpertWork] = []
+        blocks: list[tuple[str, int, int]] = []
+        for mode in modes:
+            experts = work.get(mode, {})
+            start = len(names)
+            names += sorted(experts, key=_natural_key)
+            works += [experts[name] for name in names[start:]]
+            blocks.append((mode, start, len(names)))
+        parts = [work.objects for work in works]
         sizes = np.cumsum([0, *(len(part) for part in parts)])
         shifted = [Boxes(part.boxes, part.labels, part.images + row * span) for row, part in enumerate(parts)]
         bounds = [(int(sizes[row]), int(sizes[row + 1])) for row in range(len(parts))]
         owners = np.repeat(np.arange(len(parts), dtype=np.int64), np.diff(sizes))
         objects = _concat(shifted) if parts else _empty()
-        return Batch(names, objects, owners, bounds, span, reference, registers)
+        return Batch(names, objects, owners, bounds, span, reference, registers, works, blocks)
+
+    def block_objects(self, start: int, stop: int) -> slice:
+        """The objects of rows start .. stop − 1 (one block, say): one slice."""
+        first = self.bounds[start][0] if start < len(self.bounds) else len(self.objects)
+        last = self.bounds[stop - 1][1] if stop > start else first
+        return slice(first, last)
 
     def repeat(self, reference: Boxes) -> Boxes:
         """The reference once per expert, shifted like the expert's objects."""
@@ -667,67 +719,77 @@ def _empty() -> Boxes:
     return Boxes(np.zeros((0, 4)), _ints(), _ints())
 
 
-def _mode_metrics(
-    task: TaskData, experts: dict[str, ExpertWork], batch: Batch, params: MetricsParams
-) -> ModeMetricsOut:
-    """Concordance and vote-weighted concordance of every expert from one shared greedy matching."""
+def _modes_metrics(task: TaskData, batch: Batch, params: MetricsParams) -> dict[str, ModeMetricsOut]:
+    """Concordance and vote-weighted concordance of every expert of each mode of the batch (`Batch.of_modes`)
+    from one shared greedy matching."""
     match = batch.reference_overlaps.greedy(params.iou)
-    weighted = vote_weighted(task, batch, params.iou)
+    weighted = vote_weighted_of_blocks(task, batch, params.iou)
     classes, ap, counted = _per_class_ap(batch, match.true_positive, task.reference)
-    seconds = _seconds_per_image_of_batch(batch, experts)
-    results: dict[str, ExpertMetricsOut] = {}
-    for row, name in enumerate(batch.names):
-        start, stop = batch.bounds[row]
-        scores = ap[row, counted[row]]
-        results[name] = ExpertMetricsOut(
-            objects=stop - start,
-            seconds_per_image=_number(seconds[row]),
-            concordance=m.mean_of(scores) if len(scores) else 0.0,
-            vote_weighted_concordance=_number(float(weighted.scores[row])),
-            vote_weighted_precision=_number(float(weighted.precision[row])),
-            vote_weighted_recall=_number(float(weighted.recall[row])),
-            vote_weighted_note=_vote_weighted_note(weighted),
-            per_class={
-                task.labels.get(label, str(label)): value
-                for label, value in zip(classes[counted[row]].tolist(), scores.tolist(), strict=True)
-            },
+    seconds = _seconds_per_image_of_batch(batch, batch.works)
+    modes = {}
+    for (mode, first, last), block in zip(batch.blocks, weighted, strict=True):
+        results: dict[str, ExpertMetricsOut] = {}
+        for row in range(first, last):
+            start, stop = batch.bounds[row]
+            scores = ap[row, counted[row]]
+            results[batch.names[row]] = ExpertMetricsOut(
+                objects=stop - start,
+                seconds_per_image=_number(seconds[row]),
+                concordance=m.mean_of(scores) if len(scores) else 0.0,
+                vote_weighted_concordance=_number(float(block.scores[row - first])),
+                vote_weighted_precision=_number(float(block.precision[row - first])),
+                vote_weighted_recall=_number(float(block.recall[row - first])),
+                vote_weighted_note=_vote_weighted_note(block),
+                per_class={
+                    task.labels.get(label, str(label)): value
+                    for label, value in zip(classes[counted[row]].tolist(), scores.tolist(), strict=True)
+                },
+            )
+        modes[mode] = ModeMetricsOut(
+            experts=results,
+            summary=ModeSummaryOut(
+                concordance=spread([result.concordance for result in results.values()]),
+                seconds_per_image=spread([result.seconds_per_image for result in results.values()]),
+            ),
+            consensus=_consensus(task, task.work.get(mode, {}), batch.names[first:last], params),
         )
-    return ModeMetricsOut(
-        experts=results,
-        summary=ModeSummaryOut(
-            concordance=spread([result.concordance for result in results.values()]),
-            seconds_per_image=spread([result.seconds_per_image for result in results.values()]),
-        ),
-        consensus=_consensus(task, experts, batch.names, params),
-    )
+    return modes
 
 
 # ---------------------------------------------------------------- vote-weighted concordance
 
 
-def vote_weighted(task: TaskData, batch: Batch, iou: float) -> m.VoteWeighted:
-    """`metrics.vote_weighted_concordance` of the batch's experts: one-to-one matching (Hungarian, IoU) of
-    every expert against the reference, kept errors costed by the other experts' kept errors."""
+def vote_weighted_of_blocks(task: TaskData, batch: Batch, iou: float) -> list[m.VoteWeighted]:
+    """`metrics.vote_weighted_concordance` of each block of the batch's experts (a mode, `Batch.of_modes`):
+    one-to-one matching (Hungarian, IoU) of every row against the reference at once, each kept error costed
+    by the kept errors of the other experts of its block, the votes counted inside the block."""
     rows, size = len(batch.names), len(task.reference)
     det, ref = _one_to_one(batch, task.reference, iou)
     matched = np.zeros(rows * size, dtype=np.bool_)
     matched[ref] = True
+    votes = matched.reshape(rows, size)
     kept = np.ones(len(batch.objects), dtype=np.bool_)
     kept[det] = False
-    errors = np.flatnonzero(kept)
-    owners = batch.owners[errors]
     objects = batch.objects
-    costs = m.kept_error_costs(
-        m.take_rows(objects.boxes, errors),
-        objects.labels[errors],
-        objects.images[errors] % batch.span,
-        owners,
-        rows,
-        iou,
-    )
-    return m.vote_weighted_concordance(
-        matched.reshape(rows, size), [costs[owners == row] for row in range(rows)]
-    )
+    found = []
+    for _, first, last in batch.blocks:
+        block = batch.block_objects(first, last)
+        errors = np.flatnonzero(kept[block]) + block.start
+        owners = batch.owners[errors] - first
+        costs = m.kept_error_costs(
+            m.take_rows(objects.boxes, errors),
+            objects.labels[errors],
+            objects.images[errors] % batch.span,
+            owners,
+            last - first,
+            iou,
+        )
+        found.append(
+            m.vote_weighted_concordance(
+                votes[first:last], [costs[owners == row] for row in range(last - first)]
+            )
+        )
+    return found
 
 
 def _one_to_one(batch: Batch, reference: Boxes, iou: float) -> tuple[m.IntArray, m.IntArray]:
@@ -781,11 +843,13 @@ def seconds_by_image(work: ExpertWork) -> m.FloatArray:
     return np.asarray(totals[chosen], dtype=np.float64)
 
 
-def _seconds_per_image_of_batch(batch: Batch, experts: dict[str, ExpertWork]) -> list[float]:
-    """`seconds_per_image` of each expert of the batch, the 300-s rule's gaps found for all of them at once:
-    the batch's image ids are shifted per expert, so each image's gaps are those, in the same order, that the
-    rule finds for its expert alone."""
-    works = [experts[name] for name in batch.names]
+def _seconds_per_image_of_batch(
+    batch: Batch, experts: dict[str, ExpertWork] | list[ExpertWork]
+) -> list[float]:
+    """`seconds_per_image` of each expert of the batch (experts: by name, or each row's), the 300-s rule's gaps
+    found for all of them at once: the batch's image ids are shifted per expert, so each image's gaps are
+    those, in the same order, that the rule finds for its expert alone."""
+    works = experts if isinstance(experts, list) else [experts[name] for name in batch.names]
     if all(work.visit_seconds for work in works):
         return [seconds_per_image(work) for work in works]
     edited = np.concatenate([np.zeros(0), *(work.edited_seconds for work in works)])
@@ -929,11 +993,12 @@ def _injected_metrics(
     return results
 
 
-def _injected_of_mode(
+def _injected_of_modes(
     task: TaskData, batch: Batch, params: MetricsParams
-) -> dict[str, dict[str, InjectedModeOut]]:
-    """kind → group (and 'all') → the mode's counts (see `_injected_metrics`)."""
-    results: dict[str, dict[str, InjectedModeOut]] = {}
+) -> dict[str, dict[str, dict[str, InjectedModeOut]]]:
+    """mode → kind → group (and 'all') → the mode's counts (see `_injected_metrics`); each mode's from its
+    block of the batch's rows (`Batch.of_modes`)."""
+    results: dict[str, dict[str, dict[str, InjectedModeOut]]] = {mode: {} for mode, _, _ in batch.blocks}
     registers = {kind: _concat([part for _, part in parts]) for kind, parts in task.register.items()}
     overlaps = (
         RegisterOverlaps(batch.register_overlaps, sum(len(part) for part in registers.values()))
@@ -946,9 +1011,12 @@ def _injected_of_mode(
         groups = np.concatenate([np.full(len(part), -1 if group is None else group) for group, part in parts])
         kind_pairs = overlaps.of_kind(offsets[index], len(entries))
         found, caught = _register_flags(task, kind, entries, batch, kind_pairs, params.register_iou)
-        results[kind] = {
-            key: _injected_mode(batch.names, found, caught, mask) for key, mask in _group_masks(groups)
-        }
+        masks = _group_masks(groups)
+        for mode, first, last in batch.blocks:
+            results[mode][kind] = {
+                key: _injected_mode(batch.names[first:last], found[first:last], caught[first:last], mask)
+                for key, mask in masks
+            }
     return results
 
 

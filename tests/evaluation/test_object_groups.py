@@ -228,13 +228,13 @@ async def test_after_an_edit_only_the_edited_mode_is_computed_and_equals_a_compu
     study_id = await _study(app)
     await _metrics(app, study_id)  # every result and mode part kept
     computed: list[str] = []
-    real_parts = service.mode_parts
+    real_parts = service.modes_parts
 
-    def parts(task: Any, mode: str, params: MetricsParams) -> service.ModeParts:
-        computed.append(mode)
-        return real_parts(task, mode, params)
+    def parts(task: Any, modes: list[str], params: MetricsParams) -> dict[str, service.ModeParts]:
+        computed.extend(modes)
+        return real_parts(task, modes, params)
 
-    monkeypatch.setattr(service, "mode_parts", parts)
+    monkeypatch.setattr(service, "modes_parts", parts)
     await _edit(app, EDITS[kind])
     async with app.state.sessionmaker() as session:
         study = await find_study(session, str(study_id))

@@ -135,6 +135,19 @@ def test_an_expert_who_keeps_every_fake_scores_lower_than_one_who_removes_them()
     assert result["keeps"].concordance == result["removes"].concordance == 1.0
 
 
+def _pair_scores(
+    det_boxes: m.FloatArray, ref_boxes: m.FloatArray, by: str, threshold: float
+) -> tuple[m.FloatArray, m.BoolArray]:
+    """The full score matrix of a key (IoU, or minus the centre distance) and its admissible cells: the
+    reference that `metrics._paired_scores` computes cell by cell."""
+    if by == "iou":
+        iou = m.iou_matrix(det_boxes, ref_boxes)
+        return iou, iou >= threshold
+    centres = m.box_centres(det_boxes)[:, None, :] - m.box_centres(ref_boxes)[None, :, :]
+    distance = np.linalg.norm(centres, axis=2)
+    return -distance, distance <= threshold
+
+
 def _hungarian_per_key(
     det: m.FloatArray, det_keys: m.IntArray, ref: m.FloatArray, ref_keys: m.IntArray
 ) -> float:
@@ -142,7 +155,7 @@ def _hungarian_per_key(
     total = 0.0
     for key in np.intersect1d(det_keys, ref_keys):
         rows, cols = np.flatnonzero(det_keys == key), np.flatnonzero(ref_keys == key)
-        score, allowed = m._pair_scores(det[rows], ref[cols], "iou", 0.25)
+        score, allowed = _pair_scores(det[rows], ref[cols], "iou", 0.25)
         chosen_rows, chosen_cols = m._assign_hungarian(score, allowed)
         total += float(score[chosen_rows, chosen_cols].sum())
     return total
@@ -209,7 +222,7 @@ def _contested_per_key(
     for key in np.unique(det_keys[contested_dets]):
         dets = contested_dets[det_keys[contested_dets] == key]
         refs = contested_refs[ref_keys[contested_refs] == key]
-        score, allowed = m._pair_scores(det_boxes[dets], ref_boxes[refs], by, threshold)  # type: ignore[arg-type]
+        score, allowed = _pair_scores(det_boxes[dets], ref_boxes[refs], by, threshold)
         rows, cols = m._assign(score, allowed, method)  # type: ignore[arg-type]
         det_pairs.append(dets[rows])
         ref_pairs.append(refs[cols])
