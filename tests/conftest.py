@@ -20,6 +20,7 @@ database, concurrent requests, the batch writer and the write gate themselves.
 Rolled-back tests do not reset PostgreSQL's sequences: no test may assume the ids a row gets.
 """
 
+import dataclasses
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -48,6 +49,34 @@ from app.migrate import upgrade
 from app.models import Base
 
 ADMIN_DATABASE_URL = os.environ.get("CONCORD_TEST_DATABASE_URL", "")
+
+
+def _route_state_built_once() -> None:
+    """Each test builds an app of its own from the same routers, and FastAPI builds every included route's
+    state (dependants, pydantic adapters for each parameter and answer) once per app: most of a second of
+    CPU per test, at its first request. Here an API route included the same way again (prefix, tags,
+    dependencies, answer class, body limit ...) gets the state built the first time. What differs is the
+    app that would be asked for dependency overrides: no test overrides a dependency (it would need this
+    undone)."""
+    from fastapi import routing
+
+    build = routing._EffectiveRouteContext.from_api_route
+    built: dict[int, tuple[Any, list[tuple[Any, Any]]]] = {}  # the route itself kept: its id stays its own
+
+    def from_api_route(*, original_route: Any, include_context: Any) -> Any:
+        same_inclusion = dataclasses.replace(include_context, dependency_overrides_provider=None)
+        _route, known = built.setdefault(id(original_route), (original_route, []))
+        for inclusion, context in known:
+            if inclusion == same_inclusion:
+                return context
+        context = build(original_route=original_route, include_context=include_context)
+        known.append((same_inclusion, context))
+        return context
+
+    routing._EffectiveRouteContext.from_api_route = from_api_route  # type: ignore[method-assign]
+
+
+_route_state_built_once()
 
 
 def _postgres_database(admin_url: str) -> tuple[str, Callable[[], Coroutine[Any, Any, None]]]:

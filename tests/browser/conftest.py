@@ -68,8 +68,9 @@ def live_server(app: object, settings: Settings) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
+    """One Chromium for the session (a launch is seconds); each test works in a fresh context of its own."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     async with async_playwright() as playwright:
