@@ -115,8 +115,8 @@ async def test_metrics_are_computed_off_the_loop_with_no_transaction_open(
     app: object, client_for: ClientFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     study_id, admin = await _imported_study(app, client_for)
-    probe = Probe(evaluation_service.task_metrics)
-    monkeypatch.setattr(evaluation_service, "task_metrics", probe)
+    probe = Probe(evaluation_service.modes_parts)  # what a task's modes not kept are computed by
+    monkeypatch.setattr(evaluation_service, "modes_parts", probe)
     request = admin.get(f"/api/v1/studies/{study_id}/metrics")
     response, health, idle = await _while_probed(probe, admin, settings, request)
     assert response.status_code == 200
