@@ -64,6 +64,8 @@ def _safe_url(settings: Settings) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
     from app.observability.logs import logging_config
 
     cmd_migrate(args)
@@ -80,8 +82,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"Concord listens on http://{args.host}:{args.port}/  (API docs: /docs)", flush=True)
     try:
         # proxy_headers off: CONCORD_FORWARDED_ALLOW_IPS alone decides whom X-Forwarded-* is believed from
-        _serve(
-            app="app.main:create_served_app",
+        uvicorn.run(
+            "app.main:create_served_app",
             factory=True,
             host=args.host,
             port=args.port,
@@ -97,21 +99,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
-
-
-def _serve(**options: Any) -> None:
-    """uvicorn; several processes on Linux each listen on a socket of their own (app/serving.py)."""
-    import uvicorn
-
-    from app.serving import run_processes, spreads_connections
-
-    if options["workers"] == 1 or not spreads_connections():
-        uvicorn.run(**options)
-        return
-    try:
-        run_processes(uvicorn.Config(**options))
-    except OSError as error:
-        sys.exit(f"concord: cannot listen on {options['host']}:{options['port']}: {error}")
 
 
 def _multiprocess_metrics_dir() -> str | None:

@@ -1,6 +1,5 @@
 """`concord serve --with-worker` answers on its port, runs one worker, and takes the worker down with it."""
 
-import http.client
 import json
 import os
 import signal
@@ -12,7 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-import pytest
 
 
 def _free_port() -> int:
@@ -126,49 +124,3 @@ def test_metrics_of_several_server_processes_add_up_and_requests_log_json(tmp_pa
     ]
     assert len(requests) == 40
     assert len({line["request_id"] for line in requests}) == 40
-
-
-def _listening_socket_inodes(process: psutil.Process, port: int) -> set[str]:
-    listening = [
-        connection
-        for connection in process.net_connections(kind="tcp")
-        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
-    ]
-    return {os.readlink(f"/proc/{process.pid}/fd/{connection.fd}") for connection in listening}
-
-
-def _established_count(process: psutil.Process, port: int) -> int:
-    connections = process.net_connections(kind="tcp")
-    return sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port for c in connections)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux")
-def test_server_processes_listen_on_sockets_of_their_own_and_share_the_connections(tmp_path: Path) -> None:
-    """On one shared socket, one process could take a whole burst of keep-alive connections."""
-    port = _free_port()
-    env = {**os.environ, "CONCORD_DATA_DIR": str(tmp_path), "CONCORD_DATABASE_URL": ""}
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    connections = []
-    try:
-        _wait_for_health(port, process)
-        for _ in range(60):
-            children = _server_children(process.pid)
-            if len(children) == 2 and all(_listening_socket_inodes(child, port) for child in children):
-                break
-            time.sleep(0.5)
-        sockets = [_listening_socket_inodes(child, port) for child in children]
-        assert len(sockets[0]) == len(sockets[1]) == 1
-        assert sockets[0] != sockets[1], "both processes listen on one shared socket"
-        for _ in range(32):
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            connection.request("GET", "/healthz")
-            assert connection.getresponse().read()
-            connections.append(connection)
-        counts = [_established_count(child, port) for child in children]
-        assert sum(counts) == 32
-        assert min(counts) > 0, f"one process took every connection: {counts}"
-    finally:
-        for connection in connections:
-            connection.close()
-        _stop(process)
