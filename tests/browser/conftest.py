@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from app.config import Settings
 from app.main import create_app
@@ -33,6 +33,11 @@ SCREENSHOTS = (
     else Path(tempfile.gettempdir()) / "concord-screenshots"
 )
 VIEWPORT = {"width": 1366, "height": 768}
+# Waits, not time limits: CI runs the tests on both databases at once on two cores, where an HTMX swap or a
+# page's first paint can take longer than Playwright's defaults (5 s for expect, 30 s for actions).
+EXPECT_TIMEOUT_MS = 20_000
+ACTION_TIMEOUT_MS = 90_000
+expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -82,6 +87,7 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
     context = await browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
     opened = await context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))

@@ -57,7 +57,7 @@ async def _expect_plots_drawn(page: Page) -> None:
 
 async def _expect_error_bars(page: Page) -> None:
     """The bootstrap intervals load after the plots and replace them with plots carrying error bars."""
-    await expect(page.locator("#results .task-plots[hx-get]")).to_have_count(0, timeout=60_000)
+    await expect(page.locator("#results .task-plots[hx-get]")).to_have_count(0, timeout=120_000)
     await _expect_plots_drawn(page)
     source = await page.locator("#results figure img").nth(1).get_attribute("src") or ""
     assert 'id="ci-concordance-aided-mean"' in base64.b64decode(source.split(",", 1)[1]).decode()
