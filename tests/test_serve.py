@@ -1,5 +1,6 @@
 """`concord serve --with-worker` answers on its port, runs one worker, and takes the worker down with it."""
 
+import gc
 import json
 import os
 import signal
@@ -8,9 +9,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
+
+from app.config import Settings
+from app.main import create_served_app
 
 
 def _free_port() -> int:
@@ -124,3 +130,26 @@ def test_metrics_of_several_server_processes_add_up_and_requests_log_json(tmp_pa
     ]
     assert len(requests) == 40
     assert len({line["request_id"] for line in requests}) == 40
+
+
+@pytest.fixture
+def collector_restored() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+@pytest.mark.usefixtures("collector_restored")
+async def test_the_served_app_freezes_what_its_lifespan_built(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects the lifespan makes (after create_served_app's own freeze) leave the collector's generations
+    too, so that a full collection of a running server does not walk them."""
+    monkeypatch.setenv("CONCORD_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CONCORD_DATABASE_URL", settings.resolved_database_url)
+    app = create_served_app()
+    async with app.router.lifespan_context(app):
+        built = app.state.tile_cache
+        assert gc.is_tracked(built)
+        assert all(obj is not built for obj in gc.get_objects())

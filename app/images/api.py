@@ -205,19 +205,28 @@ def granted_tile_ask(request: Request) -> GrantedTileAsk:
     """The route's parameters, checked here rather than by FastAPI's per-parameter validation, which costs
     more than answering a cached tile (the parameters are documented in GRANTED_TILE_PARAMETERS)."""
     path = request.path_params
-    query = request.query_params if request.scope["query_string"] else {}  # parsing costs when empty
-    fmt = query.get("format", "jpeg")
-    if fmt not in MEDIA:
-        raise Invalid("format must be jpeg or png")
+    query = request.query_params if request.scope["query_string"] else None  # parsing costs when empty
+    fmt = "jpeg" if query is None else _format(query.get("format", "jpeg"))
     return GrantedTileAsk(
         image_id=_image_id(path["image_id"]),
         grant=path["grant"],
         level=_integer(path["level"], "level", 0, 64),
         col=_integer(path["col"], "col", 0, 2**31 - 1),
         row=_integer(path["row"], "row", 0, 2**31 - 1),
-        size=_integer(query.get("size", "256"), "size", 64, 2048),
-        format="png" if fmt == "png" else "jpeg",
+        size=DEFAULT_TILE_SIZE if query is None else _integer(query.get("size", "256"), "size", 64, 2048),
+        format=fmt,
     )
+
+
+DEFAULT_TILE_SIZE = 256  # a viewer's tile URL has no query: nothing to parse
+
+
+def _format(value: str) -> EncodeFormat:
+    if value == "png":
+        return "png"
+    if value == "jpeg":
+        return "jpeg"
+    raise Invalid("format must be jpeg or png")
 
 
 def _parameter(name: str, where: str, schema: dict[str, object], description: str) -> dict[str, object]:
@@ -343,8 +352,10 @@ class GrantedTileRoute(APIRoute):
         found = self.path_regex.match(scope["path"])
         if found is None:
             return Match.NONE, {}
-        path_params = dict(scope.get("path_params", {}))
-        path_params.update(found.groupdict())
+        path_params = found.groupdict()
+        outer = scope.get("path_params")
+        if outer:  # as Starlette merges them (a mount's own parameters); a new dict either way
+            path_params = {**outer, **path_params}
         child_scope = {"endpoint": self.endpoint, "path_params": path_params, "route": self}
         return (Match.FULL if scope["method"] in self.allowed else Match.PARTIAL), child_scope
 

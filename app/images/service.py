@@ -239,11 +239,12 @@ def remembered_granted_file(
 ) -> ImageFile | None:
     """granted_file at once, with no coroutine, when this process remembers the image's file (nearly always);
     None when it does not (granted_file then reads the row). Forbidden as granted_file."""
+    file = files.get(image_id)
     try:
-        parsed = tile_grants.unexpired(grant)
-        file = files.get(image_id)
-        if file is not None:
-            grants.verify(parsed, image_id, credential, file.identity)
+        if file is None:
+            tile_grants.unexpired(grant)  # a malformed or expired grant is refused before any look-up
+        else:
+            grants.check(grant, image_id, credential, file.identity)
     except tile_grants.GrantRefused as refused:
         raise Forbidden(str(refused)) from refused
     return file
@@ -265,12 +266,12 @@ async def granted_file(
     if known is not None:
         return known
     try:
-        parsed = tile_grants.unexpired(grant)
+        tile_grants.unexpired(grant)
         file = await _read_image_file(sessionmaker, settings, image_id)
         if file is None:
             raise tile_grants.GrantRefused("no such image")
         files.remember(image_id, file)
-        grants.verify(parsed, image_id, credential, file.identity)
+        grants.check(grant, image_id, credential, file.identity)
     except tile_grants.GrantRefused as refused:
         raise Forbidden(str(refused)) from refused
     return file

@@ -22,7 +22,7 @@ from starlette.routing import Match
 from app.errors import Forbidden
 from app.images import service
 from app.images.api import IMMUTABLE, MEDIA, GrantedTileRoute, ImmutableImage, get_granted_tile
-from app.images.tile_grants import Grant, GrantRefused, TileGrants, parse
+from app.images.tile_grants import MAX_CHECKED, Grant, GrantRefused, TileGrants, parse
 from app.images.tiles import EncodeFormat
 from app.models import Assignment
 from tests.conftest import ClientFactory
@@ -300,3 +300,31 @@ async def test_a_remembered_image_s_file_is_granted_at_once_an_unknown_one_is_le
     assert forgotten.get(image_id) == file
     with pytest.raises(Forbidden):
         await service.granted_file(*args, grant, "other")
+
+
+def test_a_checked_grant_is_remembered_for_its_own_values_only_and_still_expires() -> None:
+    grants = TileGrants(b"k" * 32, lifetime_seconds=900)
+    grant = grants.issue(7, 3, "credential", "file", now=1_000_000)
+    assert grants.check(grant.token, 7, "credential", "file", now=1_000_000) == grant
+    assert grants.check(grant.token, 7, "credential", "file", now=1_000_001) == grant  # remembered
+    for image_id, credential, identity in [
+        (8, "credential", "file"),
+        (7, "other", "file"),
+        (7, "credential", "x"),
+    ]:
+        with pytest.raises(GrantRefused, match="not valid"):
+            grants.check(grant.token, image_id, credential, identity, now=1_000_000)
+    with pytest.raises(GrantRefused, match="expired"):
+        grants.check(grant.token, 7, "credential", "file", now=grant.expires_at)
+    tampered = f"{grant.user_id}-{grant.expires_at}-{'A' * len(grant.signature)}"
+    with pytest.raises(GrantRefused, match="not valid"):
+        grants.check(tampered, 7, "credential", "file", now=1_000_000)
+
+
+def test_the_remembered_grants_are_bounded() -> None:
+    grants = TileGrants(b"k" * 32, lifetime_seconds=900)
+    for image_id in range(1, MAX_CHECKED + 2):
+        grant = grants.issue(image_id, 3, "credential", "file", now=1_000_000)
+        grants.check(grant.token, image_id, "credential", "file", now=1_000_000)
+    assert 1 <= len(grants._checked) <= MAX_CHECKED
+    assert grants.check(grant.token, MAX_CHECKED + 1, "credential", "file", now=1_000_000) == grant
