@@ -764,8 +764,7 @@ def _one_to_one_of_pairs(
     )
     det_pairs: list[IntArray] = [det_index[lone]]
     ref_pairs: list[IntArray] = [ref_index[lone]]
-    contested_dets = distinct_ints(det_index[~lone], len(det_keys))
-    contested_refs = distinct_ints(ref_index[~lone], len(ref_keys))
+    contested_dets, contested_refs = np.unique(det_index[~lone]), np.unique(ref_index[~lone])
     blocks = KeyBlocks.of(contested_dets, det_keys[contested_dets], contested_refs, ref_keys[contested_refs])
     # every key's score matrix at once, cell by cell as the key's matrix of its rows and columns
     scores, admissible = _paired_scores(
@@ -778,7 +777,7 @@ def _one_to_one_of_pairs(
         ref_pairs.append(refs[cols])
     dets_found = np.concatenate(det_pairs).astype(np.int64)
     refs_found = np.concatenate(ref_pairs).astype(np.int64)
-    order = stable_order(dets_found, len(det_keys))
+    order = np.argsort(dets_found, kind="stable")
     return dets_found[order], refs_found[order]
 
 
