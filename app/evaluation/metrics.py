@@ -289,7 +289,8 @@ class Overlaps:
     iou: FloatArray
 
     def where(self, keep: BoolArray) -> Overlaps:
-        return Overlaps(self.det[keep], self.ref[keep], self.iou[keep])
+        kept = np.flatnonzero(keep)  # found once, gathered from the three arrays
+        return Overlaps(self.det.take(kept), self.ref.take(kept), self.iou.take(kept))
 
 
 def overlaps(
@@ -401,16 +402,18 @@ def _overlapping_same_key_pairs(
     counts = np.maximum(high - low, 0)
     det_index = np.repeat(np.arange(len(det_keys), dtype=np.int64), counts)
     shift = np.repeat(low - (np.cumsum(counts) - counts), counts)
-    ref_index = order[np.arange(len(det_index), dtype=np.int64) + shift].astype(np.int64)
+    ref_index = order[np.arange(len(det_index), dtype=np.int64) + shift].astype(np.int64, copy=False)
     # The windows lie inside their key's block, so only the boxes remain to compare: y first (the windows
-    # bound x already, so y drops most candidates and the x test sees fewer), then x.
+    # bound x already, so y drops most candidates and the x test sees fewer), then x. The kept candidates'
+    # positions found once and gathered from both index arrays (two boolean selections scan the mask twice).
     for low_side, high_side in ((1, 3), (0, 2)):
         det_low, det_high = det_boxes[:, low_side], det_boxes[:, high_side]
         ref_low, ref_high = ref_boxes[:, low_side], ref_boxes[:, high_side]
-        keep = np.maximum(det_low[det_index], ref_low[ref_index]) < (
-            np.minimum(det_high[det_index], ref_high[ref_index]) + pad
+        keep = np.flatnonzero(
+            np.maximum(det_low[det_index], ref_low[ref_index])
+            < (np.minimum(det_high[det_index], ref_high[ref_index]) + pad)
         )
-        det_index, ref_index = det_index[keep], ref_index[keep]
+        det_index, ref_index = det_index.take(keep), ref_index.take(keep)
     pair_order = np.argsort(det_index * len(ref_keys) + ref_index, kind="stable")
     return det_index[pair_order], ref_index[pair_order]
 

@@ -422,8 +422,8 @@ def _swept_pairs(placed: np.ndarray, radius: float, limit: int) -> tuple[np.ndar
     offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
     second = first + 1 + offsets
     dx, dy = xs[second] - xs[first], ys[second] - ys[first]
-    near = dx * dx + dy * dy <= radius * radius
-    one, other = order[first[near]], order[second[near]]
+    near = np.flatnonzero(dx * dx + dy * dy <= radius * radius)
+    one, other = order.take(first.take(near)), order.take(second.take(near))
     return np.minimum(one, other), np.maximum(one, other)
 
 
