@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiosqlite
 import numpy as np
 from sqlalchemy import (
     ColumnElement,
@@ -33,6 +35,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import await_
 
 from app.db import SQLITE_BUSY_TIMEOUT_MS, WRITE_GATE_WAIT_S
 from app.evaluation import object_columns
@@ -259,10 +262,15 @@ async def store_derived_object_columns(session: AsyncSession, rows: StudyRows) -
 
 def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows:
     queries = _study_queries(connection.dialect)
-    cursor = connection.connection.cursor()
+    driver = connection.connection.driver_connection
+    on_aiosqlite = driver if isinstance(driver, aiosqlite.Connection) else None
+    cursor = None if on_aiosqlite is not None else connection.connection.cursor()
     try:
 
         def fetch(query: SQLCompiler, extra: dict[str, Any] | None = None) -> Table:
+            if on_aiosqlite is not None:
+                return _fetch_aiosqlite(on_aiosqlite, query, {**parameters, **(extra or {})})
+            assert cursor is not None
             return _fetch(cursor, query, {**parameters, **(extra or {})})
 
         tasks = fetch(queries.tasks)  # revisions first: objects read later are at least as new
@@ -284,7 +292,8 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
             task_kinds={task_id: kind for task_id, _, _, kind in tasks},
         )
     finally:
-        cursor.close()
+        if cursor is not None:
+            cursor.close()
 
 
 def _objects(
@@ -365,6 +374,19 @@ def _fetch(cursor: Any, query: SQLCompiler, parameters: dict[str, Any]) -> Table
     cursor.execute(state.statement, state.positional_parameters if query.positional else state.parameters)
     rows: Table = cursor.fetchall()
     return rows
+
+
+def _fetch_aiosqlite(driver: aiosqlite.Connection, query: SQLCompiler, parameters: dict[str, Any]) -> Table:
+    """`_fetch` on aiosqlite: the query run and its rows fetched in one call on the driver's thread (the
+    adapted cursor makes two, execute and fetch, each a round trip to that thread), on the same connection."""
+    state = query.construct_expanded_state(parameters)
+    found = await_(
+        driver.execute_fetchall(
+            state.statement, state.positional_parameters if query.positional else state.parameters
+        )
+    )
+    # the rows are the driver's plain tuples (SQLAlchemy sets no row factory), typed as sqlite3.Row
+    return typing.cast(Table, found if isinstance(found, list) else list(found))
 
 
 async def store_study_object_columns(session: AsyncSession, study_id: int) -> None:
