@@ -268,10 +268,8 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
     try:
 
         def fetch(query: SQLCompiler, extra: dict[str, Any] | None = None) -> Table:
-            if on_aiosqlite is not None:
-                return _fetch_aiosqlite(on_aiosqlite, query, {**parameters, **(extra or {})})
-            assert cursor is not None
-            return _fetch(cursor, query, {**parameters, **(extra or {})})
+            source = on_aiosqlite if on_aiosqlite is not None else cursor
+            return _fetch(source, query, {**parameters, **(extra or {})})
 
         tasks = fetch(queries.tasks)  # revisions first: objects read later are at least as new
         objects, rebuilt = _objects(tasks, fetch(queries.stored_objects), fetch, queries)
@@ -369,24 +367,20 @@ def _spliced(
     }
 
 
-def _fetch(cursor: Any, query: SQLCompiler, parameters: dict[str, Any]) -> Table:
+def _fetch(source: Any, query: SQLCompiler, parameters: dict[str, Any]) -> Table:
+    """A query's rows as the driver's tuples. source: a DBAPI cursor, or on aiosqlite its connection, where
+    the query runs and its rows are fetched in one call on the driver's thread (`execute_fetchall`, on the
+    session's own connection): the adapted cursor makes two, execute and fetch, each a round trip to it."""
     state = query.construct_expanded_state(parameters)
-    cursor.execute(state.statement, state.positional_parameters if query.positional else state.parameters)
-    rows: Table = cursor.fetchall()
+    statement = state.statement
+    values = state.positional_parameters if query.positional else state.parameters
+    if isinstance(source, aiosqlite.Connection):
+        found = await_(source.execute_fetchall(statement, values))
+        # the driver's plain tuples (SQLAlchemy sets no row factory), typed as sqlite3.Row
+        return typing.cast(Table, found if isinstance(found, list) else list(found))
+    source.execute(statement, values)
+    rows: Table = source.fetchall()
     return rows
-
-
-def _fetch_aiosqlite(driver: aiosqlite.Connection, query: SQLCompiler, parameters: dict[str, Any]) -> Table:
-    """`_fetch` on aiosqlite: the query run and its rows fetched in one call on the driver's thread (the
-    adapted cursor makes two, execute and fetch, each a round trip to that thread), on the same connection."""
-    state = query.construct_expanded_state(parameters)
-    found = await_(
-        driver.execute_fetchall(
-            state.statement, state.positional_parameters if query.positional else state.parameters
-        )
-    )
-    # the rows are the driver's plain tuples (SQLAlchemy sets no row factory), typed as sqlite3.Row
-    return typing.cast(Table, found if isinstance(found, list) else list(found))
 
 
 async def store_study_object_columns(session: AsyncSession, study_id: int) -> None:
