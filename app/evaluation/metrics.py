@@ -105,6 +105,20 @@ def first_indices(values: IntArray, size: int) -> IntArray:
     return found
 
 
+def stable_order(values: IntArray, size: int) -> IntArray:
+    """`np.argsort(values, kind="stable")` of integers in [0, size): numpy's radix sort of 16-bit integers
+    where size ≤ 2¹⁶ (one pass per byte instead of a merge sort: about 4× faster on ten thousand values), its
+    merge sort otherwise. A stable order is unique, so both give the same indices.
+
+    >>> stable_order(np.array([2, 0, 2, 1]), 3)
+    array([1, 3, 0, 2])
+    """
+    if size > 2**16:
+        return np.argsort(values, kind="stable")
+    order: IntArray = np.argsort(values.astype(np.uint16), kind="stable")
+    return order
+
+
 def contained_ints(values: IntArray, wanted: IntArray) -> BoolArray:
     """`np.isin(values, wanted)` of integers: by a table of flags over the values' range where that range is
     small against the values (a gather per value instead of numpy's sort or table of both sides), else
@@ -275,7 +289,8 @@ class Overlaps:
     iou: FloatArray
 
     def where(self, keep: BoolArray) -> Overlaps:
-        return Overlaps(self.det[keep], self.ref[keep], self.iou[keep])
+        kept = np.flatnonzero(keep)  # found once, gathered from the three arrays
+        return Overlaps(self.det.take(kept), self.ref.take(kept), self.iou.take(kept))
 
 
 def overlaps(
@@ -379,7 +394,7 @@ def _overlapping_same_key_pairs(
     block = right - left + widest + pad + 2.0  # one key's x range, windows included: keys never mix
     det_codes, ref_codes = _key_codes(det_keys, ref_keys, block)
     ref_position = ref_codes * block + (ref_boxes[:, 0] - left)
-    order = np.argsort(ref_position, kind="stable")
+    order = np.argsort(ref_position)  # not stable: the pairs are put in order at the end
     sorted_position = ref_position[order]
     det_base = det_codes * block - left
     starts, stops = det_base + det_boxes[:, 0] - widest, det_base + det_boxes[:, 2] + pad + 1.0
@@ -387,16 +402,18 @@ def _overlapping_same_key_pairs(
     counts = np.maximum(high - low, 0)
     det_index = np.repeat(np.arange(len(det_keys), dtype=np.int64), counts)
     shift = np.repeat(low - (np.cumsum(counts) - counts), counts)
-    ref_index = order[np.arange(len(det_index), dtype=np.int64) + shift].astype(np.int64)
+    ref_index = order[np.arange(len(det_index), dtype=np.int64) + shift].astype(np.int64, copy=False)
     # The windows lie inside their key's block, so only the boxes remain to compare: y first (the windows
-    # bound x already, so y drops most candidates and the x test sees fewer), then x.
+    # bound x already, so y drops most candidates and the x test sees fewer), then x. The kept candidates'
+    # positions found once and gathered from both index arrays (two boolean selections scan the mask twice).
     for low_side, high_side in ((1, 3), (0, 2)):
         det_low, det_high = det_boxes[:, low_side], det_boxes[:, high_side]
         ref_low, ref_high = ref_boxes[:, low_side], ref_boxes[:, high_side]
-        keep = np.maximum(det_low[det_index], ref_low[ref_index]) < (
-            np.minimum(det_high[det_index], ref_high[ref_index]) + pad
+        keep = np.flatnonzero(
+            np.maximum(det_low[det_index], ref_low[ref_index])
+            < (np.minimum(det_high[det_index], ref_high[ref_index]) + pad)
         )
-        det_index, ref_index = det_index[keep], ref_index[keep]
+        det_index, ref_index = det_index.take(keep), ref_index.take(keep)
     pair_order = np.argsort(det_index * len(ref_keys) + ref_index, kind="stable")
     return det_index[pair_order], ref_index[pair_order]
 
@@ -548,7 +565,7 @@ def grouped_average_precision(true_positive: BoolArray, groups: IntArray, n_ref:
     [1] of 2 → AP = [5/9, 1/2].
     """
     size = len(n_ref)
-    order = np.argsort(groups, kind="stable")
+    order = stable_order(groups, size)
     members = groups[order]
     counts = np.bincount(members, minlength=size)
     starts = np.cumsum(counts) - counts
@@ -1320,8 +1337,7 @@ def lexsort_order(keys: tuple[npt.NDArray[np.int64] | npt.NDArray[np.float64], .
             return np.lexsort(keys)
         combined += (key - low).astype(np.int64) * radix
         radix *= high - low + 1
-    order: IntArray = np.argsort(combined, kind="stable")
-    return order
+    return stable_order(combined, radix)
 
 
 def seconds_per_image_300s_rule(

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiosqlite
 import numpy as np
 from sqlalchemy import (
     ColumnElement,
@@ -33,6 +35,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import await_
 
 from app.db import SQLITE_BUSY_TIMEOUT_MS, WRITE_GATE_WAIT_S
 from app.evaluation import object_columns
@@ -259,11 +262,14 @@ async def store_derived_object_columns(session: AsyncSession, rows: StudyRows) -
 
 def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows:
     queries = _study_queries(connection.dialect)
-    cursor = connection.connection.cursor()
+    driver = connection.connection.driver_connection
+    on_aiosqlite = driver if isinstance(driver, aiosqlite.Connection) else None
+    cursor = None if on_aiosqlite is not None else connection.connection.cursor()
     try:
 
         def fetch(query: SQLCompiler, extra: dict[str, Any] | None = None) -> Table:
-            return _fetch(cursor, query, {**parameters, **(extra or {})})
+            source = on_aiosqlite if on_aiosqlite is not None else cursor
+            return _fetch(source, query, {**parameters, **(extra or {})})
 
         tasks = fetch(queries.tasks)  # revisions first: objects read later are at least as new
         objects, rebuilt = _objects(tasks, fetch(queries.stored_objects), fetch, queries)
@@ -284,7 +290,8 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
             task_kinds={task_id: kind for task_id, _, _, kind in tasks},
         )
     finally:
-        cursor.close()
+        if cursor is not None:
+            cursor.close()
 
 
 def _objects(
@@ -360,10 +367,19 @@ def _spliced(
     }
 
 
-def _fetch(cursor: Any, query: SQLCompiler, parameters: dict[str, Any]) -> Table:
+def _fetch(source: Any, query: SQLCompiler, parameters: dict[str, Any]) -> Table:
+    """A query's rows as the driver's tuples. source: a DBAPI cursor, or on aiosqlite its connection, where
+    the query runs and its rows are fetched in one call on the driver's thread (`execute_fetchall`, on the
+    session's own connection): the adapted cursor makes two, execute and fetch, each a round trip to it."""
     state = query.construct_expanded_state(parameters)
-    cursor.execute(state.statement, state.positional_parameters if query.positional else state.parameters)
-    rows: Table = cursor.fetchall()
+    statement = state.statement
+    values = state.positional_parameters if query.positional else state.parameters
+    if isinstance(source, aiosqlite.Connection):
+        found = await_(source.execute_fetchall(statement, values))
+        # the driver's plain tuples (SQLAlchemy sets no row factory), typed as sqlite3.Row
+        return typing.cast(Table, found if isinstance(found, list) else list(found))
+    source.execute(statement, values)
+    rows: Table = source.fetchall()
     return rows
 
 

@@ -378,16 +378,53 @@ def _cluster_pairs(
     """Every pair (earlier, later) of points of one image within `radius` of each other, earlier < later."""
     if len(images) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    from scipy.spatial import cKDTree
-
     # images side by side along x, far enough apart that no pair crosses from one to another
     image_rank = _dense_ranks(images, known_images)
     width = float(np.ptp(centres[:, 0])) + 4.0 * radius + 1.0
     placed = np.column_stack([centres[:, 0] - centres[:, 0].min() + image_rank * width, centres[:, 1]])
+    swept = _swept_pairs(placed, radius, SWEEP_CANDIDATES_PER_POINT * len(placed))
+    return swept if swept is not None else _tree_pairs(placed, radius)
+
+
+def _tree_pairs(placed: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """`_cluster_pairs` of placed points (N, 2) by scipy's k-d tree."""
+    from scipy.spatial import cKDTree
+
     # an unbalanced, uncompacted tree builds faster and finds the same pairs
     tree = cKDTree(placed, balanced_tree=False, compact_nodes=False)
     pairs = tree.query_pairs(r=radius, output_type="ndarray").astype(np.int64, copy=False).reshape(-1, 2)
     return pairs[:, 0], pairs[:, 1]  # scipy gives each pair as (i, j) with i < j
+
+
+# More candidates per point than this (points dense along x: a window of 2 · radius holds many that lie far
+# off in y), and the k-d tree finds the pairs faster than the sweep.
+SWEEP_CANDIDATES_PER_POINT = 12
+
+
+def _swept_pairs(placed: np.ndarray, radius: float, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """`_cluster_pairs` of placed points (N, 2) by a sweep along x, or None when the sweep would test more
+    than `limit` candidate pairs.
+
+    The points sorted by x; each point's candidates are the points after it in that order with x at most
+    `radius` further, kept when dx² + dy² ≤ radius², the test and the sums of the k-d tree's query (scipy's
+    `query_pairs`, p = 2), so the same pairs come out (in another order). Each pair is (earlier, later).
+    """
+    order = np.argsort(placed[:, 0])  # any order of equal x finds the same pairs: not stable, 4× faster
+    xs, ys = placed[order, 0], placed[order, 1]
+    # a pixel past radius: the window holds every point the exact test below may keep, whatever the rounding
+    ends = np.searchsorted(xs, xs + (radius + 1.0), side="right")
+    counts = ends - np.arange(1, len(xs) + 1, dtype=np.int64)
+    total = int(counts.sum())
+    if total > limit:
+        return None
+    first = np.repeat(np.arange(len(xs), dtype=np.int64), counts)
+    # the candidates of point i (in sorted order) are i + 1, i + 2, …, i + counts[i]
+    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    second = first + 1 + offsets
+    dx, dy = xs[second] - xs[first], ys[second] - ys[first]
+    near = np.flatnonzero(dx * dx + dy * dy <= radius * radius)
+    one, other = order.take(first.take(near)), order.take(second.take(near))
+    return np.minimum(one, other), np.maximum(one, other)
 
 
 def _leader_clusters(n: int, earlier: np.ndarray, later: np.ndarray) -> np.ndarray:

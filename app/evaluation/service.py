@@ -672,7 +672,7 @@ class Batch:
         return Boxes(
             np.tile(reference.boxes, (rows, 1)),
             np.tile(reference.labels, rows),
-            np.concatenate([reference.images + row * span for row in range(rows)]) if rows else _ints(),
+            (reference.images[None, :] + np.arange(rows, dtype=np.int64)[:, None] * span).reshape(-1),
         )
 
     @cached_property

@@ -310,6 +310,48 @@ def test_clusters_of_agreement_are_the_consensus_leader_clusters(seed: int) -> N
     np.testing.assert_array_equal(_clusters(centres, images, 30.0, known[2:]), found)  # not a superset
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_swept_cluster_pairs_are_the_k_d_tree_pairs(seed: int) -> None:
+    from scipy.spatial import cKDTree
+
+    from app.evaluation.review import _swept_pairs
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 500))
+    if seed % 3 == 0:
+        points = rng.uniform(0, 500, size=(n, 2))
+    elif seed % 3 == 1:  # whole pixels: many pairs exactly at the radius (3-4-5, 5-12-13 triangles)
+        points = rng.integers(0, 60, size=(n, 2)).astype(np.float64)
+    else:  # box centres (half pixels) far from the origin
+        points = rng.integers(0, 400, size=(n, 2)) / 2.0 + rng.uniform(-1e4, 1e4)
+    radius = (5.0, 13.0, 0.5, 50.0)[seed % 4]
+
+    found = _swept_pairs(points, radius, limit=n * n)
+
+    assert found is not None
+    earlier, later = found
+    expected = cKDTree(points).query_pairs(r=radius, output_type="ndarray").reshape(-1, 2)
+    assert (earlier < later).all()
+    assert len(earlier) == len(expected)
+    assert set(zip(earlier.tolist(), later.tolist(), strict=True)) == set(map(tuple, expected.tolist()))
+
+
+def test_cluster_pairs_of_dense_points_come_from_the_k_d_tree() -> None:
+    from app.evaluation.review import SWEEP_CANDIDATES_PER_POINT, _cluster_pairs, _swept_pairs
+
+    rng = np.random.default_rng(5)
+    dense = np.column_stack([rng.uniform(0, 10, 400), rng.uniform(0, 4000, 400)])  # a tall narrow strip
+    images = np.zeros(400, dtype=np.int64)
+
+    assert _swept_pairs(dense, 50.0, SWEEP_CANDIDATES_PER_POINT * 400) is None
+    earlier, later = _cluster_pairs(dense, images, 50.0)
+    swept = _swept_pairs(dense, 50.0, 400 * 400)
+    assert swept is not None
+    assert sorted(zip(earlier.tolist(), later.tolist(), strict=True)) == sorted(
+        zip(swept[0].tolist(), swept[1].tolist(), strict=True)
+    )
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_best_reference_with_the_overlap_grid_equals_all_pairs(seed: int) -> None:
     from app.evaluation import metrics as m

@@ -286,6 +286,20 @@ def test_contained_ints_is_np_isin(size: int) -> None:
             np.testing.assert_array_equal(m.contained_ints(values, wanted), np.isin(values, wanted))
 
 
+@pytest.mark.parametrize("size", [1, 50, 5_000, 2**16, 2**16 + 1, 10**7])  # past 2¹⁶: numpy's merge sort
+def test_stable_order_is_the_stable_argsort(size: int) -> None:
+    rng = np.random.default_rng(size)
+    for n in (0, 1, 300, 20_000):  # many ties at the small sizes: the order among them is the test
+        values = rng.integers(0, size, n)
+        if n:
+            values[-1] = size - 1  # the top of the range
+
+        found = m.stable_order(values, size)
+
+        np.testing.assert_array_equal(found, np.argsort(values, kind="stable"))
+        assert found.dtype == np.intp
+
+
 def test_mean_of_is_np_mean_to_the_bit() -> None:
     rng = np.random.default_rng(11)
     for n in (1, 2, 7, 8, 9, 17, 130, 1000):  # numpy's pairwise sum changes its blocks at 8 and 128
