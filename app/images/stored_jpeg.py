@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ CONTEXT_ROWS = MCU_ROWS
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 MAX_TILE_BYTES = 16 * 2**20
 RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+# A nowait read lands in its thread's scratch buffer, reused (tiles up to this size): a new bytearray per
+# tile was zeroed, and when the heap had to grow for it faulted its pages in, before the answer's own copy.
+SCRATCH_BYTES = 64 * 2**10
+MAX_SCRATCH_BYTES = 2**20
+_scratch = threading.local()
 
 
 class WouldBlock(Exception):
@@ -100,7 +106,7 @@ class _Level:
     splice: JpegSplice | None
 
 
-def jpeg_markers(stream: bytes | bytearray) -> list[int]:
+def jpeg_markers(stream: bytes | bytearray | memoryview) -> list[int]:
     """The marker codes before the scan (SOS excluded); stops at the first malformed segment."""
     markers: list[int] = []
     position = 2
@@ -150,9 +156,10 @@ class JpegSplice:
         header = tables[2:].removesuffix(EOI) if tables else b""
         return cls(header, frozenset(jpeg_markers(tables or SOI)), rgb)
 
-    def complete(self, tile: bytes | bytearray) -> bytes | None:
-        """The tile as a stand-alone JPEG (one copy of its bytes); None when unsure."""
-        if not tile.startswith(SOI):
+    def complete(self, tile: bytes | bytearray | memoryview) -> bytes | None:
+        """The tile as a stand-alone JPEG (one copy of its bytes, so a scratch buffer's view may be given);
+        None when unsure."""
+        if tile[:2] != SOI:
             return None
         adobe = b""
         if self.rgb:
@@ -223,10 +230,17 @@ class StoredJpegTiles:
             self._descriptor = -1
 
 
-def _read_nowait(descriptor: int, count: int, offset: int) -> bytearray | None:
+def _read_nowait(descriptor: int, count: int, offset: int) -> memoryview | None:
+    """The bytes as a view of this thread's scratch buffer, valid until its next nowait read."""
     if RWF_NOWAIT is None:
         return None
-    buffer = bytearray(count)
+    if count <= MAX_SCRATCH_BYTES:
+        scratch: bytearray | None = getattr(_scratch, "buffer", None)
+        if scratch is None or len(scratch) < count:
+            scratch = _scratch.buffer = bytearray(max(count, SCRATCH_BYTES))
+        buffer = memoryview(scratch)[:count]
+    else:
+        buffer = memoryview(bytearray(count))
     try:
         read = os.preadv(descriptor, [buffer], offset, RWF_NOWAIT)
     except OSError as error:

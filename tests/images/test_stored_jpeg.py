@@ -17,7 +17,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from app.images import service
+from app.images import service, stored_jpeg
 from app.images.stored_jpeg import (
     APP14,
     StoredTile,
@@ -120,6 +120,45 @@ def test_a_tile_outside_the_page_cache_is_read_ahead_then_read_without_blocking(
                 fresh = cache.stored_tile_nowait(path, 0, 1, 1)
         assert expected is not None
         assert fresh == expected.jpeg
+
+
+@pytest.mark.parametrize("outcolorspace", ["ycbcr", "rgb"])
+def test_nowait_reads_share_a_scratch_buffer_but_never_an_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outcolorspace: str
+) -> None:
+    """Each nowait read lands in its thread's reused scratch buffer: answers kept from earlier reads, of
+    larger and smaller tiles, in two threads at once, and past the scratch's size, stay the blocking
+    read's bytes."""
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), outcolorspace)
+    with ImageSource(path) as source:
+        tiles = [
+            (level, col, row)
+            for level, (width, height) in enumerate(source.levels[: source.native_level_count])
+            for row in range(-(-height // TILE))
+            for col in range(-(-width // TILE))
+        ]
+        expected = [source.stored_jpeg_tile(*tile, TILE) for tile in tiles]
+
+        def read(index: int) -> StoredTile | None:
+            while True:
+                with contextlib.suppress(WouldBlock):  # the other thread holds the source a moment
+                    return source.stored_jpeg_tile(*tiles[index], TILE, nowait=True)
+
+        def read_all(order: list[int]) -> dict[int, StoredTile | None]:
+            return {index: read(index) for index in order}
+
+        if read_all([0])[0] is None:
+            pytest.skip("this file system has no nowait reads")
+        forward, backward = list(range(len(tiles))), list(reversed(range(len(tiles))))
+        with ThreadPoolExecutor(2) as pool:
+            kept = list(pool.map(read_all, [forward, backward, forward, backward]))
+        monkeypatch.setattr(stored_jpeg, "MAX_SCRATCH_BYTES", 0)  # each read its own buffer
+        kept.append(read_all(forward))
+    sizes = {len(stored.jpeg) for stored in expected if stored is not None}
+    assert len(tiles) > 4
+    assert len(sizes) > 2
+    for answers in kept:
+        assert [answers[index] for index in forward] == expected
 
 
 def test_a_nowait_read_does_not_wait_for_a_source_another_thread_holds(tmp_path: Path) -> None:
