@@ -174,6 +174,16 @@ def _boxes(rows: Sequence[Any], image_col: int, label_col: int, box_col: int) ->
     )
 
 
+def _keyed_boxes(rows: Sequence[Any]) -> tuple[m.IntArray, Boxes]:
+    """The first column of rows holding a key (an id, never NULL), then the columns of `_boxes`: the keys and
+    the boxes, read in one pass."""
+    table = _numbers(rows, 0, 7)
+    boxes = Boxes(
+        np.ascontiguousarray(table[:, 3:]), table[:, 2].astype(np.int64), table[:, 1].astype(np.int64)
+    )
+    return table[:, 0].astype(np.int64), boxes
+
+
 def build_tasks(rows: repository.StudyRows) -> dict[int, TaskData]:
     """Arrays of every task from the study's rows; counted objects only."""
     sizes = _image_sizes(rows.images)
@@ -213,9 +223,8 @@ def _image_sizes(rows: Sequence[Any]) -> ImageSizes:
     )
 
 
-def _runs(keys: Sequence[Any]) -> Iterable[tuple[Any, int, int]]:
+def _runs(values: m.IntArray) -> Iterable[tuple[Any, int, int]]:
     """(key, start, stop) of runs of equal consecutive keys (integer ids)."""
-    values = np.fromiter(keys, dtype=np.int64, count=len(keys))
     if not len(values):
         return iter(())
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
@@ -224,8 +233,7 @@ def _runs(keys: Sequence[Any]) -> Iterable[tuple[Any, int, int]]:
 
 
 def _add_reference(tasks: dict[int, TaskData], rows: Sequence[Any], sizes: ImageSizes) -> None:
-    task_ids = [row[0] for row in rows]
-    everything = _boxes(rows, 1, 2, 3)
+    task_ids, everything = _keyed_boxes(rows)
     for task_id, start, stop in _runs(task_ids):
         reference = everything.take(slice(start, stop))
         tasks[task_id].reference = reference.take(sizes.counted(reference))
@@ -270,13 +278,13 @@ def _add_mode_work(
     experts, task_of = experts[order], task_of[order]
     every = Boxes(table[:, object_columns.BOX], table[:, object_columns.LABEL].astype(np.int64), images)
     keep = sizes.counted(every)[order]
-    # the counted rows, gathered once; each expert's are one slice of them (an expert without any keeps
-    # an empty slice: the groups are those of every row)
-    kept = m.take_rows(table, order[keep])
-    boxes = np.ascontiguousarray(kept[:, object_columns.BOX])
-    labels = kept[:, object_columns.LABEL].astype(np.int64)
-    kept_images = kept[:, object_columns.IMAGE].astype(np.int64)
-    edited = np.ascontiguousarray(kept[:, object_columns.EDITED])
+    # the counted rows, each column gathered by position into an array of its own (not whole rows, then
+    # copies of their columns); each expert's are one slice of them (an expert without any keeps an empty
+    # slice: the groups are those of every row)
+    kept = order[keep]
+    boxes = m.take_rows(table[:, object_columns.BOX], kept)  # a new (N, 4) array, contiguous
+    labels, kept_images = every.labels.take(kept), images.take(kept)
+    edited = table[:, object_columns.EDITED].take(kept)
     group = task_of * (int(experts.max(initial=0)) + 1) + experts
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     # the counted rows before each group's first row and after its last: its slice of the kept rows
@@ -332,8 +340,7 @@ def _add_suggestions(tasks: dict[int, TaskData], rows: repository.StudyRows, siz
             shown[task_id] = (count, set_id)
     chosen = dict(rows.suggestion_sets)
     chosen.update({task_id: set_id for task_id, (_, set_id) in shown.items()})
-    set_ids = [row[0] for row in rows.suggestions]
-    everything = _boxes(rows.suggestions, 1, 2, 3)
+    set_ids, everything = _keyed_boxes(rows.suggestions)
     runs = {set_id: (start, stop) for set_id, start, stop in _runs(set_ids)}
     for task_id, set_id in chosen.items():
         start, stop = runs.get(set_id, (0, 0))
