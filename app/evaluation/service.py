@@ -318,10 +318,16 @@ def _view_rank(views: View, experts: m.IntArray, images: m.IntArray, positions: 
     order = np.argsort(keys, kind="stable")
     keys, ranks = keys[order], ranks[order]
     wanted = experts * span + images
-    where = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-    found = (keys[where] == wanted) if len(keys) else np.zeros(len(wanted), dtype=np.bool_)
-    unseen_rank = views.total + positions
-    result: m.IntArray = np.where(found, ranks[where] if len(keys) else 0, unseen_rank)
+    # the objects come in runs of one expert's objects on one image (the object table's order): each run's
+    # rank is looked up once, then repeated over the run (the same ranks as a look-up per object)
+    heads = np.flatnonzero(np.r_[True, wanted[1:] != wanted[:-1]]) if len(wanted) else _ints()
+    head_keys = wanted.take(heads)
+    where = np.minimum(np.searchsorted(keys, head_keys), max(len(keys) - 1, 0))
+    found = (keys.take(where) == head_keys) if len(keys) else np.zeros(len(heads), dtype=np.bool_)
+    seen_rank = np.repeat(
+        np.where(found, ranks.take(where) if len(keys) else 0, -1), np.diff(np.append(heads, len(wanted)))
+    )
+    result: m.IntArray = np.where(seen_rank >= 0, seen_rank, views.total + positions)
     return result
 
 
