@@ -278,13 +278,13 @@ def _add_mode_work(
     experts, task_of = experts[order], task_of[order]
     every = Boxes(table[:, object_columns.BOX], table[:, object_columns.LABEL].astype(np.int64), images)
     keep = sizes.counted(every)[order]
-    # the counted rows, each column gathered by position into an array of its own (not whole rows, then
-    # copies of their columns); each expert's are one slice of them (an expert without any keeps an empty
-    # slice: the groups are those of every row)
-    kept = order[keep]
-    boxes = m.take_rows(table[:, object_columns.BOX], kept)  # a new (N, 4) array, contiguous
-    labels, kept_images = every.labels.take(kept), images.take(kept)
-    edited = table[:, object_columns.EDITED].take(kept)
+    # the counted rows, gathered once; each expert's are one slice of them (an expert without any keeps
+    # an empty slice: the groups are those of every row)
+    kept = m.take_rows(table, order[keep])
+    boxes = np.ascontiguousarray(kept[:, object_columns.BOX])
+    labels = kept[:, object_columns.LABEL].astype(np.int64)
+    kept_images = kept[:, object_columns.IMAGE].astype(np.int64)
+    edited = np.ascontiguousarray(kept[:, object_columns.EDITED])
     group = task_of * (int(experts.max(initial=0)) + 1) + experts
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     # the counted rows before each group's first row and after its last: its slice of the kept rows
