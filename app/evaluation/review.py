@@ -413,15 +413,17 @@ def _swept_pairs(placed: np.ndarray, radius: float, limit: int) -> tuple[np.ndar
     xs, ys = placed[order, 0], placed[order, 1]
     # a pixel past radius: the window holds every point the exact test below may keep, whatever the rounding
     ends = np.searchsorted(xs, xs + (radius + 1.0), side="right")
-    counts = ends - np.arange(1, len(xs) + 1, dtype=np.int64)
+    points = np.arange(len(xs), dtype=np.int64)
+    counts = ends - (points + 1)
     total = int(counts.sum())
     if total > limit:
         return None
-    first = np.repeat(np.arange(len(xs), dtype=np.int64), counts)
-    # the candidates of point i (in sorted order) are i + 1, i + 2, …, i + counts[i]
-    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    second = first + 1 + offsets
-    dx, dy = xs[second] - xs[first], ys[second] - ys[first]
+    first = np.repeat(points, counts)
+    # the candidates of point i (in sorted order) are i + 1, i + 2, …, i + counts[i]: candidate k (of all
+    # points' candidates, from 0) of point i is point k + 1 + i − (the candidates of the points before i)
+    shift = np.repeat(points - (np.cumsum(counts) - counts), counts)
+    second = np.arange(1, total + 1, dtype=np.int64) + shift
+    dx, dy = xs.take(second) - xs.take(first), ys.take(second) - ys.take(first)
     near = np.flatnonzero(dx * dx + dy * dy <= radius * radius)
     one, other = order.take(first.take(near)), order.take(second.take(near))
     return np.minimum(one, other), np.maximum(one, other)

@@ -174,6 +174,16 @@ def _boxes(rows: Sequence[Any], image_col: int, label_col: int, box_col: int) ->
     )
 
 
+def _keyed_boxes(rows: Sequence[Any]) -> tuple[m.IntArray, Boxes]:
+    """The first column of rows holding a key (an id, never NULL), then the columns of `_boxes`: the keys and
+    the boxes, read in one pass."""
+    table = _numbers(rows, 0, 7)
+    boxes = Boxes(
+        np.ascontiguousarray(table[:, 3:]), table[:, 2].astype(np.int64), table[:, 1].astype(np.int64)
+    )
+    return table[:, 0].astype(np.int64), boxes
+
+
 def build_tasks(rows: repository.StudyRows) -> dict[int, TaskData]:
     """Arrays of every task from the study's rows; counted objects only."""
     sizes = _image_sizes(rows.images)
@@ -213,9 +223,8 @@ def _image_sizes(rows: Sequence[Any]) -> ImageSizes:
     )
 
 
-def _runs(keys: Sequence[Any]) -> Iterable[tuple[Any, int, int]]:
+def _runs(values: m.IntArray) -> Iterable[tuple[Any, int, int]]:
     """(key, start, stop) of runs of equal consecutive keys (integer ids)."""
-    values = np.fromiter(keys, dtype=np.int64, count=len(keys))
     if not len(values):
         return iter(())
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
@@ -224,8 +233,7 @@ def _runs(keys: Sequence[Any]) -> Iterable[tuple[Any, int, int]]:
 
 
 def _add_reference(tasks: dict[int, TaskData], rows: Sequence[Any], sizes: ImageSizes) -> None:
-    task_ids = [row[0] for row in rows]
-    everything = _boxes(rows, 1, 2, 3)
+    task_ids, everything = _keyed_boxes(rows)
     for task_id, start, stop in _runs(task_ids):
         reference = everything.take(slice(start, stop))
         tasks[task_id].reference = reference.take(sizes.counted(reference))
@@ -310,10 +318,16 @@ def _view_rank(views: View, experts: m.IntArray, images: m.IntArray, positions: 
     order = np.argsort(keys, kind="stable")
     keys, ranks = keys[order], ranks[order]
     wanted = experts * span + images
-    where = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-    found = (keys[where] == wanted) if len(keys) else np.zeros(len(wanted), dtype=np.bool_)
-    unseen_rank = views.total + positions
-    result: m.IntArray = np.where(found, ranks[where] if len(keys) else 0, unseen_rank)
+    # the objects come in runs of one expert's objects on one image (the object table's order): each run's
+    # rank is looked up once, then repeated over the run (the same ranks as a look-up per object)
+    heads = np.flatnonzero(np.r_[True, wanted[1:] != wanted[:-1]]) if len(wanted) else _ints()
+    head_keys = wanted.take(heads)
+    where = np.minimum(np.searchsorted(keys, head_keys), max(len(keys) - 1, 0))
+    found = (keys.take(where) == head_keys) if len(keys) else np.zeros(len(heads), dtype=np.bool_)
+    seen_rank = np.repeat(
+        np.where(found, ranks.take(where) if len(keys) else 0, -1), np.diff(np.append(heads, len(wanted)))
+    )
+    result: m.IntArray = np.where(seen_rank >= 0, seen_rank, views.total + positions)
     return result
 
 
@@ -332,8 +346,7 @@ def _add_suggestions(tasks: dict[int, TaskData], rows: repository.StudyRows, siz
             shown[task_id] = (count, set_id)
     chosen = dict(rows.suggestion_sets)
     chosen.update({task_id: set_id for task_id, (_, set_id) in shown.items()})
-    set_ids = [row[0] for row in rows.suggestions]
-    everything = _boxes(rows.suggestions, 1, 2, 3)
+    set_ids, everything = _keyed_boxes(rows.suggestions)
     runs = {set_id: (start, stop) for set_id, start, stop in _runs(set_ids)}
     for task_id, set_id in chosen.items():
         start, stop = runs.get(set_id, (0, 0))
