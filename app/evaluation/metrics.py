@@ -1198,6 +1198,21 @@ def kept_error_costs(
     others = n_experts - 1
     if others <= 0 or len(labels) == 0:
         return np.ones(len(labels), dtype=np.float64)
+    costs: FloatArray = (
+        1.0 - kept_error_sharing(boxes, labels, images, experts, iou).astype(np.float64) / others
+    )
+    return costs
+
+
+def kept_error_sharing(
+    boxes: FloatArray, labels: IntArray, images: IntArray, experts: IntArray, iou: float = PAPER_IOU
+) -> IntArray:
+    """For each kept error f (`kept_error_costs`'s inputs): how many experts other than f's own have an
+    unmatched object of f's image and class with IoU ≥ iou with f (+1-pixel convention). Errors of unequal
+    images never meet, so several groups of experts (the modes of a batch) count at once when their images
+    differ."""
+    if len(labels) == 0:
+        return np.zeros(0, dtype=np.int64)
     keys = match_keys(labels, images)
     first, second = _candidate_pairs(boxes, keys, boxes, keys, True, iou)
     overlap = paired_iou(take_rows(boxes, first), take_rows(boxes, second)) >= iou
@@ -1206,9 +1221,10 @@ def kept_error_costs(
     width = int(codes.max()) + 1
     pairs = first[foreign] * width + codes[second[foreign]]
     distinct = distinct_ints(pairs, len(labels) * width) // width  # (error, other expert)
-    sharing = np.bincount(distinct, minlength=len(labels)) if len(distinct) else np.zeros(len(labels))
-    costs: FloatArray = 1.0 - sharing.astype(np.float64) / others
-    return costs
+    sharing: IntArray = (
+        np.bincount(distinct, minlength=len(labels)) if len(distinct) else np.zeros(len(labels), np.int64)
+    )
+    return sharing
 
 
 # ---------------------------------------------------------------- injected errors caught or missed

@@ -783,23 +783,30 @@ def vote_weighted_of_blocks(task: TaskData, batch: Batch, iou: float) -> list[m.
     votes = matched.reshape(rows, size)
     kept = np.ones(len(batch.objects), dtype=np.bool_)
     kept[det] = False
+    # every block's kept errors counted at once: an error's image is shifted by its block, so that errors
+    # of different blocks never share an image (each expert's own shift is undone, as one mode's batch does)
+    errors = np.flatnonzero(kept)
+    owners = batch.owners[errors]
+    block_of_row = np.repeat(np.arange(len(batch.blocks)), [last - first for _, first, last in batch.blocks])
     objects = batch.objects
+    sharing = m.kept_error_sharing(
+        m.take_rows(objects.boxes, errors),
+        objects.labels[errors],
+        objects.images[errors] % batch.span + block_of_row[owners] * batch.span,
+        owners,
+        iou,
+    )
+    # the errors are in object order, so each row's are one run: its slice of the errors
+    row_starts = np.searchsorted(owners, np.arange(rows + 1)).tolist()
     found = []
     for _, first, last in batch.blocks:
-        block = batch.block_objects(first, last)
-        errors = np.flatnonzero(kept[block]) + block.start
-        owners = batch.owners[errors] - first
-        costs = m.kept_error_costs(
-            m.take_rows(objects.boxes, errors),
-            objects.labels[errors],
-            objects.images[errors] % batch.span,
-            owners,
-            last - first,
-            iou,
-        )
+        others = last - first - 1
+        shared_by = sharing[row_starts[first] : row_starts[last]]
+        costs = 1.0 - shared_by.astype(np.float64) / others if others > 0 else np.ones(len(shared_by))
+        cuts = [start - row_starts[first] for start in row_starts[first : last + 1]]
         found.append(
             m.vote_weighted_concordance(
-                votes[first:last], [costs[owners == row] for row in range(last - first)]
+                votes[first:last], [costs[cuts[row] : cuts[row + 1]] for row in range(last - first)]
             )
         )
     return found

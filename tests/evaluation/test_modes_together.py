@@ -103,3 +103,38 @@ def test_both_modes_in_one_batch_equal_each_mode_computed_alone(
             # pickles of equal models are equal bytes only when every float is the same bits
             assert pickle.dumps(together[mode]) == pickle.dumps(alone)
             assert together[mode].metrics.model_dump_json() == alone.metrics.model_dump_json()
+
+
+def test_a_kept_error_costs_only_by_the_experts_of_its_own_mode() -> None:
+    """The same fake in one expert of each mode: in one batch of both modes each still costs 1 (nobody
+    else of its mode made it), as each mode computed alone; counted across the modes it would cost 0."""
+    rng = np.random.default_rng(7)
+    ids = [11, 12]
+    reference = _boxes(rng, 30, ids)
+    fake = Boxes(np.array([[600.0, 600.0, 650.0, 660.0]]), np.array([11]), np.array([2]))
+
+    def with_fake(work: ExpertWork) -> ExpertWork:
+        objects = work.objects
+        joined = Boxes(
+            np.vstack([objects.boxes, fake.boxes]),
+            np.concatenate([objects.labels, fake.labels]),
+            np.concatenate([objects.images, fake.images]),
+        )
+        order = np.argsort(joined.images, kind="stable")
+        return ExpertWork(joined.take(order), np.arange(len(joined), dtype=np.float64))
+
+    work = {
+        mode: {
+            "Participant_1": with_fake(_work(rng, reference, ids, 0)),
+            "Participant_2": _work(rng, reference, ids, 0),
+        }
+        for mode in ("unaided", "aided")
+    }
+    task = TaskData("task", {11: "a", 12: "b"}, reference, work, None, None, {}, span=SPAN)
+    together = service.Batch.of_modes(work, ["unaided", "aided"], SPAN, reference)
+    found = service.vote_weighted_of_blocks(task, together, 0.25)
+    for index, mode in enumerate(("unaided", "aided")):
+        alone = service.vote_weighted_of_blocks(task, service.Batch.of(work[mode], SPAN, reference), 0.25)[0]
+        assert found[index].precision.tobytes() == alone.precision.tobytes()
+        assert found[index].scores.tobytes() == alone.scores.tobytes()
+        assert found[index].precision[0] < 1.0  # the fake is a kept error that costs its expert
