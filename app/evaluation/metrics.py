@@ -1195,12 +1195,17 @@ def kept_error_costs(
     Example: experts 0 and 1 keep the same fake, expert 2 another one elsewhere, n_experts = 3 →
     u = [0.5, 0.5, 1].
     """
-    others = n_experts - 1
-    if others <= 0 or len(labels) == 0:
+    if n_experts <= 1 or len(labels) == 0:
         return np.ones(len(labels), dtype=np.float64)
-    costs: FloatArray = (
-        1.0 - kept_error_sharing(boxes, labels, images, experts, iou).astype(np.float64) / others
-    )
+    return costs_of_sharing(kept_error_sharing(boxes, labels, images, experts, iou), n_experts)
+
+
+def costs_of_sharing(sharing: IntArray, n_experts: int) -> FloatArray:
+    """u_f = 1 − sharing_f / N of kept errors (`kept_error_costs`), N = n_experts − 1; all 1 when N = 0."""
+    others = n_experts - 1
+    if others <= 0:
+        return np.ones(len(sharing), dtype=np.float64)
+    costs: FloatArray = 1.0 - sharing.astype(np.float64) / others
     return costs
 
 

@@ -263,12 +263,11 @@ async def store_derived_object_columns(session: AsyncSession, rows: StudyRows) -
 def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows:
     queries = _study_queries(connection.dialect)
     driver = connection.connection.driver_connection
-    on_aiosqlite = driver if isinstance(driver, aiosqlite.Connection) else None
-    cursor = None if on_aiosqlite is not None else connection.connection.cursor()
+    # on aiosqlite its connection itself (see _fetch), else a DBAPI cursor
+    source = driver if isinstance(driver, aiosqlite.Connection) else connection.connection.cursor()
     try:
 
         def fetch(query: SQLCompiler, extra: dict[str, Any] | None = None) -> Table:
-            source = on_aiosqlite if on_aiosqlite is not None else cursor
             return _fetch(source, query, {**parameters, **(extra or {})})
 
         tasks = fetch(queries.tasks)  # revisions first: objects read later are at least as new
@@ -290,8 +289,8 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
             task_kinds={task_id: kind for task_id, _, _, kind in tasks},
         )
     finally:
-        if cursor is not None:
-            cursor.close()
+        if source is not driver:
+            source.close()
 
 
 def _objects(

@@ -800,9 +800,7 @@ def vote_weighted_of_blocks(task: TaskData, batch: Batch, iou: float) -> list[m.
     row_starts = np.searchsorted(owners, np.arange(rows + 1)).tolist()
     found = []
     for _, first, last in batch.blocks:
-        others = last - first - 1
-        shared_by = sharing[row_starts[first] : row_starts[last]]
-        costs = 1.0 - shared_by.astype(np.float64) / others if others > 0 else np.ones(len(shared_by))
+        costs = m.costs_of_sharing(sharing[row_starts[first] : row_starts[last]], last - first)
         cuts = [start - row_starts[first] for start in row_starts[first : last + 1]]
         found.append(
             m.vote_weighted_concordance(
