@@ -76,26 +76,26 @@ WORK: dict[str, Callable[[TaskData], object]] = {
 }
 
 
+Keys = tuple[str, dict[str, str]]
+
+
+def _keys_before_and_after(change: Callable[[TaskData], object]) -> tuple[Keys, Keys]:
+    task = _base()
+    edited = copy.deepcopy(task)
+    change(edited)
+    return service.task_digests(task, MetricsParams()), service.task_digests(edited, MetricsParams())
+
+
 @pytest.mark.parametrize("change", list(SHARED))
 def test_a_shared_input_changes_every_key(change: str) -> None:
-    params = MetricsParams()
-    task = _base()
-    key, modes = service.task_digests(task, params)
-    edited = copy.deepcopy(task)
-    SHARED[change](edited)
-    edited_key, edited_modes = service.task_digests(edited, params)
+    (key, modes), (edited_key, edited_modes) = _keys_before_and_after(SHARED[change])
     assert edited_key != key
     assert all(edited_modes[mode] != modes[mode] for mode in modes)
 
 
 @pytest.mark.parametrize("change", list(WORK))
 def test_a_mode_input_changes_that_mode_key_alone(change: str) -> None:
-    params = MetricsParams()
-    task = _base()
-    key, modes = service.task_digests(task, params)
-    edited = copy.deepcopy(task)
-    WORK[change](edited)
-    edited_key, edited_modes = service.task_digests(edited, params)
+    (key, modes), (edited_key, edited_modes) = _keys_before_and_after(WORK[change])
     assert edited_key != key
     assert edited_modes["unaided"] != modes["unaided"]
     assert edited_modes["aided"] == modes["aided"]
