@@ -396,36 +396,55 @@ def _tree_pairs(placed: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarr
     return pairs[:, 0], pairs[:, 1]  # scipy gives each pair as (i, j) with i < j
 
 
-# More candidates per point than this (points dense along x: a window of 2 · radius holds many that lie far
-# off in y), and the k-d tree finds the pairs faster than the sweep.
+# More candidates per point than this (points packed far closer than the radius), and the k-d tree finds
+# the pairs faster than the sweep.
 SWEEP_CANDIDATES_PER_POINT = 12
 
 
 def _swept_pairs(placed: np.ndarray, radius: float, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """`_cluster_pairs` of placed points (N, 2) by a sweep along x, or None when the sweep would test more
-    than `limit` candidate pairs.
+    """`_cluster_pairs` of placed points (N, 2) by a sweep along x in bands of y, or None when the sweep would
+    test more than `limit` candidate pairs.
 
-    The points sorted by x; each point's candidates are the points after it in that order with x at most
-    `radius` further, kept when dx² + dy² ≤ radius², the test and the sums of the k-d tree's query (scipy's
-    `query_pairs`, p = 2), so the same pairs come out (in another order). Each pair is (earlier, later).
+    Bands a pixel taller than the radius: a pair within the radius lies in one band or in two adjacent ones.
+    The points sorted by (band, x); a point's candidates are the points after it in its band with x at most
+    `radius` further, and those of the next band with x within `radius` either side: each pair of nearby
+    points is a candidate once, and a window of a band holds a fraction of what a sweep over the whole
+    height of an image would. Kept when dx² + dy² ≤ radius² on the placed coordinates, the test and the
+    sums of the k-d tree's query (scipy's `query_pairs`, p = 2), so the same pairs come out (in another
+    order). Each pair is (earlier, later).
     """
-    order = np.argsort(placed[:, 0])  # any order of equal x finds the same pairs: not stable, 4× faster
-    xs, ys = placed[order, 0], placed[order, 1]
-    # a pixel past radius: the window holds every point the exact test below may keep, whatever the rounding
-    ends = np.searchsorted(xs, xs + (radius + 1.0), side="right")
-    points = np.arange(len(xs), dtype=np.int64)
-    counts = ends - (points + 1)
+    if len(placed) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # a pixel past radius: the windows hold every point the exact test below may keep, whatever the rounding
+    reach = radius + 1.0
+    x = placed[:, 0] - placed[:, 0].min()
+    band = np.floor((placed[:, 1] - placed[:, 1].min()) / reach)
+    row = float(x.max()) + 2.0 * reach + 1.0  # one band's positions, windows included: bands never mix
+    position = band * row + x
+    order = np.argsort(position)  # any order of equal positions finds the same pairs: not stable, faster
+    ordered = position[order]
+    points = np.arange(len(ordered), dtype=np.int64)
+    low = np.concatenate([points + 1, np.searchsorted(ordered, ordered + (row - reach), side="left")])
+    high = np.concatenate(
+        [
+            np.searchsorted(ordered, ordered + reach, side="right"),
+            np.searchsorted(ordered, ordered + (row + reach), side="right"),
+        ]
+    )
+    counts = np.maximum(high - low, 0)
     total = int(counts.sum())
     if total > limit:
         return None
-    first = np.repeat(points, counts)
-    # the candidates of point i (in sorted order) are i + 1, i + 2, …, i + counts[i]: candidate k (of all
-    # points' candidates, from 0) of point i is point k + 1 + i − (the candidates of the points before i)
-    shift = np.repeat(points - (np.cumsum(counts) - counts), counts)
-    second = np.arange(1, total + 1, dtype=np.int64) + shift
-    dx, dy = xs.take(second) - xs.take(first), ys.take(second) - ys.take(first)
+    first = np.repeat(np.concatenate([points, points]), counts)
+    # candidate k (of all windows' candidates, from 0) of window w is point k + low[w] − (the candidates of
+    # the windows before w)
+    shift = np.repeat(low - (np.cumsum(counts) - counts), counts)
+    second = np.arange(total, dtype=np.int64) + shift
+    one, other = order.take(first), order.take(second)
+    xs, ys = placed[:, 0], placed[:, 1]
+    dx, dy = xs.take(other) - xs.take(one), ys.take(other) - ys.take(one)
     near = np.flatnonzero(dx * dx + dy * dy <= radius * radius)
-    one, other = order.take(first.take(near)), order.take(second.take(near))
+    one, other = one.take(near), other.take(near)
     return np.minimum(one, other), np.maximum(one, other)
 
 

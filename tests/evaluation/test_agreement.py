@@ -336,11 +336,28 @@ def test_swept_cluster_pairs_are_the_k_d_tree_pairs(seed: int) -> None:
     assert set(zip(earlier.tolist(), later.tolist(), strict=True)) == set(map(tuple, expected.tolist()))
 
 
+def test_swept_cluster_pairs_of_a_tall_strip_stay_few_candidates() -> None:
+    """A strip far taller than the radius: the bands of y keep each point's candidates to its neighbourhood
+    (a sweep along x alone would test every pair of the strip)."""
+    from scipy.spatial import cKDTree
+
+    from app.evaluation.review import SWEEP_CANDIDATES_PER_POINT, _swept_pairs
+
+    rng = np.random.default_rng(5)
+    strip = np.column_stack([rng.uniform(0, 10, 400), rng.uniform(0, 4000, 400)])
+
+    found = _swept_pairs(strip, 50.0, SWEEP_CANDIDATES_PER_POINT * 400)
+
+    assert found is not None
+    expected = cKDTree(strip).query_pairs(r=50.0, output_type="ndarray").reshape(-1, 2)
+    assert set(zip(found[0].tolist(), found[1].tolist(), strict=True)) == set(map(tuple, expected.tolist()))
+
+
 def test_cluster_pairs_of_dense_points_come_from_the_k_d_tree() -> None:
     from app.evaluation.review import SWEEP_CANDIDATES_PER_POINT, _cluster_pairs, _swept_pairs
 
     rng = np.random.default_rng(5)
-    dense = np.column_stack([rng.uniform(0, 10, 400), rng.uniform(0, 4000, 400)])  # a tall narrow strip
+    dense = rng.uniform(0, 60, size=(400, 2))  # packed far closer than the radius: most pairs are near
     images = np.zeros(400, dtype=np.int64)
 
     assert _swept_pairs(dense, 50.0, SWEEP_CANDIDATES_PER_POINT * 400) is None
