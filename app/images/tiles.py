@@ -48,9 +48,9 @@ LevelSize = tuple[int, int]
 WHITE = 255
 MIN_LEVEL_SIDE = 256
 # The tiles a viewer asks (the granted tile URL's size and quality) whose stored JPEG is cut by a level's
-# right edge are cropped and encoded when their file is opened, in a background thread, and kept while it is
-# open (TileCache.prepare_edge_tiles): on the event loop each was a decode, crop and encode (0.3-1 ms) that
-# every request in flight waited for.
+# right edge are cropped and encoded in a background thread once a viewer is granted their image's tiles, and
+# kept while their file is open (TileCache.prepare_edge_tiles): on the event loop each was a decode, crop and
+# encode (0.3-1 ms) that every request in flight waited for.
 EDGE_TILE_SIZE = 256
 EDGE_TILE_QUALITY = 85
 MAX_REGION_PIXELS = 4096 * 4096
@@ -740,7 +740,7 @@ def _edge_tiles(levels: list[LevelSize], size: int) -> Iterator[tuple[int, int, 
 class TileCache:
     """LRU of open sources (by count and decoded bytes) and of encoded tiles (by bytes), and each open
     source's edge tiles that need a decode, prepared in a background thread (by bytes, all sources
-    together: ``max_edge_bytes``; about 1.5 MB for a 50 000 px slide's 262).
+    together: ``max_edge_bytes``; about 1.6 MB for a 50 000 px slide's 262).
 
     Thread-safe: the cache lock guards only the LRU bookkeeping; decoding and encoding run outside
     it, serialised per source by the source's own lock. Files are assumed immutable; call
