@@ -27,8 +27,10 @@ does, and takes its `tile_url` (the granted tile route: the descriptor authorise
 is checked by its signature and the same credential; see the README's "Tile path"), and opens its
 connections (one health request each, not timed: otherwise only the first cold round would pay for
 them). Then `cold` requests --tiles distinct tiles (levels 0-2, drawn with a seed; 256 px JPEG) as the
-expert, each for the first time (the slide's stored JPEG passed through; cut edge tiles decoded, cropped
-and encoded); `warm` requests the same tiles again (encoded cache); then the client stores each tile's
+expert, each for the first time (the slide's stored JPEG passed through; a tile cut by the bottom edge
+with its frame header cut to its rows; one cut by the right edge, 18 of 1500, as cropped and encoded by the
+server's background thread that the descriptor's grant started (done about 0.1 s into the first round),
+smallest level first; see the README's "Tile path"); `warm` requests the same tiles again (encoded cache); then the client stores each tile's
 bytes under /bench/static/{i} (not timed) and `static` requests them from the bare route; then
 `fastapi_static` requests them from an ordinary FastAPI route (/bench/fastapi-static/{i}, this
 bench's baseline until 2026-11-29; the granted tile route skips FastAPI's per-request

@@ -118,7 +118,7 @@ def _tile_grant(request: Request, settings: Settings, principal: Principal, imag
         return {"tileUrl": None, "tileUrlExpiresAt": None}
     state = request.app.state
     url, expires_at = images.grant_tiles(
-        state.tile_grants, state.image_files, settings, image, principal.user, credential
+        state.tile_grants, state.image_files, state.tile_cache, settings, image, principal.user, credential
     )
     return {"tileUrl": url, "tileUrlExpiresAt": expires_at}
 

@@ -129,7 +129,7 @@ async def get_image(
         return described
     state = request.app.state
     url, expires_at = service.grant_tiles(
-        state.tile_grants, state.image_files, settings, image, user, credential
+        state.tile_grants, state.image_files, state.tile_cache, settings, image, user, credential
     )
     return described.model_copy(update={"tile_url": url, "tile_url_expires_at": expires_at})
 

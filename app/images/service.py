@@ -224,12 +224,21 @@ class ImageFiles:
 
 
 def grant_tiles(
-    grants: TileGrants, files: ImageFiles, settings: Settings, image: Image, user: User, credential: str
+    grants: TileGrants,
+    files: ImageFiles,
+    cache: TileCache,
+    settings: Settings,
+    image: Image,
+    user: User,
+    credential: str,
 ) -> tuple[str, int]:
     """The image's granted tile URL template ({level}, {col}, {row} left to fill) and its expiry (Unix s);
-    the caller has authorised the user for the image."""
+    the caller has authorised the user for the image. A viewer asks its tiles next: the edge tiles of its
+    file that need a decode are prepared meanwhile when the file is open (else at its first such tile)."""
     file = image_file(settings, image)
     files.remember(image.id, file)
+    if file.window is None:
+        cache.prepare_edge_tiles(file.path)
     grant = grants.issue(image.id, user.id, credential, file.identity)
     return GRANTED_TILE_URL.format(image_id=image.id, grant=grant.token), grant.expires_at
 

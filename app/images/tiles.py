@@ -22,8 +22,9 @@ import io
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
@@ -46,9 +47,12 @@ LevelSize = tuple[int, int]
 
 WHITE = 255
 MIN_LEVEL_SIDE = 256
-# A cut edge tile up to this side is cropped on the event loop (decode + encode of 256 px: 0.3-1 ms)
-# when its bytes are in the page cache: in a thread it waited for the GIL behind the loop, tens of ms.
-INLINE_CROP_SIDE = 256
+# The tiles a viewer asks (the granted tile URL's size and quality) whose stored JPEG is cut by a level's
+# right edge are cropped and encoded in a background thread once a viewer is granted their image's tiles, and
+# kept while their file is open (TileCache.prepare_edge_tiles): on the event loop each was a decode, crop and
+# encode (0.3-1 ms) that every request in flight waited for.
+EDGE_TILE_SIZE = 256
+EDGE_TILE_QUALITY = 85
 MAX_REGION_PIXELS = 4096 * 4096
 MAX_SOURCE_PIXELS = 64 * 2**20
 SOURCE_BAND_PIXELS = 2**20
@@ -506,19 +510,20 @@ class ImageSource:
         return _paste_into_white(request, inside, patch)
 
     def stored_jpeg_tile(
-        self, level: int, col: int, row: int, size: int, *, nowait: bool = False
+        self, level: int, col: int, row: int, size: int, *, nowait: bool = False, if_open: bool = False
     ) -> StoredTile | None:
         """The file's own JPEG of this tile when it stores it as one tile of this size, whole or cut by the
         level's extent (see app/images/stored_jpeg.py), else None. Read outside the lock, counted as a
         reader so that ``close`` waits for it.
 
         ``nowait``: for an event loop: WouldBlock instead of waiting for the lock (held by a thread that
-        may itself wait for the loop's GIL) or the disk, None instead of opening the file."""
+        may itself wait for the loop's GIL) or the disk, None instead of opening the file.
+        ``if_open``: None instead of opening the file (a closed source stays closed)."""
         if not self._lock.acquire(blocking=not nowait):
             raise WouldBlock
 
         try:
-            if nowait and self._backend is None:
+            if (nowait or if_open) and self._backend is None:
                 return None
             backend = self._opened()
             if not 0 <= level < self._native_count:
@@ -531,6 +536,13 @@ class ImageSource:
         finally:
             with self._lock:
                 self._reader_done()
+
+    def native_levels_if_open(self) -> list[LevelSize]:
+        """The levels the file stores, when it is open; else none (never opens it)."""
+        with self._lock:
+            if self._backend is None or self._levels is None:
+                return []
+            return self._levels[: self._native_count]
 
     def _reader_done(self) -> None:
         """With the lock held: a read outside the lock ended. Only a ``close`` waits for readers, so the
@@ -703,8 +715,32 @@ class _ByteLru:
         return self._total
 
 
+@dataclass(slots=True)
+class _EdgeTiles:
+    """An open source's stored tiles that need a decode to be served (cut by a level's right edge), as
+    served at EDGE_TILE_SIZE and EDGE_TILE_QUALITY, by (level, col, row)."""
+
+    tiles: dict[tuple[int, int, int], bytes] = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+    dropped: bool = False
+
+
+def _edge_tiles(levels: list[LevelSize], size: int) -> Iterator[tuple[int, int, int]]:
+    """Each level's last column and last row of tiles when cut by its extent, the smallest level first (a
+    viewer opens a slide zoomed out)."""
+    for level in reversed(range(len(levels))):
+        width, height = levels[level]
+        cols, rows = -(-width // size), -(-height // size)
+        if width % size:
+            yield from ((level, cols - 1, row) for row in range(rows))
+        if height % size:
+            yield from ((level, col, rows - 1) for col in range(cols - 1 if width % size else cols))
+
+
 class TileCache:
-    """LRU of open sources (by count and decoded bytes) and of encoded tiles (by bytes).
+    """LRU of open sources (by count and decoded bytes) and of encoded tiles (by bytes), and each open
+    source's edge tiles that need a decode, prepared in a background thread (by bytes, all sources
+    together: ``max_edge_bytes``; about 1.6 MB for a 50 000 px slide's 262).
 
     Thread-safe: the cache lock guards only the LRU bookkeeping; decoding and encoding run outside
     it, serialised per source by the source's own lock. Files are assumed immutable; call
@@ -717,12 +753,17 @@ class TileCache:
         max_open_sources: int = 32,
         max_decoded_bytes: int = 512 * 2**20,
         max_encoded_bytes: int = 64 * 2**20,
+        max_edge_bytes: int = 32 * 2**20,
     ) -> None:
         self.max_open_sources = max_open_sources
         self.max_decoded_bytes = max_decoded_bytes
+        self.max_edge_bytes = max_edge_bytes
         self._lock = threading.Lock()
         self._sources: OrderedDict[Path, ImageSource] = OrderedDict()
         self._encoded = _ByteLru(max_encoded_bytes)
+        self._edges: dict[Path, _EdgeTiles] = {}
+        self._edge_bytes = 0
+        self._preparer: ThreadPoolExecutor | None = None
         self._hits = 0
         self._misses = 0
 
@@ -793,9 +834,10 @@ class TileCache:
         quality: int = 85,
     ) -> bytes | None:
         """A missed tile that the open file stores as one tile and the page cache holds, read without
-        blocking (so an event loop may ask before going to a thread; a cut edge tile up to INLINE_CROP_SIDE
-        is cropped here too); kept in the cache. WouldBlock when its bytes are not in the page cache
-        yet (their read-ahead asked) or a thread holds the source: ask again shortly; else None."""
+        blocking (so an event loop may ask before going to a thread); kept in the cache. A tile that needs
+        a decode (cut by the right edge) is never decoded here: its prepared bytes (prepare_edge_tiles,
+        started here if need be), else None. WouldBlock when its bytes are not in the page cache yet
+        (their read-ahead asked) or a thread holds the source: ask again shortly; else None."""
         if fmt != "jpeg":
             return None
         with self._lock:
@@ -803,13 +845,73 @@ class TileCache:
         if source is None:
             return None
         stored = source.stored_jpeg_tile(level, col, row, size, nowait=True)
-        if stored is None or (not stored.whole and size > INLINE_CROP_SIDE):
+        if stored is None:
             return None
-        data = served_jpeg(stored, quality)
+        data = stored.jpeg if stored.whole else stored.cut_only_below()
+        if data is None and (data := self._prepared_edge_tile(path, level, col, row, size, quality)) is None:
+            return None
         with self._lock:
             self._misses += 1
             self._encoded.put(_tile_key(path, None, level, col, row, size, fmt, quality), data)
         return data
+
+    def _prepared_edge_tile(
+        self, path: Path, level: int, col: int, row: int, size: int, quality: int
+    ) -> bytes | None:
+        if size != EDGE_TILE_SIZE or quality != EDGE_TILE_QUALITY:
+            return None
+        with self._lock:
+            edges = self._edges.get(path)
+            if edges is not None:
+                return edges.tiles.get((level, col, row))
+        self.prepare_edge_tiles(path)
+        return None
+
+    def prepare_edge_tiles(self, path: Path) -> None:
+        """Start cropping and encoding the open file's stored tiles that need a decode to be served (a
+        level's right-edge column) in a background thread, once while it stays open; they are kept until
+        it closes, within ``max_edge_bytes`` of all sources."""
+        with self._lock:
+            if path in self._edges or path not in self._sources:
+                return
+            edges = self._edges[path] = _EdgeTiles()
+            if self._preparer is None:
+                self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-tiles")
+            self._preparer.submit(self._prepare_edge_tiles, path, edges)
+
+    def edge_tiles_prepared(self, path: Path, timeout: float | None = None) -> bool:
+        """Whether the file's edge tiles are prepared (waiting up to ``timeout`` s for a preparation begun)."""
+        with self._lock:
+            edges = self._edges.get(path)
+        return edges is not None and edges.done.wait(timeout)
+
+    def _prepare_edge_tiles(self, path: Path, edges: _EdgeTiles) -> None:
+        try:
+            with self._lock:
+                source = self._sources.get(path)
+            if source is None:
+                return
+            for level, col, row in _edge_tiles(source.native_levels_if_open(), EDGE_TILE_SIZE):
+                if edges.dropped:
+                    return
+                stored = source.stored_jpeg_tile(level, col, row, EDGE_TILE_SIZE, if_open=True)
+                if stored is None or stored.whole or stored.cut_only_below() is not None:
+                    continue  # served as stored
+                data = served_jpeg(stored, EDGE_TILE_QUALITY)
+                with self._lock:
+                    if edges.dropped or self._edge_bytes + len(data) > self.max_edge_bytes:
+                        return
+                    edges.tiles[(level, col, row)] = data
+                    self._edge_bytes += len(data)
+        finally:
+            edges.done.set()
+
+    def _drop_edge_tiles(self, path: Path) -> None:
+        """With the lock held: a source leaves the cache, and its prepared edge tiles with it."""
+        edges = self._edges.pop(path, None)
+        if edges is not None:
+            edges.dropped = True
+            self._edge_bytes -= sum(len(data) for data in edges.tiles.values())
 
     def tile(
         self,
@@ -859,6 +961,7 @@ class TileCache:
         with self._lock:
             source = self._sources.pop(path, None)
             self._encoded.drop(str(path))
+            self._drop_edge_tiles(path)
         if source is not None:
             source.close()
 
@@ -867,6 +970,11 @@ class TileCache:
             sources = list(self._sources.values())
             self._sources.clear()
             self._encoded = _ByteLru(self._encoded.max_bytes)
+            for path in list(self._edges):
+                self._drop_edge_tiles(path)
+            preparer, self._preparer = self._preparer, None
+        if preparer is not None:
+            preparer.shutdown(wait=True, cancel_futures=True)
         _close_all(sources)
 
     def __enter__(self) -> TileCache:
@@ -890,6 +998,12 @@ class TileCache:
     def encoded_bytes(self) -> int:
         with self._lock:
             return self._encoded.total_bytes
+
+    @property
+    def edge_bytes(self) -> int:
+        """The open sources' prepared edge tiles, in bytes."""
+        with self._lock:
+            return self._edge_bytes
 
     def _cached(
         self,
@@ -929,6 +1043,7 @@ class TileCache:
                 if oldest == keep:
                     break
             evicted.append(self._sources.pop(oldest))
+            self._drop_edge_tiles(oldest)
         return evicted
 
     def _decoded_bytes(self) -> int:

@@ -347,3 +347,85 @@ def test_only_a_sequential_frame_header_is_given_fewer_lines() -> None:
     progressive = _tile_jpeg("4:2:0", progressive=True)
     assert with_frame_lines(progressive, 64) == progressive
     assert _jpeg_pixels(with_frame_lines(_tile_jpeg("4:2:0"), 64)).shape == (64, TILE, 3)
+
+
+# Tiles of the test slide's stored levels cut by the right edge (one also below; a level in one tile).
+RIGHT_EDGE_TILES = [(0, 3, 0), (0, 3, 1), (0, 3, 2), (1, 0, 0)]
+
+
+def _open_file(cache: TileCache, path: Path) -> None:
+    assert cache.view(path).levels  # opens the file, as an image's descriptor does
+
+
+def _prepare_edges(cache: TileCache, path: Path) -> None:
+    _open_file(cache, path)
+    cache.prepare_edge_tiles(path)
+    assert cache.edge_tiles_prepared(path, timeout=30)
+
+
+@pytest.mark.parametrize("outcolorspace", ["ycbcr", "rgb"])
+def test_prepared_edge_tiles_are_the_crops_the_event_loop_used_to_encode(
+    tmp_path: Path, outcolorspace: str
+) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), outcolorspace)
+    with TileCache() as cache, ImageSource(path) as source:
+        _prepare_edges(cache, path)
+        for level, col, row in RIGHT_EDGE_TILES:
+            stored = source.stored_jpeg_tile(level, col, row, TILE)
+            assert stored is not None
+            assert stored.width < TILE
+            cropped = served_jpeg(stored, 85)  # what stored_tile_nowait encoded on the loop before
+            assert cache.stored_tile_nowait(path, level, col, row) == cropped
+            assert cache.cached_tile(path, level, col, row) == cropped
+            assert cache.tile(path, level, col, row) == cropped
+        assert cache.edge_bytes > 0
+
+
+async def test_the_event_loop_never_decodes_a_tile_cut_by_the_right_edge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "rgb")
+    file = service.ImageFile(path, None, "identity")
+    decoded_in: list[int] = []
+    decode = imagecodecs.jpeg8_decode
+
+    def recorded_decode(*args: Any, **kwargs: Any) -> Any:
+        decoded_in.append(threading.get_ident())
+        return decode(*args, **kwargs)
+
+    with TileCache() as expected, TileCache() as cache:
+        wanted = {tile: expected.tile(path, *tile) for tile in [(0, 3, 0), (0, 3, 1), (0, 1, 2)]}
+        _open_file(cache, path)  # no viewer granted its tiles yet
+        monkeypatch.setattr(imagecodecs, "jpeg8_decode", recorded_decode)
+        loop = threading.get_ident()
+        assert cache.stored_tile_nowait(path, 0, 3, 0) is None  # not prepared yet: starts preparing
+        assert await service.file_tile(cache, file, 0, 3, 0, TILE, "jpeg") == wanted[0, 3, 0]  # a thread
+        assert cache.edge_tiles_prepared(path, timeout=30)
+        assert cache.stored_tile_nowait(path, 0, 3, 1) == wanted[0, 3, 1]  # prepared
+        assert cache.stored_tile_nowait(path, 0, 1, 2) == wanted[0, 1, 2]  # cut below only: as stored
+        assert decoded_in  # by the preparing thread (and maybe a worker thread)
+        assert loop not in decoded_in
+
+
+def test_edge_tiles_stay_within_their_bytes_and_leave_with_their_file(tmp_path: Path) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "ycbcr")
+    other = write_jpeg_svs(tmp_path / "other.svs", smooth_pixels(seed=1), "ycbcr")
+    with TileCache(max_edge_bytes=1) as cache:
+        _prepare_edges(cache, path)
+        assert cache.edge_bytes == 0
+        assert cache.stored_tile_nowait(path, 0, 3, 0) is None  # not kept: a thread crops it
+    with TileCache(max_open_sources=1) as cache:
+        for leaving in (cache.forget, lambda _: _open_file(cache, other)):  # forgotten, evicted
+            _prepare_edges(cache, path)
+            assert cache.edge_bytes > 0
+            leaving(path)
+            assert cache.edge_bytes == 0
+            assert not cache.edge_tiles_prepared(path)
+
+
+def test_edge_tiles_are_prepared_only_for_an_open_file(tmp_path: Path) -> None:
+    path = write_jpeg_svs(tmp_path / "slide.svs", smooth_pixels(), "ycbcr")
+    with TileCache() as cache:
+        cache.prepare_edge_tiles(path)
+        assert not cache.edge_tiles_prepared(path)
+        assert cache.open_paths == []
