@@ -242,7 +242,6 @@ class StudyRows:
     visits: Table
     references: dict[int, reference_columns.References]
     shown_sets: Table
-    suggestion_sets: Table
     rebuilt: dict[int, Rebuilt] = field(default_factory=dict)
     references_rebuilt: dict[int, int] = field(default_factory=dict)
     task_kinds: dict[int, str] = field(default_factory=dict)
@@ -291,7 +290,6 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
             visits=fetch(queries.visits),
             references=references,
             shown_sets=fetch(queries.shown_sets),
-            suggestion_sets=fetch(queries.suggestion_sets),
             rebuilt=rebuilt,
             references_rebuilt=references_rebuilt,
             task_kinds={task_id: kind for task_id, _, _, kind, _ in tasks},
@@ -569,7 +567,6 @@ class StudyQueries:
     visits: SQLCompiler
     ground_truth: SQLCompiler
     shown_sets: SQLCompiler
-    suggestion_sets: SQLCompiler
     suggestions: SQLCompiler
     injected: SQLCompiler
 
@@ -616,7 +613,6 @@ def _compile_study_queries(dialect: Dialect) -> StudyQueries:
         visits=compiled(_visits_query(tasks)),
         ground_truth=compiled(_ground_truth_query()),
         shown_sets=compiled(_shown_sets_query(tasks)),
-        suggestion_sets=compiled(_suggestion_sets_query(tasks)),
         suggestions=compiled(_suggestions_query()),
         injected=compiled(_injected_query()),
     )
@@ -797,16 +793,6 @@ def _shown_sets_query(tasks: AnySelect) -> AnySelect:
             Assignment.suggestion_set_id.is_not(None),
         )
         .group_by(Assignment.task_id, Assignment.suggestion_set_id)
-    )
-
-
-def _suggestion_sets_query(tasks: AnySelect) -> AnySelect:
-    """Sets that hold suggestions, newest last."""
-    holding = select(Suggestion.suggestion_set_id).distinct()
-    return (
-        select(SuggestionSet.task_id, SuggestionSet.id)
-        .where(SuggestionSet.task_id.in_(tasks), SuggestionSet.id.in_(holding))
-        .order_by(SuggestionSet.task_id, SuggestionSet.id)
     )
 
 

@@ -335,13 +335,13 @@ def _add_suggestions(tasks: dict[int, TaskData], rows: repository.StudyRows, siz
     for task_id, set_id, count in rows.shown_sets:
         if count > shown.get(task_id, (0, 0))[0]:
             shown[task_id] = (count, set_id)
-    chosen = dict(rows.suggestion_sets)
+    of_set: dict[int, m.FloatArray] = {}
+    chosen: dict[int, int] = {}
+    for task_id, found in rows.references.items():
+        for set_id, start, stop in _runs(found.suggestions[:, reference_columns.SET].astype(np.int64)):
+            of_set[set_id] = found.suggestions[start:stop]
+            chosen[task_id] = set_id  # the task's sets holding suggestions, in id order: the newest last
     chosen.update({task_id: set_id for task_id, (_, set_id) in shown.items()})
-    of_set = {
-        set_id: found.suggestions[start:stop]
-        for found in rows.references.values()
-        for set_id, start, stop in _runs(found.suggestions[:, reference_columns.SET].astype(np.int64))
-    }
     nothing = reference_columns.empty().suggestions
     for task_id, set_id in chosen.items():
         suggestions = _boxes(of_set.get(set_id, nothing), reference_columns.SUGGESTION_IMAGE)
