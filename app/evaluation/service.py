@@ -360,9 +360,8 @@ def _add_register(tasks: dict[int, TaskData], references: dict[int, References],
         groups = found.register[counted, reference_columns.GROUP].tolist()
         grouped: dict[tuple[str, int | None], list[int]] = defaultdict(list)
         for index, kind, group in zip(counted.tolist(), kinds, groups, strict=True):
-            grouped[(found.kinds[int(kind)], None if group != group else int(group))].append(
-                index
-            )  # NaN: NULL
+            stored_group = None if group != group else int(group)  # NaN: a NULL group
+            grouped[(found.kinds[int(kind)], stored_group)].append(index)
         for (kind, group), indices in grouped.items():
             tasks[task_id].register.setdefault(kind, []).append((group, everything.take(np.array(indices))))
 
