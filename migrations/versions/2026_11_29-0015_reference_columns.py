@@ -9,8 +9,10 @@ every evaluation. A task's rows of those three reads are now stored as float64 t
 valid while their revision equals task.reference_revision, which database triggers raise on every write that
 can change a row of those reads: an insert, update or delete of a ground-truth object, suggestion or injected
 error; a change of an image's task or purpose, or its delete; a suggestion set moved to another task, or its
-delete (a cascade deletes the child rows after their parent, when they no longer lead to the task). Reference
-rows change seldom (imports, new suggestion sets), so one column on the task is raised, not a counter per writer.
+delete (a cascade deletes the child rows after their parent, when they no longer lead to the task). An image's
+size is not watched: the tables hold the reads' rows, counted or not, and whether a box counts is decided from
+the image sizes read on every evaluation. Reference rows change seldom (imports, new suggestion sets), so one
+column on the task is raised, not a counter per writer.
 """
 
 from collections.abc import Sequence
