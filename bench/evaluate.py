@@ -19,8 +19,9 @@ triggers, its row version raised as the ORM does), so that the read refreshes th
 from the annotation table, stores them again and computes that task (the first evaluation after an edit;
 the other tasks' kept results stay valid); "all_stale_s" after every task's revision was raised and every
 kept result dropped (every task's group digests compared with the stored ones, every number computed);
-"imported_s" right after an import: the object columns were stored by the import's own last step (timed
-apart as `import_step_s`), no results kept, every number computed. `rebuilt_ratio` is the baseline over the slower of "edited" and
+"imported_s" right after an import: the object columns and the reference columns (ground truth, suggestions,
+register) were deleted and stored again by the import's own last step (timed apart as `import_step_s`), no
+results kept, every number computed. `rebuilt_ratio` is the baseline over the slower of "edited" and
 "imported" (`edited_ratio`, `imported_ratio` and their cpu_ variants beside it). All include the reviewer's statistics (agreement, counts, threshold, effect sizes, Holm); the
 bootstrap intervals are a separate figure (`bootstrap_s`, first and cached call).
 
@@ -302,16 +303,17 @@ async def time_concord(
     computed (the first evaluation after an expert's edit; kept results of the tasks the edit did not touch
     stay valid, and each edit makes content never seen before); "all_stale": every task's revision raised
     and every kept result dropped (group digests compared, nothing changed read again, everything computed);
-    "imported": the stored object columns deleted, then stored again by the import's own last step
-    (`repository.store_study_object_columns`, timed apart), every kept result dropped (the first evaluation
-    after an import: everything computed). The moved objects are moved back before the last evaluation.
+    "imported": the stored object and reference columns deleted, then stored again by the import's own last
+    step (`repository.store_study_object_columns`, timed apart), every kept result dropped (the first
+    evaluation after an import: everything computed). In every state the reference columns are current:
+    only "imported" deletes them, and no state writes a reference row. The moved objects are moved back before the last evaluation.
     """
     from sqlalchemy import delete, update
 
     from app.db import make_engine, make_sessionmaker
     from app.evaluation import repository
     from app.evaluation.service import MetricsParams, clear_result_cache, find_study, study_metrics
-    from app.models import Annotation, ObjectColumns, Task
+    from app.models import Annotation, ObjectColumns, ReferenceColumns, Task
 
     engine = make_engine(url)
     maker = make_sessionmaker(engine)
@@ -331,9 +333,11 @@ async def time_concord(
             )
 
     async def imported_anew() -> float:
-        """No stored object tables, then the import's own last step that stores them (its seconds)."""
+        """No stored object or reference tables, then the import's own last step that stores both (its
+        seconds)."""
         async with maker() as session, session.begin():
             await session.execute(delete(ObjectColumns))
+            await session.execute(delete(ReferenceColumns))
             started = time.perf_counter()
             await repository.store_study_object_columns(session, (await find_study(session, STUDY)).id)
             return time.perf_counter() - started

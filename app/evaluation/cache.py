@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.evaluation import repository, review, service
+from app.evaluation import reference_columns, repository, review, service
 from app.evaluation.schemas import StudyMetricsOut, TaskMetricsOut, TimingOut, UncertaintyOut
 from app.evaluation.service import MetricsParams
 from app.models import Study
@@ -123,7 +123,7 @@ def rows_digest(rows: repository.StudyRows) -> str:
     """A digest of everything the metrics read (tables rebuilt on the way are the same objects again)."""
     digest = hashlib.sha256()
     for field in dataclasses.fields(rows):
-        if field.name != "rebuilt":
+        if field.name not in ("rebuilt", "references_rebuilt"):
             digest.update(field.name.encode())
             _feed(digest, getattr(rows, field.name))
     return digest.hexdigest()
@@ -133,6 +133,10 @@ def _feed(digest: Any, value: object) -> None:
     if isinstance(value, np.ndarray):
         digest.update(f"{value.dtype}{value.shape}".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, reference_columns.References):
+        for table in value.tables():
+            _feed(digest, table)
+        digest.update(_plain_bytes(value.kinds))
     elif isinstance(value, dict):
         for key in sorted(value, key=repr):
             digest.update(repr(key).encode())

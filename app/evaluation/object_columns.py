@@ -4,6 +4,8 @@ Reading tens of thousands of annotation rows costs a Python object per value; th
 each task's objects as one binary payload (table `object_columns`) that becomes a numpy array without
 copying. The payload is derived data: it is rebuilt from the annotation table whenever its revision differs
 from the task's objects revision, which database triggers raise on every annotation write (migrations 0002, 0014).
+A task's reference rows (ground truth, suggestions, error register) are kept the same way, in
+`reference_columns`.
 
 Layout 1, one row per non-deleted annotation of an evaluated mode, little-endian float64:
 mode code (`MODE_CODES`), expert id, image id, label id, x1, y1, x2, y2, last-edit seconds since 1970

@@ -1,7 +1,11 @@
 """Every query of the evaluation domain: the import's look-ups and writes, and the study read for metrics.
 
 The metrics read uses SQLAlchemy Core, one query per table run on the driver's cursor, so that a study of tens
-of thousands of objects loads as the driver's plain tuples without ORM or Row cost.
+of thousands of objects loads as the driver's plain tuples without ORM or Row cost. Its two large parts, each
+task's expert objects and its reference rows (ground truth, suggestions, error register), come from derived
+binary tables (`object_columns`, `reference_columns`) while their revisions are current; the read rebuilds
+stale ones from their tables, and `store_derived_object_columns` / the import's `store_study_object_columns`
+store them.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import await_
 
 from app.db import SQLITE_BUSY_TIMEOUT_MS, WRITE_GATE_WAIT_S
-from app.evaluation import object_columns
+from app.evaluation import object_columns, reference_columns
 from app.models import (
     Annotation,
     Assignment,
@@ -51,6 +55,7 @@ from app.models import (
     Label,
     Mode,
     ObjectColumns,
+    ReferenceColumns,
     Study,
     Suggestion,
     SuggestionSet,
@@ -223,6 +228,9 @@ class StudyRows:
     objects: each task's expert objects as an `object_columns` table; rebuilt: the tables that were built
     from the annotation table (whole, or the stored copy with its changed groups read again) because no
     current stored copy existed, with the revision they were read at and their group digests.
+    references: each task's ground truth, suggestions and error register as `reference_columns` tables;
+    references_rebuilt: the reference revision of each task whose tables were read from those rows because
+    no current stored copy existed.
     """
 
     tasks: Table
@@ -232,12 +240,10 @@ class StudyRows:
     objects: dict[int, object_columns.FloatTable]
     views: Table
     visits: Table
-    ground_truth: Table
+    references: dict[int, reference_columns.References]
     shown_sets: Table
-    suggestion_sets: Table
-    suggestions: Table
-    injected: Table
     rebuilt: dict[int, Rebuilt] = field(default_factory=dict)
+    references_rebuilt: dict[int, int] = field(default_factory=dict)
     task_kinds: dict[int, str] = field(default_factory=dict)
 
 
@@ -246,18 +252,19 @@ async def read_study(session: AsyncSession, study_id: int) -> StudyRows:
 
     The queries are compiled once per dialect and their rows come back as the driver's tuples, without
     SQLAlchemy Row objects or result processing. Expert objects come from each task's stored object columns
-    when they are current, else from the annotation table (`rows.rebuilt`). Reading writes nothing: callers
-    store what was rebuilt with `store_derived_object_columns`.
+    when they are current, else from the annotation table (`rows.rebuilt`); reference rows likewise from the
+    stored reference columns, else from their tables (`rows.references_rebuilt`). Reading writes nothing:
+    callers store what was rebuilt with `store_derived_object_columns`.
     """
     connection = await session.connection()
     return await connection.run_sync(_read_study, {STUDY_PARAMETER: study_id})
 
 
 async def store_derived_object_columns(session: AsyncSession, rows: StudyRows) -> None:
-    """The evaluation's one write on its read paths, a derived cache: the object tables `read_study`
-    rebuilt, stored on a connection of its own so that the next read finds them current."""
-    if rows.rebuilt and isinstance(session.bind, AsyncEngine):
-        await store_object_columns(session.bind, rows.rebuilt)
+    """The evaluation's one write on its read paths, a derived cache: the object and reference tables
+    `read_study` rebuilt, stored on a connection of its own so that the next read finds them current."""
+    if (rows.rebuilt or rows.references_rebuilt) and isinstance(session.bind, AsyncEngine):
+        await store_object_columns(session.bind, rows)
 
 
 def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows:
@@ -270,8 +277,9 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
         def fetch(query: SQLCompiler, extra: dict[str, Any] | None = None) -> Table:
             return _fetch(source, query, {**parameters, **(extra or {})})
 
-        tasks = fetch(queries.tasks)  # revisions first: objects read later are at least as new
+        tasks = fetch(queries.tasks)  # revisions first: rows read later are at least as new
         objects, rebuilt = _objects(tasks, fetch(queries.stored_objects), fetch, queries)
+        references, references_rebuilt = _references(tasks, fetch(queries.stored_references), fetch, queries)
         return StudyRows(
             tasks=[(task_id, name) for task_id, name, *_ in tasks],
             labels=fetch(queries.labels),
@@ -280,13 +288,11 @@ def _read_study(connection: Connection, parameters: dict[str, Any]) -> StudyRows
             objects=objects,
             views=fetch(queries.views),
             visits=fetch(queries.visits),
-            ground_truth=fetch(queries.ground_truth),
+            references=references,
             shown_sets=fetch(queries.shown_sets),
-            suggestion_sets=fetch(queries.suggestion_sets),
-            suggestions=fetch(queries.suggestions),
-            injected=fetch(queries.injected),
             rebuilt=rebuilt,
-            task_kinds={task_id: kind for task_id, _, _, kind in tasks},
+            references_rebuilt=references_rebuilt,
+            task_kinds={task_id: kind for task_id, _, _, kind, _ in tasks},
         )
     finally:
         if source is not driver:
@@ -342,6 +348,34 @@ def _objects(
     }
 
 
+def _references(
+    tasks: Table, stored: Table, fetch: Any, queries: StudyQueries
+) -> tuple[dict[int, reference_columns.References], dict[int, int]]:
+    """Each task's reference tables: the stored ones when their revision is the task's and they unpack; else
+    the three reads of the stale tasks' rows, and those tasks' revisions as read (`references_rebuilt`)."""
+    revisions = {task_id: revision for task_id, *_, revision in tasks}
+    references = {}
+    for task_id, revision, layout, truth, offered, register, kinds, payload in stored:
+        if layout != reference_columns.LAYOUT or revisions.get(task_id) != revision:
+            continue
+        found = reference_columns.unpack(bytes(payload), (truth, offered, register), kinds)
+        if found is not None:
+            references[task_id] = found
+    stale = [task_id for task_id in revisions if task_id not in references]
+    if not stale:
+        return references, {}
+    only = {TASKS_PARAMETER: stale}
+    references.update(
+        reference_columns.by_task(
+            fetch(queries.ground_truth, only),
+            fetch(queries.suggestions, only),
+            fetch(queries.injected, only),
+            stale,
+        )
+    )
+    return references, {task_id: revisions[task_id] for task_id in stale}
+
+
 def _spliced(
     task_ids: list[int],
     earlier: dict[int, tuple[object_columns.FloatTable, object_columns.FloatTable]],
@@ -383,26 +417,26 @@ def _fetch(source: Any, query: SQLCompiler, parameters: dict[str, Any]) -> Table
 
 
 async def store_study_object_columns(session: AsyncSession, study_id: int) -> None:
-    """An import's last step: the study's object tables, built from the rows just written and stored in the
-    session's transaction (they commit or roll back with those rows), so that the first evaluation after an
-    import reads them, not every object row."""
+    """An import's last step: the study's object and reference tables, built from the rows just written and
+    stored in the session's transaction (they commit or roll back with those rows), so that the first
+    evaluation after an import reads them, not every object and reference row."""
     rows = await read_study(session, study_id)
-    if rows.rebuilt:
-        await _write_object_columns(await session.connection(), *_column_rows(rows.rebuilt))
+    await _write_derived(await session.connection(), rows)
 
 
-async def store_object_columns(engine: AsyncEngine, tables: dict[int, Rebuilt]) -> None:
-    """Stores rebuilt object tables in their own short transaction; a busy database only skips the store.
+async def store_object_columns(engine: AsyncEngine, rows: StudyRows) -> None:
+    """Stores the rebuilt object and reference tables in their own short transaction; a busy database only
+    skips the store.
 
     Never waits long for a lock (a long write elsewhere must not stall a metrics request) and never fails the
     read: a table that is not stored is rebuilt by the next read.
     """
-    values, revisions = _column_rows(tables)
     try:
         async with engine.connect() as connection:
-            await _store_waiting_briefly(connection, values, revisions)
+            await _store_waiting_briefly(connection, rows)
     except SQLAlchemyError as error:
-        logger.info("object columns of tasks %s not stored: %s", sorted(tables), error)
+        tasks = sorted({*rows.rebuilt, *rows.references_rebuilt})
+        logger.info("object or reference columns of tasks %s not stored: %s", tasks, error)
 
 
 def _column_rows(tables: dict[int, Rebuilt]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -433,14 +467,12 @@ def _column_rows(tables: dict[int, Rebuilt]) -> tuple[list[dict[str, Any]], list
     return values, revisions
 
 
-async def _store_waiting_briefly(
-    connection: AsyncConnection, values: list[dict[str, Any]], revisions: list[dict[str, Any]]
-) -> None:
+async def _store_waiting_briefly(connection: AsyncConnection, rows: StudyRows) -> None:
     if connection.dialect.name == "sqlite":
         await connection.exec_driver_sql(f"PRAGMA busy_timeout = {STORE_LOCK_WAIT_MS}")
         connection.info[WRITE_GATE_WAIT_S] = STORE_LOCK_WAIT_MS / 1000
         try:
-            await _write_object_columns(connection, values, revisions)
+            await _write_derived(connection, rows)
             await connection.commit()
         finally:
             await connection.rollback()
@@ -448,19 +480,39 @@ async def _store_waiting_briefly(
             await connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         return
     await connection.exec_driver_sql(f"SET LOCAL lock_timeout = {STORE_LOCK_WAIT_MS}")
-    await _write_object_columns(connection, values, revisions)
+    await _write_derived(connection, rows)
     await connection.commit()
 
 
-async def _write_object_columns(
-    connection: AsyncConnection, values: list[dict[str, Any]], revisions: list[dict[str, Any]]
-) -> None:
-    """Upserts the rebuilt tables; of a table whose content equals the stored one, moves only the revision
-    (no payload written again)."""
+async def _write_derived(connection: AsyncConnection, rows: StudyRows) -> None:
+    """Upserts the rebuilt object tables (of one whose content equals the stored one, moves only the
+    revision: no payload written again) and the rebuilt reference tables."""
+    values, revisions = _column_rows(rows.rebuilt)
     if values:
-        await connection.execute(_upsert_object_columns(connection.dialect), values)
+        await connection.execute(_upsert(connection.dialect, ObjectColumns, OBJECT_COLUMNS_REPLACED), values)
     if revisions:
         await connection.execute(_MOVE_REVISION, revisions)
+    if rows.references_rebuilt:
+        references = _reference_rows(rows)
+        upsert = _upsert(connection.dialect, ReferenceColumns, REFERENCE_COLUMNS_REPLACED)
+        await connection.execute(upsert, references)
+
+
+def _reference_rows(rows: StudyRows) -> list[dict[str, Any]]:
+    return [
+        {
+            "task_id": task_id,
+            "revision": revision,
+            "layout": reference_columns.LAYOUT,
+            "truth_rows": len(references.truth),
+            "suggestion_rows": len(references.suggestions),
+            "register_rows": len(references.register),
+            "kinds": reference_columns.pack_kinds(references),
+            "payload": reference_columns.pack(references),
+        }
+        for task_id, revision in rows.references_rebuilt.items()
+        for references in (rows.references[task_id],)
+    ]
 
 
 _MOVE_REVISION = (
@@ -474,12 +526,26 @@ _MOVE_REVISION = (
 )
 
 
-def _upsert_object_columns(dialect: Dialect) -> Any:
+OBJECT_COLUMNS_REPLACED = ("revision", "layout", "rows", "payload", "groups", "built_at")
+REFERENCE_COLUMNS_REPLACED = (
+    "revision",
+    "layout",
+    "truth_rows",
+    "suggestion_rows",
+    "register_rows",
+    "kinds",
+    "payload",
+    "built_at",
+)
+
+
+def _upsert(
+    dialect: Dialect, model: type[ObjectColumns | ReferenceColumns], replaced: tuple[str, ...]
+) -> Any:
     insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-    statement = insert(ObjectColumns)
-    replaced = ("revision", "layout", "rows", "payload", "groups", "built_at")
+    statement = insert(model)
     return statement.on_conflict_do_update(
-        index_elements=[ObjectColumns.task_id],
+        index_elements=[model.task_id],
         set_={name: statement.excluded[name] for name in replaced},
     )
 
@@ -490,6 +556,7 @@ class StudyQueries:
 
     tasks: SQLCompiler
     stored_objects: SQLCompiler
+    stored_references: SQLCompiler
     labels: SQLCompiler
     images: SQLCompiler
     users: SQLCompiler
@@ -500,7 +567,6 @@ class StudyQueries:
     visits: SQLCompiler
     ground_truth: SQLCompiler
     shown_sets: SQLCompiler
-    suggestion_sets: SQLCompiler
     suggestions: SQLCompiler
     injected: SQLCompiler
 
@@ -526,11 +592,12 @@ def _compile_study_queries(dialect: Dialect) -> StudyQueries:
 
     return StudyQueries(
         tasks=compiled(
-            select(Task.id, Task.name, task_objects_revision(Task.id), Task.kind)
+            select(Task.id, Task.name, task_objects_revision(Task.id), Task.kind, Task.reference_revision)
             .where(Task.study_id == study_id)
             .order_by(Task.id)
         ),
         stored_objects=compiled(_stored_objects_query(tasks)),
+        stored_references=compiled(_stored_references_query(tasks)),
         labels=compiled(_labels_query(tasks)),
         images=compiled(_images_query(tasks)),
         users=compiled(select(User.id, User.name)),
@@ -544,11 +611,10 @@ def _compile_study_queries(dialect: Dialect) -> StudyQueries:
         ),
         views=compiled(_views_query(tasks)),
         visits=compiled(_visits_query(tasks)),
-        ground_truth=compiled(_ground_truth_query(tasks)),
+        ground_truth=compiled(_ground_truth_query()),
         shown_sets=compiled(_shown_sets_query(tasks)),
-        suggestion_sets=compiled(_suggestion_sets_query(tasks)),
-        suggestions=compiled(_suggestions_query(tasks)),
-        injected=compiled(_injected_query(tasks)),
+        suggestions=compiled(_suggestions_query()),
+        injected=compiled(_injected_query()),
     )
 
 
@@ -561,6 +627,19 @@ def _stored_objects_query(tasks: AnySelect) -> AnySelect:
         ObjectColumns.payload,
         ObjectColumns.groups,
     ).where(ObjectColumns.task_id.in_(tasks))
+
+
+def _stored_references_query(tasks: AnySelect) -> AnySelect:
+    return select(
+        ReferenceColumns.task_id,
+        ReferenceColumns.revision,
+        ReferenceColumns.layout,
+        ReferenceColumns.truth_rows,
+        ReferenceColumns.suggestion_rows,
+        ReferenceColumns.register_rows,
+        ReferenceColumns.kinds,
+        ReferenceColumns.payload,
+    ).where(ReferenceColumns.task_id.in_(tasks))
 
 
 def _labels_query(tasks: AnySelect) -> AnySelect:
@@ -682,7 +761,12 @@ def _visits_query(tasks: AnySelect) -> AnySelect:
     )
 
 
-def _ground_truth_query(tasks: AnySelect) -> AnySelect:
+def _listed_tasks() -> Any:
+    return bindparam(TASKS_PARAMETER, expanding=True)
+
+
+def _ground_truth_query() -> AnySelect:
+    """The listed tasks' ground truth: task id, then `reference_columns.TRUTH_COLUMNS`."""
     return (
         select(
             Image.task_id,
@@ -694,7 +778,7 @@ def _ground_truth_query(tasks: AnySelect) -> AnySelect:
             GroundTruthObject.y2,
         )
         .join(Image, Image.id == GroundTruthObject.image_id)
-        .where(Image.task_id.in_(tasks), STUDY_IMAGE)
+        .where(Image.task_id.in_(_listed_tasks()), STUDY_IMAGE)
         .order_by(Image.task_id, GroundTruthObject.position, GroundTruthObject.id)
     )
 
@@ -712,19 +796,11 @@ def _shown_sets_query(tasks: AnySelect) -> AnySelect:
     )
 
 
-def _suggestion_sets_query(tasks: AnySelect) -> AnySelect:
-    """Sets that hold suggestions, newest last."""
-    holding = select(Suggestion.suggestion_set_id).distinct()
-    return (
-        select(SuggestionSet.task_id, SuggestionSet.id)
-        .where(SuggestionSet.task_id.in_(tasks), SuggestionSet.id.in_(holding))
-        .order_by(SuggestionSet.task_id, SuggestionSet.id)
-    )
-
-
-def _suggestions_query(tasks: AnySelect) -> AnySelect:
+def _suggestions_query() -> AnySelect:
+    """The listed tasks' suggestions: task id, then `reference_columns.SUGGESTION_COLUMNS`."""
     return (
         select(
+            SuggestionSet.task_id,
             Suggestion.suggestion_set_id,
             Suggestion.image_id,
             Suggestion.label_id,
@@ -734,12 +810,14 @@ def _suggestions_query(tasks: AnySelect) -> AnySelect:
             Suggestion.y2,
         )
         .join(SuggestionSet, SuggestionSet.id == Suggestion.suggestion_set_id)
-        .where(SuggestionSet.task_id.in_(tasks))
-        .order_by(Suggestion.suggestion_set_id, Suggestion.position, Suggestion.id)
+        .where(SuggestionSet.task_id.in_(_listed_tasks()))
+        .order_by(SuggestionSet.task_id, Suggestion.suggestion_set_id, Suggestion.position, Suggestion.id)
     )
 
 
-def _injected_query(tasks: AnySelect) -> AnySelect:
+def _injected_query() -> AnySelect:
+    """The listed tasks' error register: task id, then `reference_columns.REGISTER_COLUMNS` (the kind as
+    its name), entries with a reference box only."""
     return (
         select(
             SuggestionSet.task_id,
@@ -753,7 +831,7 @@ def _injected_query(tasks: AnySelect) -> AnySelect:
             InjectedError.ref_y2,
         )
         .join(SuggestionSet, SuggestionSet.id == InjectedError.suggestion_set_id)
-        .where(SuggestionSet.task_id.in_(tasks), InjectedError.ref_label_id.is_not(None))
+        .where(SuggestionSet.task_id.in_(_listed_tasks()), InjectedError.ref_label_id.is_not(None))
         .order_by(
             SuggestionSet.task_id, InjectedError.suggestion_set_id, InjectedError.position, InjectedError.id
         )

@@ -29,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Invalid, NotFound
 from app.evaluation import metrics as m
-from app.evaluation import object_columns, repository, review, statistics
+from app.evaluation import object_columns, reference_columns, repository, review, statistics
+from app.evaluation.reference_columns import References
 from app.evaluation.schemas import (
     ConsensusOut,
     CountOut,
@@ -164,24 +165,14 @@ def _numbers(rows: Sequence[Any], first: int, width: int) -> m.FloatArray:
     return flat.reshape(len(rows), width)
 
 
-def _boxes(rows: Sequence[Any], image_col: int, label_col: int, box_col: int) -> Boxes:
-    """Boxes of rows holding image id, label id and x1, y1, x2, y2 as adjacent columns, in this order."""
-    assert label_col == image_col + 1
-    assert box_col == label_col + 1
-    table = _numbers(rows, image_col, 6)
+def _boxes(table: m.FloatArray, image_column: int) -> Boxes:
+    """Boxes of a `reference_columns` table, whose image id, label id and x1, y1, x2, y2 are adjacent columns
+    from image_column on (a view of the table's boxes: taking the counted ones copies them)."""
     return Boxes(
-        np.ascontiguousarray(table[:, 2:]), table[:, 1].astype(np.int64), table[:, 0].astype(np.int64)
+        table[:, image_column + 2 : image_column + 6],
+        table[:, image_column + 1].astype(np.int64),
+        table[:, image_column].astype(np.int64),
     )
-
-
-def _keyed_boxes(rows: Sequence[Any]) -> tuple[m.IntArray, Boxes]:
-    """The first column of rows holding a key (an id, never NULL), then the columns of `_boxes`: the keys and
-    the boxes, read in one pass."""
-    table = _numbers(rows, 0, 7)
-    boxes = Boxes(
-        np.ascontiguousarray(table[:, 3:]), table[:, 2].astype(np.int64), table[:, 1].astype(np.int64)
-    )
-    return table[:, 0].astype(np.int64), boxes
 
 
 def build_tasks(rows: repository.StudyRows) -> dict[int, TaskData]:
@@ -201,10 +192,10 @@ def build_tasks(rows: repository.StudyRows) -> dict[int, TaskData]:
         task.span = int(sizes.ids.max(initial=0)) + 1
         task.kind = TaskKind(rows.task_kinds.get(task_id, task.kind))
         task.images = sizes.ids[sizes.tasks == task_id]
-    _add_reference(tasks, rows.ground_truth, sizes)
+    _add_reference(tasks, rows.references, sizes)
     _add_work(tasks, rows, sizes, users)
     _add_suggestions(tasks, rows, sizes)
-    _add_register(tasks, rows.injected, sizes)
+    _add_register(tasks, rows.references, sizes)
     return tasks
 
 
@@ -232,11 +223,11 @@ def _runs(values: m.IntArray) -> Iterable[tuple[Any, int, int]]:
     return zip(values[starts].tolist(), starts.tolist(), stops, strict=True)
 
 
-def _add_reference(tasks: dict[int, TaskData], rows: Sequence[Any], sizes: ImageSizes) -> None:
-    task_ids, everything = _keyed_boxes(rows)
-    for task_id, start, stop in _runs(task_ids):
-        reference = everything.take(slice(start, stop))
-        tasks[task_id].reference = reference.take(sizes.counted(reference))
+def _add_reference(tasks: dict[int, TaskData], references: dict[int, References], sizes: ImageSizes) -> None:
+    for task_id, found in references.items():
+        if len(found.truth):
+            reference = _boxes(found.truth, reference_columns.TRUTH_IMAGE)
+            tasks[task_id].reference = reference.take(sizes.counted(reference))
 
 
 def _add_work(
@@ -344,26 +335,35 @@ def _add_suggestions(tasks: dict[int, TaskData], rows: repository.StudyRows, siz
     for task_id, set_id, count in rows.shown_sets:
         if count > shown.get(task_id, (0, 0))[0]:
             shown[task_id] = (count, set_id)
-    chosen = dict(rows.suggestion_sets)
+    of_set: dict[int, m.FloatArray] = {}
+    chosen: dict[int, int] = {}
+    for task_id, found in rows.references.items():
+        for set_id, start, stop in _runs(found.suggestions[:, reference_columns.SET].astype(np.int64)):
+            of_set[set_id] = found.suggestions[start:stop]
+            chosen[task_id] = set_id  # the task's sets holding suggestions, in id order: the newest last
     chosen.update({task_id: set_id for task_id, (_, set_id) in shown.items()})
-    set_ids, everything = _keyed_boxes(rows.suggestions)
-    runs = {set_id: (start, stop) for set_id, start, stop in _runs(set_ids)}
+    nothing = reference_columns.empty().suggestions
     for task_id, set_id in chosen.items():
-        start, stop = runs.get(set_id, (0, 0))
-        suggestions = everything.take(slice(start, stop))
+        suggestions = _boxes(of_set.get(set_id, nothing), reference_columns.SUGGESTION_IMAGE)
         tasks[task_id].suggestions = suggestions.take(sizes.counted(suggestions))
         tasks[task_id].suggestion_set_id = set_id
 
 
-def _add_register(tasks: dict[int, TaskData], rows: Sequence[Any], sizes: ImageSizes) -> None:
-    everything = _boxes(rows, 3, 4, 5)
-    counted = sizes.counted(everything) if rows else np.zeros(0, dtype=np.bool_)
-    grouped: dict[tuple[int, str, int | None], list[int]] = defaultdict(list)
-    for index, row in enumerate(rows):
-        if counted[index]:
-            grouped[(row[0], row[1], row[2])].append(index)
-    for (task_id, kind, group), indices in grouped.items():
-        tasks[task_id].register.setdefault(kind, []).append((group, everything.take(np.array(indices))))
+def _add_register(tasks: dict[int, TaskData], references: dict[int, References], sizes: ImageSizes) -> None:
+    """Each task's counted register entries by kind, then by group (both in order of first entry)."""
+    for task_id, found in references.items():
+        if not len(found.register):
+            continue
+        everything = _boxes(found.register, reference_columns.REGISTER_IMAGE)
+        counted = np.flatnonzero(sizes.counted(everything))
+        kinds = found.register[counted, reference_columns.KIND].tolist()
+        groups = found.register[counted, reference_columns.GROUP].tolist()
+        grouped: dict[tuple[str, int | None], list[int]] = defaultdict(list)
+        for index, kind, group in zip(counted.tolist(), kinds, groups, strict=True):
+            stored_group = None if group != group else int(group)  # NaN: a NULL group
+            grouped[(found.kinds[int(kind)], stored_group)].append(index)
+        for (kind, group), indices in grouped.items():
+            tasks[task_id].register.setdefault(kind, []).append((group, everything.take(np.array(indices))))
 
 
 # ---------------------------------------------------------------- computing

@@ -4,10 +4,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, CreatedAt, UTCDateTime
+from app.models.base import Base, CreatedAt, UTCDateTime, utcnow
 
 
 class TaskKind(StrEnum):
@@ -66,6 +66,8 @@ class Task(CreatedAt, Base):
     default_box_size: Mapped[int] = mapped_column(Integer, default=50)
     # Raised by database triggers on every annotation write of the task (migration 0002).
     objects_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Raised by database triggers on every write of the task's reference rows (migration 0015).
+    reference_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Label(Base):
@@ -116,6 +118,28 @@ class GroundTruthObject(Base):
     y2: Mapped[float] = mapped_column(Float)
     difficulty: Mapped[float | None] = mapped_column(Float)
     position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReferenceColumns(Base):
+    """A task's reference rows for the evaluation, as float64 tables: its ground-truth objects, suggestions
+    and error register (`app.evaluation.reference_columns` names the layout's columns).
+
+    Derived data: valid only while `revision` equals `Task.reference_revision`, which database triggers raise
+    on every write that can change one of those rows (migration 0015). `kinds`: the register's error kinds
+    (JSON list), each coded by its position.
+    """
+
+    __tablename__ = "reference_columns"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    layout: Mapped[int] = mapped_column(Integer)
+    truth_rows: Mapped[int] = mapped_column(Integer)
+    suggestion_rows: Mapped[int] = mapped_column(Integer)
+    register_rows: Mapped[int] = mapped_column(Integer)
+    kinds: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    built_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Assignment(CreatedAt, Base):

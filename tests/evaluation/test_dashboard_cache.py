@@ -131,7 +131,7 @@ def test_the_rows_digest_follows_values_not_the_objects_that_hold_them() -> None
     from app.evaluation.repository import StudyRows
 
     def rows(views: list[tuple[Any, ...]]) -> StudyRows:
-        return StudyRows([(1, "T")], [], [], [], {}, views, [], [], [], [], [], [])
+        return StudyRows([(1, "T")], [], [], [], {}, views, [], {}, [])
 
     mode = "unaided"
     shared = [(1, mode, 2, 3), (1, mode, 2, 4)]  # one string object in both rows
