@@ -17,6 +17,7 @@ from app.images import slides
 from app.images.schemas import SlideOut
 from app.images.tiles import Window
 from app.models import ImagePurpose, Slide, Study, Task
+from app.studies import repository as studies_repository
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 T = TypeVar("T")
@@ -26,13 +27,13 @@ def register(commands: Subparsers) -> None:
     slide = commands.add_parser("slide", help="whole slides of a study and their regions of interest")
     actions = slide.add_subparsers(dest="slide_command", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="store a slide (SVS, NDPI, SCN, tiled TIFF, PNG, JPEG) for a study")
-    add.add_argument("study_id", type=int)
+    add.add_argument("study", help="the study's name, or its id")
     add.add_argument("file", type=Path)
     add.add_argument("--name", help="default: the file's name")
     add.add_argument("--mpp", type=float, help="microns per pixel (default: what the scanner recorded)")
     add.set_defaults(handler=cmd_add)
     listing = actions.add_parser("list", help="the study's slides as JSON")
-    listing.add_argument("study_id", type=int)
+    listing.add_argument("study", help="the study's name, or its id")
     listing.set_defaults(handler=cmd_list)
     regions = actions.add_parser(
         "regions", help="make regions of a slide images of a task (the slide is not copied)"
@@ -62,10 +63,13 @@ async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awa
         await engine.dispose()
 
 
-async def _study(session: AsyncSession, study_id: int) -> Study:
-    study = await session.get(Study, study_id)
+async def _study(session: AsyncSession, reference: str) -> Study:
+    """A study by name, or by id when no study has that name (as `concord evaluate --study`)."""
+    study = await studies_repository.study_by_name(session, reference)
+    if study is None and reference.isdigit():
+        study = await session.get(Study, int(reference))
     if study is None:
-        raise NotFound(f"no study {study_id}")
+        raise NotFound(f"no study {reference!r}")
     return study
 
 
@@ -73,7 +77,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     from app.cli import run_async
 
     async def work(session: AsyncSession, settings: Settings) -> SlideOut:
-        study = await _study(session, args.study_id)
+        study = await _study(session, args.study)
         with args.file.open("rb") as stream:
             slide = await slides.add_slide(
                 session, settings, study, args.name or args.file.name, stream, args.mpp
@@ -89,7 +93,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from app.cli import run_async
 
     async def work(session: AsyncSession) -> list[SlideOut]:
-        study = await _study(session, args.study_id)
+        study = await _study(session, args.study)
         return [SlideOut.model_validate(slide) for slide in await slides.slides_of_study(session, study.id)]
 
     found = run_async(lambda settings: _in_transaction(settings, work))

@@ -57,6 +57,10 @@ def test_slide_commands_store_once_and_make_regions(tmp_path: Path) -> None:
     assert json.loads(added.stdout)["file_format"] == "svs"
     listed = json.loads(_concord(tmp_path, "slide", "list", "1").stdout)
     assert [(item["name"], item["microns_per_pixel"]) for item in listed] == [("scan-A", 0.5)]
+    assert json.loads(_concord(tmp_path, "slide", "list", "mitoses").stdout) == listed  # by name too
+    unknown = _concord(tmp_path, "slide", "list", "no such study")
+    assert unknown.returncode != 0
+    assert "no study 'no such study'" in unknown.stderr
 
     made = _concord(
         tmp_path, "slide", "regions", "1", "1", "--rect", "roi:10,20,300,200", "--hpf", "hpf:1500,1000,1"
