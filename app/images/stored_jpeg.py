@@ -75,6 +75,11 @@ class StoredTile:
     def whole(self) -> bool:
         return self.width == self.side and self.height == self.side
 
+    def served_as_stored(self) -> bytes | None:
+        """The tile's bytes when it is served with no decode: whole, or cut by the bottom edge only
+        (`cut_only_below`); None when it must be cropped and encoded."""
+        return self.jpeg if self.whole else self.cut_only_below()
+
     def cut_only_below(self) -> bytes | None:
         """A tile cut by the level's bottom edge only, as its stored stream with a sequential frame header
         saying its ``height`` lines: decoders stop after them (Pillow, Chromium: tested), so the rows kept

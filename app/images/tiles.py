@@ -167,10 +167,8 @@ def served_jpeg(stored: StoredTile, quality: int) -> bytes:
     """A stored tile as served: its own bytes (for a tile cut by the bottom edge, with a frame header saying
     the rows kept), or for a tile cut by the right edge its part, encoded (decoded only down to the rows
     kept)."""
-    if stored.whole:
-        return stored.jpeg
-    if (only_below := stored.cut_only_below()) is not None:
-        return only_below
+    if (as_stored := stored.served_as_stored()) is not None:
+        return as_stored
     pixels = to_rgb8(imagecodecs.jpeg8_decode(stored.rows_to_decode()))
     return encode(pixels[: stored.height, : stored.width], "jpeg", quality)
 
@@ -847,7 +845,7 @@ class TileCache:
         stored = source.stored_jpeg_tile(level, col, row, size, nowait=True)
         if stored is None:
             return None
-        data = stored.jpeg if stored.whole else stored.cut_only_below()
+        data = stored.served_as_stored()
         if data is None and (data := self._prepared_edge_tile(path, level, col, row, size, quality)) is None:
             return None
         with self._lock:
@@ -895,7 +893,7 @@ class TileCache:
                 if edges.dropped:
                     return
                 stored = source.stored_jpeg_tile(level, col, row, EDGE_TILE_SIZE, if_open=True)
-                if stored is None or stored.whole or stored.cut_only_below() is not None:
+                if stored is None or stored.served_as_stored() is not None:
                     continue  # served as stored
                 data = served_jpeg(stored, EDGE_TILE_QUALITY)
                 with self._lock:
